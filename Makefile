@@ -1,0 +1,47 @@
+# pacsnode: the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACSNODE_HOME ?= pacsnode-data
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: run test venv dcmtk orthanc peers bench bench-quick samples clean
+
+# The venv is rebuilt when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# Real DICOM peers for the interop tests: DCMTK's command-line tools and Orthanc.
+dcmtk:
+	@command -v storescu >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq dcmtk; }
+
+orthanc:
+	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc; }
+
+peers: dcmtk orthanc
+
+# Set up a node home with the sample studies and serve it in the foreground (Ctrl-C stops it).
+run: venv
+	test -f $(PACSNODE_HOME)/pacsnode.toml || $(BIN)/pacsnode --home $(PACSNODE_HOME) init --institution PRV001
+	$(BIN)/pacsnode --home $(PACSNODE_HOME) import sample_dicom
+	$(BIN)/pacsnode --home $(PACSNODE_HOME) serve
+
+test: venv peers
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+samples: venv
+	$(BIN)/python scripts/make_sample_dicom.py sample_dicom
+
+bench: venv peers
+	$(BIN)/python -m bench
+
+bench-quick: venv peers
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

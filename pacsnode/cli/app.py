@@ -1,0 +1,84 @@
+"""The click group every command hangs off, and the glue shared by commands.
+
+Commands are thin: parse, call one library function, print. ``PacsnodeError`` (and OS
+errors such as a port in use) become one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from pacsnode.errors import PacsnodeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_HOME = "pacsnode-data"
+
+
+class ErrorsAsMessages(click.Group):
+    """A group whose commands report domain errors as one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PacsnodeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}") from None
+
+
+@click.group(cls=ErrorsAsMessages, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Node home folder (default: $PACSNODE_HOME, else ./pacsnode-data).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="pacsnode")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
+    """pacsnode: a DICOM node that stores, answers peers and knows mutual recognition.
+
+    \b
+    Example:
+      pacsnode --home ./pacsnode-data init --institution PRV001
+      pacsnode --home ./pacsnode-data serve
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home or Path(os.environ.get("PACSNODE_HOME") or DEFAULT_HOME)
+    ctx.obj["verbose"] = verbose
+
+
+def home_of(ctx: click.Context) -> Path:
+    return Path(ctx.obj["home"])
+
+
+def open_node(ctx: click.Context) -> Any:
+    """Open the node in this command's home (imported lazily: ``--help`` stays fast)."""
+    from pacsnode.node import Node
+
+    return Node.open(home_of(ctx))
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A plain aligned table; wide cells are cut so the table stays readable."""
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    text = "" if value is None else str(value)
+    return text if len(text) <= 64 else text[:61] + "..."

@@ -1,0 +1,198 @@
+"""Node life-cycle commands: init, serve, import, studies, study show, check."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
+from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
+from pacsnode.errors import HomeError
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+
+@main.command()
+@click.option("--aet", default="PACSNODE", show_default=True, help="This node's AE title.")
+@click.option("--port", default=11112, show_default=True, type=int, help="DICOM listening port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listening address (set the LAN address in production).")
+@click.option("--institution", default="", help="Code of the hospital this node belongs to (as in recognition.toml).")
+@click.option("--force", is_flag=True, help="Overwrite the configuration of an existing home (data is kept).")
+@click.pass_context
+def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool) -> None:
+    """Create a node home: pacsnode.toml, the rule files, the index and the storage folder.
+
+    \b
+    Example:
+      pacsnode --home /srv/pacsnode init --aet COUNTY_PACS --port 11112 --host 10.0.0.5 --institution CTY001
+    """
+    home = home_of(ctx)
+    if (home / CONFIG_NAME).exists() and not force:
+        raise HomeError(f"{home} already holds a node; use --force to rewrite its configuration")
+    validate_aet(aet, "--aet")
+    validate_port(port, "--port")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
+    for name in ("recognition.toml", "qc_rules.toml"):
+        source = SHIPPED_CONFIG / name
+        if source.is_file() and (force or not (home / name).exists()):
+            shutil.copyfile(source, home / name)
+    node = open_node(ctx)
+    node.close()
+    click.echo(f"initialised {home} as {aet} on {host}:{port}" + (f" for institution {institution}" if institution else ""))
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Override the configured port.")
+@click.option("--aet", default=None, help="Override the configured AE title.")
+@click.option("--host", default=None, help="Override the configured listening address.")
+@click.pass_context
+def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | None) -> None:
+    """Serve DICOM in the foreground until SIGINT or SIGTERM.
+
+    \b
+    Example:
+      pacsnode --home ./pacsnode-data serve --port 11112
+    """
+    from pacsnode.config import load_config
+    from pacsnode.dimse.server import DicomServer
+    from pacsnode.node import Node
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(ctx.obj["verbose"], logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
+    config = load_config(home_of(ctx))
+    if aet is not None:
+        validate_aet(aet, "--aet")
+    config = config.with_overrides(port=port, aet=aet, host=host)
+    node = Node(config)
+    server = DicomServer(node)
+    server.start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home})", err=True)
+    sys.stderr.flush()
+    while not stop.wait(0.5):
+        pass
+    click.echo("shutting down", err=True)
+    server.stop()
+    node.close()
+
+
+@main.command(name="import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def import_(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Import DICOM files and folders (recursive) into the node.
+
+    \b
+    Example:
+      pacsnode import sample_dicom/ /media/cdrom/DICOM
+    """
+    from pacsnode.node import iter_files
+
+    node = open_node(ctx)
+    files = list(iter_files(paths))
+    with click.progressbar(length=len(files), label="importing", file=sys.stderr) as bar:
+        report = node.import_paths(files, progress=lambda _p: bar.update(1))
+    node.close()
+    click.echo(f"stored {report.stored}, duplicate {report.duplicate}, replaced {report.replaced}, "
+               f"rejected {len(report.rejected)}")
+    for path, reason in report.rejected:
+        click.echo(f"rejected {path}: {reason}")
+
+
+@main.command()
+@click.option("--patient-id", default=None, help="Only this Patient ID.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def studies(ctx: click.Context, patient_id: str | None, as_json: bool) -> None:
+    """List studies, one row each.
+
+    \b
+    Example:
+      pacsnode studies --patient-id P0001 --json
+    """
+    node = open_node(ctx)
+    rows = [asdict(s) for s in node.studies(patient_id=patient_id)]
+    node.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date",
+                           "modalities", "series_count", "instance_count", "institution_name"])
+
+
+@main.group()
+def study() -> None:
+    """Look at one study."""
+
+
+@study.command(name="show")
+@click.argument("uid")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
+    """Show a study with its series and instances.
+
+    \b
+    Example:
+      pacsnode study show 1.2.826.0.1.3680043.10.1078.1.1 --json
+    """
+    node = open_node(ctx)
+    summary, series = node.study(uid)
+    node.close()
+    data: dict[str, Any] = asdict(summary)
+    data["series"] = series
+    if as_json:
+        print_json(data)
+        return
+    for key in ("study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date", "study_time",
+                "accession_number", "study_description", "institution_name", "modalities"):
+        click.echo(f"{key:22} {data[key]}")
+    for item in series:
+        click.echo(f"series {item['series_number']} {item['modality']} {item['series_description']!r} "
+                   f"{item['series_uid']} ({item['instance_count']} instances)")
+        for inst in item["instances"]:
+            click.echo(f"  #{inst['instance_number']} {inst['sop_instance_uid']} {inst['size']} B "
+                       f"{inst['transfer_syntax']}")
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Remove orphan and temporary files, drop rows whose file is gone.")
+@click.option("--quick", is_flag=True, help="Compare sizes only, skip checksums.")
+@click.pass_context
+def check(ctx: click.Context, repair: bool, quick: bool) -> None:
+    """Compare the index with the files on disk.
+
+    Exit code 0 when consistent (or repaired), 1 when problems remain.
+
+    \b
+    Example:
+      pacsnode check --repair
+    """
+    node = open_node(ctx)
+    report = node.check(repair=repair, verify_checksums=not quick)
+    node.close()
+    for label, items in (("orphan file", report.orphan_files), ("missing file", report.missing_files),
+                         ("changed file", report.changed_files), ("temporary file", report.temp_files)):
+        for item in items:
+            click.echo(f"{label}: {item}")
+    if report.clean:
+        click.echo("index and files agree")
+    elif report.repaired:
+        click.echo("repaired (changed files are reported, never deleted)")
+        if report.changed_files:
+            ctx.exit(1)
+    else:
+        click.echo("problems found; run with --repair to fix orphans and missing rows")
+        ctx.exit(1)

@@ -1,0 +1,215 @@
+"""The node's configuration: ``<home>/pacsnode.toml`` parsed once into frozen dataclasses.
+
+Every value is validated here, at the edge, with a message that names the file, the key
+and the fix, so that nothing deeper has to second-guess a setting.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pacsnode.errors import ConfigError
+from pacsnode.model import DuplicatePolicy
+
+CONFIG_NAME = "pacsnode.toml"
+AET_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: 16 chars, no backslash
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Who may store and what a repeated SOP Instance UID does."""
+
+    accept_from: str = "any"  # "any" (like Orthanc) or "registered"
+    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    quota_bytes: int = 0  # 0 = no quota
+    stable_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """C-FIND behaviour."""
+
+    max_results: int = 1000  # 0 = unlimited
+    case_sensitive_pn: bool = True
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Association limits and timeouts."""
+
+    max_pdu: int = 1_048_576
+    max_associations: int = 32
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    strict_called_aet: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything ``pacsnode.toml`` says about one node."""
+
+    home: Path
+    aet: str = "PACSNODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    institution: str = ""
+    storage_dir: str = "storage"
+    index_file: str = "index.sqlite"
+    recognition_file: str = "recognition.toml"
+    qc_rules_file: str = "qc_rules.toml"
+    store: StoreSettings = field(default_factory=StoreSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    @property
+    def storage_path(self) -> Path:
+        return self.home / self.storage_dir
+
+    @property
+    def index_path(self) -> Path:
+        return self.home / self.index_file
+
+    @property
+    def temp_path(self) -> Path:
+        """Incoming data lands here: same filesystem as storage, so placing a file is a rename."""
+        return self.home / "tmp"
+
+    @property
+    def recognition_path(self) -> Path:
+        return self.home / self.recognition_file
+
+    @property
+    def qc_rules_path(self) -> Path:
+        return self.home / self.qc_rules_file
+
+    def with_overrides(self, **changes: Any) -> "NodeConfig":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def validate_aet(aet: str, where: str) -> str:
+    """Return the AE title or raise ConfigError naming ``where``."""
+    if not AET_PATTERN.match(aet) or not aet.strip():
+        raise ConfigError(
+            f"{where}: AE title {aet!r} is not valid; use 1-16 printable ASCII characters without '\\'"
+        )
+    return aet.strip()
+
+
+def validate_port(port: Any, where: str) -> int:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(f"{where}: port {port!r} is not valid; use a whole number from 1 to 65535")
+    return port
+
+
+def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    return value
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = table.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key} = {value!r} must be of type {kind.__name__}")
+    return value
+
+
+def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) -> NodeConfig:
+    """Turn the TOML tables into a validated NodeConfig."""
+    node = _section(data, "node", source)
+    store = _section(data, "store", source)
+    query = _section(data, "query", source)
+    network = _section(data, "network", source)
+    where = f"{source}: [node]"
+    accept_from = _typed(store, "accept_from", str, "any", f"{source}: [store]")
+    if accept_from not in ("any", "registered"):
+        raise ConfigError(f"{source}: [store].accept_from = {accept_from!r}; use \"any\" or \"registered\"")
+    duplicates = _typed(store, "duplicates", str, "keep-first", f"{source}: [store]")
+    try:
+        policy = DuplicatePolicy(duplicates)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: [store].duplicates = {duplicates!r}; use \"keep-first\" or \"replace\""
+        ) from None
+    return NodeConfig(
+        home=home,
+        aet=validate_aet(_typed(node, "aet", str, "PACSNODE", where), f"{where}.aet"),
+        host=_typed(node, "host", str, "127.0.0.1", where),
+        port=validate_port(node.get("port", 11112), f"{where}.port"),
+        institution=_typed(node, "institution", str, "", where),
+        storage_dir=_typed(node, "storage_dir", str, "storage", where),
+        index_file=_typed(node, "index_file", str, "index.sqlite", where),
+        recognition_file=_typed(node, "recognition_file", str, "recognition.toml", where),
+        qc_rules_file=_typed(node, "qc_rules_file", str, "qc_rules.toml", where),
+        store=StoreSettings(
+            accept_from=accept_from,
+            duplicates=policy,
+            quota_bytes=_typed(store, "quota_bytes", int, 0, f"{source}: [store]"),
+            stable_seconds=_typed(store, "stable_seconds", int, 60, f"{source}: [store]"),
+        ),
+        query=QuerySettings(
+            max_results=_typed(query, "max_results", int, 1000, f"{source}: [query]"),
+            case_sensitive_pn=_typed(query, "case_sensitive_pn", bool, True, f"{source}: [query]"),
+        ),
+        network=NetworkSettings(
+            max_pdu=_typed(network, "max_pdu", int, 1_048_576, f"{source}: [network]"),
+            max_associations=_typed(network, "max_associations", int, 32, f"{source}: [network]"),
+            acse_timeout=_typed(network, "acse_timeout", float, 30.0, f"{source}: [network]"),
+            dimse_timeout=_typed(network, "dimse_timeout", float, 60.0, f"{source}: [network]"),
+            network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]"),
+            strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
+        ),
+    )
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read ``<home>/pacsnode.toml``; a missing home is a HomeError-like ConfigError with the fix."""
+    path = home / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; create the node first with: pacsnode --home {home} init")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, home, source=str(path))
+
+
+def render_config(aet: str, host: str, port: int, institution: str) -> str:
+    """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
+    return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
+[node]
+aet = "{aet}"              # this node's AE title
+host = "{host}"        # listening address (a production node sets its LAN address)
+port = {port}
+institution = "{institution}"       # code of the hospital this node belongs to (see recognition.toml)
+storage_dir = "storage"     # instance files, relative to this folder
+index_file = "index.sqlite"
+recognition_file = "recognition.toml"
+qc_rules_file = "qc_rules.toml"
+
+[store]
+accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers
+duplicates = "keep-first"   # a repeated SOP Instance UID: "keep-first" or "replace"
+quota_bytes = 0             # 0 = no quota; past it C-STORE answers Out of Resources (0xA700)
+stable_seconds = 60         # a study with no new instance for this long is stable (QC runs)
+
+[query]
+max_results = 1000          # C-FIND answers at most this many matches (0 = unlimited)
+case_sensitive_pn = true    # person-name matching per the standard; false = like Orthanc's default
+
+[network]
+max_pdu = 1048576           # maximum PDU we receive (bytes)
+max_associations = 32
+acse_timeout = 30
+dimse_timeout = 60
+network_timeout = 60
+strict_called_aet = false   # true: refuse associations whose called AE is not ours
+"""

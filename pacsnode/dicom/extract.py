@@ -1,0 +1,186 @@
+"""Dataset header → :class:`InstanceFacts`: what the index records about an instance.
+
+Only the header is read (``stop_before_pixels``): indexing must never decode or even load
+pixel data, so a 500 MB multi-frame costs the same as a 10 KB SR. Text is decoded with the
+dataset's Specific Character Set by pydicom; we only normalise what comes out.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from pacsnode.errors import InvalidInstance, SopClassMismatch
+from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy allowed)
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.100",  # MPEG2
+    "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102",
+    "1.2.840.10008.1.2.4.103",
+    "1.2.840.10008.1.2.4.104",
+    "1.2.840.10008.1.2.4.105",
+    "1.2.840.10008.1.2.4.106",
+    "1.2.840.10008.1.2.4.107",
+    "1.2.840.10008.1.2.4.108",
+}
+
+
+def is_valid_uid(value: str) -> bool:
+    """A UID is digits and dots, at most 64 characters (PS3.5 9.1); nothing else reaches a path."""
+    return 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
+
+
+def require_uid(value: Any, name: str) -> str:
+    text = str(value or "").strip().rstrip("\x00")
+    if not text:
+        raise InvalidInstance(f"{name} is missing")
+    if not is_valid_uid(text):
+        raise InvalidInstance(f"{name} {text[:80]!r} is not a valid UID (digits and dots, at most 64 characters)")
+    return text
+
+
+def read_header(path: Path | str) -> Dataset:
+    """Read a Part 10 file (or a bare dataset) up to its pixel data."""
+    try:
+        return dcmread(str(path), stop_before_pixels=True, force=False)
+    except InvalidDicomError:
+        try:
+            dataset = dcmread(str(path), stop_before_pixels=True, force=True)
+        except Exception as exc:  # pydicom raises many kinds on garbage
+            raise InvalidInstance(f"not a DICOM file ({exc.__class__.__name__}: {exc})") from None
+        if "SOPInstanceUID" not in dataset:
+            raise InvalidInstance("not a DICOM file (no DICM preamble and no SOP Instance UID)") from None
+        return dataset
+    except Exception as exc:
+        raise InvalidInstance(f"unreadable DICOM ({exc.__class__.__name__}: {exc})") from None
+
+
+def normalise_time(value: str) -> str:
+    """TM → ``HHMMSS.ffffff`` so that times sort and range-compare as strings."""
+    text = value.strip().replace(":", "")
+    if not text:
+        return ""
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit():
+        return text
+    whole = (whole + "0000")[:6] if len(whole) >= 2 else whole
+    return f"{whole}.{(frac + '000000')[:6]}"
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    try:
+        value = dataset.get(keyword, "")
+    except Exception:  # a malformed value must not stop indexing of the rest
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or value.__class__.__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(dataset: Dataset, keyword: str) -> int | None:
+    try:
+        value = dataset.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _codes(dataset: Dataset, keyword: str) -> tuple[CodedEntry, ...]:
+    try:
+        items = dataset.get(keyword) or []
+        return tuple(
+            CodedEntry(_text(item, "CodeValue"), _text(item, "CodingSchemeDesignator"), _text(item, "CodeMeaning"))
+            for item in items
+            if _text(item, "CodeValue")
+        )
+    except Exception:
+        return ()
+
+
+def _other_ids(dataset: Dataset) -> tuple[OtherPatientId, ...]:
+    try:
+        items = dataset.get("OtherPatientIDsSequence") or []
+        return tuple(
+            OtherPatientId(_text(item, "PatientID"), _text(item, "IssuerOfPatientID"), _text(item, "TypeOfPatientID"))
+            for item in items
+            if _text(item, "PatientID")
+        )
+    except Exception:
+        return ()
+
+
+def _lossy(dataset: Dataset, transfer_syntax: str) -> bool:
+    return _text(dataset, "LossyImageCompression") == "01" or transfer_syntax in LOSSY_SYNTAXES
+
+
+def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceFacts:
+    """Extract the indexed attributes; raise InvalidInstance when a UID is missing or malformed."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = transfer_syntax or str(getattr(meta, "TransferSyntaxUID", "") or "")
+    return InstanceFacts(
+        sop_instance_uid=require_uid(dataset.get("SOPInstanceUID"), "SOP Instance UID"),
+        sop_class_uid=require_uid(dataset.get("SOPClassUID"), "SOP Class UID"),
+        study_uid=require_uid(dataset.get("StudyInstanceUID"), "Study Instance UID"),
+        series_uid=require_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID"),
+        transfer_syntax=syntax,
+        patient_id=_text(dataset, "PatientID"),
+        issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),
+        patient_name=_text(dataset, "PatientName"),
+        patient_birth_date=_text(dataset, "PatientBirthDate"),
+        patient_sex=_text(dataset, "PatientSex"),
+        other_patient_ids=_other_ids(dataset),
+        study_date=_text(dataset, "StudyDate"),
+        study_time=normalise_time(_text(dataset, "StudyTime")),
+        accession_number=_text(dataset, "AccessionNumber"),
+        study_id=_text(dataset, "StudyID"),
+        study_description=_text(dataset, "StudyDescription"),
+        referring_physician=_text(dataset, "ReferringPhysicianName"),
+        institution_name=_text(dataset, "InstitutionName"),
+        institution_codes=_codes(dataset, "InstitutionCodeSequence"),
+        procedure_codes=_codes(dataset, "ProcedureCodeSequence"),
+        modality=_text(dataset, "Modality"),
+        body_part=_text(dataset, "BodyPartExamined"),
+        contrast_agent=_text(dataset, "ContrastBolusAgent"),
+        series_number=_int(dataset, "SeriesNumber"),
+        series_description=_text(dataset, "SeriesDescription"),
+        series_date=_text(dataset, "SeriesDate"),
+        series_time=normalise_time(_text(dataset, "SeriesTime")),
+        instance_number=_int(dataset, "InstanceNumber"),
+        number_of_frames=_int(dataset, "NumberOfFrames"),
+        lossy=_lossy(dataset, syntax),
+        specific_character_set=_text(dataset, "SpecificCharacterSet"),
+        device_serial=_text(dataset, "DeviceSerialNumber"),
+        station_name=_text(dataset, "StationName"),
+    )
+
+
+def facts_from_file(path: Path | str, expected_sop_class: str | None = None,
+                    expected_sop_instance: str | None = None) -> InstanceFacts:
+    """Read a file's header and extract facts, checking it against what the sender declared."""
+    dataset = read_header(path)
+    facts = facts_from_dataset(dataset)
+    if expected_sop_class and UID(facts.sop_class_uid) != UID(expected_sop_class):
+        raise SopClassMismatch(
+            f"dataset SOP Class {facts.sop_class_uid} does not match the presentation context {expected_sop_class}"
+        )
+    if expected_sop_instance and facts.sop_instance_uid != expected_sop_instance.strip():
+        raise InvalidInstance(
+            f"dataset SOP Instance UID {facts.sop_instance_uid} differs from the C-STORE request's "
+            f"Affected SOP Instance UID {expected_sop_instance}"
+        )
+    return facts

@@ -1,0 +1,56 @@
+"""Thin DIMSE handlers: unpack the event, call one Node method, map the outcome to a status.
+
+No SQL, no paths and no policy decisions here: those belong to the Node. Broad catches
+exist only at this edge, where an unexpected error must become a failure status while the
+association and the server keep running.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from pacsnode.dimse import statuses
+from pacsnode.errors import PacsnodeError
+from pacsnode.model import Caller
+from pacsnode.node import Node
+
+LOGGER = logging.getLogger(__name__)
+
+
+def caller_of(event: Event, node: Node) -> Caller:
+    """Who is on the other end of this event's association."""
+    requestor = event.assoc.requestor
+    return node.identify(str(requestor.ae_title).strip(), str(requestor.address))
+
+
+def handle_echo(event: Event, node: Node) -> int | Dataset:
+    """C-ECHO: anyone may echo unless a registered peer lacks the permission."""
+    try:
+        node.require_permission(caller_of(event, node), "echo")
+    except PacsnodeError as exc:
+        return statuses.status_dataset(statuses.REFUSED_NOT_AUTHORIZED, str(exc))
+    return statuses.SUCCESS
+
+
+def handle_store(event: Event, node: Node) -> int | Dataset:
+    """C-STORE: the dataset was streamed to a temporary file by pynetdicom; the node places it."""
+    try:
+        temp = Path(event.dataset_path)
+        outcome = node.store_file(
+            temp,
+            caller_of(event, node),
+            expected_sop_class=str(event.context.abstract_syntax),
+            expected_sop_instance=str(event.request.AffectedSOPInstanceUID or ""),
+        )
+    except PacsnodeError as exc:
+        LOGGER.warning("C-STORE refused: %s", exc)
+        return statuses.status_dataset(statuses.store_status(exc), str(exc))
+    except Exception as exc:  # edge: keep the association alive, say why
+        LOGGER.exception("C-STORE failed")
+        return statuses.status_dataset(statuses.PROCESSING_FAILURE, f"internal error: {exc.__class__.__name__}")
+    LOGGER.debug("C-STORE %s: %s", outcome.result.value, outcome.sop_instance_uid)
+    return statuses.SUCCESS

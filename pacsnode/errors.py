@@ -1,0 +1,73 @@
+"""The exception hierarchy of pacsnode.
+
+Everything below the adapters raises one of these; the DIMSE layer maps each class to a
+status code (``pacsnode.dimse.statuses``) and the CLI to a one-line error. Keeping the
+meaning here and the wire codes there means the domain never speaks pynetdicom.
+"""
+
+from __future__ import annotations
+
+
+class PacsnodeError(Exception):
+    """Base of every error pacsnode raises on purpose."""
+
+
+class ConfigError(PacsnodeError):
+    """A configuration file is missing, unreadable or has a bad value (message names key and fix)."""
+
+
+class HomeError(PacsnodeError):
+    """The node home folder is missing, or exists when it should not."""
+
+
+class InvalidInstance(PacsnodeError):
+    """A dataset cannot be stored: not DICOM, missing or invalid UIDs, inconsistent with its context."""
+
+
+class SopClassMismatch(InvalidInstance):
+    """The dataset's SOP Class differs from the presentation context it arrived on."""
+
+
+class StorageFull(PacsnodeError):
+    """No room left on the storage area or the quota is reached (DICOM: Out of Resources)."""
+
+
+class IndexError_(PacsnodeError):
+    """The index could not record or read something (named with a trailing underscore to
+    leave the builtin ``IndexError`` alone)."""
+
+
+class NotPermitted(PacsnodeError):
+    """The calling peer may not do this (unknown AE, missing permission, access denied)."""
+
+
+class PeerNotFound(PacsnodeError):
+    """A peer name or AE title is not registered."""
+
+
+class UnknownMoveDestination(PeerNotFound):
+    """A C-MOVE names a destination AE title that is not a registered peer (DICOM 0xA801)."""
+
+
+class InvalidQuery(PacsnodeError):
+    """A C-FIND/C-MOVE/C-GET identifier breaks the rules of PS3.4 C.4 (level, unique keys)."""
+
+
+class MissingPatientContext(NotPermitted):
+    """A peer query does not name a patient, and the region requires it."""
+
+
+class TooManyResults(PacsnodeError):
+    """A query matched more than the configured result limit."""
+
+
+class NotFound(PacsnodeError):
+    """A study, series or instance asked for is not in this node."""
+
+
+class PeerError(PacsnodeError):
+    """A remote peer refused, aborted or could not be reached."""
+
+
+class RecognitionError(PacsnodeError):
+    """A physician decision or share request breaks the rules (e.g. decline without consent)."""

@@ -1,0 +1,61 @@
+"""The registry of peers (other nodes, modalities, workstations), kept in the index.
+
+Kept in the index rather than pacsnode.toml so that ``peer add`` takes effect on a running
+node without a restart: the server looks peers up per association.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from pacsnode.errors import PacsnodeError, PeerNotFound
+from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.model import Peer
+
+ALL_PERMISSIONS = ("echo", "store", "find", "move", "get")
+
+
+def _peer(row: sqlite3.Row) -> Peer:
+    permissions = frozenset(p for p in row["permissions"].split(",") if p)
+    return Peer(name=row["name"], aet=row["aet"], host=row["host"], port=int(row["port"]),
+                institution=row["institution"], permissions=permissions, check_host=bool(row["check_host"]))
+
+
+class PeerRegistry:
+    """CRUD on the ``peers`` table."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self.index = index
+
+    def add(self, peer: Peer, replace: bool = False) -> None:
+        unknown = set(peer.permissions) - set(ALL_PERMISSIONS)
+        if unknown:
+            raise PacsnodeError(f"unknown permission(s) {', '.join(sorted(unknown))}; use {', '.join(ALL_PERMISSIONS)}")
+        with self.index.write() as conn:
+            exists = conn.execute("SELECT 1 FROM peers WHERE name=?", (peer.name,)).fetchone()
+            if exists and not replace:
+                raise PacsnodeError(f"peer {peer.name!r} already exists; remove it first or use --replace")
+            conn.execute(
+                "INSERT OR REPLACE INTO peers (name, aet, host, port, institution, permissions, check_host) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (peer.name, peer.aet, peer.host, peer.port, peer.institution,
+                 ",".join(p for p in ALL_PERMISSIONS if p in peer.permissions), int(peer.check_host)))
+
+    def remove(self, name: str) -> None:
+        with self.index.write() as conn:
+            if conn.execute("DELETE FROM peers WHERE name=?", (name,)).rowcount == 0:
+                raise PeerNotFound(f"no peer named {name!r}; see: pacsnode peer list")
+
+    def list(self) -> list[Peer]:
+        return [_peer(r) for r in self.index.query("SELECT * FROM peers ORDER BY name")]
+
+    def get(self, name: str) -> Peer:
+        rows = self.index.query("SELECT * FROM peers WHERE name=?", (name,))
+        if not rows:
+            raise PeerNotFound(f"no peer named {name!r}; see: pacsnode peer list")
+        return _peer(rows[0])
+
+    def by_aet(self, aet: str) -> Peer | None:
+        """The peer with this AE title (the first by name if several share it)."""
+        rows = self.index.query("SELECT * FROM peers WHERE aet=? ORDER BY name", (aet.strip(),))
+        return _peer(rows[0]) if rows else None

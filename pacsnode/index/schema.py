@@ -1,0 +1,177 @@
+"""The index schema, as named migrations applied in order and recorded in ``migrations``.
+
+A migration is never edited once released: a change is a new migration. Text columns are
+NOT NULL DEFAULT '' so that matching never has to think about NULL; ``*_folded`` columns
+hold the casefolded person names for case-insensitive matching (SQLite's own ``lower``
+only folds ASCII).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_patients_studies_series_instances",
+        """
+        CREATE TABLE patients (
+            pk INTEGER PRIMARY KEY,
+            patient_id TEXT NOT NULL DEFAULT '',
+            issuer TEXT NOT NULL DEFAULT '',
+            patient_name TEXT NOT NULL DEFAULT '',
+            patient_name_folded TEXT NOT NULL DEFAULT '',
+            birth_date TEXT NOT NULL DEFAULT '',
+            sex TEXT NOT NULL DEFAULT '',
+            UNIQUE (patient_id, issuer)
+        );
+        CREATE INDEX patients_name ON patients (patient_name);
+        CREATE INDEX patients_name_folded ON patients (patient_name_folded);
+        CREATE INDEX patients_birth_date ON patients (birth_date);
+
+        CREATE TABLE patient_other_ids (
+            patient_pk INTEGER NOT NULL REFERENCES patients (pk) ON DELETE CASCADE,
+            other_id TEXT NOT NULL DEFAULT '',
+            other_issuer TEXT NOT NULL DEFAULT '',
+            type_of_id TEXT NOT NULL DEFAULT '',
+            UNIQUE (patient_pk, other_id, other_issuer)
+        );
+        CREATE INDEX patient_other_ids_id ON patient_other_ids (other_id, other_issuer);
+
+        CREATE TABLE studies (
+            pk INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL UNIQUE,
+            patient_pk INTEGER NOT NULL REFERENCES patients (pk),
+            study_date TEXT NOT NULL DEFAULT '',
+            study_time TEXT NOT NULL DEFAULT '',
+            accession_number TEXT NOT NULL DEFAULT '',
+            study_id TEXT NOT NULL DEFAULT '',
+            study_description TEXT NOT NULL DEFAULT '',
+            referring_physician TEXT NOT NULL DEFAULT '',
+            referring_physician_folded TEXT NOT NULL DEFAULT '',
+            institution_name TEXT NOT NULL DEFAULT '',
+            institution_code TEXT NOT NULL DEFAULT '',
+            modalities TEXT NOT NULL DEFAULT '',
+            body_parts TEXT NOT NULL DEFAULT '',
+            contrast INTEGER NOT NULL DEFAULT 0,
+            lossy INTEGER NOT NULL DEFAULT 0,
+            series_count INTEGER NOT NULL DEFAULT 0,
+            instance_count INTEGER NOT NULL DEFAULT 0,
+            size_bytes INTEGER NOT NULL DEFAULT 0,
+            calling_ae TEXT NOT NULL DEFAULT '',
+            received_at TEXT NOT NULL DEFAULT '',
+            updated_at TEXT NOT NULL DEFAULT '',
+            specific_character_set TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX studies_patient ON studies (patient_pk);
+        CREATE INDEX studies_date ON studies (study_date, study_time);
+        CREATE INDEX studies_accession ON studies (accession_number);
+        CREATE INDEX studies_study_id ON studies (study_id);
+        CREATE INDEX studies_updated ON studies (updated_at);
+
+        CREATE TABLE study_codes (
+            study_pk INTEGER NOT NULL REFERENCES studies (pk) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            code_value TEXT NOT NULL DEFAULT '',
+            scheme TEXT NOT NULL DEFAULT '',
+            meaning TEXT NOT NULL DEFAULT '',
+            UNIQUE (study_pk, kind, code_value, scheme)
+        );
+        CREATE INDEX study_codes_value ON study_codes (kind, code_value);
+
+        CREATE TABLE series (
+            pk INTEGER PRIMARY KEY,
+            series_uid TEXT NOT NULL UNIQUE,
+            study_pk INTEGER NOT NULL REFERENCES studies (pk),
+            modality TEXT NOT NULL DEFAULT '',
+            body_part TEXT NOT NULL DEFAULT '',
+            series_number INTEGER,
+            series_description TEXT NOT NULL DEFAULT '',
+            series_date TEXT NOT NULL DEFAULT '',
+            series_time TEXT NOT NULL DEFAULT '',
+            institution_name TEXT NOT NULL DEFAULT '',
+            station_name TEXT NOT NULL DEFAULT '',
+            device_serial TEXT NOT NULL DEFAULT '',
+            instance_count INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX series_study ON series (study_pk);
+        CREATE INDEX series_modality ON series (modality);
+
+        CREATE TABLE instances (
+            pk INTEGER PRIMARY KEY,
+            sop_instance_uid TEXT NOT NULL UNIQUE,
+            series_pk INTEGER NOT NULL REFERENCES series (pk),
+            sop_class_uid TEXT NOT NULL DEFAULT '',
+            instance_number INTEGER,
+            transfer_syntax TEXT NOT NULL DEFAULT '',
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT NOT NULL DEFAULT '',
+            number_of_frames INTEGER,
+            lossy INTEGER NOT NULL DEFAULT 0,
+            specific_character_set TEXT NOT NULL DEFAULT '',
+            calling_ae TEXT NOT NULL DEFAULT '',
+            received_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX instances_series ON instances (series_pk, instance_number);
+        CREATE INDEX instances_sop_class ON instances (sop_class_uid);
+        """,
+    ),
+    (
+        "0002_peers_audit",
+        """
+        CREATE TABLE peers (
+            name TEXT PRIMARY KEY,
+            aet TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            institution TEXT NOT NULL DEFAULT '',
+            permissions TEXT NOT NULL DEFAULT 'echo,store,find,move,get',
+            check_host INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX peers_aet ON peers (aet);
+
+        CREATE TABLE audit (
+            pk INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            peer_aet TEXT NOT NULL DEFAULT '',
+            peer_name TEXT NOT NULL DEFAULT '',
+            study_uid TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX audit_at ON audit (at);
+        CREATE INDEX audit_study ON audit (study_uid);
+        """,
+    ),
+]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[tuple[str, str]] | None = None) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    applied: list[str] = []
+    for name, sql in migrations if migrations is not None else MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("ROLLBACK")  # another process applied it meanwhile
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

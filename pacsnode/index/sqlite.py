@@ -1,0 +1,321 @@
+"""The SQLite index: the one place that speaks SQL about patients, studies, series, instances.
+
+One connection per thread (pynetdicom runs each association in its own thread), WAL so that
+readers never wait for the writer, and every write serialised twice: a process-wide lock
+(no two threads race for SQLite's writer lock) and ``BEGIN IMMEDIATE`` with a busy timeout
+(other processes, e.g. ``pacsnode import`` next to ``serve``). That is what keeps "database
+is locked" away under many concurrent associations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from pacsnode.errors import IndexError_
+from pacsnode.index.schema import migrate, utc_now
+from pacsnode.model import (
+    DuplicatePolicy,
+    InstanceFacts,
+    InstanceLocation,
+    StoredFile,
+    StoreResult,
+    StudySummary,
+)
+
+BUSY_TIMEOUT_S = 60.0
+
+
+def fold(text: str) -> str:
+    """Casefold for case-insensitive person-name matching (full Unicode, unlike SQLite's lower)."""
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+class SqliteIndex:
+    """Patient/study/series/instance index in one SQLite file."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._all_connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        migrate(self.connection())
+
+    # -- connections ---------------------------------------------------------------------
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._all_connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._all_connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all_connections.clear()
+        self._local = threading.local()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One serialised write transaction."""
+        conn = self.connection()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise IndexError_(f"index busy: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    # -- instances -----------------------------------------------------------------------
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        return bool(self.query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)))
+
+    def used_bytes(self) -> int:
+        return int(self.query("SELECT COALESCE(SUM(size), 0) FROM instances")[0][0])
+
+    def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
+                        policy: DuplicatePolicy) -> tuple[StoreResult, str | None]:
+        """Index one placed file in one transaction.
+
+        Returns the result and, when the policy replaced an older copy (or dropped this one),
+        the relative path of the file that no row points to any more, for the caller to
+        remove after the commit.
+        """
+        now = utc_now()
+        with self.write() as conn:
+            existing = conn.execute(
+                "SELECT i.pk, i.path, i.size, s.study_pk FROM instances i JOIN series s ON s.pk = i.series_pk "
+                "WHERE i.sop_instance_uid = ?", (facts.sop_instance_uid,)).fetchone()
+            if existing is not None and policy is DuplicatePolicy.KEEP_FIRST:
+                return StoreResult.DUPLICATE, (None if existing["path"] == stored.relative_path else stored.relative_path)
+            patient_pk = self._upsert_patient(conn, facts)
+            study_pk = self._upsert_study(conn, facts, patient_pk, calling_ae, now)
+            series_pk, new_series = self._upsert_series(conn, facts, study_pk)
+            if existing is not None:
+                conn.execute(
+                    "UPDATE instances SET series_pk=?, sop_class_uid=?, instance_number=?, transfer_syntax=?, "
+                    "path=?, size=?, sha256=?, number_of_frames=?, lossy=?, specific_character_set=?, "
+                    "calling_ae=?, received_at=? WHERE pk=?",
+                    (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
+                     stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
+                     facts.specific_character_set, calling_ae, now, existing["pk"]))
+                self._refresh_counts(conn, {existing["study_pk"], study_pk})
+                old = existing["path"] if existing["path"] != stored.relative_path else None
+                return StoreResult.REPLACED, old
+            conn.execute(
+                "INSERT INTO instances (sop_instance_uid, series_pk, sop_class_uid, instance_number, "
+                "transfer_syntax, path, size, sha256, number_of_frames, lossy, specific_character_set, "
+                "calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
+                 facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
+                 int(facts.lossy), facts.specific_character_set, calling_ae, now))
+            conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
+            conn.execute(
+                "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
+                "size_bytes = size_bytes + ?, updated_at = ? WHERE pk = ?",
+                (int(new_series), stored.size, now, study_pk))
+            if new_series:
+                self._refresh_modalities(conn, study_pk)
+            return StoreResult.STORED, None
+
+    def _upsert_patient(self, conn: sqlite3.Connection, facts: InstanceFacts) -> int:
+        row = conn.execute("SELECT pk, patient_name, birth_date, sex FROM patients WHERE patient_id=? AND issuer=?",
+                           (facts.patient_id, facts.issuer_of_patient_id)).fetchone()
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO patients (patient_id, issuer, patient_name, patient_name_folded, birth_date, sex) "
+                "VALUES (?,?,?,?,?,?)",
+                (facts.patient_id, facts.issuer_of_patient_id, facts.patient_name, fold(facts.patient_name),
+                 facts.patient_birth_date, facts.patient_sex))
+            pk = int(cursor.lastrowid or 0)
+        else:
+            pk = int(row["pk"])
+            if (not row["patient_name"] and facts.patient_name) or (not row["birth_date"] and facts.patient_birth_date) \
+                    or (not row["sex"] and facts.patient_sex):
+                conn.execute(
+                    "UPDATE patients SET patient_name = CASE WHEN patient_name='' THEN ? ELSE patient_name END, "
+                    "patient_name_folded = CASE WHEN patient_name='' THEN ? ELSE patient_name_folded END, "
+                    "birth_date = CASE WHEN birth_date='' THEN ? ELSE birth_date END, "
+                    "sex = CASE WHEN sex='' THEN ? ELSE sex END WHERE pk=?",
+                    (facts.patient_name, fold(facts.patient_name), facts.patient_birth_date, facts.patient_sex, pk))
+        for other in facts.other_patient_ids:
+            conn.execute("INSERT OR IGNORE INTO patient_other_ids (patient_pk, other_id, other_issuer, type_of_id) "
+                         "VALUES (?,?,?,?)", (pk, other.patient_id, other.issuer, other.type_of_id))
+        return pk
+
+    def _upsert_study(self, conn: sqlite3.Connection, facts: InstanceFacts, patient_pk: int, calling_ae: str,
+                      now: str) -> int:
+        row = conn.execute("SELECT pk FROM studies WHERE study_uid=?", (facts.study_uid,)).fetchone()
+        institution_code = facts.institution_codes[0].value if facts.institution_codes else ""
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO studies (study_uid, patient_pk, study_date, study_time, accession_number, study_id, "
+                "study_description, referring_physician, referring_physician_folded, institution_name, "
+                "institution_code, body_parts, contrast, lossy, calling_ae, received_at, updated_at, "
+                "specific_character_set) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (facts.study_uid, patient_pk, facts.study_date, facts.study_time, facts.accession_number,
+                 facts.study_id, facts.study_description, facts.referring_physician,
+                 fold(facts.referring_physician), facts.institution_name, institution_code, facts.body_part,
+                 int(bool(facts.contrast_agent)), int(facts.lossy), calling_ae, now, now,
+                 facts.specific_character_set))
+            pk = int(cursor.lastrowid or 0)
+        else:
+            pk = int(row["pk"])
+            conn.execute(
+                "UPDATE studies SET institution_name = CASE WHEN institution_name='' THEN ? ELSE institution_name END,"
+                " institution_code = CASE WHEN institution_code='' THEN ? ELSE institution_code END,"
+                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?) WHERE pk=?",
+                (facts.institution_name, institution_code, int(bool(facts.contrast_agent)), int(facts.lossy), pk))
+        for kind, codes in (("procedure", facts.procedure_codes), ("institution", facts.institution_codes)):
+            for code in codes:
+                conn.execute("INSERT OR IGNORE INTO study_codes (study_pk, kind, code_value, scheme, meaning) "
+                             "VALUES (?,?,?,?,?)", (pk, kind, code.value, code.scheme, code.meaning))
+        return pk
+
+    def _upsert_series(self, conn: sqlite3.Connection, facts: InstanceFacts, study_pk: int) -> tuple[int, bool]:
+        row = conn.execute("SELECT pk FROM series WHERE series_uid=?", (facts.series_uid,)).fetchone()
+        if row is not None:
+            return int(row["pk"]), False
+        cursor = conn.execute(
+            "INSERT INTO series (series_uid, study_pk, modality, body_part, series_number, series_description, "
+            "series_date, series_time, institution_name, station_name, device_serial) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (facts.series_uid, study_pk, facts.modality, facts.body_part, facts.series_number,
+             facts.series_description, facts.series_date, facts.series_time, facts.institution_name,
+             facts.station_name, facts.device_serial))
+        return int(cursor.lastrowid or 0), True
+
+    def _refresh_modalities(self, conn: sqlite3.Connection, study_pk: int) -> None:
+        rows = conn.execute("SELECT DISTINCT modality, body_part FROM series WHERE study_pk=?", (study_pk,)).fetchall()
+        modalities = sorted({r["modality"] for r in rows if r["modality"]})
+        body_parts = sorted({r["body_part"] for r in rows if r["body_part"]})
+        conn.execute("UPDATE studies SET modalities=?, body_parts=? WHERE pk=?",
+                     ("\\".join(modalities), "\\".join(body_parts), study_pk))
+
+    def _refresh_counts(self, conn: sqlite3.Connection, study_pks: set[int]) -> None:
+        """Recount after a replace (the instance may have moved series or study)."""
+        for study_pk in study_pks:
+            conn.execute("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances i "
+                         "WHERE i.series_pk = series.pk) WHERE study_pk=?", (study_pk,))
+            conn.execute(
+                "UPDATE studies SET series_count = (SELECT COUNT(*) FROM series WHERE study_pk=studies.pk "
+                "AND instance_count > 0), instance_count = (SELECT COALESCE(SUM(instance_count),0) FROM series "
+                "WHERE study_pk=studies.pk), size_bytes = (SELECT COALESCE(SUM(i.size),0) FROM instances i "
+                "JOIN series se ON se.pk=i.series_pk WHERE se.study_pk=studies.pk), updated_at=? WHERE pk=?",
+                (utc_now(), study_pk))
+            self._refresh_modalities(conn, study_pk)
+
+    # -- listings ------------------------------------------------------------------------
+    def studies(self, patient_id: str | None = None, study_uids: list[str] | None = None) -> list[StudySummary]:
+        sql = ("SELECT s.*, p.patient_id, p.issuer, p.patient_name, p.birth_date, p.sex FROM studies s "
+               "JOIN patients p ON p.pk = s.patient_pk")
+        where: list[str] = []
+        params: list[Any] = []
+        if patient_id is not None:
+            where.append("p.patient_id = ?")
+            params.append(patient_id)
+        if study_uids is not None:
+            where.append(f"s.study_uid IN ({','.join('?' * len(study_uids))})")
+            params.extend(study_uids)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid"
+        return [self._summary(row) for row in self.query(sql, params)]
+
+    @staticmethod
+    def _summary(row: sqlite3.Row) -> StudySummary:
+        return StudySummary(
+            study_uid=row["study_uid"], patient_id=row["patient_id"], issuer_of_patient_id=row["issuer"],
+            patient_name=row["patient_name"], study_date=row["study_date"],
+            accession_number=row["accession_number"],
+            modalities=[m for m in row["modalities"].split("\\") if m], series_count=row["series_count"],
+            instance_count=row["instance_count"], institution_name=row["institution_name"],
+            study_description=row["study_description"], institution_code=row["institution_code"],
+            patient_birth_date=row["birth_date"], patient_sex=row["sex"], study_time=row["study_time"],
+            received_at=row["received_at"])
+
+    def study_series(self, study_uid: str) -> list[dict[str, Any]]:
+        """Series of a study with their instances (for ``study show``)."""
+        series = self.query(
+            "SELECT se.* FROM series se JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid=? "
+            "ORDER BY se.series_number, se.series_uid", (study_uid,))
+        out = []
+        for se in series:
+            instances = self.query(
+                "SELECT sop_instance_uid, sop_class_uid, instance_number, transfer_syntax, size, sha256, path, "
+                "calling_ae, received_at FROM instances WHERE series_pk=? ORDER BY instance_number, sop_instance_uid",
+                (se["pk"],))
+            item = {k: se[k] for k in se.keys() if k not in ("pk", "study_pk")}
+            item["instances"] = [dict(i) for i in instances]
+            out.append(item)
+        return out
+
+    def study_codes(self, study_uid: str, kind: str) -> list[tuple[str, str, str]]:
+        rows = self.query("SELECT c.code_value, c.scheme, c.meaning FROM study_codes c JOIN studies s "
+                          "ON s.pk=c.study_pk WHERE s.study_uid=? AND c.kind=?", (study_uid, kind))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def patient_other_ids(self, patient_id: str, issuer: str) -> list[tuple[str, str]]:
+        rows = self.query("SELECT o.other_id, o.other_issuer FROM patient_other_ids o JOIN patients p "
+                          "ON p.pk=o.patient_pk WHERE p.patient_id=? AND p.issuer=?", (patient_id, issuer))
+        return [(r[0], r[1]) for r in rows]
+
+    def locations(self, study_uid: str, series_uid: str | None = None,
+                  sop_instance_uids: list[str] | None = None) -> list[InstanceLocation]:
+        """Instance files of a study (or one series, or listed instances), for retrieval."""
+        sql = ("SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
+               "FROM instances i JOIN series se ON se.pk=i.series_pk JOIN studies s ON s.pk=se.study_pk "
+               "WHERE s.study_uid=?")
+        params: list[Any] = [study_uid]
+        if series_uid:
+            sql += " AND se.series_uid=?"
+            params.append(series_uid)
+        if sop_instance_uids:
+            sql += f" AND i.sop_instance_uid IN ({','.join('?' * len(sop_instance_uids))})"
+            params.extend(sop_instance_uids)
+        sql += " ORDER BY se.series_number, i.instance_number"
+        return [InstanceLocation(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.query(sql, params)]
+
+    def all_instance_files(self) -> list[sqlite3.Row]:
+        return self.query("SELECT pk, sop_instance_uid, path, size, sha256 FROM instances")
+
+    def delete_instance_rows(self, pks: list[int]) -> None:
+        """Drop rows whose file is gone (``check --repair``), keeping aggregates right."""
+        if not pks:
+            return
+        with self.write() as conn:
+            study_pks = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT se.study_pk FROM instances i JOIN series se ON se.pk=i.series_pk "
+                f"WHERE i.pk IN ({','.join('?' * len(pks))})", pks)}
+            conn.execute(f"DELETE FROM instances WHERE pk IN ({','.join('?' * len(pks))})", pks)
+            self._refresh_counts(conn, study_pks)
+            conn.execute("DELETE FROM series WHERE instance_count = 0")
+            conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
+            conn.execute("DELETE FROM studies WHERE instance_count = 0")

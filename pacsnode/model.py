@@ -1,0 +1,256 @@
+"""Domain dataclasses shared by every layer (stdlib only).
+
+These are the facts pacsnode passes between the DICOM adapters, the index, the storage
+area and the rules. They carry no behaviour beyond small conveniences, so that any layer
+can build them in a test without the others.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class DuplicatePolicy(str, enum.Enum):
+    """What a repeated SOP Instance UID does."""
+
+    KEEP_FIRST = "keep-first"
+    REPLACE = "replace"
+
+
+class StoreResult(str, enum.Enum):
+    """How a C-STORE or an import ended for one instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # kept the first copy, the new one was dropped
+    REPLACED = "replaced"  # the new copy replaced the old file and row
+
+
+class Level(str, enum.Enum):
+    """Query/Retrieve levels of PS3.4 C.3, top to bottom."""
+
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+    @property
+    def depth(self) -> int:
+        return list(Level).index(self)
+
+
+class InformationModel(str, enum.Enum):
+    """The Q/R information model a query uses."""
+
+    PATIENT_ROOT = "patient"
+    STUDY_ROOT = "study"
+
+
+@dataclass(frozen=True)
+class CodedEntry:
+    """One item of a code sequence (Procedure Code, Institution Code ...)."""
+
+    value: str
+    scheme: str = ""
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class OtherPatientId:
+    """One item of Other Patient IDs Sequence: an ID and its issuer (e.g. a resident ID)."""
+
+    patient_id: str
+    issuer: str = ""
+    type_of_id: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    """Everything the index records about one instance, extracted from its header.
+
+    Text is already decoded with the dataset's Specific Character Set. Dates are DICOM
+    strings (``YYYYMMDD``), times normalised ``HHMMSS.ffffff`` or empty.
+    """
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax: str
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    other_patient_ids: tuple[OtherPatientId, ...] = ()
+    study_date: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician: str = ""
+    institution_name: str = ""
+    institution_codes: tuple[CodedEntry, ...] = ()
+    procedure_codes: tuple[CodedEntry, ...] = ()
+    modality: str = ""
+    body_part: str = ""
+    contrast_agent: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    series_date: str = ""
+    series_time: str = ""
+    instance_number: int | None = None
+    number_of_frames: int | None = None
+    lossy: bool = False
+    specific_character_set: str = ""
+    device_serial: str = ""
+    station_name: str = ""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where an instance file lives and what it was when stored."""
+
+    relative_path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What storing one instance did."""
+
+    result: StoreResult
+    sop_instance_uid: str
+    study_uid: str
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A registered DICOM peer: another node, a modality, a workstation.
+
+    ``permissions`` is a subset of {"echo", "store", "find", "move", "get"}.
+    """
+
+    name: str
+    aet: str
+    host: str
+    port: int
+    institution: str = ""
+    permissions: frozenset[str] = frozenset({"echo", "store", "find", "move", "get"})
+    check_host: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is on the other end of an association (or the CLI, with ``aet`` empty)."""
+
+    aet: str
+    host: str = ""
+    peer: Peer | None = None
+
+    @property
+    def is_local_admin(self) -> bool:
+        return self.aet == "" and self.peer is None
+
+
+@dataclass(frozen=True)
+class QueryKey:
+    """One attribute of a C-FIND identifier.
+
+    ``value`` is the matching value as text (already decoded); None or "" is universal
+    matching. ``items`` holds the keys of a sequence's single item for sequence matching.
+    """
+
+    keyword: str
+    vr: str
+    value: str | None = None
+    items: tuple["QueryKey", ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    """A hierarchical query: the level, the model, the matching keys and the return keys.
+
+    ``keys`` are all keys of the identifier (matching and return). ``combined_datetime`` is
+    set when the SCU negotiated combined date-time range matching (PS3.4 C.3.4).
+    """
+
+    level: Level
+    model: InformationModel
+    keys: tuple[QueryKey, ...]
+    combined_datetime: bool = False
+    case_insensitive_pn: bool = False
+
+    def key(self, keyword: str) -> QueryKey | None:
+        for key in self.keys:
+            if key.keyword == keyword:
+                return key
+        return None
+
+    def value(self, keyword: str) -> str:
+        key = self.key(keyword)
+        return (key.value or "") if key else ""
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """What a retrieve needs to send one instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    path: str  # absolute path of the file
+    study_uid: str = ""
+    series_uid: str = ""
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study as the ``studies`` listing shows it."""
+
+    study_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    study_date: str
+    accession_number: str
+    modalities: list[str]
+    series_count: int
+    instance_count: int
+    institution_name: str
+    study_description: str = ""
+    institution_code: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_time: str = ""
+    received_at: str = ""
+
+
+@dataclass
+class CheckReport:
+    """What ``pacsnode check`` found (and repaired)."""
+
+    orphan_files: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_files or self.missing_files or self.changed_files or self.temp_files)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One append-only audit record."""
+
+    action: str
+    outcome: str
+    peer_aet: str = ""
+    peer_name: str = ""
+    study_uid: str = ""
+    detail: str = ""
+    at: datetime | None = None

@@ -1,0 +1,230 @@
+"""``Node``: the service layer and composition root of one pacsnode.
+
+Adapters (DIMSE handlers, CLI commands) call exactly one method here per request. The Node
+owns the order of operations (validate → place file → index → answer), the policy checks
+(who may store, what a duplicate does) and the audit trail, and knows nothing of pynetdicom
+or click.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from pacsnode.audit import AuditLog
+from pacsnode.config import NodeConfig, load_config
+from pacsnode.dicom.extract import facts_from_file
+from pacsnode.errors import InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound
+from pacsnode.index.peers import PeerRegistry
+from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.model import (
+    Caller,
+    CheckReport,
+    InstanceFacts,
+    Peer,
+    StoreOutcome,
+    StoreResult,
+    StudySummary,
+)
+from pacsnode.storage.filesystem import FileStorage, sha256_of
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportReport:
+    """Counts and reasons from ``pacsnode import``."""
+
+    stored: int = 0
+    duplicate: int = 0
+    replaced: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Node:
+    """One node: its configuration, index, storage area, peers and audit trail."""
+
+    def __init__(self, config: NodeConfig, index: SqliteIndex | None = None,
+                 storage: FileStorage | None = None) -> None:
+        self.config = config
+        self.config.temp_path.mkdir(parents=True, exist_ok=True)
+        self.index = index or SqliteIndex(config.index_path)
+        self.storage = storage or FileStorage(config.storage_path, quota_bytes=config.store.quota_bytes)
+        self.peers = PeerRegistry(self.index)
+        self.audit = AuditLog(self.index)
+        self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
+
+    @classmethod
+    def open(cls, home: Path) -> "Node":
+        return cls(load_config(home))
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- who is calling ------------------------------------------------------------------
+    def identify(self, calling_aet: str, host: str = "") -> Caller:
+        peer = self.peers.by_aet(calling_aet)
+        return Caller(aet=calling_aet.strip(), host=host, peer=peer)
+
+    def require_permission(self, caller: Caller, action: str) -> None:
+        """Unknown AEs may echo, and store when ``[store] accept_from = "any"``; peers per their flags."""
+        if caller.is_local_admin:
+            return
+        peer = caller.peer
+        if peer is None:
+            if action == "echo" or (action == "store" and self.config.store.accept_from == "any"):
+                return
+            raise NotPermitted(f"calling AE {caller.aet!r} is not a registered peer; it may not {action}")
+        if action not in peer.permissions:
+            raise NotPermitted(f"peer {peer.name!r} is not permitted to {action}")
+        if peer.check_host and caller.host and caller.host != peer.host:
+            raise NotPermitted(f"peer {peer.name!r} called from {caller.host}, registered host is {peer.host}")
+
+    def new_temp_file(self) -> Path:
+        """A temporary file on the storage filesystem (placing it later is a rename)."""
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.config.temp_path)
+        os.close(fd)
+        return Path(name)
+
+    # -- storing -------------------------------------------------------------------------
+    def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
+                   expected_sop_instance: str | None = None) -> StoreOutcome:
+        """Store a received file; ``temp_path`` is consumed (placed or removed) whatever happens.
+
+        The order is fixed: validate and extract, place the file (fsync, rename), index in one
+        transaction, undo the file on failure. Success is only returned after the commit.
+        """
+        placed: str | None = None
+        try:
+            self.require_permission(caller, "store")
+            facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
+            policy = self.config.store.duplicates
+            if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):
+                return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
+            size = temp_path.stat().st_size
+            used = self.index.used_bytes() if self.storage.quota_bytes else 0
+            self.storage.check_room(size, used)
+            stored = self.storage.place(temp_path, facts.sop_instance_uid)
+            placed = stored.relative_path
+            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy)
+            placed = None  # the index owns it now
+            if orphan:
+                self.storage.remove(orphan)
+            outcome = StoreOutcome(result, facts.sop_instance_uid, facts.study_uid)
+        except BaseException:
+            if placed is not None:
+                self.storage.remove(placed)
+            raise
+        finally:
+            try:
+                temp_path.unlink()
+            except FileNotFoundError:
+                pass
+        for hook in self.after_store:
+            try:
+                hook(outcome, facts)
+            except Exception:  # a hook must never undo an acknowledged store
+                LOGGER.exception("after-store hook failed")
+        return outcome
+
+    def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None) -> ImportReport:
+        """Import files and folders (recursive) from the local disk, copying each file in."""
+        report = ImportReport()
+        admin = Caller(aet="")
+        for path in iter_files(paths):
+            if progress:
+                progress(path)
+            temp = self.new_temp_file()
+            try:
+                shutil.copyfile(path, temp)
+                outcome = self.store_file(temp, admin)
+            except PacsnodeError as exc:
+                report.rejected.append((str(path), str(exc)))
+                continue
+            except OSError as exc:
+                report.rejected.append((str(path), f"cannot read: {exc.strerror or exc}"))
+                temp.unlink(missing_ok=True)
+                continue
+            if outcome.result is StoreResult.STORED:
+                report.stored += 1
+            elif outcome.result is StoreResult.REPLACED:
+                report.replaced += 1
+            else:
+                report.duplicate += 1
+        return report
+
+    # -- reading -------------------------------------------------------------------------
+    def studies(self, patient_id: str | None = None) -> list[StudySummary]:
+        return self.index.studies(patient_id=patient_id)
+
+    def study(self, study_uid: str) -> tuple[StudySummary, list[dict[str, object]]]:
+        found = self.index.studies(study_uids=[study_uid])
+        if not found:
+            raise NotFound(f"no study {study_uid} in this node")
+        return found[0], self.index.study_series(study_uid)
+
+    # -- peers ---------------------------------------------------------------------------
+    def add_peer(self, peer: Peer, replace: bool = False) -> None:
+        self.peers.add(peer, replace=replace)
+
+    def resolve_peer(self, spec: str) -> Peer:
+        """A registered peer name, or an ad-hoc ``AET@HOST:PORT``."""
+        if "@" in spec:
+            aet, _, address = spec.partition("@")
+            host, _, port = address.rpartition(":")
+            if not (aet and host and port.isdigit()):
+                raise PeerNotFound(f"{spec!r} is neither a peer name nor AET@HOST:PORT")
+            return Peer(name=spec, aet=aet, host=host, port=int(port))
+        return self.peers.get(spec)
+
+    # -- consistency ---------------------------------------------------------------------
+    def check(self, repair: bool = False, verify_checksums: bool = True) -> CheckReport:
+        """Compare the index with the files: orphans, missing files, changed files, leftovers."""
+        report = CheckReport()
+        rows = self.index.all_instance_files()
+        indexed = {row["path"] for row in rows}
+        missing_pks: list[int] = []
+        for row in rows:
+            path = self.storage.root / row["path"]
+            if not path.is_file():
+                report.missing_files.append(row["path"])
+                missing_pks.append(int(row["pk"]))
+            elif path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
+                report.changed_files.append(row["path"])
+        report.orphan_files = sorted(p for p in self.storage.walk() if p not in indexed)
+        report.temp_files = sorted(str(p) for p in self.config.temp_path.glob("*") if p.is_file())
+        if repair:
+            for relative in report.orphan_files:
+                self.storage.remove(relative)
+            for temp in report.temp_files:
+                Path(temp).unlink(missing_ok=True)
+            self.index.delete_instance_rows(missing_pks)
+            report.repaired = True
+        return report
+
+    def clean_temp(self) -> int:
+        """Remove leftovers of interrupted, unacknowledged receives (called when serving starts)."""
+        count = 0
+        for leftover in self.config.temp_path.glob("*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                count += 1
+        return count
+
+
+def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files under the given paths (recursive, sorted, hidden files and README/scripts skipped)."""
+    for root in paths:
+        if root.is_file():
+            yield root
+        elif root.is_dir():
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in (".md", ".py", ".txt"):
+                    yield path
+        else:
+            raise InvalidInstance(f"{root}: no such file or folder")

@@ -1,0 +1,206 @@
+"""Is study S recognised for viewer X now? Advice for the receiving physician, who decides.
+
+Every condition is evaluated and listed, so the physician (and the C-FIND private block)
+sees every reason at once rather than the first. A condition that cannot be checked because
+a fact is missing does not hold: it is listed as failed with "cannot be checked" and the root
+cause appears under its own code. So ``failed`` is exactly the codes of the conditions that
+do not hold, and the advice is HR_ELIGIBLE only when that list is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import NamedTuple
+
+from pacsnode.recognition.catalog import resolve_item
+from pacsnode.recognition.facts import StudyFacts
+from pacsnode.recognition.region import ExamItem, Institution, Region, rank, tier
+
+HR_ELIGIBLE = "HR_ELIGIBLE"
+NOT_ELIGIBLE = "NOT_ELIGIBLE"
+
+ITEM_NOT_LISTED = "item_not_listed"
+PRODUCER_UNKNOWN = "producer_unknown"
+PRODUCER_NOT_QUALIFIED = "producer_not_qualified"
+QC_NOT_ACCEPTED = "qc_not_accepted"
+LOSSY = "lossy"
+NO_STUDY_DATE = "no_study_date"
+OUTSIDE_WINDOW = "outside_window"
+VIEWER_UNKNOWN = "viewer_unknown"
+OUT_OF_SCOPE = "out_of_scope"
+LEVEL_RULE = "level_rule"
+
+#: Every condition code, in the order conditions are listed.
+CONDITION_CODES: tuple[str, ...] = (
+    ITEM_NOT_LISTED, PRODUCER_UNKNOWN, PRODUCER_NOT_QUALIFIED, QC_NOT_ACCEPTED, LOSSY,
+    NO_STUDY_DATE, OUTSIDE_WINDOW, VIEWER_UNKNOWN, OUT_OF_SCOPE, LEVEL_RULE,
+)
+
+#: A study dated up to this many days after ``now`` is taken as "today": a modality writing
+#: local dates seen from a node clock in UTC is a day ahead for eight hours.
+FUTURE_TOLERANCE_DAYS = 1
+
+
+class Condition(NamedTuple):
+    """One recognition condition: its stable ``code``, whether it ``holds``, and why."""
+
+    code: str
+    holds: bool
+    explanation: str
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The advice shown to a physician (and sent in the PACSNODE HR private block)."""
+
+    status: str  # HR_ELIGIBLE | NOT_ELIGIBLE
+    failed: tuple[str, ...]
+    item_code: str  # "" when the study matches no catalog item
+    scope_label: str
+    valid_until: date | None
+    conditions: tuple[Condition, ...]
+
+    @property
+    def eligible(self) -> bool:
+        return self.status == HR_ELIGIBLE
+
+
+def recognition_advice(region: Region, study: StudyFacts, viewer_institution: str, now: datetime) -> Advice:
+    """Evaluate every condition for ``study`` seen by ``viewer_institution`` at ``now``.
+
+    ``valid_until`` is the study date plus the item's ``valid_days`` (the last day of the
+    window, inclusive), or None when the item or the date is unknown.
+    """
+    item = resolve_item(region, study)
+    producer = region.institution(study.producer.strip())
+    viewer = region.institution(viewer_institution.strip())
+    today = now.date()
+    conditions = (
+        _listed(item),
+        _known(PRODUCER_UNKNOWN, "producer", study.producer, producer),
+        _qualified(region, study, item, producer),
+        _qc(region, study),
+        Condition(LOSSY, not study.lossy,
+                  "lossy-compressed copy: original quality not guaranteed" if study.lossy else "not lossy-compressed"),
+        Condition(NO_STUDY_DATE, study.study_date is not None,
+                  f"study date {study.study_date}" if study.study_date else "the study has no study date"),
+        _window(study.study_date, item, today),
+        _known(VIEWER_UNKNOWN, "viewer", viewer_institution, viewer),
+        _scope(region, viewer),
+        _level(region, producer, viewer, study.study_date, today),
+    )
+    failed = tuple(c.code for c in conditions if not c.holds)
+    valid_until = None
+    if item is not None and study.study_date is not None:
+        valid_until = study.study_date + timedelta(days=item.valid_days)
+    return Advice(
+        status=NOT_ELIGIBLE if failed else HR_ELIGIBLE,
+        failed=failed,
+        item_code=item.code if item else "",
+        scope_label=region.label,
+        valid_until=valid_until,
+        conditions=conditions,
+    )
+
+
+def _listed(item: ExamItem | None) -> Condition:
+    if item is None:
+        return Condition(ITEM_NOT_LISTED, False, "the study matches no catalog item")
+    if not item.eligible:
+        return Condition(ITEM_NOT_LISTED, False, f"catalog item {item.code} is listed as not eligible")
+    return Condition(ITEM_NOT_LISTED, True, f"catalog item {item.code} ({item.name})")
+
+
+def _known(code: str, role: str, given: str, found: Institution | None) -> Condition:
+    if found is not None:
+        return Condition(code, True, f"{role} {found.code} ({found.name}, level {found.level})")
+    shown = given.strip() or "(none)"
+    return Condition(code, False, f"{role} institution {shown} is not in the region's institutions")
+
+
+def _qualified(region: Region, study: StudyFacts, item: ExamItem | None, producer: Institution | None) -> Condition:
+    """The producer passed QC evaluation for the item (or its modality) on the study date.
+
+    An item-level record is more specific than a modality-level one and wins; among records
+    of the same specificity a "fail" wins over a "pass".
+    """
+    missing = "no catalog item" if item is None else "producer unknown" if producer is None else \
+        "no study date" if study.study_date is None else ""
+    if missing:
+        return Condition(PRODUCER_NOT_QUALIFIED, False, f"cannot be checked: {missing}")
+    assert item is not None and producer is not None and study.study_date is not None
+    day = study.study_date
+    study_modalities = {m.strip().upper() for m in study.modalities}
+    modalities = set(item.modalities) & study_modalities if study_modalities else set(item.modalities)
+    valid = [q for q in region.qualifications if q.institution == producer.code and q.valid_on(day)]
+    for what, records in (
+        (f"item {item.code}", [q for q in valid if q.item == item.code]),
+        (f"modality {'/'.join(sorted(modalities))}", [q for q in valid if q.modality and q.modality in modalities]),
+    ):
+        if records:
+            if any(not q.passed for q in records):
+                return Condition(PRODUCER_NOT_QUALIFIED, False, f"{producer.code} failed QC evaluation for {what} on {day}")
+            q = records[0]
+            return Condition(PRODUCER_NOT_QUALIFIED, True,
+                             f"{producer.code} qualified for {what} ({q.valid_from}..{q.valid_to})")
+    return Condition(PRODUCER_NOT_QUALIFIED, False,
+                     f"{producer.code} has no passing qualification for {item.code} or its modality on {day}")
+
+
+def _qc(region: Region, study: StudyFacts) -> Condition:
+    """Study QC: rejected never passes; otherwise the region's requirement decides."""
+    status = study.qc_status or "unknown"
+    if study.qc_status == "rejected":
+        return Condition(QC_NOT_ACCEPTED, False, "the study was rejected in QC")
+    if region.qc_required_status == "any":
+        return Condition(QC_NOT_ACCEPTED, True, f"QC status {status}; the region does not require QC yet")
+    if study.qc_status == region.qc_required_status:
+        return Condition(QC_NOT_ACCEPTED, True, f"QC status {status}")
+    return Condition(QC_NOT_ACCEPTED, False, f"QC status is {status}; {region.qc_required_status} is required")
+
+
+def _window(study_date: date | None, item: ExamItem | None, today: date) -> Condition:
+    """Inside the window when the study is at most ``valid_days`` old at ``today``."""
+    if item is None or study_date is None:
+        missing = "no catalog item" if item is None else "no study date"
+        return Condition(OUTSIDE_WINDOW, False, f"cannot be checked: {missing}")
+    age = (today - study_date).days
+    until = study_date + timedelta(days=item.valid_days)
+    if age < -FUTURE_TOLERANCE_DAYS:
+        return Condition(OUTSIDE_WINDOW, False, f"study date {study_date} is after today {today}; check the modality clock")
+    if age > item.valid_days:
+        return Condition(OUTSIDE_WINDOW, False, f"{age} days old; {item.code} is valid {item.valid_days} days (until {until})")
+    return Condition(OUTSIDE_WINDOW, True, f"{max(age, 0)} days old; valid {item.valid_days} days (until {until})")
+
+
+def _scope(region: Region, viewer: Institution | None) -> Condition:
+    if viewer is None:
+        return Condition(OUT_OF_SCOPE, False, "cannot be checked: viewer unknown")
+    if not viewer.in_scope:
+        return Condition(OUT_OF_SCOPE, False, f"{viewer.code} is outside the scope of {region.label}")
+    return Condition(OUT_OF_SCOPE, True, f"{viewer.code} is inside the scope of {region.label}")
+
+
+def _level(
+    region: Region, producer: Institution | None, viewer: Institution | None, study_date: date | None, today: date
+) -> Condition:
+    """Same level, or lower accepts higher; higher accepts lower only inside a recognise-all
+    alliance holding both on the study date and today, or where the region allows it."""
+    if producer is None or viewer is None:
+        return Condition(LEVEL_RULE, False, "cannot be checked: " + ("producer unknown" if producer is None else "viewer unknown"))
+    if producer.code == viewer.code:
+        return Condition(LEVEL_RULE, True, "viewer is the producing institution")
+    order = tier if region.same_level_by == "tier" else rank
+    shown = f"viewer {viewer.code} ({viewer.level}), producer {producer.code} ({producer.level})"
+    if order(viewer.level) == order(producer.level):
+        return Condition(LEVEL_RULE, True, f"same level: {shown}")
+    if order(viewer.level) < order(producer.level):
+        return Condition(LEVEL_RULE, True, f"lower accepts higher: {shown}")
+    days = (today,) if study_date is None else (study_date, today)
+    alliances = [a for a in region.common_alliances(viewer.code, producer.code, *days) if a.recognize_all_items]
+    if alliances:
+        return Condition(LEVEL_RULE, True, f"higher accepts lower inside {alliances[0].id}: {shown}")
+    if region.allow_higher_accepts_lower:
+        return Condition(LEVEL_RULE, True, f"higher accepts lower (allowed by the region): {shown}")
+    return Condition(LEVEL_RULE, False, f"higher does not accept lower outside a recognise-all alliance: {shown}")

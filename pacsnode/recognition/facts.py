@@ -1,0 +1,98 @@
+"""The facts the rules read: one study, one query's patient context, one consultation share.
+
+The service layer builds these from the index (and the C-FIND identifier); the rules never
+look anything up themselves, so every decision is a pure function of what is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+QC_STATUSES: tuple[str, ...] = ("pending", "accepted", "rejected", "needs-fix", "")
+
+_WILDCARDS = ("*", "?")
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What the rules need to know about one study.
+
+    ``producer`` is the producing institution's registry code ("" when it could not be
+    resolved; see :func:`pacsnode.recognition.catalog.resolve_institution`). ``qc_status`` is
+    one of :data:`QC_STATUSES` ("" = unknown). ``restricted`` is a patient sharing restriction.
+    ``other_patient_ids`` are (id, issuer) pairs from Other Patient IDs Sequence, e.g. the
+    resident ID with issuer ``CN-RESIDENT-ID``.
+    """
+
+    study_uid: str
+    study_date: date | None = None
+    modalities: tuple[str, ...] = ()
+    body_parts: tuple[str, ...] = ()
+    procedure_codes: tuple[str, ...] = ()
+    contrast: bool = False
+    producer: str = ""
+    qc_status: str = ""
+    lossy: bool = False
+    restricted: bool = False
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    other_patient_ids: tuple[tuple[str, str], ...] = ()
+
+    def patient_identifiers(self) -> frozenset[tuple[str, str]]:
+        """Every issuer-qualified identifier of the study's patient (local and other)."""
+        return qualified_ids(self.patient_id, self.issuer_of_patient_id, self.other_patient_ids)
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """The patient a query names: Patient ID + Issuer, and/or (id, issuer) pairs such as a resident ID.
+
+    An empty context names nobody. An ID without its issuer, or with a wildcard, names nobody
+    either: a bare local ID is not unique across institutions and a wildcard is browsing.
+    """
+
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    other_patient_ids: tuple[tuple[str, str], ...] = ()
+
+    def patient_identifiers(self) -> frozenset[tuple[str, str]]:
+        """The issuer-qualified identifiers the query names (wildcards dropped)."""
+        return frozenset(
+            pair for pair in qualified_ids(self.patient_id, self.issuer_of_patient_id, self.other_patient_ids)
+            if not any(w in pair[0] or w in pair[1] for w in _WILDCARDS)
+        )
+
+
+@dataclass(frozen=True)
+class ShareGrant:
+    """A consultation share: ``institution`` may read ``study_uid`` from ``starts_at`` until ``expires_at``.
+
+    Open ends are unbounded; ``expires_at`` is exclusive. Compare with a ``now`` of the same
+    kind (both naive or both aware).
+    """
+
+    study_uid: str
+    institution: str
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked: bool = False
+
+    def active_at(self, now: datetime) -> bool:
+        """True when the share is in force at ``now``."""
+        if self.revoked:
+            return False
+        return (self.starts_at is None or self.starts_at <= now) and (self.expires_at is None or now < self.expires_at)
+
+
+def qualified_ids(
+    patient_id: str, issuer: str, others: tuple[tuple[str, str], ...]
+) -> frozenset[tuple[str, str]]:
+    """(id, issuer) pairs, trimmed, keeping only those with both parts present."""
+    pairs = [(patient_id, issuer), *others]
+    out = set()
+    for pid, iss in pairs:
+        pid, iss = (pid or "").strip(), (iss or "").strip()
+        if pid and iss:
+            out.add((pid, iss))
+    return frozenset(out)

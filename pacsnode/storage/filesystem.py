@@ -1,0 +1,124 @@
+"""Where instance files live: a folder tree on the local filesystem.
+
+The layout is ``<root>/<aa>/<bb>/<sop_instance_uid>.dcm`` where ``aabb`` are the first hex
+digits of the SHA-256 of the SOP Instance UID: spreads files over 65k folders and never uses
+anything from the wire as a path component except a UID already validated as digits and dots.
+Placing a file is a rename inside one filesystem, preceded by fsync of the data and followed
+by fsync of the folder, so a file that the index points to has reached the disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from pacsnode.dicom.extract import is_valid_uid
+from pacsnode.errors import InvalidInstance, StorageFull
+from pacsnode.model import StoredFile
+
+CHUNK = 1 << 20
+
+
+class StorageArea(Protocol):
+    """The seam for other backends (object storage) and the in-memory test twin."""
+
+    def place(self, temp_path: Path, sop_instance_uid: str) -> StoredFile: ...
+
+    def absolute(self, relative_path: str) -> Path: ...
+
+    def remove(self, relative_path: str) -> None: ...
+
+    def walk(self) -> Iterator[str]: ...
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStorage:
+    """Instance files under one root folder."""
+
+    def __init__(self, root: Path, quota_bytes: int = 0) -> None:
+        self.root = root
+        self.quota_bytes = quota_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def relative_path_for(self, sop_instance_uid: str) -> str:
+        if not is_valid_uid(sop_instance_uid):
+            raise InvalidInstance(f"SOP Instance UID {sop_instance_uid[:80]!r} cannot name a file")
+        digest = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
+        return f"{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
+
+    def absolute(self, relative_path: str) -> Path:
+        path = (self.root / relative_path).resolve()
+        if self.root.resolve() not in path.parents:
+            raise InvalidInstance(f"path {relative_path!r} escapes the storage folder")
+        return path
+
+    def place(self, temp_path: Path, sop_instance_uid: str) -> StoredFile:
+        """fsync ``temp_path`` and rename it into its final place (replacing any old copy)."""
+        relative = self.relative_path_for(sop_instance_uid)
+        final = self.absolute(relative)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with open(temp_path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(handle.fileno())
+        try:
+            os.replace(temp_path, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy, then swap
+                staging = final.with_suffix(".part")
+                shutil.copyfile(temp_path, staging)
+                with open(staging, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(staging, final)
+            else:
+                raise self._translate(exc) from exc
+        fsync_dir(final.parent)
+        return StoredFile(relative, size, digest.hexdigest())
+
+    def check_room(self, incoming_bytes: int, used_bytes: int) -> None:
+        """Raise StorageFull when the quota or the disk cannot take ``incoming_bytes`` more."""
+        if self.quota_bytes and used_bytes + incoming_bytes > self.quota_bytes:
+            raise StorageFull(f"storage quota of {self.quota_bytes} bytes reached")
+        free = shutil.disk_usage(self.root).free
+        if free < incoming_bytes + (16 << 20):
+            raise StorageFull(f"only {free} bytes free on the storage disk")
+
+    def remove(self, relative_path: str) -> None:
+        try:
+            self.absolute(relative_path).unlink()
+        except FileNotFoundError:
+            pass
+
+    def walk(self) -> Iterator[str]:
+        """Every file under the root, as a relative path (for ``check``)."""
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                yield str(Path(dirpath, name).relative_to(self.root))
+
+    @staticmethod
+    def _translate(exc: OSError) -> Exception:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFull(f"storage disk is full ({exc.strerror})")
+        return exc
