@@ -120,11 +120,12 @@ class Table:
         value = self._get(key, [])
         if not isinstance(value, list):
             raise self.fail(key, f"is {_kind(value)}", f"write each entry as a [[{key}]] table")
-        return [Table(item, self.source, f"{self.path + '.' if self.path else ''}{key}[{i}]") for i, item in enumerate(value)]
+        prefix = f"{self.path}." if self.path else ""
+        return [Table(item, self.source, f"{prefix}{key}[{i}]") for i, item in enumerate(value)]
 
     def table(self, key: str) -> Table:
         """A sub-table (``[key]``); absent means empty."""
-        return Table(self._get(key, {}), self.source, f"{self.path + '.' if self.path else ''}{key}")
+        return Table(self._get(key, {}), self.source, f"{self.path}.{key}" if self.path else key)
 
 
 def _kind(value: Any) -> str:

@@ -82,7 +82,7 @@ def recognition_advice(region: Region, study: StudyFacts, viewer_institution: st
         _qualified(region, study, item, producer),
         _qc(region, study),
         Condition(LOSSY, not study.lossy,
-                  "lossy-compressed copy: original quality not guaranteed" if study.lossy else "not lossy-compressed"),
+                  "lossy-compressed copy: original quality not guaranteed" if study.lossy else "not lossy"),
         Condition(NO_STUDY_DATE, study.study_date is not None,
                   f"study date {study.study_date}" if study.study_date else "the study has no study date"),
         _window(study.study_date, item, today),
@@ -140,7 +140,8 @@ def _qualified(region: Region, study: StudyFacts, item: ExamItem | None, produce
     ):
         if records:
             if any(not q.passed for q in records):
-                return Condition(PRODUCER_NOT_QUALIFIED, False, f"{producer.code} failed QC evaluation for {what} on {day}")
+                why = f"{producer.code} failed QC evaluation for {what} on {day}"
+                return Condition(PRODUCER_NOT_QUALIFIED, False, why)
             q = records[0]
             return Condition(PRODUCER_NOT_QUALIFIED, True,
                              f"{producer.code} qualified for {what} ({q.valid_from}..{q.valid_to})")
@@ -168,9 +169,11 @@ def _window(study_date: date | None, item: ExamItem | None, today: date) -> Cond
     age = (today - study_date).days
     until = study_date + timedelta(days=item.valid_days)
     if age < -FUTURE_TOLERANCE_DAYS:
-        return Condition(OUTSIDE_WINDOW, False, f"study date {study_date} is after today {today}; check the modality clock")
+        why = f"study date {study_date} is after today {today}; check the modality clock"
+        return Condition(OUTSIDE_WINDOW, False, why)
     if age > item.valid_days:
-        return Condition(OUTSIDE_WINDOW, False, f"{age} days old; {item.code} is valid {item.valid_days} days (until {until})")
+        why = f"{age} days old; {item.code} is valid {item.valid_days} days (until {until})"
+        return Condition(OUTSIDE_WINDOW, False, why)
     return Condition(OUTSIDE_WINDOW, True, f"{max(age, 0)} days old; valid {item.valid_days} days (until {until})")
 
 
@@ -188,7 +191,8 @@ def _level(
     """Same level, or lower accepts higher; higher accepts lower only inside a recognise-all
     alliance holding both on the study date and today, or where the region allows it."""
     if producer is None or viewer is None:
-        return Condition(LEVEL_RULE, False, "cannot be checked: " + ("producer unknown" if producer is None else "viewer unknown"))
+        missing = "producer unknown" if producer is None else "viewer unknown"
+        return Condition(LEVEL_RULE, False, f"cannot be checked: {missing}")
     if producer.code == viewer.code:
         return Condition(LEVEL_RULE, True, "viewer is the producing institution")
     order = tier if region.same_level_by == "tier" else rank

@@ -6,8 +6,14 @@ look anything up themselves, so every decision is a pure function of what is pas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import date, datetime
+
+from pacsnode.model import OtherPatientId
+
+#: An identifier with its issuer: an ``(id, issuer)`` pair, or a :class:`OtherPatientId`
+#: straight from :class:`pacsnode.model.InstanceFacts`.
+PatientIdentifier = tuple[str, str] | OtherPatientId
 
 QC_STATUSES: tuple[str, ...] = ("pending", "accepted", "rejected", "needs-fix", "")
 
@@ -26,6 +32,7 @@ class StudyFacts:
     """
 
     study_uid: str
+    _: KW_ONLY  # every other fact by name: positional dates and tuples are easy to swap
     study_date: date | None = None
     modalities: tuple[str, ...] = ()
     body_parts: tuple[str, ...] = ()
@@ -37,7 +44,7 @@ class StudyFacts:
     restricted: bool = False
     patient_id: str = ""
     issuer_of_patient_id: str = ""
-    other_patient_ids: tuple[tuple[str, str], ...] = ()
+    other_patient_ids: tuple[PatientIdentifier, ...] = ()
 
     def patient_identifiers(self) -> frozenset[tuple[str, str]]:
         """Every issuer-qualified identifier of the study's patient (local and other)."""
@@ -54,7 +61,7 @@ class QueryContext:
 
     patient_id: str = ""
     issuer_of_patient_id: str = ""
-    other_patient_ids: tuple[tuple[str, str], ...] = ()
+    other_patient_ids: tuple[PatientIdentifier, ...] = ()
 
     def patient_identifiers(self) -> frozenset[tuple[str, str]]:
         """The issuer-qualified identifiers the query names (wildcards dropped)."""
@@ -82,15 +89,17 @@ class ShareGrant:
         """True when the share is in force at ``now``."""
         if self.revoked:
             return False
-        return (self.starts_at is None or self.starts_at <= now) and (self.expires_at is None or now < self.expires_at)
+        started = self.starts_at is None or self.starts_at <= now
+        return started and (self.expires_at is None or now < self.expires_at)
 
 
 def qualified_ids(
-    patient_id: str, issuer: str, others: tuple[tuple[str, str], ...]
+    patient_id: str, issuer: str, others: tuple[PatientIdentifier, ...]
 ) -> frozenset[tuple[str, str]]:
     """(id, issuer) pairs, trimmed, keeping only those with both parts present."""
-    pairs = [(patient_id, issuer), *others]
-    out = set()
+    pairs = [(patient_id, issuer)]
+    pairs += [(o.patient_id, o.issuer) if isinstance(o, OtherPatientId) else (o[0], o[1]) for o in others]
+    out: set[tuple[str, str]] = set()
     for pid, iss in pairs:
         pid, iss = (pid or "").strip(), (iss or "").strip()
         if pid and iss:

@@ -7,7 +7,7 @@ count declines by them, so a meaning may be reworded but a code never reused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from pacsnode.errors import RecognitionError
@@ -75,7 +75,7 @@ def normalise_reason(code: str, reason_codes: Mapping[str, str] = REASON_CODES) 
     )
 
 
-def normalise_reasons(codes: tuple[str, ...] | list[str], reason_codes: Mapping[str, str] = REASON_CODES) -> tuple[str, ...]:
+def normalise_reasons(codes: Iterable[str], reason_codes: Mapping[str, str] = REASON_CODES) -> tuple[str, ...]:
     """Stable codes for ``codes``, in the order given, each once (what the record stores)."""
     out: list[str] = []
     for code in codes:

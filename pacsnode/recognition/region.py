@@ -239,14 +239,17 @@ def _institutions(top: Table) -> tuple[Institution, ...]:
         )
         for aet in inst.ae_titles:
             if len(aet) > 16 or "\\" in aet or not aet.isprintable():
-                raise t.fail("ae_titles", f"{aet!r} is not an AE title", "use 1-16 printable characters, no backslash")
+                raise t.fail("ae_titles", f"{aet!r} is not an AE title",
+                             "use 1-16 printable characters, no backslash")
             if aet in seen_aet:
-                raise t.fail("ae_titles", f"{aet!r} already belongs to {seen_aet[aet]}", "an AE title names one institution")
+                raise t.fail("ae_titles", f"{aet!r} already belongs to {seen_aet[aet]}",
+                             "an AE title names one institution")
             seen_aet[aet] = code
         for name in (inst.name, *inst.aliases):
             key = name_key(name)
             if key in seen_name and seen_name[key] != code:
-                raise t.fail("aliases", f"name {name!r} already names {seen_name[key]}", "make names and aliases unique")
+                raise t.fail("aliases", f"name {name!r} already names {seen_name[key]}",
+                             "make names and aliases unique")
             seen_name[key] = code
         out.append(inst)
     return tuple(out)
@@ -255,7 +258,8 @@ def _institutions(top: Table) -> tuple[Institution, ...]:
 def _alliances(top: Table, codes: set[str]) -> tuple[Alliance, ...]:
     out: list[Alliance] = []
     for t in top.tables("alliances"):
-        t.reject_unknown(("id", "name", "type", "members", "recognize_all_items", "valid_from", "valid_to", "lead_institution"))
+        t.reject_unknown(("id", "name", "type", "members", "recognize_all_items", "valid_from", "valid_to",
+                          "lead_institution"))
         ident = t.text("id")
         if any(a.id == ident for a in out):
             raise t.fail("id", f"{ident!r} is used twice", "give each alliance its own id")
@@ -290,7 +294,8 @@ def _catalog(top: Table) -> tuple[ExamItem, ...]:
     out: list[ExamItem] = []
     owner: dict[str, str] = {}
     for t in top.tables("catalog"):
-        t.reject_unknown(("code", "name", "modalities", "body_parts", "contrast", "procedure_codes", "valid_days", "eligible"))
+        t.reject_unknown(("code", "name", "modalities", "body_parts", "contrast", "procedure_codes", "valid_days",
+                          "eligible"))
         code = t.text("code")
         if any(i.code == code for i in out):
             raise t.fail("code", f"{code!r} is used twice", "give each catalog item its own code")
@@ -309,7 +314,8 @@ def _catalog(top: Table) -> tuple[ExamItem, ...]:
         for proc in item.procedure_codes:
             key = proc.casefold()
             if key in owner:
-                raise t.fail("procedure_codes", f"{proc!r} already maps to {owner[key]}", "a procedure code names one item")
+                raise t.fail("procedure_codes", f"{proc!r} already maps to {owner[key]}",
+                             "a procedure code names one item")
             owner[key] = code
         out.append(item)
     return tuple(out)
@@ -330,7 +336,8 @@ def _qualifications(top: Table, codes: set[str], catalog: tuple[ExamItem, ...]) 
         if item and item not in items:
             raise t.fail("item", f"{item!r} is not a catalog item", "use a code from [[catalog]]")
         if modality and modality not in modalities:
-            raise t.fail("modality", f"{modality!r} is used by no catalog item", f"use one of {', '.join(sorted(modalities))}")
+            raise t.fail("modality", f"{modality!r} is used by no catalog item",
+                         f"use one of {', '.join(sorted(modalities))}")
         start, end = t.day("valid_from"), t.day("valid_to")
         assert start is not None and end is not None  # required keys
         if start > end:

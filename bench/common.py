@@ -1,0 +1,199 @@
+"""Shared benchmark machinery: corpora, peer processes (pacsnode, storescp, Orthanc), tables.
+
+Corpora are generated deterministically into ``bench/corpus/`` (git-ignored). Every server
+listens on 127.0.0.1 on a free port and is stopped when its context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "bench" / "corpus"
+VENV_BIN = Path(sys.executable).parent
+PACSNODE = str(VENV_BIN / "pacsnode")
+UID_ROOT = "1.2.826.0.1.3680043.10.1078.9"
+# DCMTK (and Orthanc, built on it) leave Nagle on unless TCP_NODELAY is set in the environment;
+# the anchors were measured with it set, so every DCMTK/Orthanc process here gets it.
+DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ct_corpus(count: int, rows: int = 512, cols: int = 512, name: str = "ct") -> list[Path]:
+    """``count`` CT instances of rows×cols 16-bit (512×512 ≈ 0.5 MB), one study, cached on disk."""
+    folder = CORPUS / f"{name}_{count}_{rows}x{cols}"
+    files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+    if len(files) == count:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    base = ((xx + yy) % 2048).astype(np.uint16)
+    study = f"{UID_ROOT}.{rows}.{count}.1"
+    series = f"{study}.1"
+    for i in range(count):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = f"{series}.{i + 1}"
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.PatientID = f"BENCH{count}"
+        ds.IssuerOfPatientID = "BENCH"
+        ds.PatientName = "BENCH^CT"
+        ds.StudyDate = "20261101"
+        ds.StudyTime = "101010"
+        ds.AccessionNumber = f"B{count}"
+        ds.Modality = "CT"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = i + 1
+        ds.Rows, ds.Columns = rows, cols
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = ((base + i) % 4096).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"{i + 1:06d}.dcm", enforce_file_format=True)
+    return sorted(folder.glob("*.dcm"))
+
+
+@contextlib.contextmanager
+def pacsnode_server(extra_toml: str = "", home: Path | None = None) -> Iterator[tuple[int, Path]]:
+    """A fresh pacsnode home served on a free port; yields (port, home)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pacsnode-"))
+    home = home or tmp / "home"
+    port = free_port()
+    if not (home / "pacsnode.toml").exists():
+        subprocess.run([PACSNODE, "--home", str(home), "init", "--port", str(port)], check=True,
+                       stdout=subprocess.DEVNULL)
+    if extra_toml:
+        with open(home / "pacsnode.toml", "a", encoding="utf-8") as handle:
+            handle.write("\n" + extra_toml)
+    proc = subprocess.Popen([PACSNODE, "--home", str(home), "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=proc)
+        yield port, home
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def storescp_server() -> Iterator[int]:
+    """DCMTK storescp writing to a temp folder (fsync'ing like pacsnode is not its default)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-storescp-"))
+    port = free_port()
+    proc = subprocess.Popen(["storescp", "--output-directory", str(tmp), "+B", "-aet", "STORESCP", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+    try:
+        wait_for_port(port, proc=proc)
+        yield port
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def orthanc_binary() -> str | None:
+    return shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
+
+
+@contextlib.contextmanager
+def orthanc_server(modalities: dict[str, list[object]] | None = None) -> Iterator[tuple[int, int]]:
+    """Orthanc with its own config on free ports; yields (dicom_port, http_port)."""
+    binary = orthanc_binary()
+    if binary is None:
+        raise RuntimeError("Orthanc is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "bench", "StorageDirectory": str(tmp / "db"), "IndexDirectory": str(tmp / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomModalities": modalities or {}, "Plugins": [],
+        "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True,
+        "DicomCheckCalledAet": False, "StableAge": 3600, "LimitFindResults": 0,
+    }
+    (tmp / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+    try:
+        wait_for_port(dicom_port, timeout=60, proc=proc)
+        wait_for_port(http_port, timeout=60, proc=proc)
+        yield dicom_port, http_port
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def storescu(port: int, files: list[Path], aec: str, aet: str = "STORESCU") -> float:
+    """Send ``files`` over one association with storescu (TCP_NODELAY on); return seconds."""
+    env = DCMTK_ENV
+    listing = Path(tempfile.mkstemp(suffix=".txt")[1])
+    started = time.perf_counter()
+    result = subprocess.run(["storescu", "-aet", aet, "-aec", aec, "--max-pdu", "131072", "127.0.0.1", str(port),
+                             *map(str, files)], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    listing.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"storescu failed: {result.stderr.strip()[:500]}")
+    return elapsed
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")

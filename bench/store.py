@@ -1,0 +1,68 @@
+"""Ingest benchmark: storescu → pacsnode, DCMTK storescp and Orthanc, one association each.
+
+Usage: python -m bench.store [--count N] [--small N] [--repeat R]
+Prints instances/s and MB/s per receiver and the ratio of pacsnode to each anchor.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.common import (
+    ct_corpus,
+    median,
+    orthanc_binary,
+    orthanc_server,
+    pacsnode_server,
+    print_table,
+    storescp_server,
+    storescu,
+)
+
+
+def measure(files: list[Path], repeat: int) -> dict[str, float]:
+    """Median seconds per receiver (fresh receiver each repetition: nothing is a duplicate)."""
+    timings: dict[str, list[float]] = {"pacsnode": [], "DCMTK storescp": [], "Orthanc": []}
+    for _ in range(repeat):
+        with pacsnode_server() as (port, _home):
+            timings["pacsnode"].append(storescu(port, files, "PACSNODE"))
+        with storescp_server() as port:
+            timings["DCMTK storescp"].append(storescu(port, files, "STORESCP"))
+        if orthanc_binary():
+            with orthanc_server() as (port, _http):
+                timings["Orthanc"].append(storescu(port, files, "ORTHANC"))
+    return {name: median(values) for name, values in timings.items() if values}
+
+
+def report(label: str, files: list[Path], seconds: dict[str, float]) -> list[list[object]]:
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+    rows = []
+    ours = len(files) / seconds["pacsnode"]
+    for name, elapsed in seconds.items():
+        rate = len(files) / elapsed
+        rows.append([label, name, f"{rate:.0f}", f"{megabytes / elapsed:.1f}",
+                     "1.00" if name == "pacsnode" else f"{ours / rate:.2f}"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[list[object]]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=500, help="0.5 MB CT instances per run")
+    parser.add_argument("--small", type=int, default=500, help="small (64x64) instances per run")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    rows: list[list[object]] = []
+    big = ct_corpus(args.count)
+    rows += report(f"{args.count} x 0.5 MB CT", big, measure(big, args.repeat))
+    small = ct_corpus(args.small, 64, 64, name="small")
+    rows += report(f"{args.small} x 9 KB CT", small, measure(small, args.repeat))
+    if not orthanc_binary():
+        print("(Orthanc not installed: its rows are skipped)")
+    print_table("C-STORE ingest, one storescu association (median of %d)" % args.repeat,
+                ["corpus", "receiver", "inst/s", "MB/s", "pacsnode ÷ receiver"], rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
