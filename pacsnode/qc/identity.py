@@ -25,6 +25,7 @@ from pacsnode.qc.study import (
     first_value,
     has_value,
     is_image,
+    outcome_severity,
     series_list,
     text,
 )
@@ -67,7 +68,7 @@ def _identity_outcome(study: StudyView, rule: IdentityRule) -> CheckOutcome | No
     if rule.consistent:
         problems.extend(_consistency_problems(rule, members))
     problems.extend(_value_problems(rule, members))
-    severity = "fail" if rule.severity == "fail" else "warn"
+    severity = outcome_severity(rule.severity)
     if problems:
         return CheckOutcome(rule.code, severity, False, "; ".join(problems) + ".")
     scope = "image series" if rule.scope == "images" else "series"
@@ -139,7 +140,7 @@ def date_format_check(study: StudyView, rules: QcRules) -> list[CheckOutcome]:
         for instance in series.instances:
             for name, value in _bad_temporals(instance.header):
                 problems.setdefault(f"{name} {value!r}", set()).add(series.label.lower())
-    severity = "fail" if rules.dates == "fail" else "warn"
+    severity = outcome_severity(rules.dates)
     if not problems:
         return [CheckOutcome(DATE_CODE, severity, True, "All dates and times are well formed.")]
     parts = [f"{what} is not a valid DICOM date/time (in {', '.join(sorted(where))})"
@@ -165,8 +166,8 @@ def _well_formed(vr: str, value: str) -> bool:
     if vr == "DA":
         return _parse_da(value) is not None
     if vr == "TM":
-        match = _TM.match(value)
-        return bool(match) and _time_in_range(match[1], match[2], match[3])
+        time = _TM.match(value)
+        return time is not None and _time_in_range(time[1], time[2], time[3])
     match = _DT.match(value)
     if not match:
         return False

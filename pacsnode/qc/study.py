@@ -37,6 +37,11 @@ NON_IMAGE_PREFIXES: tuple[str, ...] = (
 RT_IMAGE = "1.2.840.10008.5.1.4.1.1.481.1"
 
 
+def outcome_severity(value: str) -> OutcomeSeverity:
+    """The outcome severity for a rule severity ("fail" stays, anything else warns)."""
+    return "fail" if value == "fail" else "warn"
+
+
 @dataclass(frozen=True)
 class QcInstance:
     """One instance to check: where it is and its header (read without pixel data)."""
@@ -221,9 +226,9 @@ def find_anywhere(ds: Dataset, keyword: str, depth: int = 3) -> bool:
     return False
 
 
-def numbers_text(numbers: Iterable[int], limit: int = 12) -> str:
-    """Numbers as "4, 7 and 9" for messages, cut after ``limit`` entries."""
-    values = [str(n) for n in numbers]
+def join_list(items: Iterable[object], limit: int = 12) -> str:
+    """Items as "4, 7 and 9" for messages, cut after ``limit`` entries."""
+    values = [str(n) for n in items]
     if len(values) > limit:
         return ", ".join(values[:limit]) + f" and {len(values) - limit} more"
     if len(values) <= 1:
@@ -235,3 +240,10 @@ def series_list(views: Iterable[SeriesView]) -> str:
     """Series as "series 1, 3" for messages."""
     labels = [str(v.number) if v.number is not None else v.series_uid for v in views]
     return "series " + ", ".join(labels)
+
+
+def short_error(exc: BaseException, limit: int = 160) -> str:
+    """First line of an exception, cut to ``limit`` characters, for people to read."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text_ = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text_ if len(text_) <= limit else text_[: limit - 3] + "..."
