@@ -38,6 +38,14 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class QcSettings:
+    """Quality control: accept automatically what passes every required check."""
+
+    auto_accept: bool = True
+    watch_stable: bool = True
+
+
+@dataclass(frozen=True)
 class NetworkSettings:
     """Association limits and timeouts."""
 
@@ -65,6 +73,7 @@ class NodeConfig:
     store: StoreSettings = field(default_factory=StoreSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    qc: QcSettings = field(default_factory=QcSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -128,6 +137,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
     store = _section(data, "store", source)
     query = _section(data, "query", source)
     network = _section(data, "network", source)
+    qc = _section(data, "qc", source)
     where = f"{source}: [node]"
     accept_from = _typed(store, "accept_from", str, "any", f"{source}: [store]")
     if accept_from not in ("any", "registered"):
@@ -167,6 +177,10 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
             network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]"),
             strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
         ),
+        qc=QcSettings(
+            auto_accept=_typed(qc, "auto_accept", bool, True, f"{source}: [qc]"),
+            watch_stable=_typed(qc, "watch_stable", bool, True, f"{source}: [qc]"),
+        ),
     )
 
 
@@ -204,6 +218,10 @@ stable_seconds = 60         # a study with no new instance for this long is stab
 [query]
 max_results = 1000          # C-FIND answers at most this many matches (0 = unlimited)
 case_sensitive_pn = true    # person-name matching per the standard; false = like Orthanc's default
+
+[qc]
+auto_accept = true          # a study whose required checks all pass becomes "accepted" without a reviewer
+watch_stable = true         # run the checks when a study has been stable for [store] stable_seconds
 
 [network]
 max_pdu = 1048576           # maximum PDU we receive (bytes)

@@ -14,23 +14,29 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound
+from pacsnode.errors import InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound, UnknownMoveDestination
 from pacsnode.index.peers import PeerRegistry
+from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.model import (
     Caller,
     CheckReport,
     InstanceFacts,
+    InstanceLocation,
     Peer,
+    Query,
     StoreOutcome,
     StoreResult,
     StudySummary,
 )
+from pacsnode.physician import PhysicianDesk
+from pacsnode.qc_service import QcDesk
+from pacsnode.regional import Regional
 from pacsnode.storage.filesystem import FileStorage, sha256_of
 
 LOGGER = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ class ImportReport:
     duplicate: int = 0
     replaced: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    qc: dict[str, str] = field(default_factory=dict)
 
 
 class Node:
@@ -58,6 +65,12 @@ class Node:
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
+        self.regional_store = RegionalStore(self.index)
+        self.regional = Regional.load(config, self.regional_store)
+        self.desk = PhysicianDesk(self.regional, self.regional_store, self.audit)
+        self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
+                         auto_accept=config.qc.auto_accept)
+        self.after_store.append(self._qc_on_store)
 
     @classmethod
     def open(cls, home: Path) -> "Node":
@@ -132,10 +145,16 @@ class Node:
                 LOGGER.exception("after-store hook failed")
         return outcome
 
+    def _qc_on_store(self, outcome: StoreOutcome, _facts: InstanceFacts) -> None:
+        """A new or replaced instance sends an accepted study back to pending."""
+        if outcome.result is not StoreResult.DUPLICATE:
+            self.qc.instance_arrived(outcome.study_uid)
+
     def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None) -> ImportReport:
         """Import files and folders (recursive) from the local disk, copying each file in."""
         report = ImportReport()
         admin = Caller(aet="")
+        touched: set[str] = set()
         for path in iter_files(paths):
             if progress:
                 progress(path)
@@ -150,12 +169,20 @@ class Node:
                 report.rejected.append((str(path), f"cannot read: {exc.strerror or exc}"))
                 temp.unlink(missing_ok=True)
                 continue
+            if outcome.result is not StoreResult.DUPLICATE:
+                touched.add(outcome.study_uid)
             if outcome.result is StoreResult.STORED:
                 report.stored += 1
             elif outcome.result is StoreResult.REPLACED:
                 report.replaced += 1
             else:
                 report.duplicate += 1
+        for study_uid in sorted(touched):  # an import is a complete batch: its studies are stable now
+            try:
+                decision, _outcomes = self.qc.run(study_uid)
+                report.qc[study_uid] = decision.status.value
+            except PacsnodeError as exc:
+                LOGGER.warning("QC of imported study %s failed: %s", study_uid, exc)
         return report
 
     # -- reading -------------------------------------------------------------------------
@@ -167,6 +194,61 @@ class Node:
         if not found:
             raise NotFound(f"no study {study_uid} in this node")
         return found[0], self.index.study_series(study_uid)
+
+    # -- query/retrieve ------------------------------------------------------------------
+    def find(self, query: Query, caller: Caller) -> Iterator[dict[str, Any]]:
+        """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find)."""
+        from pacsnode.index import matching
+
+        self.require_permission(caller, "find")
+        allowed = self.visible_study_uids(query, caller)
+        return matching.find(self.index, query, allowed_study_uids=allowed, limit=self.config.query.max_results)
+
+    def retrieve(self, query: Query, caller: Caller, action: str) -> list[InstanceLocation]:
+        """Instances a C-MOVE/C-GET identifier names, if ``caller`` may have every one of them.
+
+        Asking for something outside access is refused as a whole (a clear failure, never an
+        empty success that looks like "nothing there").
+        """
+        from pacsnode.index import matching
+
+        self.require_permission(caller, action)
+        allowed = self.visible_study_uids(query, caller)
+        if allowed is not None:
+            everything = matching.match_instances(self.index, query, self.storage.root)
+            denied = sorted({loc.study_uid for loc in everything} - allowed)
+            if denied:
+                self.audit.record(action, "refused", peer_aet=caller.aet,
+                                  peer_name=caller.peer.name if caller.peer else "", study_uid=denied[0],
+                                  detail=f"{len(denied)} study(ies) outside access")
+                raise NotPermitted(f"study {denied[0]} is not available to {caller.aet}")
+            return everything
+        return matching.match_instances(self.index, query, self.storage.root)
+
+    def files_to_send(self, study_uid: str | None, paths: list[Path]) -> list[tuple[str, str, str]]:
+        """(path, SOP class, transfer syntax) of a stored study, or of DICOM files on disk."""
+        if study_uid:
+            locations = self.index.locations(study_uid)
+            if not locations:
+                raise NotFound(f"no study {study_uid} in this node")
+            return [(str(self.storage.absolute(loc.path)), loc.sop_class_uid, loc.transfer_syntax)
+                    for loc in locations]
+        files = []
+        for path in iter_files(paths):
+            facts = facts_from_file(path)
+            files.append((str(path), facts.sop_class_uid, facts.transfer_syntax or "1.2.840.10008.1.2"))
+        return files
+
+    def move_destination(self, aet: str) -> Peer:
+        """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801)."""
+        peer = self.peers.by_aet(aet)
+        if peer is None:
+            raise UnknownMoveDestination(f"move destination {aet!r} is not a registered peer")
+        return peer
+
+    def visible_study_uids(self, query: Query, caller: Caller) -> set[str] | None:
+        """Studies ``caller`` may see (None = all): the recognition rules' access decision per study."""
+        return self.regional.visible_study_uids(query, caller)
 
     # -- peers ---------------------------------------------------------------------------
     def add_peer(self, peer: Peer, replace: bool = False) -> None:
@@ -224,7 +306,7 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield root
         elif root.is_dir():
             for path in sorted(root.rglob("*")):
-                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in (".md", ".py", ".txt"):
+                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in (".md", ".py", ".txt", ".json"):
                     yield path
         else:
             raise InvalidInstance(f"{root}: no such file or folder")

@@ -29,6 +29,13 @@ class ErrorsAsMessages(click.Group):
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}") from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the CLI edge: one line, the traceback only on request
+            if ctx.obj and ctx.obj.get("verbose", 0) >= 2:
+                raise
+            raise click.ClickException(
+                f"internal error: {exc.__class__.__name__}: {exc} (run with -vv for the traceback)") from None
 
 
 @click.group(cls=ErrorsAsMessages, context_settings={"help_option_names": ["-h", "--help"]})

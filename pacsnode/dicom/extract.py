@@ -14,6 +14,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
 from pacsnode.errors import InvalidInstance, SopClassMismatch
@@ -53,9 +54,13 @@ def require_uid(value: Any, name: str) -> str:
 
 
 def read_header(path: Path | str) -> Dataset:
-    """Read a Part 10 file (or a bare dataset) up to its pixel data."""
+    """Read a Part 10 file (or a bare dataset) up to its pixel data, refusing a cut-off file."""
     try:
-        return dcmread(str(path), stop_before_pixels=True, force=False)
+        dataset = dcmread(str(path), stop_before_pixels=True, force=False)
+        require_complete(path, dataset)
+        return dataset
+    except InvalidInstance:
+        raise
     except InvalidDicomError:
         try:
             dataset = dcmread(str(path), stop_before_pixels=True, force=True)
@@ -66,6 +71,40 @@ def read_header(path: Path | str) -> Dataset:
         return dataset
     except Exception as exc:
         raise InvalidInstance(f"unreadable DICOM ({exc.__class__.__name__}: {exc})") from None
+
+
+def require_complete(path: Path | str, dataset: Dataset) -> None:
+    """Raise InvalidInstance when a Part 10 file ends inside an element (a cut transfer).
+
+    ``stop_before_pixels`` never looks at the pixel data, and pydicom quietly accepts a short
+    read, so a transfer cut in the middle would otherwise be indexed as a whole instance.
+    Walks the top-level elements (skipping large values by seeking) and checks that the
+    last one ends exactly at the end of the file.
+    """
+    try:
+        syntax = UID(str(dataset.file_meta.TransferSyntaxUID))
+        implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    except (AttributeError, ValueError):
+        return  # no or unknown syntax (e.g. private, deflated): pydicom's own read must do
+    if syntax.is_deflated:
+        return
+    size = Path(path).stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            read_preamble(handle, False)
+            for _meta in data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2):
+                pass
+            end = handle.tell()
+            for element in data_element_generator(handle, implicit, little, defer_size=4096):
+                value = getattr(element, "value", None)
+                if isinstance(value, bytes) and element.length != 0xFFFFFFFF and len(value) < element.length:
+                    end = -1
+                    break
+                end = handle.tell()
+    except Exception as exc:  # pydicom raises many kinds on a cut stream
+        raise InvalidInstance(f"incomplete DICOM ({exc.__class__.__name__}: {exc})") from None
+    if end != size:
+        raise InvalidInstance(f"incomplete DICOM: the file ends inside an element ({size} bytes)")
 
 
 def normalise_time(value: str) -> str:

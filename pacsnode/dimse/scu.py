@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
-from pynetdicom import AE, evt
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from pacsnode.dimse.sockets import set_nodelay
@@ -59,3 +63,137 @@ def echo(peer: Peer, calling_aet: str) -> tuple[int, float]:
     if not status or "Status" not in status:
         raise PeerError(f"{peer.aet} sent no C-ECHO response")
     return int(status.Status), elapsed
+
+
+# -- C-FIND ---------------------------------------------------------------------------------
+FIND_MODELS = {
+    "patient": "1.2.840.10008.5.1.4.1.2.1.1",
+    "study": "1.2.840.10008.5.1.4.1.2.2.1",
+}
+MOVE_MODELS = {
+    "patient": "1.2.840.10008.5.1.4.1.2.1.2",
+    "study": "1.2.840.10008.5.1.4.1.2.2.2",
+}
+GET_MODELS = {
+    "patient": "1.2.840.10008.5.1.4.1.2.1.3",
+    "study": "1.2.840.10008.5.1.4.1.2.2.3",
+}
+
+
+def find(peer: Peer, calling_aet: str, identifier: Dataset, model: str = "study") -> Iterator[Dataset]:
+    """C-FIND; yields each pending identifier; raises PeerError on a failure status."""
+    ae = new_ae(calling_aet)
+    ae.add_requested_context(FIND_MODELS[model])
+    with associate(ae, peer) as assoc:
+        for status, match in assoc.send_c_find(identifier, FIND_MODELS[model]):
+            if not status or "Status" not in status:
+                raise PeerError(f"{peer.aet} aborted or sent no C-FIND response")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                if match is not None:
+                    yield match
+            elif code == 0x0000:
+                return
+            else:
+                comment = str(status.get("ErrorComment", "") or "")
+                raise PeerError(f"{peer.aet} answered C-FIND with 0x{code:04X}" + (f": {comment}" if comment else ""))
+
+
+@dataclass
+class RetrieveProgress:
+    """Counts from C-MOVE/C-GET responses."""
+
+    remaining: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    status: int = 0xFF00
+    comment: str = ""
+    failed_uids: list[str] = field(default_factory=list)
+
+    def update(self, status: Dataset, identifier: Dataset | None) -> None:
+        self.status = int(status.Status)
+        self.remaining = int(status.get("NumberOfRemainingSuboperations", self.remaining) or 0)
+        self.completed = int(status.get("NumberOfCompletedSuboperations", self.completed) or 0)
+        self.failed = int(status.get("NumberOfFailedSuboperations", self.failed) or 0)
+        self.warning = int(status.get("NumberOfWarningSuboperations", self.warning) or 0)
+        self.comment = str(status.get("ErrorComment", "") or "")
+        if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+            value = identifier.FailedSOPInstanceUIDList
+            self.failed_uids = [str(v) for v in (value if isinstance(value, (list, tuple)) or
+                                                 value.__class__.__name__ == "MultiValue" else [value]) if v]
+
+
+def move(peer: Peer, calling_aet: str, identifier: Dataset, destination: str, model: str = "study",
+         progress: Callable[[RetrieveProgress], None] | None = None) -> RetrieveProgress:
+    """C-MOVE to ``destination``; returns the final counts."""
+    ae = new_ae(calling_aet, timeout=60.0)
+    ae.add_requested_context(MOVE_MODELS[model])
+    state = RetrieveProgress()
+    with associate(ae, peer) as assoc:
+        for status, ident in assoc.send_c_move(identifier, destination, MOVE_MODELS[model]):
+            if not status or "Status" not in status:
+                raise PeerError(f"{peer.aet} aborted the C-MOVE")
+            state.update(status, ident)
+            if progress:
+                progress(state)
+    return state
+
+
+def get(peer: Peer, calling_aet: str, identifier: Dataset, on_instance: Callable[[Any], int],
+        model: str = "study", progress: Callable[[RetrieveProgress], None] | None = None) -> RetrieveProgress:
+    """C-GET; ``on_instance(event)`` stores each received instance and returns a C-STORE status."""
+    ae = new_ae(calling_aet, timeout=60.0)
+    ae.add_requested_context(GET_MODELS[model])
+    roles = []
+    for context in StoragePresentationContexts[: 128 - 1]:
+        ae.add_requested_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES[:4])
+        roles.append(build_role(context.abstract_syntax, scp_role=True))
+    state = RetrieveProgress()
+    with associate(ae, peer, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_instance)]) as assoc:
+        for status, ident in assoc.send_c_get(identifier, GET_MODELS[model]):
+            if not status or "Status" not in status:
+                raise PeerError(f"{peer.aet} aborted the C-GET")
+            state.update(status, ident)
+            if progress:
+                progress(state)
+    return state
+
+
+# -- C-STORE --------------------------------------------------------------------------------
+def send(peer: Peer, calling_aet: str, files: list[tuple[str, str, str]],
+         progress: Callable[[str, int | None, str], None] | None = None) -> dict[str, int]:
+    """C-STORE files ``(path, sop_class_uid, transfer_syntax)``; report each outcome via ``progress``.
+
+    Proposes, per SOP class, the file's own syntax and the uncompressed ones; a file whose
+    syntax was not accepted is re-encoded by pynetdicom (uncompressed) or counted failed.
+    """
+    ae = new_ae(calling_aet, timeout=60.0)
+    seen: set[tuple[str, str]] = set()
+    for _path, sop_class, syntax in files:
+        for key in ((sop_class, syntax), (sop_class, "uncompressed")):
+            if key in seen or len(ae.requested_contexts) >= 128:
+                continue
+            seen.add(key)
+            syntaxes = [syntax] if key[1] != "uncompressed" else ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+            ae.add_requested_context(sop_class, syntaxes)
+    counts = {"sent": 0, "failed": 0, "warning": 0}
+    with associate(ae, peer) as assoc:
+        for path, _sop_class, _syntax in files:
+            try:
+                status = assoc.send_c_store(dcmread(path))
+                code = int(status.Status) if status and "Status" in status else None
+                comment = str(status.get("ErrorComment", "") or "") if status else "no response"
+            except (ValueError, AttributeError, OSError) as exc:
+                code, comment = None, str(exc)
+            if code == 0:
+                counts["sent"] += 1
+            elif code is not None and code in (0xB000, 0xB006, 0xB007):
+                counts["warning"] += 1
+            else:
+                counts["failed"] += 1
+            if progress:
+                progress(path, code, comment)
+            if not assoc.is_established:
+                raise PeerError(f"{peer.aet} aborted the association during C-STORE")
+    return counts

@@ -145,6 +145,80 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX audit_study ON audit (study_uid);
         """,
     ),
+    (
+        "0003_qc_recognition",
+        """
+        CREATE TABLE study_qc (
+            study_uid TEXT PRIMARY KEY,
+            status TEXT NOT NULL DEFAULT 'pending',
+            grade TEXT NOT NULL DEFAULT '',
+            reviewer TEXT NOT NULL DEFAULT '',
+            reviewed_at TEXT NOT NULL DEFAULT '',
+            reason_code TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            ruleset_version TEXT NOT NULL DEFAULT '',
+            checked_at TEXT NOT NULL DEFAULT '',
+            outcomes TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX study_qc_status ON study_qc (status);
+
+        CREATE TABLE qc_history (
+            pk INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL,
+            at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            grade TEXT NOT NULL DEFAULT '',
+            reviewer TEXT NOT NULL DEFAULT '',
+            reason_code TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX qc_history_study ON qc_history (study_uid);
+
+        CREATE TABLE shares (
+            pk INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            granted_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            granted_by TEXT NOT NULL DEFAULT '',
+            revoked_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX shares_study ON shares (study_uid, institution);
+
+        CREATE TABLE recognition_decisions (
+            pk INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL,
+            decided_at TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            reasons TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            consent TEXT NOT NULL DEFAULT '',
+            informed TEXT NOT NULL DEFAULT '',
+            physician TEXT NOT NULL DEFAULT '',
+            deciding_institution TEXT NOT NULL DEFAULT '',
+            producer TEXT NOT NULL DEFAULT '',
+            modality TEXT NOT NULL DEFAULT '',
+            item_code TEXT NOT NULL DEFAULT '',
+            advice_status TEXT NOT NULL DEFAULT '',
+            advice_failed TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX recognition_decisions_study ON recognition_decisions (study_uid);
+        CREATE INDEX recognition_decisions_at ON recognition_decisions (decided_at);
+
+        CREATE TABLE advice_shown (
+            pk INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            study_uid TEXT NOT NULL,
+            viewer_institution TEXT NOT NULL DEFAULT '',
+            producer TEXT NOT NULL DEFAULT '',
+            modality TEXT NOT NULL DEFAULT '',
+            item_code TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            failed TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX advice_shown_at ON advice_shown (at);
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,257 @@
+"""The physician's side and the programme's: priors, recognition explain/decide, shares,
+the recognition report and the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, datetime
+
+import click
+
+from pacsnode.cli.app import main, open_node, print_json, print_table
+
+
+@main.command()
+@click.option("--patient-id", default=None, help="The patient's ID at one hospital (with --issuer).")
+@click.option("--issuer", default=None, help="Issuer of that Patient ID (the hospital's code).")
+@click.option("--resident-id", default=None, help="Resident ID (Other Patient IDs, issuer CN-RESIDENT-ID).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def priors(ctx: click.Context, patient_id: str | None, issuer: str | None, resident_id: str | None,
+           as_json: bool) -> None:
+    """A patient's prior results across the region, with recognition status and reasons.
+
+    Queries every registered peer in parallel (and this node's index) and merges the answers.
+
+    \b
+    Example:
+      pacsnode priors --resident-id 520100199001010011
+      pacsnode priors --patient-id P0815 --issuer CTY001 --json
+    """
+    from pacsnode.dimse.priors import gather_priors
+
+    if not (resident_id or (patient_id and issuer)):
+        raise click.UsageError("name the patient: --patient-id with --issuer, or --resident-id")
+    node = open_node(ctx)
+    result = gather_priors(node, patient_id, issuer, resident_id)
+    node.close()
+    if as_json:
+        print_json(result.as_json())
+        return
+    rows = [asdict(p) for p in result.priors]
+    for row in rows:
+        row["institution"] = row["institution_code"] or row["institution"]
+        row["failed"] = row["failed"] or ""
+    print_table(rows, ["study_date", "institution", "modalities", "item_code", "status", "failed", "valid_until",
+                       "source", "study_uid"])
+    for peer, error in result.errors.items():
+        click.echo(f"peer {peer} not reached: {error}", err=True)
+
+
+@main.group()
+def recognition() -> None:
+    """Recognition advice and the physician's decisions."""
+
+
+def _parse_day(value: str | None) -> date | None:
+    if not value:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)")
+
+
+@recognition.command(name="explain")
+@click.argument("study_uid")
+@click.option("--for", "for_institution", default=None, help="Viewer institution (default: this node's).")
+@click.option("--at", "at", default=None, help="As of this date (YYYY-MM-DD; default today).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def explain(ctx: click.Context, study_uid: str, for_institution: str | None, at: str | None, as_json: bool) -> None:
+    """Every recognition condition for a study, and whether it holds.
+
+    \b
+    Example:
+      pacsnode recognition explain 1.2.826.0.1.3680043.10.1078.1.2 --for TWN001 --at 2026-11-26
+    """
+    node = open_node(ctx)
+    advice = node.desk.explain(study_uid, for_institution, _parse_day(at))
+    node.close()
+    if as_json:
+        print_json({"study_uid": study_uid, "status": advice.status, "failed": list(advice.failed),
+                    "item_code": advice.item_code, "scope_label": advice.scope_label,
+                    "valid_until": advice.valid_until.isoformat() if advice.valid_until else None,
+                    "conditions": [{"code": c.code, "holds": c.holds, "explanation": c.explanation}
+                                   for c in advice.conditions]})
+        return
+    click.echo(f"{advice.status} ({advice.scope_label})  item {advice.item_code or '-'}  valid until "
+               f"{advice.valid_until or '-'}")
+    for condition in advice.conditions:
+        click.echo(f"  {'ok  ' if condition.holds else 'FAIL'} {condition.code:24} {condition.explanation}")
+
+
+@recognition.command(name="decide")
+@click.argument("study_uid")
+@click.option("--accept", "decision", flag_value="accept", help="Recognize the result.")
+@click.option("--decline", "decision", flag_value="decline", help="Order a re-examination.")
+@click.option("--reason", "reasons", multiple=True,
+              help="Reason code (N1-N6, P1-P4, L1, T1, Q1, B1, X1) or alias (condition-changed, emergency, "
+                   "outdated, poor-quality, patient-request, other); repeat or comma-separate.")
+@click.option("--note", default="", help="Free text (at most 200 characters); needed to accept against the advice.")
+@click.option("--consent", type=click.Choice(["given", "refused", "not-obtainable"]), default=None)
+@click.option("--informed", type=click.Choice(["patient", "family", "guardian"]), default=None)
+@click.option("--physician", required=True, help="The deciding physician.")
+@click.pass_context
+def decide(ctx: click.Context, study_uid: str, decision: str | None, reasons: tuple[str, ...], note: str,
+           consent: str | None, informed: str | None, physician: str) -> None:
+    """Record the physician's decision on a prior result (append-only).
+
+    \b
+    Example:
+      pacsnode recognition decide 1.2.3 --decline --reason condition-changed \\
+          --consent given --informed patient --physician "Dr Wang"
+      pacsnode recognition decide 1.2.3 --accept --physician "Dr Wang"
+    """
+    from pacsnode.recognition import DecisionInput
+
+    if decision is None:
+        raise click.UsageError("say --accept or --decline")
+    codes = tuple(code.strip() for item in reasons for code in item.split(",") if code.strip())
+    node = open_node(ctx)
+    decision_id = node.desk.decide(study_uid, DecisionInput(decision, physician, codes, consent or "", informed or "",
+                                                           note, study_uid, node.config.institution))
+    node.close()
+    click.echo(f"decision {decision_id} recorded: {decision} {study_uid}")
+
+
+@main.group()
+def share() -> None:
+    """Consultation shares: let another institution see one study."""
+
+
+@share.command(name="grant")
+@click.argument("study_uid")
+@click.option("--to", "institution", required=True, help="Institution code.")
+@click.option("--days", required=True, type=int, help="How long the share lasts.")
+@click.option("--by", "granted_by", default="", help="Who grants it.")
+@click.pass_context
+def share_grant(ctx: click.Context, study_uid: str, institution: str, days: int, granted_by: str) -> None:
+    """Share a study with an institution for N days (a consultation).
+
+    \b
+    Example:
+      pacsnode share grant 1.2.3 --to PRV001 --days 14
+    """
+    node = open_node(ctx)
+    expires = node.desk.grant_share(study_uid, institution, days, granted_by)
+    node.close()
+    click.echo(f"shared {study_uid} with {institution} until {expires.isoformat(timespec='minutes')}")
+
+
+@share.command(name="revoke")
+@click.argument("study_uid")
+@click.option("--to", "institution", required=True, help="Institution code.")
+@click.pass_context
+def share_revoke(ctx: click.Context, study_uid: str, institution: str) -> None:
+    """Revoke a share.
+
+    \b
+    Example:
+      pacsnode share revoke 1.2.3 --to PRV001
+    """
+    node = open_node(ctx)
+    node.desk.revoke_share(study_uid, institution)
+    node.close()
+    click.echo(f"revoked the share of {study_uid} with {institution}")
+
+
+@share.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def share_list(ctx: click.Context, as_json: bool) -> None:
+    """List shares.
+
+    \b
+    Example:
+      pacsnode share list --json
+    """
+    node = open_node(ctx)
+    rows = node.regional_store.shares()
+    node.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["study_uid", "institution", "granted_at", "expires_at", "revoked_at", "granted_by"])
+
+
+@main.group()
+def report() -> None:
+    """Programme reports."""
+
+
+@report.command(name="recognition")
+@click.option("--from", "since", default=None, help="From date (YYYY-MM-DD).")
+@click.option("--to", "until", default=None, help="Until date (YYYY-MM-DD), inclusive.")
+@click.option("--by", type=click.Choice(["institution", "modality", "item"]), default="institution",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@click.pass_context
+def report_recognition(ctx: click.Context, since: str | None, until: str | None, by: str, as_json: bool,
+                       as_csv: bool) -> None:
+    """Eligible priors shown, accepted, declined by reason; the recognition rate.
+
+    rate = accepted / (accepted + declined) over decisions on eligible priors.
+
+    \b
+    Example:
+      pacsnode report recognition --from 2026-11-01 --by modality --csv
+    """
+    from datetime import timedelta
+
+    from pacsnode.physician import report_csv
+
+    start = _parse_day(since)
+    end = _parse_day(until)
+    node = open_node(ctx)
+    rows = node.desk.report(start.isoformat() if start else "",
+                            (end + timedelta(days=1)).isoformat() if end else "", by)
+    node.close()
+    if as_json:
+        print_json(rows)
+    elif as_csv:
+        click.echo(report_csv(rows), nl=False)
+    else:
+        for row in rows:
+            row["declined_by_reason"] = ", ".join(f"{k}:{v}" for k, v in row["declined_by_reason"].items())
+        print_table(rows, [by, "shown", "eligible_shown", "accepted", "declined", "declined_by_reason",
+                           "recognition_rate"])
+
+
+@main.command()
+@click.option("--study", "study_uid", default=None, help="Only this study.")
+@click.option("--peer", default=None, help="Only this peer (name or AE title).")
+@click.option("--since", default=None, help="From date (YYYY-MM-DD).")
+@click.option("--limit", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, study_uid: str | None, peer: str | None, since: str | None, limit: int,
+          as_json: bool) -> None:
+    """The audit trail: associations, queries, retrievals, refusals, shares, QC and decisions.
+
+    \b
+    Example:
+      pacsnode audit --peer county --since 2026-11-01 --json
+    """
+    node = open_node(ctx)
+    day = _parse_day(since)
+    events = node.audit.events(study_uid=study_uid, peer=peer, since=day.isoformat() if day else None, limit=limit)
+    node.close()
+    rows = [asdict(e) for e in events]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["at", "action", "outcome", "peer_name", "peer_aet", "study_uid", "detail"])

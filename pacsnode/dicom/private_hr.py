@@ -1,0 +1,82 @@
+"""The ``PACSNODE HR`` private block: recognition advice carried in C-FIND responses.
+
+No standard attribute means "recognised" (RECOGNITION.md), so a node tells a peer through a
+private block in group 0011, returned only when the query asks for it, and never written
+into stored instances:
+
+| tag | VR | meaning |
+|---|---|---|
+| (0011,0010) | LO | private creator ``PACSNODE HR`` |
+| (0011,xx01) | CS | ``HR_ELIGIBLE`` or ``NOT_ELIGIBLE`` |
+| (0011,xx02) | LO | the mark's scope label, e.g. ``黔HR`` |
+| (0011,xx03) | CS | failed conditions (multi-valued, upper-cased codes) |
+| (0011,xx04) | DA | valid until |
+| (0011,xx05) | LO | exam item code (ours) |
+| (0011,xx06) | LO | producing institution code (ours) |
+
+``xx`` is the block byte the creator was given in (0011,00xx); the requester picks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+HR_CREATOR = "PACSNODE HR"
+GROUP = 0x0011
+ELEMENTS: dict[int, tuple[str, str]] = {
+    0x01: ("CS", "status"),
+    0x02: ("LO", "scope"),
+    0x03: ("CS", "failed"),
+    0x04: ("DA", "valid_until"),
+    0x05: ("LO", "item"),
+    0x06: ("LO", "producer"),
+}
+
+
+def hr_block_byte(identifier: Dataset) -> int | None:
+    """The block byte (0x10-0xFF) under which the identifier asks for our block, if it does."""
+    for element in identifier.group_dataset(GROUP):
+        offset = element.tag.element
+        if 0x10 <= offset <= 0xFF and str(element.value or "").strip() == HR_CREATOR:
+            return offset
+    return None
+
+
+def request_hr_block(ds: Dataset, block: int = 0x10) -> None:
+    """Ask for the block in a query identifier (empty values = return keys)."""
+    ds.add_new((GROUP << 16) | block, "LO", HR_CREATOR)
+    for offset, (vr, _name) in ELEMENTS.items():
+        ds.add_new((GROUP << 16) | (block << 8) | offset, vr, "")
+
+
+def write_hr_block(ds: Dataset, block: int, values: dict[str, Any]) -> None:
+    """Fill the block in a response; upper-case CS values (codes are snake_case in the rules)."""
+    ds.add_new((GROUP << 16) | block, "LO", HR_CREATOR)
+    for offset, (vr, name) in ELEMENTS.items():
+        value = values.get(name, "")
+        if vr == "CS":
+            value = [str(v).upper()[:16] for v in value] if isinstance(value, (list, tuple)) else str(value).upper()
+        ds.add_new((GROUP << 16) | (block << 8) | offset, vr, value)
+
+
+def read_hr_block(ds: Dataset) -> dict[str, Any]:
+    """The block's values from a response (codes lower-cased back), or {} when absent."""
+    block = hr_block_byte(ds)
+    if block is None:
+        return {}
+    out: dict[str, Any] = {}
+    for offset, (_vr, name) in ELEMENTS.items():
+        tag = (GROUP << 16) | (block << 8) | offset
+        if tag not in ds:
+            continue
+        value = ds[tag].value
+        if name == "failed":
+            items = [value] if isinstance(value, (str, bytes)) else list(value or [])
+            out[name] = [str(v).lower() for v in items if str(v)]
+        elif name == "status":
+            out[name] = str(value or "")
+        else:
+            out[name] = str(value or "")
+    return out
