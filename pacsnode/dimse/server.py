@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from pacsnode.dimse import handlers
+from pacsnode.dimse import find, handlers
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.node import Node
 
@@ -81,6 +81,8 @@ def event_handlers(node: Node) -> list[tuple[Any, Callable[..., Any]]]:
         (evt.EVT_CONN_OPEN, set_nodelay),
         (evt.EVT_C_ECHO, functools.partial(handlers.handle_echo, node=node)),
         (evt.EVT_C_STORE, functools.partial(handlers.handle_store, node=node)),
+        (evt.EVT_C_FIND, functools.partial(find.handle_find, node=node)),
+        (evt.EVT_SOP_EXTENDED, find.handle_sop_extended),
     ]
     for event, handler in EXTRA_HANDLERS:
         bound.append((event, functools.partial(handler, node=node)))
