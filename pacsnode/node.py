@@ -200,9 +200,36 @@ class Node:
         """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find)."""
         from pacsnode.index import matching
 
-        self.require_permission(caller, "find")
-        allowed = self.visible_study_uids(query, caller)
-        return matching.find(self.index, query, allowed_study_uids=allowed, limit=self.config.query.max_results)
+        try:
+            self.require_permission(caller, "find")
+            allowed = self.visible_study_uids(query, caller)
+            matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
+                                         limit=self.config.query.max_results))
+        except PacsnodeError as exc:
+            self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
+            raise
+        self._audit_caller(caller, "find", "answered",
+                           detail={"level": query.level.value, "keys": query_keys(query), "matches": len(matches)})
+        return iter(matches)
+
+    def _audit_caller(self, caller: Caller, action: str, outcome: str, study_uid: str = "",
+                      detail: dict[str, Any] | str = "") -> None:
+        """Audit what a peer did (the CLI's own reads are not peer events)."""
+        if caller.is_local_admin:
+            return
+        self.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
+                          study_uid=study_uid, detail=detail)
+
+    def hr_values(self, study_uid: str, caller: Caller) -> dict[str, Any]:
+        """The PACSNODE HR private block for one study as seen by ``caller``'s institution."""
+        viewer = caller.peer.institution if caller.peer and caller.peer.institution else self.config.institution
+        advice = self.regional.advice(study_uid, viewer)
+        if advice is None:
+            return {"status": "", "failed": [], "scope": ""}
+        rows = self.regional_store.studies_by_uid([study_uid])
+        return {"status": advice.status, "scope": advice.scope_label, "failed": list(advice.failed),
+                "valid_until": advice.valid_until.strftime("%Y%m%d") if advice.valid_until else "",
+                "item": advice.item_code, "producer": self.regional.producer_of(rows[0]) if rows else ""}
 
     def retrieve(self, query: Query, caller: Caller, action: str) -> list[InstanceLocation]:
         """Instances a C-MOVE/C-GET identifier names, if ``caller`` may have every one of them.
@@ -212,18 +239,18 @@ class Node:
         """
         from pacsnode.index import matching
 
-        self.require_permission(caller, action)
-        allowed = self.visible_study_uids(query, caller)
-        if allowed is not None:
-            everything = matching.match_instances(self.index, query, self.storage.root)
-            denied = sorted({loc.study_uid for loc in everything} - allowed)
+        try:
+            self.require_permission(caller, action)
+            allowed = self.visible_study_uids(query, caller)
+            locations = matching.match_instances(self.index, query, self.storage.root)
+            denied = sorted({loc.study_uid for loc in locations} - allowed) if allowed is not None else []
             if denied:
-                self.audit.record(action, "refused", peer_aet=caller.aet,
-                                  peer_name=caller.peer.name if caller.peer else "", study_uid=denied[0],
-                                  detail=f"{len(denied)} study(ies) outside access")
                 raise NotPermitted(f"study {denied[0]} is not available to {caller.aet}")
-            return everything
-        return matching.match_instances(self.index, query, self.storage.root)
+        except PacsnodeError as exc:
+            self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
+                               detail={"keys": query_keys(query), "reason": str(exc)})
+            raise
+        return locations
 
     def files_to_send(self, study_uid: str | None, paths: list[Path]) -> list[tuple[str, str, str]]:
         """(path, SOP class, transfer syntax) of a stored study, or of DICOM files on disk."""
@@ -297,6 +324,11 @@ class Node:
                 leftover.unlink(missing_ok=True)
                 count += 1
         return count
+
+
+def query_keys(query: Query) -> dict[str, str]:
+    """The matching keys of a query, for the audit trail (return-only keys left out)."""
+    return {k.keyword: (k.value or "") for k in query.keys if k.value or k.items}
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:

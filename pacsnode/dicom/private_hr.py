@@ -52,7 +52,16 @@ def request_hr_block(ds: Dataset, block: int = 0x10) -> None:
 
 
 def write_hr_block(ds: Dataset, block: int, values: dict[str, Any]) -> None:
-    """Fill the block in a response; upper-case CS values (codes are snake_case in the rules)."""
+    """Fill the block in a response; upper-case CS values (codes are snake_case in the rules).
+
+    The scope label is usually not ASCII (``黔HR``): a response whose character set cannot
+    carry it is switched to UTF-8 (ISO_IR 192), which every other value can also use.
+    """
+    texts = [str(v) for v in values.values() if isinstance(v, str)]
+    current = ds.get("SpecificCharacterSet", "")
+    current = [current] if isinstance(current, str) else list(current)
+    if any(not t.isascii() for t in texts) and not set(current) & {"ISO_IR 192", "GB18030", "GBK"}:
+        ds.SpecificCharacterSet = "ISO_IR 192"
     ds.add_new((GROUP << 16) | block, "LO", HR_CREATOR)
     for offset, (vr, name) in ELEMENTS.items():
         value = values.get(name, "")

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.events import Event
 
+from pacsnode.dicom.private_hr import hr_block_byte, write_hr_block
 from pacsnode.dicom.query import build_response, model_for_sop_class, parse_identifier
 from pacsnode.dimse import statuses
 from pacsnode.dimse.handlers import caller_of
@@ -84,14 +85,19 @@ def handle_find(event: Event, node: Node) -> Iterator[tuple[int | Dataset, Datas
     count = 0
     try:
         query = _query_of(event, node)
-        matches = node.find(query, caller_of(event, node))
+        caller = caller_of(event, node)
+        hr_block = hr_block_byte(event.identifier)
+        matches = node.find(query, caller)
         for match in matches:
             if event.is_cancelled:
                 LOGGER.info("C-FIND cancelled by the peer after %d match(es)", count)
                 yield statuses.CANCEL, None
                 return
             count += 1
-            yield statuses.PENDING, build_response(query, match, node.config.aet)
+            response = build_response(query, match, node.config.aet)
+            if hr_block is not None and match.get("_study_uid"):
+                write_hr_block(response, hr_block, node.hr_values(str(match["_study_uid"]), caller))
+            yield statuses.PENDING, response
     except PacsnodeError as exc:
         LOGGER.warning("C-FIND refused: %s", exc)
         yield statuses.status_dataset(_find_status(exc), str(exc)), None

@@ -75,3 +75,17 @@ def store_received(event: Event, node: Node, peer: Peer) -> int | Dataset:
         temp.unlink(missing_ok=True)
         return statuses.status_dataset(statuses.PROCESSING_FAILURE, f"internal error: {exc.__class__.__name__}")
     return statuses.SUCCESS
+
+
+def handle_association(event: Event, node: Node) -> None:
+    """EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED: every peer association is an audit event."""
+    requestor = event.assoc.requestor
+    outcome = {"EVT_ACCEPTED": "accepted", "EVT_REJECTED": "rejected", "EVT_ABORTED": "aborted"}.get(
+        event.event.name, event.event.name)
+    try:
+        caller = caller_of(event, node)
+        node.audit.record("association", outcome, peer_aet=caller.aet,
+                          peer_name=caller.peer.name if caller.peer else "",
+                          detail={"host": str(requestor.address), "called": str(event.assoc.acceptor.ae_title)})
+    except Exception:  # auditing must never break an association
+        LOGGER.exception("audit of association failed")

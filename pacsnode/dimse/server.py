@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from pacsnode.dimse import find, handlers
+from pacsnode.dimse import find, handlers, retrieve
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.node import Node
 
@@ -45,10 +45,6 @@ QR_CONTEXTS = (
     PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelGet,
 )
-
-# Extra handler binders registered by the Q/R and recognition layers: (event, handler(event, node)).
-EXTRA_HANDLERS: list[tuple[Any, Callable[..., Any]]] = []
-
 
 def configure_library(node: Node) -> None:
     """Process-wide pynetdicom settings for a serving node (see module docstring)."""
@@ -83,9 +79,12 @@ def event_handlers(node: Node) -> list[tuple[Any, Callable[..., Any]]]:
         (evt.EVT_C_STORE, functools.partial(handlers.handle_store, node=node)),
         (evt.EVT_C_FIND, functools.partial(find.handle_find, node=node)),
         (evt.EVT_SOP_EXTENDED, find.handle_sop_extended),
+        (evt.EVT_C_MOVE, functools.partial(retrieve.handle_move, node=node)),
+        (evt.EVT_C_GET, functools.partial(retrieve.handle_get, node=node)),
+        (evt.EVT_ACCEPTED, functools.partial(handlers.handle_association, node=node)),
+        (evt.EVT_REJECTED, functools.partial(handlers.handle_association, node=node)),
+        (evt.EVT_ABORTED, functools.partial(handlers.handle_association, node=node)),
     ]
-    for event, handler in EXTRA_HANDLERS:
-        bound.append((event, functools.partial(handler, node=node)))
     return bound
 
 
