@@ -58,6 +58,22 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS (PS3.15 B.1, BCP 195): our certificate, whom we trust, whether peers must show one.
+
+    Paths are relative to the node home. ``enabled`` makes the listening port TLS-only; outgoing
+    associations use TLS for peers registered with ``--tls``.
+    """
+
+    enabled: bool = False
+    certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    require_client_certificate: bool = False
+    verify_peer_hostname: bool = False
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``pacsnode.toml`` says about one node."""
 
@@ -74,6 +90,7 @@ class NodeConfig:
     query: QuerySettings = field(default_factory=QuerySettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     qc: QcSettings = field(default_factory=QcSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -138,6 +155,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
     query = _section(data, "query", source)
     network = _section(data, "network", source)
     qc = _section(data, "qc", source)
+    tls = _section(data, "tls", source)
     where = f"{source}: [node]"
     accept_from = _typed(store, "accept_from", str, "any", f"{source}: [store]")
     if accept_from not in ("any", "registered"):
@@ -181,7 +199,33 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
             auto_accept=_typed(qc, "auto_accept", bool, True, f"{source}: [qc]"),
             watch_stable=_typed(qc, "watch_stable", bool, True, f"{source}: [qc]"),
         ),
+        tls=_tls(tls, home, source),
     )
+
+
+def _tls(table: dict[str, Any], home: Path, source: str) -> TlsSettings:
+    where = f"{source}: [tls]"
+    settings = TlsSettings(
+        enabled=_typed(table, "enabled", bool, False, where),
+        certificate=_typed(table, "certificate", str, "", where),
+        private_key=_typed(table, "private_key", str, "", where),
+        ca_certificates=_typed(table, "ca_certificates", str, "", where),
+        require_client_certificate=_typed(table, "require_client_certificate", bool, False, where),
+        verify_peer_hostname=_typed(table, "verify_peer_hostname", bool, False, where),
+    )
+    if settings.enabled:
+        for key in ("certificate", "private_key"):
+            value = getattr(settings, key)
+            if not value:
+                raise ConfigError(f"{where}.{key} is empty; with enabled = true give the path of the node's PEM file")
+            if not (home / value).is_file():
+                raise ConfigError(f"{where}.{key} = {value!r}: no such file under {home}")
+        if settings.require_client_certificate and not settings.ca_certificates:
+            raise ConfigError(f"{where}.ca_certificates is empty; require_client_certificate needs the CA "
+                              "certificates that sign the peers' certificates")
+    if settings.ca_certificates and not (home / settings.ca_certificates).is_file():
+        raise ConfigError(f"{where}.ca_certificates = {settings.ca_certificates!r}: no such file under {home}")
+    return settings
 
 
 def load_config(home: Path) -> NodeConfig:
@@ -230,4 +274,12 @@ acse_timeout = 30
 dimse_timeout = 60
 network_timeout = 60
 strict_called_aet = false   # true: refuse associations whose called AE is not ours
+
+[tls]
+enabled = false             # true: the DICOM port speaks TLS only (BCP 195)
+certificate = ""            # this node's certificate (PEM), relative to this folder
+private_key = ""            # its private key (PEM, unencrypted)
+ca_certificates = ""        # CA certificates that sign the peers' certificates (verification)
+require_client_certificate = false  # mutual authentication: peers must present a certificate
+verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
 """

@@ -140,6 +140,7 @@ class Peer:
     institution: str = ""
     permissions: frozenset[str] = frozenset({"echo", "store", "find", "move", "get"})
     check_host: bool = False
+    tls: bool = False
 
 
 @dataclass(frozen=True)

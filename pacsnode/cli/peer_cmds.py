@@ -26,10 +26,11 @@ def peer() -> None:
 @click.option("--permissions", default=",".join(ALL_PERMISSIONS), show_default=True,
               help="Comma-separated subset of echo,store,find,move,get.")
 @click.option("--check-host", is_flag=True, help="Refuse associations from this AE title from any other address.")
+@click.option("--tls", is_flag=True, help="Talk DICOM TLS to this peer (our [tls] CA verifies its certificate).")
 @click.option("--replace", is_flag=True, help="Replace a peer of the same name.")
 @click.pass_context
 def peer_add(ctx: click.Context, name: str, aet: str, host: str, port: int, institution: str, permissions: str,
-             check_host: bool, replace: bool) -> None:
+             check_host: bool, tls: bool, replace: bool) -> None:
     """Register a peer.
 
     \b
@@ -40,7 +41,7 @@ def peer_add(ctx: click.Context, name: str, aet: str, host: str, port: int, inst
     validate_port(port, "--port")
     perms = frozenset(p.strip() for p in permissions.split(",") if p.strip())
     node = open_node(ctx)
-    node.add_peer(Peer(name, aet, host, port, institution, perms, check_host), replace=replace)
+    node.add_peer(Peer(name, aet, host, port, institution, perms, check_host, tls), replace=replace)
     node.close()
     click.echo(f"peer {name} = {aet}@{host}:{port}")
 
@@ -65,7 +66,7 @@ def peer_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["name", "aet", "host", "port", "institution", "permissions"])
+        print_table(rows, ["name", "aet", "host", "port", "institution", "permissions", "tls"])
 
 
 @peer.command(name="remove")
@@ -99,9 +100,9 @@ def echo(ctx: click.Context, peer_spec: str) -> None:
 
     node = open_node(ctx)
     target = node.resolve_peer(peer_spec)
-    aet = node.config.aet
+    local = scu.LocalAE.of(node.config)
     node.close()
-    status, seconds = scu.echo(target, aet)
+    status, seconds = scu.echo(target, local)
     text = "Success" if status == 0 else f"0x{status:04X}"
     click.echo(f"C-ECHO {target.aet}@{target.host}:{target.port}: {text} in {seconds * 1000:.1f} ms")
     if status != 0:

@@ -33,10 +33,10 @@ def find(ctx: click.Context, peer_spec: str, model: str, level: str, keys: tuple
 
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
-    aet = node.config.aet
+    local = scu.LocalAE.of(node.config)
     node.close()
     identifier = build_identifier(level, keys)
-    rows = [row_of(match) for match in scu.find(peer, aet, identifier, model)]
+    rows = [row_of(match) for match in scu.find(peer, local, identifier, model)]
     if as_json:
         print_json(rows)
         return
@@ -99,11 +99,11 @@ def move(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | N
 
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
-    aet = node.config.aet
+    local = scu.LocalAE.of(node.config)
     node.close()
     identifier = _retrieve_identifier({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, model,
                                       patient_id)
-    state = scu.move(peer, aet, identifier, dest or aet, model, progress=_progress_line)  # type: ignore[arg-type]
+    state = scu.move(peer, local, identifier, dest or local.aet, model, progress=_progress_line)  # type: ignore[arg-type]
     _finish(ctx, state, "C-MOVE")
 
 
@@ -130,7 +130,7 @@ def get(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | No
     identifier = _retrieve_identifier({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, model,
                                       patient_id)
     try:
-        state = scu.get(peer, node.config.aet, identifier, lambda event: store_received(event, node, peer),  # type: ignore[arg-type]
+        state = scu.get(peer, scu.LocalAE.of(node.config), identifier, lambda event: store_received(event, node, peer),  # type: ignore[arg-type]
                         model, progress=_progress_line)
     finally:
         node.close()
@@ -156,7 +156,7 @@ def send(ctx: click.Context, peer_spec: str, paths: tuple[Path, ...], study_uid:
         raise click.UsageError("give either --study UID or PATH..., not both")
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
-    aet = node.config.aet
+    local = scu.LocalAE.of(node.config)
     files = node.files_to_send(study_uid, list(paths))
     node.close()
 
@@ -164,7 +164,7 @@ def send(ctx: click.Context, peer_spec: str, paths: tuple[Path, ...], study_uid:
         text = "Success" if code == 0 else (f"0x{code:04X}" if code is not None else "failed")
         click.echo(f"{text:8} {path}" + (f" ({comment})" if comment and code != 0 else ""))
 
-    counts = scu.send(peer, aet, files, progress=report)
+    counts = scu.send(peer, local, files, progress=report)
     click.echo(f"sent {counts['sent']}, warning {counts['warning']}, failed {counts['failed']}")
     if counts["failed"]:
         ctx.exit(1)

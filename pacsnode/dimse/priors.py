@@ -105,7 +105,7 @@ def _local(node: Node, row: StudyRow, now: datetime) -> Prior:
         scope_label=advice.scope_label if advice else "")
 
 
-def _ask(peer: Peer, calling_aet: str, identifier: Dataset) -> list[Prior]:
+def _ask(peer: Peer, calling_aet: scu.LocalAE, identifier: Dataset) -> list[Prior]:
     return [_from_response(match, peer.name) for match in scu.find(peer, calling_aet, identifier, "study")]
 
 
@@ -123,7 +123,7 @@ def gather_priors(node: Node, patient_id: str | None = None, issuer: str | None 
     peers = [p for p in node.peers.list() if "find" in p.permissions and p.port > 0]
     errors: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(peers)))) as pool:
-        futures = {peer.name: pool.submit(_ask, peer, node.config.aet, identifier) for peer in peers}
+        futures = {peer.name: pool.submit(_ask, peer, scu.LocalAE.of(node.config), identifier) for peer in peers}
         for name, future in futures.items():
             try:
                 for prior in future.result():

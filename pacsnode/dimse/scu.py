@@ -18,11 +18,36 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
+from pacsnode.config import NodeConfig
 from pacsnode.dimse.sockets import set_nodelay
-from pacsnode.errors import PeerError
+from pacsnode.dimse.tls import client_context
+from pacsnode.errors import ConfigError, PeerError
 from pacsnode.model import Peer
 
 DEFAULT_MAX_PDU = 1_048_576
+
+
+@dataclass(frozen=True)
+class LocalAE:
+    """Who we are when we call a peer: our AE title, and our TLS settings for TLS peers."""
+
+    aet: str
+    config: NodeConfig | None = None
+
+    @classmethod
+    def of(cls, config: NodeConfig) -> "LocalAE":
+        return cls(config.aet, config)
+
+    @classmethod
+    def coerce(cls, value: "LocalAE | str") -> "LocalAE":
+        return value if isinstance(value, LocalAE) else cls(value)
+
+    def tls_args(self, peer: Peer) -> tuple[Any, str | None] | None:
+        if not peer.tls:
+            return None
+        if self.config is None:
+            raise ConfigError(f"peer {peer.name} uses TLS but no [tls] settings were given")
+        return client_context(self.config), (peer.host if self.config.tls.verify_peer_hostname else None)
 
 
 def new_ae(aet: str, timeout: float = 30.0) -> AE:
@@ -36,10 +61,13 @@ def new_ae(aet: str, timeout: float = 30.0) -> AE:
 
 
 @contextmanager
-def associate(ae: AE, peer: Peer, **kwargs: Any) -> Iterator[Association]:
-    """An established association to ``peer``, released (or aborted) on exit."""
+def associate(ae: AE, peer: Peer, local: LocalAE | None = None, **kwargs: Any) -> Iterator[Association]:
+    """An established association to ``peer`` (TLS when the peer is registered so), released on exit."""
     handlers = list(kwargs.pop("evt_handlers", []))
     handlers.append((evt.EVT_CONN_OPEN, set_nodelay))
+    tls_args = (local or LocalAE(str(ae.ae_title))).tls_args(peer)
+    if tls_args is not None:
+        kwargs["tls_args"] = tls_args
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         if assoc.is_rejected:
@@ -52,11 +80,12 @@ def associate(ae: AE, peer: Peer, **kwargs: Any) -> Iterator[Association]:
             assoc.release()
 
 
-def echo(peer: Peer, calling_aet: str) -> tuple[int, float]:
+def echo(peer: Peer, calling_aet: LocalAE | str) -> tuple[int, float]:
     """C-ECHO; returns (status, round-trip seconds of the C-ECHO itself)."""
-    ae = new_ae(calling_aet)
+    local = LocalAE.coerce(calling_aet)
+    ae = new_ae(local.aet)
     ae.add_requested_context(Verification)
-    with associate(ae, peer) as assoc:
+    with associate(ae, peer, local) as assoc:
         started = time.perf_counter()
         status = assoc.send_c_echo()
         elapsed = time.perf_counter() - started
@@ -80,11 +109,12 @@ GET_MODELS = {
 }
 
 
-def find(peer: Peer, calling_aet: str, identifier: Dataset, model: str = "study") -> Iterator[Dataset]:
+def find(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, model: str = "study") -> Iterator[Dataset]:
     """C-FIND; yields each pending identifier; raises PeerError on a failure status."""
-    ae = new_ae(calling_aet)
+    local = LocalAE.coerce(calling_aet)
+    ae = new_ae(local.aet)
     ae.add_requested_context(FIND_MODELS[model])
-    with associate(ae, peer) as assoc:
+    with associate(ae, peer, local) as assoc:
         for status, match in assoc.send_c_find(identifier, FIND_MODELS[model]):
             if not status or "Status" not in status:
                 raise PeerError(f"{peer.aet} aborted or sent no C-FIND response")
@@ -124,13 +154,14 @@ class RetrieveProgress:
                                                  value.__class__.__name__ == "MultiValue" else [value]) if v]
 
 
-def move(peer: Peer, calling_aet: str, identifier: Dataset, destination: str, model: str = "study",
+def move(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, destination: str, model: str = "study",
          progress: Callable[[RetrieveProgress], None] | None = None) -> RetrieveProgress:
     """C-MOVE to ``destination``; returns the final counts."""
-    ae = new_ae(calling_aet, timeout=60.0)
+    local = LocalAE.coerce(calling_aet)
+    ae = new_ae(local.aet, timeout=60.0)
     ae.add_requested_context(MOVE_MODELS[model])
     state = RetrieveProgress()
-    with associate(ae, peer) as assoc:
+    with associate(ae, peer, local) as assoc:
         for status, ident in assoc.send_c_move(identifier, destination, MOVE_MODELS[model]):
             if not status or "Status" not in status:
                 raise PeerError(f"{peer.aet} aborted the C-MOVE")
@@ -140,17 +171,18 @@ def move(peer: Peer, calling_aet: str, identifier: Dataset, destination: str, mo
     return state
 
 
-def get(peer: Peer, calling_aet: str, identifier: Dataset, on_instance: Callable[[Any], int],
+def get(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, on_instance: Callable[[Any], int],
         model: str = "study", progress: Callable[[RetrieveProgress], None] | None = None) -> RetrieveProgress:
     """C-GET; ``on_instance(event)`` stores each received instance and returns a C-STORE status."""
-    ae = new_ae(calling_aet, timeout=60.0)
+    local = LocalAE.coerce(calling_aet)
+    ae = new_ae(local.aet, timeout=60.0)
     ae.add_requested_context(GET_MODELS[model])
     roles = []
     for context in StoragePresentationContexts[: 128 - 1]:
         ae.add_requested_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES[:4])
         roles.append(build_role(context.abstract_syntax, scp_role=True))
     state = RetrieveProgress()
-    with associate(ae, peer, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_instance)]) as assoc:
+    with associate(ae, peer, local, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_instance)]) as assoc:
         for status, ident in assoc.send_c_get(identifier, GET_MODELS[model]):
             if not status or "Status" not in status:
                 raise PeerError(f"{peer.aet} aborted the C-GET")
@@ -161,14 +193,15 @@ def get(peer: Peer, calling_aet: str, identifier: Dataset, on_instance: Callable
 
 
 # -- C-STORE --------------------------------------------------------------------------------
-def send(peer: Peer, calling_aet: str, files: list[tuple[str, str, str]],
+def send(peer: Peer, calling_aet: LocalAE | str, files: list[tuple[str, str, str]],
          progress: Callable[[str, int | None, str], None] | None = None) -> dict[str, int]:
     """C-STORE files ``(path, sop_class_uid, transfer_syntax)``; report each outcome via ``progress``.
 
     Proposes, per SOP class, the file's own syntax and the uncompressed ones; a file whose
     syntax was not accepted is re-encoded by pynetdicom (uncompressed) or counted failed.
     """
-    ae = new_ae(calling_aet, timeout=60.0)
+    local = LocalAE.coerce(calling_aet)
+    ae = new_ae(local.aet, timeout=60.0)
     seen: set[tuple[str, str]] = set()
     for _path, sop_class, syntax in files:
         for key in ((sop_class, syntax), (sop_class, "uncompressed")):
@@ -178,7 +211,7 @@ def send(peer: Peer, calling_aet: str, files: list[tuple[str, str, str]],
             syntaxes = [syntax] if key[1] != "uncompressed" else ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
             ae.add_requested_context(sop_class, syntaxes)
     counts = {"sent": 0, "failed": 0, "warning": 0}
-    with associate(ae, peer) as assoc:
+    with associate(ae, peer, local) as assoc:
         for path, _sop_class, _syntax in files:
             try:
                 status = assoc.send_c_store(dcmread(path))

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (
 
 from pacsnode.dimse import find, handlers, retrieve
 from pacsnode.dimse.sockets import set_nodelay
+from pacsnode.dimse.tls import server_context
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class DicomServer:
             LOGGER.info("removed %d leftover temporary file(s) of interrupted receives", removed)
         cfg = self.node.config
         self._server = self.ae.start_server(
-            (cfg.host, cfg.port), block=False, evt_handlers=event_handlers(self.node))
+            (cfg.host, cfg.port), block=False, evt_handlers=event_handlers(self.node),
+            ssl_context=server_context(cfg))
         LOGGER.info("pacsnode %s listening on %s:%d", cfg.aet, cfg.host, cfg.port)
 
     def stop(self, grace_seconds: float = 10.0) -> None:

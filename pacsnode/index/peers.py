@@ -18,7 +18,8 @@ ALL_PERMISSIONS = ("echo", "store", "find", "move", "get")
 def _peer(row: sqlite3.Row) -> Peer:
     permissions = frozenset(p for p in row["permissions"].split(",") if p)
     return Peer(name=row["name"], aet=row["aet"], host=row["host"], port=int(row["port"]),
-                institution=row["institution"], permissions=permissions, check_host=bool(row["check_host"]))
+                institution=row["institution"], permissions=permissions, check_host=bool(row["check_host"]),
+                tls=bool(row["tls"]))
 
 
 class PeerRegistry:
@@ -36,10 +37,10 @@ class PeerRegistry:
             if exists and not replace:
                 raise PacsnodeError(f"peer {peer.name!r} already exists; remove it first or use --replace")
             conn.execute(
-                "INSERT OR REPLACE INTO peers (name, aet, host, port, institution, permissions, check_host) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO peers (name, aet, host, port, institution, permissions, check_host, tls) "
+                "VALUES (?,?,?,?,?,?,?,?)",
                 (peer.name, peer.aet, peer.host, peer.port, peer.institution,
-                 ",".join(p for p in ALL_PERMISSIONS if p in peer.permissions), int(peer.check_host)))
+                 ",".join(p for p in ALL_PERMISSIONS if p in peer.permissions), int(peer.check_host), int(peer.tls)))
 
     def remove(self, name: str) -> None:
         with self.index.write() as conn:

@@ -219,6 +219,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX advice_shown_at ON advice_shown (at);
         """,
     ),
+    (
+        "0004_peer_tls",
+        """
+        ALTER TABLE peers ADD COLUMN tls INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
 ]
 
 
