@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -202,14 +203,16 @@ class Node:
 
         try:
             self.require_permission(caller, "find")
-            allowed = self.visible_study_uids(query, caller)
+            allowed, denied = self.regional.access(query, caller)
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
                                          limit=self.config.query.max_results))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
             raise
-        self._audit_caller(caller, "find", "answered",
-                           detail={"level": query.level.value, "keys": query_keys(query), "matches": len(matches)})
+        detail: dict[str, Any] = {"level": query.level.value, "keys": query_keys(query), "matches": len(matches)}
+        if denied:
+            detail["studies_withheld"] = denied  # access reason → count: why a peer saw less
+        self._audit_caller(caller, "find", "answered", detail=detail)
         return iter(matches)
 
     def _audit_caller(self, caller: Caller, action: str, outcome: str, study_uid: str = "",
@@ -244,8 +247,10 @@ class Node:
             allowed = self.visible_study_uids(query, caller)
             locations = matching.match_instances(self.index, query, self.storage.root)
             denied = sorted({loc.study_uid for loc in locations} - allowed) if allowed is not None else []
-            if denied:
-                raise NotPermitted(f"study {denied[0]} is not available to {caller.aet}")
+            if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
+                decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
+                reason = decision.reason if decision else "no_patient_match"
+                raise NotPermitted(f"{reason}: study {denied[0]} is not available to {caller.aet}")
         except PacsnodeError as exc:
             self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
                                detail={"keys": query_keys(query), "reason": str(exc)})
@@ -326,9 +331,20 @@ class Node:
         return count
 
 
-def query_keys(query: Query) -> dict[str, str]:
-    """The matching keys of a query, for the audit trail (return-only keys left out)."""
-    return {k.keyword: (k.value or "") for k in query.keys if k.value or k.items}
+def query_keys(query: Query) -> dict[str, Any]:
+    """The matching keys of a query, for the audit trail (return-only keys left out).
+
+    Sequence keys (e.g. a resident ID in Other Patient IDs) show their item's matching keys.
+    """
+    keys: dict[str, Any] = {}
+    for key in query.keys:
+        if key.items:
+            item = {k.keyword: k.value for k in key.items if k.value}
+            if item:
+                keys[key.keyword] = item
+        elif key.value:
+            keys[key.keyword] = key.value
+    return keys
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:

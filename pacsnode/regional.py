@@ -13,6 +13,7 @@ the relationship and availability checks still apply to it.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import date, datetime, timezone
 from typing import Iterable
 
@@ -146,10 +147,16 @@ class Regional:
 
     def visible_study_uids(self, query: Query, caller: Caller, now: datetime | None = None) -> set[str] | None:
         """Studies ``caller`` may see (None = everything, for local callers)."""
+        return self.access(query, caller, now)[0]
+
+    def access(self, query: Query, caller: Caller,
+               now: datetime | None = None) -> tuple[set[str] | None, dict[str, int]]:
+        """(studies ``caller`` may see or None for everything, how many were denied for which reason)."""
         if self.is_local(caller):
-            return None
+            return None, {}
         decisions = self.decisions(query, caller, now or datetime.now(timezone.utc))
-        return {uid for uid, decision in decisions.items() if decision.allowed}
+        denied = Counter(d.reason for d in decisions.values() if not d.allowed)
+        return {uid for uid, decision in decisions.items() if decision.allowed}, dict(denied)
 
     # -- advice --------------------------------------------------------------------------
     def advice(self, study_uid: str, viewer_institution: str, now: datetime | None = None) -> Advice | None:

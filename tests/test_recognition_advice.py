@@ -97,8 +97,8 @@ CASES = [
     # --- level rule ----------------------------------------------------------------------------
     pytest.param(dict(viewer="CTY002", study=_study(**CT_CTY)), (), id="same-level-recognises-same-level"),
     pytest.param(dict(viewer="TWN001"), (), id="lower-accepts-higher"),
-    pytest.param(dict(viewer="PRV001", study=_study(**CT_CTY)), ("level_rule",),
-                 id="higher-does-not-accept-lower-in-group-without-recognise-all"),
+    pytest.param(dict(viewer="PRV001", study=_study(**CT_CTY)), (),
+                 id="higher-accepts-lower-inside-any-alliance"),
     pytest.param(dict(viewer="CTY001", study=_study(**DX_TWN)), (), id="higher-accepts-lower-in-recognise-all-alliance"),
     pytest.param(dict(viewer="CTY002", study=_study(**DX_TWN)), ("level_rule",), id="higher-does-not-accept-lower-after-leaving-alliance"),
     pytest.param(dict(viewer="CTY001", study=_study(**{**DX_TWN, "producer": "TWN002"}, study_date=D(2026, 6, 25)),

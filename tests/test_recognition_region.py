@@ -212,7 +212,7 @@ def test_sample_alliances_and_settings(sample: Region) -> None:
     assert all(m.valid_from == date(2024, 1, 1) for a in sample.alliances for m in a.members)
     assert (sample.share_within_region, sample.allow_higher_accepts_lower, sample.require_patient_context) == (False, False, True)
     quals = {(q.institution, q.modality) for q in sample.qualifications if q.passed}
-    assert quals == {("PRV001", m) for m in ("CT", "MR", "DX", "CR", "US")} | {("CTY001", "CT"), ("CTY001", "DX"),
+    assert quals == {("PRV001", m) for m in ("CT", "MR", "DX", "CR", "US")} | {("CTY001", "CT"), ("CTY001", "DX"), ("CTY001", "CR"),
                                                                              ("TWN001", "DX"), ("TWN001", "US")}
     assert all((q.valid_from, q.valid_to) == (date(2026, 1, 1), date(2026, 12, 31)) for q in sample.qualifications)
 
@@ -235,9 +235,14 @@ def test_sample_catalog_resolves_every_item(sample: Region) -> None:
     ("producer", "modality", "body_part", "viewer", "failed"),
     [
         pytest.param("PRV001", "CT", "CHEST", "CTY001", (), id="provincial-ct-recognised-at-county"),
-        pytest.param("CTY001", "CT", "CHEST", "PRV001", ("level_rule",), id="county-ct-not-recognised-at-provincial"),
+        pytest.param("CTY001", "CT", "CHEST", "PRV001", (), id="county-ct-recognised-at-provincial-in-city-group"),
         pytest.param("TWN001", "DX", "CHEST", "CTY001", (), id="township-dr-recognised-in-county-community"),
-        pytest.param("TWN001", "US", "ABDOMEN", "PRV001", ("level_rule",), id="township-us-not-recognised-at-provincial"),
+        pytest.param("TWN001", "US", "ABDOMEN", "PRV001", (), id="township-us-recognised-at-provincial-in-city-group"),
+        pytest.param("TWN001", "US", "THYROID", "CTY001", (), id="unlisted-item-recognised-in-recognise-all-community"),
+        pytest.param("TWN001", "US", "THYROID", "PRV001", ("item_not_listed", "producer_not_qualified", "outside_window"),
+                     id="unlisted-item-not-recognised-in-city-group"),
+        pytest.param("PVT001", "CT", "CHEST", "PRV001", ("producer_not_qualified", "level_rule"),
+                     id="private-clinic-not-recognised-at-provincial-outside-alliances"),
         pytest.param("CTY001", "MR", "BRAIN", "TWN001", ("producer_not_qualified",), id="county-mr-not-qualified"),
         pytest.param("PVT001", "CT", "CHEST", "TWN001", ("producer_not_qualified", "level_rule"), id="private-clinic-not-qualified"),
         pytest.param("PRV001", "CT", "CHEST", "PVT001", ("out_of_scope",), id="out-of-scope-viewer"),

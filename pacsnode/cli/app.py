@@ -19,12 +19,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_HOME = "pacsnode-data"
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line, like every other error (the usage is one --help away)."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see: {self.ctx.command_path} --help)" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file, err=True)
+
+
 class ErrorsAsMessages(click.Group):
     """A group whose commands report domain errors as one clear line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group called alone shows its help
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
         except PacsnodeError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 
 HR_CREATOR = "PACSNODE HR"
@@ -71,7 +72,11 @@ def write_hr_block(ds: Dataset, block: int, values: dict[str, Any]) -> None:
 
 
 def read_hr_block(ds: Dataset) -> dict[str, Any]:
-    """The block's values from a response (codes lower-cased back), or {} when absent."""
+    """The block's values from a response (codes lower-cased back), or {} when absent.
+
+    A response in Implicit VR carries our private elements with no VR the reader knows (UN):
+    their values arrive as raw bytes, decoded here with the response's character set.
+    """
     block = hr_block_byte(ds)
     if block is None:
         return {}
@@ -80,12 +85,19 @@ def read_hr_block(ds: Dataset) -> dict[str, Any]:
         tag = (GROUP << 16) | (block << 8) | offset
         if tag not in ds:
             continue
-        value = ds[tag].value
+        values = _texts(ds, ds[tag].value)
         if name == "failed":
-            items = [value] if isinstance(value, (str, bytes)) else list(value or [])
-            out[name] = [str(v).lower() for v in items if str(v)]
-        elif name == "status":
-            out[name] = str(value or "")
+            out[name] = [v.lower() for v in values if v]
         else:
-            out[name] = str(value or "")
+            out[name] = "\\".join(values)
     return out
+
+
+def _texts(ds: Dataset, value: Any) -> list[str]:
+    """An element value as trimmed strings (one per value of a multi-valued element)."""
+    if isinstance(value, bytes):
+        charset = ds.get("SpecificCharacterSet", "") or "ISO_IR 6"
+        text = decode_bytes(value, convert_encodings(charset), set())
+        return [part.strip(" \x00") for part in text.split("\\")]
+    items = [value] if isinstance(value, str) or value is None else list(value)
+    return [str(v or "").strip(" \x00") for v in items]

@@ -120,7 +120,9 @@ def gather_priors(node: Node, patient_id: str | None = None, issuer: str | None 
     for row in node.regional_store.studies_of_patients(ids):
         priors[row.study_uid] = _local(node, row, now)
     identifier = identifier_for(patient_id, issuer, resident_id)
-    peers = [p for p in node.peers.list() if "find" in p.permissions and p.port > 0]
+    own = node.config.institution
+    peers = [p for p in node.peers.list()  # other hospitals' nodes: not our workstations, not modalities
+             if "find" in p.permissions and p.port > 0 and p.institution and p.institution != own]
     errors: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(peers)))) as pool:
         futures = {peer.name: pool.submit(_ask, peer, scu.LocalAE.of(node.config), identifier) for peer in peers}

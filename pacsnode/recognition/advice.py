@@ -72,10 +72,10 @@ def recognition_advice(region: Region, study: StudyFacts, viewer_institution: st
     ``valid_until`` is the study date plus the item's ``valid_days`` (the last day of the
     window, inclusive), or None when the item or the date is unknown.
     """
-    item = resolve_item(region, study)
     producer = region.institution(study.producer.strip())
     viewer = region.institution(viewer_institution.strip())
     today = now.date()
+    item = resolve_item(region, study) or _alliance_item(region, study, producer, viewer, today)
     conditions = (
         _listed(item),
         _known(PRODUCER_UNKNOWN, "producer", study.producer, producer),
@@ -102,6 +102,24 @@ def recognition_advice(region: Region, study: StudyFacts, viewer_institution: st
         valid_until=valid_until,
         conditions=conditions,
     )
+
+
+ALLIANCE_ITEM = "ALLIANCE-ALL"
+
+
+def _alliance_item(region: Region, study: StudyFacts, producer: Institution | None, viewer: Institution | None,
+                   today: date) -> ExamItem | None:
+    """An unlisted study inside an alliance that recognises all items among its members (the
+    2025 target for close alliances): a stand-in item with the region's alliance window, so
+    the other conditions (qualification by modality, QC, window) still apply."""
+    if producer is None or viewer is None or not study.modalities:
+        return None
+    days = (today,) if study.study_date is None else (study.study_date, today)
+    alliances = [a for a in region.common_alliances(viewer.code, producer.code, *days) if a.recognize_all_items]
+    if not alliances:
+        return None
+    return ExamItem(ALLIANCE_ITEM, f"any item within {alliances[0].id}", tuple(study.modalities),
+                    valid_days=region.alliance_item_valid_days)
 
 
 def _listed(item: ExamItem | None) -> Condition:
@@ -188,8 +206,10 @@ def _scope(region: Region, viewer: Institution | None) -> Condition:
 def _level(
     region: Region, producer: Institution | None, viewer: Institution | None, study_date: date | None, today: date
 ) -> Condition:
-    """Same level, or lower accepts higher; higher accepts lower only inside a recognise-all
-    alliance holding both on the study date and today, or where the region allows it."""
+    """Same level, or lower accepts higher; higher accepts lower only inside an alliance (a
+    medical alliance or county medical community) holding both on the study date and today,
+    or where the region allows it (RECOGNITION.md: "higher accepts lower only inside a
+    medical alliance or county medical community")."""
     if producer is None or viewer is None:
         missing = "producer unknown" if producer is None else "viewer unknown"
         return Condition(LEVEL_RULE, False, f"cannot be checked: {missing}")
@@ -202,9 +222,9 @@ def _level(
     if order(viewer.level) < order(producer.level):
         return Condition(LEVEL_RULE, True, f"lower accepts higher: {shown}")
     days = (today,) if study_date is None else (study_date, today)
-    alliances = [a for a in region.common_alliances(viewer.code, producer.code, *days) if a.recognize_all_items]
+    alliances = region.common_alliances(viewer.code, producer.code, *days)
     if alliances:
         return Condition(LEVEL_RULE, True, f"higher accepts lower inside {alliances[0].id}: {shown}")
     if region.allow_higher_accepts_lower:
         return Condition(LEVEL_RULE, True, f"higher accepts lower (allowed by the region): {shown}")
-    return Condition(LEVEL_RULE, False, f"higher does not accept lower outside a recognise-all alliance: {shown}")
+    return Condition(LEVEL_RULE, False, f"higher does not accept lower outside an alliance: {shown}")

@@ -146,6 +146,7 @@ class Region:
     qc_required_status: str = "accepted"  # "accepted", or "any" before QC exists
     same_level_by: str = "tier"  # "tier" (3A == 3B) or "grade" (3A above 3B)
     catalog_version: str = ""
+    alliance_item_valid_days: int = 30
     reason_codes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(dict(REASON_CODES)))
     _by_code: Mapping[str, Institution] = field(init=False, repr=False, compare=False)
     _items: Mapping[str, ExamItem] = field(init=False, repr=False, compare=False)
@@ -197,7 +198,7 @@ def parse_region(data: Mapping[str, object], source: str) -> Region:
     head = top.table("region")
     head.reject_unknown(
         ("label", "scope_geo", "allow_higher_accepts_lower", "require_patient_context", "share_within_region",
-         "qc_required_status", "same_level_by", "catalog_version")
+         "qc_required_status", "same_level_by", "catalog_version", "alliance_item_valid_days")
     )
     institutions = _institutions(top)
     codes = {i.code for i in institutions}
@@ -215,6 +216,7 @@ def parse_region(data: Mapping[str, object], source: str) -> Region:
         qc_required_status=head.choice("qc_required_status", QC_REQUIREMENTS, "accepted", noun="QC requirement"),
         same_level_by=head.choice("same_level_by", SAME_LEVEL_BY, "tier", noun="level comparison"),
         catalog_version=head.text("catalog_version", "", non_empty=False),
+        alliance_item_valid_days=head.whole("alliance_item_valid_days", 30, minimum=1),
         reason_codes=_reason_codes(top.table("reason_codes")),
     )
 
