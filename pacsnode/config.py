@@ -139,12 +139,15 @@ def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
     return value
 
 
-def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str,
+           minimum: float | None = None) -> Any:
     value = table.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where}.{key} = {value!r} must be of type {kind.__name__}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where}.{key} = {value!r} must be at least {minimum}")
     return value
 
 
@@ -180,19 +183,21 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         store=StoreSettings(
             accept_from=accept_from,
             duplicates=policy,
-            quota_bytes=_typed(store, "quota_bytes", int, 0, f"{source}: [store]"),
-            stable_seconds=_typed(store, "stable_seconds", int, 60, f"{source}: [store]"),
+            quota_bytes=_typed(store, "quota_bytes", int, 0, f"{source}: [store]", minimum=0),
+            stable_seconds=_typed(store, "stable_seconds", int, 60, f"{source}: [store]", minimum=0),
         ),
         query=QuerySettings(
-            max_results=_typed(query, "max_results", int, 1000, f"{source}: [query]"),
+            max_results=_typed(query, "max_results", int, 1000, f"{source}: [query]", minimum=0),
             case_sensitive_pn=_typed(query, "case_sensitive_pn", bool, True, f"{source}: [query]"),
         ),
         network=NetworkSettings(
-            max_pdu=_typed(network, "max_pdu", int, 1_048_576, f"{source}: [network]"),
-            max_associations=_typed(network, "max_associations", int, 32, f"{source}: [network]"),
-            acse_timeout=_typed(network, "acse_timeout", float, 30.0, f"{source}: [network]"),
-            dimse_timeout=_typed(network, "dimse_timeout", float, 60.0, f"{source}: [network]"),
-            network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]"),
+            max_pdu=_typed(network, "max_pdu", int, 1_048_576, f"{source}: [network]", minimum=0),
+            max_associations=_typed(network, "max_associations", int, 32, f"{source}: [network]",
+                                    minimum=1),
+            acse_timeout=_typed(network, "acse_timeout", float, 30.0, f"{source}: [network]", minimum=1),
+            dimse_timeout=_typed(network, "dimse_timeout", float, 60.0, f"{source}: [network]", minimum=1),
+            network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]",
+                                    minimum=1),
             strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
         ),
         qc=QcSettings(

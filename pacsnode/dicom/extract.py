@@ -21,6 +21,9 @@ from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# pydicom hands ISO 2022 IR 58 (GB2312) to Python's gb2312 codec, which keeps the ESC $ ) A
+# designations in the text; decoded text never needs an escape sequence, so drop any left over.
+LEFTOVER_ESCAPE = re.compile(r"\x1b[\x20-\x2f]+[\x30-\x7e]")
 LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.50",  # JPEG baseline
     "1.2.840.10008.1.2.4.51",
@@ -51,6 +54,15 @@ def require_uid(value: Any, name: str) -> str:
     if not is_valid_uid(text):
         raise InvalidInstance(f"{name} {text[:80]!r} is not a valid UID (digits and dots, at most 64 characters)")
     return text
+
+
+def _uid(dataset: Dataset, keyword: str, name: str) -> str:
+    """A required UID of ``dataset``; an element pydicom cannot even convert is InvalidInstance too."""
+    try:
+        value = dataset.get(keyword)
+    except Exception as exc:  # a wrong VR or a bad length: pydicom raises many kinds
+        raise InvalidInstance(f"{name} cannot be read ({exc.__class__.__name__})") from None
+    return require_uid(value, name)
 
 
 def read_header(path: Path | str) -> Dataset:
@@ -127,15 +139,15 @@ def _text(dataset: Dataset, keyword: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)) or value.__class__.__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+        return LEFTOVER_ESCAPE.sub("", "\\".join(str(v) for v in value))
+    return LEFTOVER_ESCAPE.sub("", str(value)).strip()
 
 
 def _int(dataset: Dataset, keyword: str) -> int | None:
     try:
         value = dataset.get(keyword)
         return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+    except Exception:  # a malformed value (wrong VR, bad number) is simply not indexed
         return None
 
 
@@ -172,10 +184,10 @@ def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceF
     meta = getattr(dataset, "file_meta", None)
     syntax = transfer_syntax or str(getattr(meta, "TransferSyntaxUID", "") or "")
     return InstanceFacts(
-        sop_instance_uid=require_uid(dataset.get("SOPInstanceUID"), "SOP Instance UID"),
-        sop_class_uid=require_uid(dataset.get("SOPClassUID"), "SOP Class UID"),
-        study_uid=require_uid(dataset.get("StudyInstanceUID"), "Study Instance UID"),
-        series_uid=require_uid(dataset.get("SeriesInstanceUID"), "Series Instance UID"),
+        sop_instance_uid=_uid(dataset, "SOPInstanceUID", "SOP Instance UID"),
+        sop_class_uid=_uid(dataset, "SOPClassUID", "SOP Class UID"),
+        study_uid=_uid(dataset, "StudyInstanceUID", "Study Instance UID"),
+        series_uid=_uid(dataset, "SeriesInstanceUID", "Series Instance UID"),
         transfer_syntax=syntax,
         patient_id=_text(dataset, "PatientID"),
         issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),

@@ -76,6 +76,7 @@ def build_ae(node: Node) -> AE:
 def event_handlers(node: Node) -> list[tuple[Any, Callable[..., Any]]]:
     bound: list[tuple[Any, Callable[..., Any]]] = [
         (evt.EVT_CONN_OPEN, set_nodelay),
+        (evt.EVT_CONN_CLOSE, handlers.handle_connection_closed),
         (evt.EVT_C_ECHO, functools.partial(handlers.handle_echo, node=node)),
         (evt.EVT_C_STORE, functools.partial(handlers.handle_store, node=node)),
         (evt.EVT_C_FIND, functools.partial(find.handle_find, node=node)),
@@ -119,7 +120,9 @@ class DicomServer:
             self._server.shutdown()
             self._server = None
         deadline = time.monotonic() + grace_seconds
-        while self.ae.active_associations and time.monotonic() < deadline:
+        # Only established associations can be finishing work: a bare TCP connection (a port
+        # probe, a health check) idles in pynetdicom until its ACSE timeout and must not hold us.
+        while any(a.is_established for a in self.ae.active_associations) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.ae.shutdown()
         self._stopped.set()

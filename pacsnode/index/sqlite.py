@@ -220,10 +220,15 @@ class SqliteIndex:
                      ("\\".join(modalities), "\\".join(body_parts), study_pk))
 
     def _refresh_counts(self, conn: sqlite3.Connection, study_pks: set[int]) -> None:
-        """Recount after a replace (the instance may have moved series or study)."""
+        """Recount after a replace or a removal (the instance may have moved series or study).
+
+        Series and studies left without instances are dropped, so that neither a stale
+        modality nor an empty study is listed.
+        """
         for study_pk in study_pks:
             conn.execute("UPDATE series SET instance_count = (SELECT COUNT(*) FROM instances i "
                          "WHERE i.series_pk = series.pk) WHERE study_pk=?", (study_pk,))
+            conn.execute("DELETE FROM series WHERE study_pk=? AND instance_count = 0", (study_pk,))
             conn.execute(
                 "UPDATE studies SET series_count = (SELECT COUNT(*) FROM series WHERE study_pk=studies.pk "
                 "AND instance_count > 0), instance_count = (SELECT COALESCE(SUM(instance_count),0) FROM series "
@@ -231,6 +236,7 @@ class SqliteIndex:
                 "JOIN series se ON se.pk=i.series_pk WHERE se.study_pk=studies.pk), updated_at=? WHERE pk=?",
                 (utc_now(), study_pk))
             self._refresh_modalities(conn, study_pk)
+            conn.execute("DELETE FROM studies WHERE pk=? AND instance_count = 0", (study_pk,))
 
     # -- listings ------------------------------------------------------------------------
     def studies(self, patient_id: str | None = None, study_uids: list[str] | None = None) -> list[StudySummary]:
@@ -319,3 +325,25 @@ class SqliteIndex:
             conn.execute("DELETE FROM series WHERE instance_count = 0")
             conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
             conn.execute("DELETE FROM studies WHERE instance_count = 0")
+
+    # -- backup --------------------------------------------------------------------------
+    def backup_to(self, path: Path) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
+        """Copy the whole index to ``path`` at one instant, with SQLite's online backup API.
+
+        The copy is taken in one step under one read transaction, so it is consistent while
+        the server keeps writing (WAL: the writer is not blocked). The copy is switched to a
+        self-contained rollback-journal file. Returns what the *copy* holds: every instance
+        file as (relative path, size, sha256), and counts of patients, studies, series and
+        instances, so that the caller copies exactly the files the snapshot points to.
+        """
+        target = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            self.connection().backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")
+            files = [(str(r[0]), int(r[1]), str(r[2]))
+                     for r in target.execute("SELECT path, size, sha256 FROM instances ORDER BY path")]
+            counts = {table: int(target.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                      for table in ("patients", "studies", "series", "instances")}
+        finally:
+            target.close()
+        return files, counts

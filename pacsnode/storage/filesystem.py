@@ -3,8 +3,9 @@
 The layout is ``<root>/<aa>/<bb>/<sop_instance_uid>.dcm`` where ``aabb`` are the first hex
 digits of the SHA-256 of the SOP Instance UID: spreads files over 65k folders and never uses
 anything from the wire as a path component except a UID already validated as digits and dots.
-Placing a file is a rename inside one filesystem, preceded by fsync of the data and followed
-by fsync of the folder, so a file that the index points to has reached the disk.
+Placing a file is a hard link inside one filesystem (atomic, and never over an existing file),
+preceded by fsync of the data and followed by fsync of the folder, so a file that the index
+points to has reached the disk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -72,7 +75,12 @@ class FileStorage:
         return path
 
     def place(self, temp_path: Path, sop_instance_uid: str) -> StoredFile:
-        """fsync ``temp_path`` and rename it into its final place (replacing any old copy)."""
+        """fsync ``temp_path`` and move it into its final place, never over an existing file.
+
+        A second copy of a UID (a replace, or a duplicate racing the first) gets a sibling
+        name: the file the index points to must stay intact until the index commits, and the
+        caller removes whichever copy no row points to afterwards.
+        """
         relative = self.relative_path_for(sop_instance_uid)
         final = self.absolute(relative)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -84,18 +92,35 @@ class FileStorage:
                 size += len(chunk)
             os.fsync(handle.fileno())
         try:
-            os.replace(temp_path, final)
+            relative = self._link_unique(temp_path, relative)
         except OSError as exc:
-            if exc.errno == errno.EXDEV:  # temp file on another filesystem: copy, then swap
-                staging = final.with_suffix(".part")
+            if exc.errno != errno.EXDEV:
+                raise self._translate(exc) from exc
+            # temp file on another filesystem: copy next to the final place, then link
+            fd, staging = tempfile.mkstemp(suffix=".part", dir=final.parent)
+            os.close(fd)
+            try:
                 shutil.copyfile(temp_path, staging)
                 with open(staging, "rb") as handle:
                     os.fsync(handle.fileno())
-                os.replace(staging, final)
-            else:
-                raise self._translate(exc) from exc
+                relative = self._link_unique(Path(staging), relative)
+            except OSError as exc2:
+                raise self._translate(exc2) from exc2
+            finally:
+                os.unlink(staging)
+        os.unlink(temp_path)
         fsync_dir(final.parent)
         return StoredFile(relative, size, digest.hexdigest())
+
+    def _link_unique(self, source: Path, relative: str) -> str:
+        """Hard-link ``source`` at ``relative``, or at a fresh sibling name when that exists (atomic)."""
+        candidate = relative
+        while True:
+            try:
+                os.link(source, self.root / candidate)
+                return candidate
+            except FileExistsError:
+                candidate = f"{relative[:-len('.dcm')]}.{secrets.token_hex(4)}.dcm"
 
     def check_room(self, incoming_bytes: int, used_bytes: int) -> None:
         """Raise StorageFull when the quota or the disk cannot take ``incoming_bytes`` more."""

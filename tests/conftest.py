@@ -1,0 +1,76 @@
+"""Shared fixtures: a node home, an in-process Node, a served node in a subprocess, sample files.
+
+Helpers that are not fixtures (tool runners, instance writers) live in ``tests/support.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from pacsnode.config import NodeConfig, parse_config
+from pacsnode.node import Node
+from support import NodeProcess, a_ct_file, sample_files
+
+
+@pytest.fixture
+def node_home(tmp_path: Path) -> Path:
+    """An empty folder to use as a node home (nothing initialised)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def make_config(node_home: Path) -> Callable[..., NodeConfig]:
+    """``make_config(store={"duplicates": "replace"}, ...)``: a validated config for ``node_home``."""
+
+    def make(**tables: dict[str, object]) -> NodeConfig:
+        return parse_config({name: dict(table) for name, table in tables.items()}, node_home)
+
+    return make
+
+
+@pytest.fixture
+def node(make_config: Callable[..., NodeConfig]) -> Iterator[Node]:
+    """An in-process Node with default settings in a fresh home."""
+    opened = Node(make_config())
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """Factory of ``pacsnode serve`` subprocesses, each in its own home; all stopped in teardown.
+
+    ``node_process()`` initialises a home and returns an unstarted controller, so a test can
+    ``configure`` it before ``start``.
+    """
+    made: list[NodeProcess] = []
+
+    def make(name: str = "node", aet: str = "PACSNODE", institution: str = "") -> NodeProcess:
+        controller = NodeProcess(tmp_path / name, aet=aet, institution=institution)
+        made.append(controller)
+        return controller.init()
+
+    yield make
+    for controller in made:
+        controller.stop()
+
+
+@pytest.fixture
+def served(node_process: Callable[..., NodeProcess]) -> NodeProcess:
+    """A started node with default settings."""
+    return node_process().start()
+
+
+@pytest.fixture(scope="session")
+def samples() -> list[Path]:
+    return sample_files()
+
+
+@pytest.fixture(scope="session")
+def ct_template() -> Path:
+    return a_ct_file()

@@ -1,0 +1,399 @@
+"""Shared test helpers: a ``pacsnode serve`` subprocess that always stops, DCMTK runners, sample files.
+
+Modelled on aiosmtpd's test ``Controller``: a test gets a real node on a free loopback port,
+talks to it with real tools, and the node is stopped (SIGTERM, then SIGKILL) whatever happens.
+Nothing here asserts on log text: statuses come from the DIMSE responses DCMTK prints with
+``-d`` (the wire values, not our logging), data from ``pacsnode studies --json`` and the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "sample_dicom"
+_SCRIPT = Path(sys.executable).parent / "pacsnode"  # the console script of this interpreter's environment
+PACSNODE: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [
+    sys.executable, "-c", "from pacsnode.cli import main; main()"]
+FALLBACK_TEST_FILES = ("CT_small.dcm", "MR_small.dcm")
+LOOPBACK = "127.0.0.1"
+
+
+# -- ports and tools ---------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port that was free a moment ago on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(port: int, host: str = LOOPBACK) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def have_tool(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+needs_dcmtk = pytest.mark.skipif(
+    not (have_tool("echoscu") and have_tool("storescu")), reason="DCMTK (echoscu, storescu) is not installed")
+
+_MESSAGE = re.compile(r"=+ (INCOMING|OUTGOING) DIMSE MESSAGE =+(.*?)=+ END DIMSE MESSAGE =+", re.S)
+_FIELD = re.compile(r"^D:\s*([A-Za-z ]+?)\s*:\s*(.*)$", re.M)
+
+
+@dataclass
+class StoreResponse:
+    """One C-STORE-RSP as DCMTK decoded it from the wire."""
+
+    sop_instance_uid: str
+    status: int
+
+
+@dataclass
+class ToolResult:
+    """What a command-line tool did."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def store_responses(self) -> list[StoreResponse]:
+        """The C-STORE responses of a ``storescu -d`` run, in order, each with the UID its request sent.
+
+        Requests and responses are paired by Message ID: the response's own Affected SOP
+        Instance UID is whatever the SCP could make of a malformed one.
+        """
+        requested: dict[str, str] = {}
+        found = []
+        for direction, block in _MESSAGE.findall(self.output):
+            fields = {k.strip(): v.strip() for k, v in _FIELD.findall(block)}
+            kind = fields.get("Message Type", "")
+            if direction == "OUTGOING" and kind == "C-STORE RQ":
+                requested[fields.get("Message ID", "")] = fields.get("Affected SOP Instance UID", "")
+            elif direction == "INCOMING" and kind == "C-STORE RSP":
+                status = re.match(r"0x([0-9a-fA-F]{4})", fields.get("DIMSE Status", ""))
+                assert status, f"no DIMSE status in response block:\n{block}"
+                uid = requested.get(fields.get("Message ID Being Responded To", ""),
+                                    fields.get("Affected SOP Instance UID", ""))
+                found.append(StoreResponse(uid, int(status.group(1), 16)))
+        return found
+
+    def status_of(self, sop_instance_uid: str) -> int:
+        matches = [r.status for r in self.store_responses if r.sop_instance_uid == sop_instance_uid]
+        assert matches, f"no C-STORE response for {sop_instance_uid}:\n{self.output[-4000:]}"
+        return matches[-1]
+
+    def explain(self) -> str:
+        return f"$ {' '.join(self.args)}\nexit {self.returncode}\n--- stdout\n{self.stdout[-4000:]}\n" \
+               f"--- stderr\n{self.stderr[-4000:]}"
+
+
+def run_tool(args: Sequence[str | os.PathLike[str]], timeout: float = 60.0, cwd: Path | None = None) -> ToolResult:
+    """Run a tool, capture its output, and fail the test (not hang) when it overruns ``timeout``."""
+    argv = [str(a) for a in args]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              encoding="utf-8", errors="replace")
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(argv)} did not finish within {timeout} s\n{exc.stdout or ''}\n{exc.stderr or ''}")
+    return ToolResult(argv, done.returncode, done.stdout, done.stderr)
+
+
+def echoscu(port: int, aec: str = "PACSNODE", aet: str = "ECHOSCU", timeout: float = 30.0) -> ToolResult:
+    return run_tool(["echoscu", "-v", "-to", "10", "-aet", aet, "-aec", aec, LOOPBACK, str(port)], timeout=timeout)
+
+
+def storescu_args(port: int, paths: Iterable[Path | str], aec: str = "PACSNODE", aet: str = "STORESCU",
+                  extra: Sequence[str] = ()) -> list[str]:
+    return ["storescu", "-d", "-nh", "-to", "20", "-aet", aet, "-aec", aec, *extra, LOOPBACK, str(port),
+            *[str(p) for p in paths]]
+
+
+def storescu(port: int, paths: Iterable[Path | str], aec: str = "PACSNODE", aet: str = "STORESCU",
+             extra: Sequence[str] = (), timeout: float = 60.0) -> ToolResult:
+    """C-STORE files (or, with ``extra=("+sd", "+r")``, folders) on one association, decoding every response."""
+    return run_tool(storescu_args(port, paths, aec, aet, extra), timeout=timeout)
+
+
+# -- sample data --------------------------------------------------------------------------------
+def sample_files() -> list[Path]:
+    """The sample .dcm files (sample_dicom/ when generated, else pydicom's bundled test files)."""
+    if SAMPLE_DIR.is_dir():
+        files = sorted(p for p in SAMPLE_DIR.rglob("*.dcm") if p.is_file())
+        if files:
+            return files
+    from pydicom.data import get_testdata_file
+
+    return [Path(str(get_testdata_file(name))) for name in FALLBACK_TEST_FILES]
+
+
+def a_ct_file() -> Path:
+    """One uncompressed CT image file to derive test instances from."""
+    for path in sample_files():
+        ds = dcmread(path, stop_before_pixels=True)
+        if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and not ds.file_meta.TransferSyntaxUID.is_compressed:
+            return path
+    from pydicom.data import get_testdata_file
+
+    return Path(str(get_testdata_file("CT_small.dcm")))
+
+
+@dataclass
+class ExpectedStudy:
+    """A study as the files describe it, to compare with ``pacsnode studies --json``."""
+
+    study_uid: str
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    institution_name: str = ""
+    modalities: set[str] = field(default_factory=set)
+    series: set[str] = field(default_factory=set)
+    instances: set[str] = field(default_factory=set)
+
+
+def expected_studies(paths: Iterable[Path]) -> dict[str, ExpectedStudy]:
+    """Group files by study, read straight from their headers with pydicom."""
+    studies: dict[str, ExpectedStudy] = {}
+    for path in paths:
+        ds = dcmread(path, stop_before_pixels=True)
+        study = studies.setdefault(str(ds.StudyInstanceUID), ExpectedStudy(
+            study_uid=str(ds.StudyInstanceUID), patient_id=str(ds.get("PatientID", "")),
+            issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "")), patient_name=str(ds.get("PatientName", "")),
+            study_date=str(ds.get("StudyDate", "")), accession_number=str(ds.get("AccessionNumber", "")),
+            institution_name=str(ds.get("InstitutionName", ""))))
+        if ds.get("Modality"):
+            study.modalities.add(str(ds.Modality))
+        study.series.add(str(ds.SeriesInstanceUID))
+        study.instances.add(str(ds.SOPInstanceUID))
+    return studies
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes of a Part 10 file after its preamble and file meta: the dataset as sent on the wire."""
+    from pydicom.filereader import data_element_generator, read_preamble
+
+    with open(path, "rb") as handle:
+        read_preamble(handle, False)
+        for _ in data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2):
+            pass
+        return handle.read()
+
+
+def write_instance(template: Path | Dataset, out: Path, *, sop_instance_uid: str | None = None,
+                   study_uid: str | None = None, series_uid: str | None = None, **attributes: Any) -> Path:
+    """Write a copy of ``template`` with new UIDs (fresh ones unless given) and changed attributes."""
+    ds = dcmread(template) if isinstance(template, Path) else template.copy()
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if study_uid:
+        ds.StudyInstanceUID = study_uid
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(out, ds, enforce_file_format=False)
+    return out
+
+
+def make_series(template: Path, folder: Path, count: int, study_uid: str | None = None,
+                series_uid: str | None = None, **attributes: Any) -> list[Path]:
+    """``count`` instances of one new series (one new study unless given), as small files."""
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    base = dcmread(template)
+    return [write_instance(base, folder / f"{n:04d}.dcm", study_uid=study_uid, series_uid=series_uid,
+                           InstanceNumber=n + 1, **attributes) for n in range(count)]
+
+
+# -- the node under test ------------------------------------------------------------------------
+def set_config(home: Path, section: str, key: str, value: Any) -> None:
+    """Set ``[section] key = value`` in ``<home>/pacsnode.toml`` (the file ``init`` wrote)."""
+    path = home / "pacsnode.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rendered = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
+    headers = [i for i, line in enumerate(lines) if re.match(r"^\s*\[[^\]]+\]\s*(#.*)?$", line)]
+    mine = [i for i in headers if lines[i].strip().startswith(f"[{section}]")]
+    if not mine:
+        lines += ["", f"[{section}]", f"{key} = {rendered}"]
+    else:
+        begin = mine[0]
+        end = next((i for i in headers if i > begin), len(lines))
+        for i in range(begin + 1, end):
+            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]):
+                lines[i] = f"{key} = {rendered}"
+                break
+        else:
+            lines.insert(begin + 1, f"{key} = {rendered}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class NodeProcess:
+    """``pacsnode --home H serve`` in a subprocess on a free port; ``stop`` always ends it.
+
+    Use as a context manager or through the ``node_process`` fixture, which stops it in
+    teardown even when the test fails.
+    """
+
+    def __init__(self, home: Path, aet: str = "PACSNODE", institution: str = "", start_timeout: float = 20.0) -> None:
+        self.home = home
+        self.aet = aet
+        self.institution = institution
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_index = 0
+        self.stderr_path = home.parent / f"{home.name}-serve-0.err"
+
+    # -- life cycle -------------------------------------------------------------------------
+    def init(self, *extra: str) -> "NodeProcess":
+        """``pacsnode init`` (run in process through click: same code, no interpreter start-up)."""
+        from click.testing import CliRunner
+
+        from pacsnode.cli import main
+
+        self.port = free_port()
+        args = ["--home", str(self.home), "init", "--aet", self.aet, "--port", str(self.port), *extra]
+        if self.institution:
+            args += ["--institution", self.institution]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, f"pacsnode {' '.join(args)}: {result.output}"
+        return self
+
+    def configure(self, section: str, key: str, value: Any) -> "NodeProcess":
+        """Change a setting (takes effect at the next ``start``)."""
+        set_config(self.home, section, key, value)
+        return self
+
+    def start(self) -> "NodeProcess":
+        if not (self.home / "pacsnode.toml").exists():
+            self.init()
+        last_error = ""
+        for _attempt in range(3):
+            if self._spawn():
+                return self
+            last_error = f"exit code {self.proc.returncode if self.proc else '?'}; stderr:\n{self.stderr_text()}"
+            self.proc = None
+            self.port = free_port()  # in case the port was taken between free_port() and bind: try another
+        pytest.fail(f"pacsnode serve exited before accepting connections (3 attempts); {last_error}")
+
+    def _spawn(self) -> bool:
+        self._log_index += 1
+        self.stderr_path = self.home.parent / f"{self.home.name}-serve-{self._log_index}.err"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*PACSNODE, "--home", str(self.home), "serve", "--port", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if port_accepts(self.port):
+                return True
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"pacsnode serve did not accept connections on port {self.port} within "
+                    f"{self.start_timeout} s; its stderr:\n{self.stderr_text()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code (None if it was not running)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        return proc.returncode
+
+    def restart(self) -> "NodeProcess":
+        code = self.stop()
+        assert code == 0, f"pacsnode serve exited with {code}; stderr:\n{self.stderr_text()}"
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- talking to it ----------------------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 60.0) -> ToolResult:
+        """Run ``pacsnode --home H <args>`` (the CLI works next to a running server)."""
+        return run_tool([*PACSNODE, "--home", str(self.home), *args], timeout=timeout)
+
+    def studies(self) -> list[dict[str, Any]]:
+        result = self.cli("studies", "--json")
+        assert result.returncode == 0, result.explain()
+        return list(json.loads(result.stdout))
+
+    def check(self, *extra: str) -> ToolResult:
+        return self.cli("check", *extra)
+
+    def store(self, paths: Iterable[Path | str], aet: str = "STORESCU", aec: str | None = None,
+              extra: Sequence[str] = (), timeout: float = 60.0) -> ToolResult:
+        return storescu(self.port, paths, aec=aec or self.aet, aet=aet, extra=extra, timeout=timeout)
+
+    def echo(self, aet: str = "ECHOSCU", aec: str | None = None) -> ToolResult:
+        return echoscu(self.port, aec=aec or self.aet, aet=aet)
+
+    def index_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the index directly (read-only; WAL lets us read next to the writer)."""
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.home / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+        try:
+            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    def stored_path(self, sop_instance_uid: str) -> Path | None:
+        rows = self.index_rows("SELECT path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        return self.home / "storage" / rows[0][0] if rows else None
+
+    def temp_files(self) -> list[Path]:
+        return sorted(p for p in (self.home / "tmp").glob("*") if p.is_file())
