@@ -15,12 +15,12 @@ from support import make_series
 
 
 def leaf_commands(command: click.Command = main, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """Every command that does something (groups are containers), as its argv path."""
+    """Every command and group below ``main``, as its argv path (groups get help examples too)."""
+    if path:
+        yield path
     if isinstance(command, click.Group):
         for name, sub in sorted(command.commands.items()):
             yield from leaf_commands(sub, path + (name,))
-    else:
-        yield path
 
 
 def invoke(home: Path | None, *args: str) -> Result:

@@ -134,7 +134,12 @@ def studies(ctx: click.Context, patient_id: str | None, as_json: bool) -> None:
 
 @main.group()
 def study() -> None:
-    """Look at one study."""
+    """Look at one study.
+
+    \b
+    Example:
+      pacsnode study show 1.2.826.0.1.3680043.10.1078.1.2
+    """
 
 
 @study.command(name="show")

@@ -14,7 +14,13 @@ from pacsnode.model import Peer
 
 @main.group()
 def peer() -> None:
-    """The registry of peers: other nodes, modalities, workstations."""
+    """The registry of peers: other nodes, modalities, workstations.
+
+    \b
+    Example:
+      pacsnode peer add county --aet CTY_PACS --host 10.0.0.7 --port 11112 --institution CTY001
+      pacsnode peer list
+    """
 
 
 @peer.command(name="add")

@@ -11,7 +11,13 @@ from pacsnode.cli.app import main, open_node, print_json, print_table
 
 @main.group()
 def qc() -> None:
-    """Quality control of stored studies: checks, review, previews, pass rates."""
+    """Quality control of stored studies: checks, review, previews, pass rates.
+
+    \b
+    Example:
+      pacsnode qc list --status pending
+      pacsnode qc accept 1.2.3 --grade 3 --reviewer "Dr Li"
+    """
 
 
 @qc.command(name="run")

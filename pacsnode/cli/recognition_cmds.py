@@ -50,7 +50,13 @@ def priors(ctx: click.Context, patient_id: str | None, issuer: str | None, resid
 
 @main.group()
 def recognition() -> None:
-    """Recognition advice and the physician's decisions."""
+    """Recognition advice and the physician's decisions.
+
+    \b
+    Example:
+      pacsnode recognition explain 1.2.3 --for TWN001
+      pacsnode recognition decide 1.2.3 --accept --physician "Dr Wang"
+    """
 
 
 def _parse_day(value: str | None) -> date | None:
@@ -129,7 +135,12 @@ def decide(ctx: click.Context, study_uid: str, decision: str | None, reasons: tu
 
 @main.group()
 def share() -> None:
-    """Consultation shares: let another institution see one study."""
+    """Consultation shares: let another institution see one study.
+
+    \b
+    Example:
+      pacsnode share grant 1.2.3 --to PRV001 --days 14
+    """
 
 
 @share.command(name="grant")
@@ -189,7 +200,12 @@ def share_list(ctx: click.Context, as_json: bool) -> None:
 
 @main.group()
 def report() -> None:
-    """Programme reports."""
+    """Programme reports.
+
+    \b
+    Example:
+      pacsnode report recognition --by modality --json
+    """
 
 
 @report.command(name="recognition")
