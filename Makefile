@@ -19,6 +19,7 @@ venv: $(BIN)/.installed
 # Real DICOM peers for the interop tests: DCMTK's command-line tools and Orthanc.
 dcmtk:
 	@command -v storescu >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq dcmtk; }
+	@command -v openssl >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq openssl; }
 
 orthanc:
 	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc; }
