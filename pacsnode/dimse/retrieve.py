@@ -22,12 +22,15 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification
 
 from pacsnode.dicom.query import parse_identifier
 from pacsnode.dimse import statuses
 from pacsnode.dimse.handlers import caller_of
+from pacsnode.dimse.scu import wait_for_reactor
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import InformationModel, InstanceLocation
@@ -76,14 +79,17 @@ def load_for(location: InstanceLocation, accepted: list[PresentationContext]) ->
     return dataset
 
 
-def _sub_operations(event: Event, locations: list[InstanceLocation],
-                    accepted: list[PresentationContext]) -> Iterator[tuple[int, Dataset | None]]:
+def _sub_operations(event: Event, locations: list[InstanceLocation], accepted: list[PresentationContext],
+                    store_association: list[Association] | None = None) -> Iterator[tuple[int, Dataset | None]]:
     for location in locations:
         if event.is_cancelled:
             yield statuses.CANCEL, None
             return
         try:
-            yield statuses.PENDING, load_for(location, accepted)
+            dataset = load_for(location, accepted)
+            if store_association:  # C-MOVE: pynetdicom sends it on an association with a running reactor
+                wait_for_reactor(store_association[0])
+            yield statuses.PENDING, dataset
         except (OSError, PacsnodeError) as exc:
             LOGGER.error("cannot read %s: %s", location.sop_instance_uid, exc)
             failed = Dataset()
@@ -105,15 +111,21 @@ def handle_move(event: Event, node: Node) -> Iterator[Any]:
         query = parse_identifier(event.identifier, model_of(str(event.request.AffectedSOPClassUID)), retrieve=True)
         locations = node.retrieve(query, caller, "move")
     except PacsnodeError as exc:
-        yield destination.host, destination.port  # pynetdicom needs a destination before any status
-        yield 1  # ... and a count; the status below ends the operation
-        yield statuses.query_status(exc), statuses.status_dataset(statuses.query_status(exc), str(exc))
+        # pynetdicom (3.0) opens the sub-operation association after the count and before the
+        # first status, so a refusal still needs a destination with one context it can open
+        # (Verification); the status *dataset* comes first so its Error Comment reaches the peer.
+        yield destination.host, destination.port, {
+            "contexts": [build_context(Verification)], "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
+        yield 1
+        yield statuses.status_dataset(statuses.query_status(exc), str(exc)), None
         return
     accepted: list[PresentationContext] = []
+    store_association: list[Association] = []
     ready = threading.Event()
 
     def remember_accepted(accept_event: Event) -> None:
         accepted.extend(accept_event.assoc.accepted_contexts)
+        store_association.append(accept_event.assoc)
         ready.set()
 
     node.audit.record("move", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
@@ -124,7 +136,7 @@ def handle_move(event: Event, node: Node) -> Iterator[Any]:
         "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ACCEPTED, remember_accepted)],
     }
     yield len(locations)
-    yield from _sub_operations(event, locations, accepted)
+    yield from _sub_operations(event, locations, accepted, store_association)
 
 
 def handle_get(event: Event, node: Node) -> Iterator[Any]:
@@ -135,7 +147,7 @@ def handle_get(event: Event, node: Node) -> Iterator[Any]:
         locations = node.retrieve(query, caller, "get")
     except PacsnodeError as exc:
         yield 1
-        yield statuses.query_status(exc), statuses.status_dataset(statuses.query_status(exc), str(exc))
+        yield statuses.status_dataset(statuses.query_status(exc), str(exc)), None
         return
     node.audit.record("get", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
                       study_uid=locations[0].study_uid if locations else "",
