@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
+from pacsnode.dicom import header
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -220,11 +221,71 @@ def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceF
     )
 
 
+def _codes_of(items: list[Dataset]) -> tuple[CodedEntry, ...]:
+    holder = Dataset()
+    holder.ProcedureCodeSequence = items
+    return _codes(holder, "ProcedureCodeSequence")
+
+
+def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
+    """The same facts as ``facts_from_dataset``, from one pass over the file (``dicom.header``)."""
+    values = header.Values(scanned)
+    text = values.text
+
+    def uid(keyword: str, name: str) -> str:
+        return require_uid(text(keyword), name)
+
+    others = Dataset()
+    others.OtherPatientIDsSequence = values.sequence("OtherPatientIDsSequence")
+    syntax = scanned.transfer_syntax
+    return InstanceFacts(
+        sop_instance_uid=uid("SOPInstanceUID", "SOP Instance UID"), sop_class_uid=uid("SOPClassUID", "SOP Class UID"),
+        study_uid=uid("StudyInstanceUID", "Study Instance UID"),
+        series_uid=uid("SeriesInstanceUID", "Series Instance UID"), transfer_syntax=syntax,
+        patient_id=_clean(text("PatientID")), issuer_of_patient_id=_clean(text("IssuerOfPatientID")),
+        patient_name=_clean(text("PatientName")), patient_birth_date=text("PatientBirthDate"),
+        patient_sex=text("PatientSex"), other_patient_ids=_other_ids(others),
+        study_date=text("StudyDate"), study_time=normalise_time(text("StudyTime")),
+        accession_number=_clean(text("AccessionNumber")), study_id=_clean(text("StudyID")),
+        study_description=_clean(text("StudyDescription")),
+        referring_physician=_clean(text("ReferringPhysicianName")),
+        institution_name=_clean(text("InstitutionName")),
+        institution_codes=_codes_of(values.sequence("InstitutionCodeSequence")),
+        procedure_codes=_codes_of(values.sequence("ProcedureCodeSequence")),
+        modality=text("Modality"), body_part=text("BodyPartExamined"),
+        contrast_agent=_clean(text("ContrastBolusAgent")), series_number=header.first_int(text("SeriesNumber")),
+        series_description=_clean(text("SeriesDescription")), series_date=text("SeriesDate"),
+        series_time=normalise_time(text("SeriesTime")), instance_number=header.first_int(text("InstanceNumber")),
+        number_of_frames=header.first_int(text("NumberOfFrames")),
+        lossy=text("LossyImageCompression") == "01" or syntax in LOSSY_SYNTAXES,
+        specific_character_set=text("SpecificCharacterSet"), device_serial=_clean(text("DeviceSerialNumber")),
+        station_name=_clean(text("StationName")),
+    )
+
+
+def _clean(value: str) -> str:
+    return LEFTOVER_ESCAPE.sub("", value).strip()
+
+
+def read_facts(path: Path | str) -> InstanceFacts:
+    """Facts of a file: one fast pass when it applies, pydicom's full read otherwise.
+
+    The fast path only ever says yes for what the full read would also accept: a file it
+    finds cut short, or whose facts it cannot decode, is judged again by the full read.
+    """
+    try:
+        scanned = header.scan(path)
+        if scanned is not None and scanned.complete:
+            return facts_from_scan(scanned)
+    except Exception:  # any doubt: the full read decides (and names the problem)
+        pass
+    return facts_from_dataset(read_header(path))
+
+
 def facts_from_file(path: Path | str, expected_sop_class: str | None = None,
                     expected_sop_instance: str | None = None) -> InstanceFacts:
     """Read a file's header and extract facts, checking it against what the sender declared."""
-    dataset = read_header(path)
-    facts = facts_from_dataset(dataset)
+    facts = read_facts(path)
     if expected_sop_class and UID(facts.sop_class_uid) != UID(expected_sop_class):
         raise SopClassMismatch(
             f"dataset SOP Class {facts.sop_class_uid} does not match the presentation context {expected_sop_class}"

@@ -77,6 +77,59 @@ def store_received(event: Event, node: Node, peer: Peer) -> int | Dataset:
     return statuses.SUCCESS
 
 
+def handle_connection_closed(event: Event) -> None:
+    """EVT_CONN_CLOSE: leave nothing behind a connection that ended early (see the two helpers)."""
+    discard_partial_dataset(event)
+    release_unrequested(event)
+
+
+def release_unrequested(event: Event) -> None:
+    """Wake an acceptor still waiting for the A-ASSOCIATE-RQ of a connection that is gone.
+
+    pynetdicom's acceptor thread waits up to the ACSE timeout for the RQ, even when the
+    connection already closed (a port probe, garbage instead of an RQ): meanwhile it counts
+    against ``max_associations``, so a few dozen such connections refuse every real peer
+    for 30 s. ``None`` on its queue is what it reads as "timed out": it ends at once.
+    """
+    assoc = event.assoc
+    if not getattr(assoc, "is_acceptor", False) or assoc.is_established:
+        return
+    if getattr(assoc.requestor, "primitive", None) is not None:
+        return  # the RQ was delivered: pynetdicom's own state machine takes it from here
+    queue = getattr(getattr(assoc, "dul", None), "to_user_queue", None)
+    if queue is not None:
+        queue.put(None)
+
+
+def discard_partial_dataset(event: Event) -> None:
+    """Remove the temporary file of a C-STORE the connection ended in the middle of.
+
+    With chunked receive pynetdicom opens ``<home>/tmp/tmp*.dcm`` when a C-STORE command
+    arrives and hands it to ``handle_store`` (which always consumes it) only once the dataset
+    is complete. A peer that aborts or disconnects half-way, or sends a command pynetdicom
+    cannot decode (an over-long UID), leaves that file behind until the next start. The
+    unfinished message is ``assoc.dimse.message`` (complete ones are reset to None before any
+    handler runs); a complete one still queued when the connection died is discarded too.
+    """
+    dimse = getattr(event.assoc, "dimse", None)
+    pending = [getattr(dimse, "message", None)]
+    queued = getattr(getattr(dimse, "msg_queue", None), "queue", ())
+    pending += [item[1] for item in list(queued) if isinstance(item, tuple) and len(item) == 2]
+    for message in pending:
+        handle = getattr(message, "_data_set_file", None) or getattr(message, "_dataset_file", None)
+        path = getattr(message, "_data_set_path", None) or getattr(message, "_dataset_path", None)
+        try:
+            if handle is not None:
+                handle.close()
+            if isinstance(path, tuple):  # (path, offset) on the sending side: not ours
+                continue
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
+                LOGGER.info("removed the partial dataset of an interrupted C-STORE")
+        except OSError as exc:  # best effort: clean_temp at the next start removes it anyway
+            LOGGER.warning("cannot remove a partial dataset: %s", exc)
+
+
 def handle_association(event: Event, node: Node) -> None:
     """EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED: every peer association is an audit event."""
     requestor = event.assoc.requestor

@@ -1,0 +1,57 @@
+"""The one-pass header scan gives exactly the facts pydicom's full read gives.
+
+Every sample file and every pydicom test file that the full read accepts is compared; a cut
+file is never accepted by the fast path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pydicom.data
+
+from pacsnode.dicom import header
+from pacsnode.dicom.extract import facts_from_dataset, facts_from_scan, read_facts, read_header
+from pacsnode.errors import InvalidInstance
+from support import SAMPLE_DIR
+
+
+def _candidates() -> list[Path]:
+    files = sorted(SAMPLE_DIR.rglob("*.dcm"))
+    bundled = Path(pydicom.data.__file__).parent / "test_files"  # shipped with pydicom: nothing downloaded
+    files += sorted(bundled.rglob("*.dcm"))
+    return files
+
+
+def _full_read(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return facts_from_dataset(read_header(path))
+    except InvalidInstance:
+        return None
+
+
+def test_the_fast_path_agrees_with_the_full_read_on_every_file_the_full_read_accepts() -> None:
+    compared = 0
+    for path in _candidates():
+        expected = _full_read(path)
+        if expected is None:
+            continue
+        assert read_facts(path) == expected, path
+        scanned = header.scan(path)
+        if scanned is not None and scanned.complete:
+            assert facts_from_scan(scanned) == expected, path
+            compared += 1
+    assert compared > 100  # the fast path really was exercised
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_a_file_cut_short_is_never_taken_by_the_fast_path(tmp_path: Path, keep: float) -> None:
+    source = next(p for p in sorted(SAMPLE_DIR.rglob("*.dcm")) if "CT" in p.parent.name)
+    data = source.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    scanned = header.scan(cut)
+    assert scanned is None or not scanned.complete
+    with pytest.raises(InvalidInstance):
+        read_facts(cut)
