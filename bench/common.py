@@ -102,8 +102,22 @@ def ct_corpus(count: int, rows: int = 512, cols: int = 512, name: str = "ct") ->
     return sorted(folder.glob("*.dcm"))
 
 
+def set_setting(home: Path, key: str, value: str) -> None:
+    """Rewrite ``key = ...`` in the pacsnode.toml that ``init`` wrote (every key is there once)."""
+    path = home / "pacsnode.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = False
+    for i, line in enumerate(lines):
+        if line.split("=")[0].strip() == key:
+            lines[i], found = f"{key} = {value}", True
+    if not found:
+        raise KeyError(f"{key} is not in {path}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 @contextlib.contextmanager
-def pacsnode_server(extra_toml: str = "", home: Path | None = None) -> Iterator[tuple[int, Path]]:
+def pacsnode_server(extra_toml: str = "", home: Path | None = None,
+                    settings: dict[str, str] | None = None) -> Iterator[tuple[int, Path]]:
     """A fresh pacsnode home served on a free port; yields (port, home)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-pacsnode-"))
     home = home or tmp / "home"
@@ -114,6 +128,8 @@ def pacsnode_server(extra_toml: str = "", home: Path | None = None) -> Iterator[
     if extra_toml:
         with open(home / "pacsnode.toml", "a", encoding="utf-8") as handle:
             handle.write("\n" + extra_toml)
+    for key, value in (settings or {}).items():
+        set_setting(home, key, value)
     proc = subprocess.Popen([PACSNODE, "--home", str(home), "serve", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -23,10 +23,13 @@ from bench.common import (
 
 def measure(files: list[Path], repeat: int) -> dict[str, float]:
     """Median seconds per receiver (fresh receiver each repetition: nothing is a duplicate)."""
-    timings: dict[str, list[float]] = {"pacsnode": [], "DCMTK storescp": [], "Orthanc": []}
+    timings: dict[str, list[float]] = {"pacsnode": [], "pacsnode, fsync = false": [], "DCMTK storescp": [],
+                                       "Orthanc": []}
     for _ in range(repeat):
         with pacsnode_server() as (port, _home):
             timings["pacsnode"].append(storescu(port, files, "PACSNODE"))
+        with pacsnode_server(settings={"fsync": "false"}) as (port, _home):  # like storescp and Orthanc
+            timings["pacsnode, fsync = false"].append(storescu(port, files, "PACSNODE"))
         with storescp_server() as port:
             timings["DCMTK storescp"].append(storescu(port, files, "STORESCP"))
         if orthanc_binary():
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[list[object]]:
     rows += report(f"{args.small} x 9 KB CT", small, measure(small, args.repeat))
     if not orthanc_binary():
         print("(Orthanc not installed: its rows are skipped)")
+    print("pacsnode fsyncs file, folder and index before Success; storescp and Orthanc do not fsync.")
     print_table("C-STORE ingest, one storescu association (median of %d)" % args.repeat,
                 ["corpus", "receiver", "inst/s", "MB/s", "pacsnode ÷ receiver"], rows)
     return rows

@@ -26,6 +26,7 @@ class StoreSettings:
     accept_from: str = "any"  # "any" (like Orthanc) or "registered"
     duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     quota_bytes: int = 0  # 0 = no quota
+    fsync: bool = True  # Success only once file, folder entry and index row reached the disk
     stable_seconds: int = 60
 
 
@@ -184,6 +185,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
             accept_from=accept_from,
             duplicates=policy,
             quota_bytes=_typed(store, "quota_bytes", int, 0, f"{source}: [store]", minimum=0),
+            fsync=_typed(store, "fsync", bool, True, f"{source}: [store]"),
             stable_seconds=_typed(store, "stable_seconds", int, 60, f"{source}: [store]", minimum=0),
         ),
         query=QuerySettings(
@@ -262,6 +264,8 @@ qc_rules_file = "qc_rules.toml"
 accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers
 duplicates = "keep-first"   # a repeated SOP Instance UID: "keep-first" or "replace"
 quota_bytes = 0             # 0 = no quota; past it C-STORE answers Out of Resources (0xA700)
+fsync = true                # Success only after file, folder entry and index row reached the disk.
+                            # false: a killed process still loses nothing, a power cut may (faster)
 stable_seconds = 60         # a study with no new instance for this long is stable (QC runs)
 
 [query]

@@ -118,6 +118,19 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class ReceivedFile:
+    """What a receiver already knows of the file it wrote: digest, size, whether it fsync'ed it.
+
+    Lets the storage area skip reading the file back (the receive path hashed the bytes as
+    they arrived) on the hottest path pacsnode has.
+    """
+
+    sha256: str
+    size: int
+    synced: bool = False
+
+
+@dataclass(frozen=True)
 class StoreOutcome:
     """What storing one instance did."""
 

@@ -8,6 +8,7 @@ or click.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -20,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator
 from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound, UnknownMoveDestination
+from pacsnode.errors import (InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound, StorageFull,
+                             UnknownMoveDestination)
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
@@ -31,6 +33,7 @@ from pacsnode.model import (
     InstanceLocation,
     Peer,
     Query,
+    ReceivedFile,
     StoreOutcome,
     StoreResult,
     StudySummary,
@@ -61,8 +64,9 @@ class Node:
                  storage: FileStorage | None = None) -> None:
         self.config = config
         self.config.temp_path.mkdir(parents=True, exist_ok=True)
-        self.index = index or SqliteIndex(config.index_path)
-        self.storage = storage or FileStorage(config.storage_path, quota_bytes=config.store.quota_bytes)
+        self.index = index or SqliteIndex(config.index_path, synchronous="FULL" if config.store.fsync else "NORMAL")
+        self.storage = storage or FileStorage(config.storage_path, quota_bytes=config.store.quota_bytes,
+                                              fsync=config.store.fsync)
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
@@ -107,7 +111,7 @@ class Node:
 
     # -- storing -------------------------------------------------------------------------
     def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
-                   expected_sop_instance: str | None = None) -> StoreOutcome:
+                   expected_sop_instance: str | None = None, received: ReceivedFile | None = None) -> StoreOutcome:
         """Store a received file; ``temp_path`` is consumed (placed or removed) whatever happens.
 
         The order is fixed: validate and extract, place the file (fsync, rename), index in one
@@ -123,7 +127,12 @@ class Node:
             size = temp_path.stat().st_size
             used = self.index.used_bytes() if self.storage.quota_bytes else 0
             self.storage.check_room(size, used)
-            stored = self.storage.place(temp_path, facts.sop_instance_uid)
+            try:
+                stored = self.storage.place(temp_path, facts.sop_instance_uid, received)
+            except OSError as exc:  # any backend: a full disk is Out of Resources, not an internal error
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
+                raise
             placed = stored.relative_path
             result, orphan = self.index.record_instance(facts, stored, caller.aet, policy)
             placed = None  # the index owns it now
@@ -250,7 +259,7 @@ class Node:
             if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
                 decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
                 reason = decision.reason if decision else "no_patient_match"
-                raise NotPermitted(f"{reason}: study {denied[0]} is not available to {caller.aet}")
+                raise NotPermitted(f"{reason}: {caller.aet} may not retrieve study {denied[0]}")
         except PacsnodeError as exc:
             self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
                                detail={"keys": query_keys(query), "reason": str(exc)})

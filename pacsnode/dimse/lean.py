@@ -16,7 +16,9 @@ association that survives a refused instance.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -31,7 +33,7 @@ from pacsnode.config import NodeConfig
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.dimse import pdu, statuses
 from pacsnode.errors import PacsnodeError
-from pacsnode.model import Caller
+from pacsnode.model import Caller, ReceivedFile
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -138,6 +140,9 @@ class _IncomingStore:
         self.path: Path | None = None
         self.handle: BinaryIO | None = None
         self.failure: tuple[int, str] | None = None  # set: sink the dataset, then answer this
+        self.digest = hashlib.sha256()  # hashed as it arrives: the storage area need not read it back
+        self.size = 0
+        self.synced = False
 
     def open(self, path: Path, header: bytes) -> None:
         self.path = path
@@ -149,6 +154,8 @@ class _IncomingStore:
             return
         try:
             view, written = memoryview(data), 0
+            self.digest.update(view)
+            self.size += len(view)
             while written < len(view):
                 written += self.handle.write(view[written:]) or 0
         except OSError as exc:
@@ -156,8 +163,15 @@ class _IncomingStore:
             self.discard()
             self.failure = (statuses.STORE_OUT_OF_RESOURCES, f"cannot write the dataset: {exc.strerror or exc}")
 
-    def close(self) -> None:
+    def close(self, sync: bool = False) -> None:
+        """Close the file; with ``sync``, fsync it first on the open descriptor (saves a reopen)."""
         if self.handle is not None:
+            if sync:
+                try:
+                    os.fsync(self.handle.fileno())
+                    self.synced = True
+                except OSError:
+                    self.synced = False
             self.handle.close()
             self.handle = None
 
@@ -424,12 +438,13 @@ class LeanAssociation:
             status, comment = store.failure or (statuses.PROCESSING_FAILURE, "dataset not received")
             self._answer_store(store, status, comment)
             return
-        store.close()
+        store.close(sync=self.node.config.store.fsync)
         status, comment = statuses.SUCCESS, ""
         try:
             outcome = self.node.store_file(store.path, self._require_caller(),
                                            expected_sop_class=self._contexts[store.context_id][0],
-                                           expected_sop_instance=store.sop_instance)
+                                           expected_sop_instance=store.sop_instance,
+                                           received=ReceivedFile(store.digest.hexdigest(), store.size, store.synced))
             LOGGER.debug("C-STORE %s: %s", outcome.result.value, outcome.sop_instance_uid)
         except PacsnodeError as exc:
             LOGGER.warning("C-STORE refused: %s", exc)

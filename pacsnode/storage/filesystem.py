@@ -21,7 +21,7 @@ from typing import Iterator, Protocol
 
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.errors import InvalidInstance, StorageFull
-from pacsnode.model import StoredFile
+from pacsnode.model import ReceivedFile, StoredFile
 
 CHUNK = 1 << 20
 
@@ -29,7 +29,7 @@ CHUNK = 1 << 20
 class StorageArea(Protocol):
     """The seam for other backends (object storage) and the in-memory test twin."""
 
-    def place(self, temp_path: Path, sop_instance_uid: str) -> StoredFile: ...
+    def place(self, temp_path: Path, sop_instance_uid: str, received: ReceivedFile | None = None) -> StoredFile: ...
 
     def absolute(self, relative_path: str) -> Path: ...
 
@@ -57,9 +57,10 @@ def fsync_dir(path: Path) -> None:
 class FileStorage:
     """Instance files under one root folder."""
 
-    def __init__(self, root: Path, quota_bytes: int = 0) -> None:
+    def __init__(self, root: Path, quota_bytes: int = 0, fsync: bool = True) -> None:
         self.root = root
         self.quota_bytes = quota_bytes
+        self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
 
     def relative_path_for(self, sop_instance_uid: str) -> str:
@@ -74,23 +75,25 @@ class FileStorage:
             raise InvalidInstance(f"path {relative_path!r} escapes the storage folder")
         return path
 
-    def place(self, temp_path: Path, sop_instance_uid: str) -> StoredFile:
+    def place(self, temp_path: Path, sop_instance_uid: str, received: ReceivedFile | None = None) -> StoredFile:
         """fsync ``temp_path`` and move it into its final place, never over an existing file.
 
         A second copy of a UID (a replace, or a duplicate racing the first) gets a sibling
         name: the file the index points to must stay intact until the index commits, and the
-        caller removes whichever copy no row points to afterwards.
+        caller removes whichever copy no row points to afterwards. ``received`` (digest and
+        size from the receiver, and whether it already fsync'ed) spares reading the file back.
         """
         relative = self.relative_path_for(sop_instance_uid)
-        final = self.absolute(relative)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        with open(temp_path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-            os.fsync(handle.fileno())
+        final = self.root / relative  # built from a validated UID and hex digits: nothing to resolve
+        if received is not None and received.size == temp_path.stat().st_size:
+            size, sha256 = received.size, received.sha256
+            if not received.synced and self.fsync:
+                with open(temp_path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        else:
+            size, sha256 = self._hash_and_sync(temp_path)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
         try:
             relative = self._link_unique(temp_path, relative)
         except OSError as exc:
@@ -109,8 +112,20 @@ class FileStorage:
             finally:
                 os.unlink(staging)
         os.unlink(temp_path)
-        fsync_dir(final.parent)
-        return StoredFile(relative, size, digest.hexdigest())
+        if self.fsync:
+            fsync_dir(final.parent)
+        return StoredFile(relative, size, sha256)
+
+    def _hash_and_sync(self, path: Path) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            if self.fsync:
+                os.fsync(handle.fileno())
+        return size, digest.hexdigest()
 
     def _link_unique(self, source: Path, relative: str) -> str:
         """Hard-link ``source`` at ``relative``, or at a fresh sibling name when that exists (atomic)."""
