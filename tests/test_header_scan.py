@@ -55,3 +55,12 @@ def test_a_file_cut_short_is_never_taken_by_the_fast_path(tmp_path: Path, keep: 
     assert scanned is None or not scanned.complete
     with pytest.raises(InvalidInstance):
         read_facts(cut)
+
+
+def test_a_file_cut_inside_a_tag_is_never_taken_by_the_fast_path(tmp_path: Path) -> None:
+    source = next(p for p in sorted(SAMPLE_DIR.rglob("*.dcm")) if "CT" in p.parent.name)
+    data = source.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: data.index(b"\xe0\x7f\x10\x00") + 2])  # half of the Pixel Data tag
+    scanned = header.scan(cut)
+    assert scanned is None or not scanned.complete

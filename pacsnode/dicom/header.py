@@ -71,6 +71,7 @@ def scan(path: Path | str) -> HeaderScan | None:
             return None
         elements: dict[int, RawDataElement] = {}
         complete = True
+        end = handle.tell()  # the end of the last whole element: a file cut inside a tag ends later
         for element in data_element_generator(handle, uid.is_implicit_VR, uid.is_little_endian,
                                               defer_size=DEFER_BYTES):
             value = element.value
@@ -79,7 +80,8 @@ def scan(path: Path | str) -> HeaderScan | None:
                 break
             if element.tag in TAGS:
                 elements[int(element.tag)] = element
-        complete = complete and handle.tell() == size
+            end = handle.tell()
+        complete = complete and end == size
     return HeaderScan(syntax, uid.is_implicit_VR, uid.is_little_endian, elements, complete)
 
 

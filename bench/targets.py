@@ -1,0 +1,266 @@
+"""The performance issue's targets in one table: figure, pacsnode, anchor, ratio, target, met.
+
+Every figure is measured in this run against its anchor on this machine (DCMTK storescp,
+Orthanc, or pacsnode itself), so the ratios hold on a noisy shared machine where absolute
+times do not. ``--quick`` uses smaller sizes (stated in the table) and finishes in minutes.
+
+Usage: python -m bench.targets [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+from bench import query
+from bench.common import (
+    DCMTK_ENV,
+    PACSNODE,
+    ct_corpus,
+    free_port,
+    median,
+    orthanc_binary,
+    orthanc_server,
+    pacsnode_server,
+    print_table,
+    storescp_server,
+    storescu,
+)
+
+
+@dataclass
+class Row:
+    figure: str
+    ours: str
+    anchor: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+    def cells(self) -> list[object]:
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}"
+        met = "-" if self.met is None else ("met" if self.met else "NOT met")
+        return [self.figure, self.ours, self.anchor, ratio, self.target, met]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def server_pid(port: int) -> int:
+    """The pid of the process listening on ``port`` (the pacsnode serve under test)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    marker = "pid="
+    return int(out[out.index(marker) + len(marker):].split(",")[0]) if marker in out else 0
+
+
+# -- ingest ----------------------------------------------------------------------------------
+def ingest(files: list[Path], repeat: int) -> dict[str, float]:
+    rates: dict[str, list[float]] = {"pacsnode": [], "storescp": [], "orthanc": []}
+    for _ in range(repeat):
+        with pacsnode_server() as (port, _home):
+            rates["pacsnode"].append(len(files) / storescu(port, files, "PACSNODE"))
+        with storescp_server() as port:
+            rates["storescp"].append(len(files) / storescu(port, files, "STORESCP"))
+        if orthanc_binary():
+            with orthanc_server() as (port, _http):
+                rates["orthanc"].append(len(files) / storescu(port, files, "ORTHANC"))
+    return {k: median(v) for k, v in rates.items() if v}
+
+
+def concurrent_rate(files: list[Path], senders: int) -> float:
+    """Instances/s into one fresh pacsnode with ``senders`` storescu processes at once."""
+    chunks = [files[i::senders] for i in range(senders)]
+    with pacsnode_server() as (port, _home):
+        began = time.perf_counter()
+        with ThreadPoolExecutor(senders) as pool:
+            list(pool.map(lambda chunk: storescu(port, chunk, "PACSNODE"), chunks))
+        return len(files) / (time.perf_counter() - began)
+
+
+def rate_with_preloaded(files: list[Path], studies: int, instances: int) -> float:
+    """Ingest rate into a node whose index already holds ``studies`` x ``instances`` rows."""
+    home = Path(tempfile.mkdtemp(prefix="bench-big-")) / "home"
+    try:
+        subprocess.run([PACSNODE, "--home", str(home), "init", "--port", "1"], check=True, stdout=subprocess.DEVNULL)
+        if studies:
+            query.load_pacsnode(home / "index.sqlite", 0, studies, range(1, instances + 1))
+        with pacsnode_server(home=home) as (port, _):
+            return len(files) / storescu(port, files, "PACSNODE")
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
+
+
+# -- query -----------------------------------------------------------------------------------
+def find_figures(size: int, orthanc_size: int, runs: int) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-targets-find-") as tmp:
+        home, port = Path(tmp) / "home", free_port()
+        query.init_home(home, port)
+        query.load_pacsnode(home / "index.sqlite", 0, size, range(1, 11))
+        startup = query.startup_time(home, port, 3)
+        with query.serving(home, port):
+            timings = query.time_queries([("pacsnode", port, "PACSNODE")], size, runs)["pacsnode"]
+        floor = timings["echoscu (floor)"][0]
+        for figure in ("exact Patient ID", "Accession Number"):
+            extra = (timings[figure][0] - floor) * 1000
+            rows.append(Row(f"C-FIND {figure} at {size // 1000}k studies / {size * 10 // 1000}k instances, "
+                            "above the echoscu floor", f"{extra:.1f} ms", f"floor {floor * 1000:.0f} ms", None,
+                            "<= 5 ms", extra <= 5))
+        rows.append(Row(f"start-up with {size * 10 // 1000}k instances", f"{startup:.2f} s", "-", None, "< 2 s",
+                        startup < 2))
+    if orthanc_binary():
+        rows += find_against_orthanc(orthanc_size, runs)
+    return rows
+
+
+def find_against_orthanc(size: int, runs: int) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="bench-targets-orthanc-") as tmp, orthanc_server() as (o_port, http):
+        home, port = Path(tmp) / "home", free_port()
+        query.init_home(home, port)
+        query.load_pacsnode(home / "index.sqlite", 0, size)
+        query.load_orthanc(http, 0, size)
+        with query.serving(home, port):
+            both = query.time_queries([("pacsnode", port, "PACSNODE"), ("orthanc", o_port, "ORTHANC")], size, runs)
+    rows = []
+    for figure in ("Patient Name wildcard", "Study Date, one month"):
+        ours, theirs = both["pacsnode"][figure][0], both["orthanc"][figure][0]
+        rows.append(Row(f"C-FIND {figure} at {size // 1000}k studies ({both['pacsnode'][figure][1]} matches)",
+                        f"{ours * 1000:.0f} ms", f"Orthanc {theirs * 1000:.0f} ms", ours / theirs, "<= 0.5",
+                        ours / theirs <= 0.5))
+    return rows
+
+
+# -- retrieve --------------------------------------------------------------------------------
+def retrieve_figures(files: list[Path]) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="bench-targets-move-") as tmp, storescp_server() as scp_port:
+        home, port = Path(tmp) / "home", free_port()
+        query.init_home(home, port)
+        query.cli(home, "peer", "add", "storescp", "--aet", "STORESCP", "--host", "127.0.0.1", "--port",
+                  str(scp_port), "--institution", query.INSTITUTION)
+        query.cli(home, "peer", "add", "getscu", "--aet", "GETSCU", "--host", "127.0.0.1", "--port", "1",
+                  "--institution", query.INSTITUTION)
+        query.cli(home, "import", *map(str, files))
+        study_uid = query._study_uid(files[0])
+        direct = median([storescu(scp_port, files, "STORESCP") for _ in range(3)])
+        with query.serving(home, port):
+            moved = median([query.movescu(port, "PACSNODE", study_uid)[0] for _ in range(3)])
+            got = median([getscu(port, study_uid, Path(tmp)) for _ in range(3)])
+    return [Row(f"C-MOVE of {len(files)} x 0.5 MB CT to storescp", f"{len(files) / moved:.0f} inst/s",
+                f"direct storescu {len(files) / direct:.0f} inst/s", direct / moved, ">= 0.9", direct / moved >= 0.9),
+            Row(f"C-GET of {len(files)} x 0.5 MB CT (getscu)", f"{len(files) / got:.0f} inst/s",
+                f"direct storescu {len(files) / direct:.0f} inst/s", direct / got, ">= 0.9", direct / got >= 0.9)]
+
+
+def getscu(port: int, study_uid: str, tmp: Path) -> float:
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    began = time.perf_counter()
+    subprocess.run(["getscu", "-S", "-aet", "GETSCU", "-aec", "PACSNODE", "-od", str(out), "-k",
+                    "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)],
+                   env=DCMTK_ENV, check=True, capture_output=True, timeout=900)
+    elapsed = time.perf_counter() - began
+    shutil.rmtree(out, ignore_errors=True)
+    return elapsed
+
+
+# -- memory ----------------------------------------------------------------------------------
+def big_instance(folder: Path, megabytes: int) -> Path:
+    """One multi-frame instance of about ``megabytes`` MB (512x512 16-bit frames)."""
+    frames = max(1, megabytes * 1_000_000 // (512 * 512 * 2))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality, ds.NumberOfFrames = "BIG", "CT", frames
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = np.zeros(frames * 512 * 512, dtype=np.uint16).tobytes()
+    path = folder / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def memory_figures(megabytes: int) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="bench-targets-mem-") as tmp, pacsnode_server() as (port, _home):
+        pid = server_pid(port)
+        time.sleep(1.0)
+        idle = rss_kb(pid)
+        path = big_instance(Path(tmp), megabytes)
+        peak = idle
+        done = False
+
+        def watch() -> None:
+            nonlocal peak
+            while not done:
+                peak = max(peak, rss_kb(pid))
+                time.sleep(0.01)
+
+        with ThreadPoolExecutor(1) as pool:
+            watcher = pool.submit(watch)
+            storescu(port, [path], "PACSNODE")
+            done = True
+            watcher.result()
+        size_mb = path.stat().st_size / 1e6
+    growth = (peak - idle) / 1024
+    return [Row("idle node resident memory", f"{idle / 1024:.0f} MB", "-", None, "< 100 MB", idle / 1024 < 100),
+            Row(f"receiving one {size_mb:.0f} MB multi-frame: RSS growth", f"{growth:.0f} MB", "-", None, "< 50 MB",
+                growth < 50)]
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    rows: list[Row] = []
+    big, small = ct_corpus(200), ct_corpus(300 if quick else 1000, 64, 64, name="small")
+    repeat = 1 if quick else 3
+    rates = ingest(big, repeat)
+    rows.append(Row("C-STORE 0.5 MB CT, one association", f"{rates['pacsnode']:.0f} inst/s",
+                    f"storescp {rates['storescp']:.0f} inst/s", rates["pacsnode"] / rates["storescp"], ">= 0.8",
+                    rates["pacsnode"] / rates["storescp"] >= 0.8))
+    small_rates = ingest(small, repeat)
+    if "orthanc" in small_rates:
+        ratio = small_rates["pacsnode"] / small_rates["orthanc"]
+        rows.append(Row("C-STORE 9 KB instances, one association", f"{small_rates['pacsnode']:.0f} inst/s",
+                        f"Orthanc {small_rates['orthanc']:.0f} inst/s", ratio, ">= 1.0", ratio >= 1.0))
+    eight = concurrent_rate(small, 8)
+    rows.append(Row("C-STORE 9 KB, 8 storescu at once vs one association", f"{eight:.0f} inst/s",
+                    f"one association {small_rates['pacsnode']:.0f} inst/s", eight / small_rates["pacsnode"],
+                    ">= 1.5", eight / small_rates["pacsnode"] >= 1.5))
+    studies = 20_000 if quick else 100_000
+    empty = rate_with_preloaded(small, 0, 0)
+    loaded = rate_with_preloaded(small, studies, 10)
+    rows.append(Row(f"C-STORE rate with {studies * 10 // 1000}k instances indexed vs empty",
+                    f"{loaded:.0f} inst/s", f"empty {empty:.0f} inst/s", loaded / empty, ">= 0.9",
+                    loaded / empty >= 0.9))
+    rows += find_figures(10_000 if quick else 100_000, 2_000 if quick else 20_000, 3 if quick else 5)
+    rows += retrieve_figures(ct_corpus(100 if quick else 200))
+    rows += memory_figures(100 if quick else 500)
+    print("(pacsnode fsyncs every instance before Success; storescp and Orthanc do not)")
+    print_table("performance targets" + (" (quick sizes)" if quick else ""),
+                ["figure", "pacsnode", "anchor", "ratio", "target", "met"], [r.cells() for r in rows])
+    return rows
+
+
+if __name__ == "__main__":
+    main()
