@@ -259,7 +259,7 @@ class Node:
             if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
                 decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
                 reason = decision.reason if decision else "no_patient_match"
-                raise NotPermitted(f"{reason}: {caller.aet} may not retrieve study {denied[0]}")
+                raise NotPermitted(f"{reason}: study {denied[0]} refused to {caller.aet}")
         except PacsnodeError as exc:
             self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
                                detail={"keys": query_keys(query), "reason": str(exc)})
