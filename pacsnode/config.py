@@ -52,6 +52,7 @@ class NetworkSettings:
 
     max_pdu: int = 1_048_576
     max_associations: int = 32
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT): more use more cores
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
@@ -201,6 +202,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
             network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]",
                                     minimum=1),
             strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
+            workers=_typed(network, "workers", int, 1, f"{source}: [network]", minimum=1),
         ),
         qc=QcSettings(
             auto_accept=_typed(qc, "auto_accept", bool, True, f"{source}: [qc]"),
@@ -278,7 +280,8 @@ watch_stable = true         # run the checks when a study has been stable for [s
 
 [network]
 max_pdu = 1048576           # maximum PDU we receive (bytes)
-max_associations = 32
+max_associations = 32       # per worker process
+workers = 1                 # processes sharing the port (SO_REUSEPORT); 2+ uses more cores under many associations
 acse_timeout = 30
 dimse_timeout = 60
 network_timeout = 60

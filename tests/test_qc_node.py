@@ -259,3 +259,15 @@ def test_preview_writes_one_tile_per_series(county: Node, tmp_path: Path) -> Non
                 assert area.size and area.std() > 1.0, f"series {tile.series_number} tile is blank"
     with pytest.raises(PacsnodeError, match="no study"):
         county.qc.preview(UID_ROOT + "999", tmp_path / "none.png")
+
+
+def test_a_study_that_went_quiet_is_checked_once_by_the_stable_study_pass(county: Node, tmp_path: Path) -> None:
+    """Stored over the network (no import), a study is checked when stable, then not again."""
+    county.import_paths([copy_study(CR_CHEST, tmp_path)])
+    county.store_file(_new_instance_of(county, CR_CHEST, tmp_path), Caller(aet="CTY_DR"))
+    assert county.regional_store.qc_status(CR_CHEST)["checked_at"] < \
+        county.index.query("SELECT updated_at FROM studies WHERE study_uid=?", (CR_CHEST,))[0][0]
+    assert county.qc.run_stable(stable_seconds=3600) == []  # not quiet for an hour yet
+    assert county.qc.run_stable(stable_seconds=0) == [CR_CHEST]
+    assert status_of(county, CR_CHEST) == "accepted"
+    assert county.qc.run_stable(stable_seconds=0) == []  # checked since its last instance

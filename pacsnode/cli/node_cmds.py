@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 from dataclasses import asdict
@@ -54,38 +56,84 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
 @click.option("--port", type=int, default=None, help="Override the configured port.")
 @click.option("--aet", default=None, help="Override the configured AE title.")
 @click.option("--host", default=None, help="Override the configured listening address.")
+@click.option("--workers", type=int, default=None, help="Processes sharing the port (default: [network] workers).")
+@click.option("--worker-of", "worker_of", type=int, default=None, hidden=True,
+              help="Internal: run as a worker of the serving process with this pid.")
 @click.pass_context
-def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | None) -> None:
+def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | None, workers: int | None,
+          worker_of: int | None) -> None:
     """Serve DICOM in the foreground until SIGINT or SIGTERM.
+
+    With more than one worker, the workers are processes sharing the listening port
+    (SO_REUSEPORT) and the index (SQLite WAL): associations spread over the cores. The
+    parent also watches for stable studies to run QC on.
 
     \b
     Example:
       pacsnode --home ./pacsnode-data serve --port 11112
+      pacsnode --home ./pacsnode-data serve --workers 2
     """
     from pacsnode.config import load_config
     from pacsnode.dimse.server import DicomServer
     from pacsnode.node import Node
+    from pacsnode.qc_service import StableStudyWatcher
 
     level = {0: logging.WARNING, 1: logging.INFO}.get(ctx.obj["verbose"], logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
+    worker = worker_of is not None
     config = load_config(home_of(ctx))
     if aet is not None:
         validate_aet(aet, "--aet")
     config = config.with_overrides(port=port, aet=aet, host=host)
+    count = workers if workers is not None else config.network.workers
+    if count < 1:
+        raise click.BadParameter("--workers must be at least 1")
+    if count > 1 and config.tls.enabled:
+        logging.getLogger(__name__).warning("TLS: one process serves the port (workers need our own listener)")
+        count = 1
     node = Node(config)
-    server = DicomServer(node)
+    server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
     server.start()
+    children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
+    watcher = None
+    if not worker and config.qc.watch_stable:
+        watcher = StableStudyWatcher(node.qc, config.store.stable_seconds)
+        watcher.start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home})", err=True)
-    sys.stderr.flush()
+    if not worker:
+        click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
+                   + (f", {count} workers" if count > 1 else "") + ")", err=True)
+        sys.stderr.flush()
     while not stop.wait(0.5):
-        pass
-    click.echo("shutting down", err=True)
+        if children and any(child.poll() is not None for child in children):
+            logging.getLogger(__name__).error("a worker process exited; stopping")
+            break
+        if worker and os.getppid() != worker_of:  # the serving parent died (even by SIGKILL): stop too
+            break
+    if not worker:
+        click.echo("shutting down", err=True)
+    if watcher is not None:
+        watcher.stop()
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
     server.stop()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
     node.close()
+
+
+def _spawn_workers(ctx: click.Context, home: Path, port: int, count: int) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` more serving processes on the same port (the parent's listener is bound)."""
+    args = [sys.executable, "-m", "pacsnode", "--home", str(home)] + ["-v"] * ctx.obj["verbose"]
+    return [subprocess.Popen([*args, "serve", "--worker-of", str(os.getpid()), "--port", str(port)])
+            for _ in range(count)]
 
 
 @main.command(name="import")

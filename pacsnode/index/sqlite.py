@@ -13,10 +13,11 @@ import sqlite3
 import threading
 import unicodedata
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pacsnode.errors import IndexError_
+from pacsnode.errors import IndexError_, StorageFull
 from pacsnode.index.schema import migrate, utc_now
 from pacsnode.model import (
     DuplicatePolicy,
@@ -35,6 +36,16 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 
 
+@dataclass
+class _Pending:
+    """One instance waiting to be indexed by whichever thread commits next."""
+
+    args: tuple[Any, ...]
+    done: bool = False
+    result: tuple[StoreResult, str | None] | None = None
+    error: BaseException | None = None
+
+
 class SqliteIndex:
     """Patient/study/series/instance index in one SQLite file."""
 
@@ -43,7 +54,13 @@ class SqliteIndex:
         self.synchronous = synchronous
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._all_connections: list[sqlite3.Connection] = []
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        # Every open connection by the thread that owns it. pynetdicom runs each association in
+        # a new thread: the connections of threads that ended are closed when the next one is
+        # opened, or a long-running server would keep two file descriptors and a page cache
+        # per association it ever served.
+        self._all_connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         migrate(self.connection())
 
@@ -61,16 +78,22 @@ class SqliteIndex:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self._local.conn = conn
             with self._connections_lock:
-                self._all_connections.append(conn)
+                for thread in [t for t in self._all_connections if not t.is_alive()]:
+                    self._close_quietly(self._all_connections.pop(thread))
+                self._all_connections[threading.current_thread()] = conn
         return conn
+
+    @staticmethod
+    def _close_quietly(conn: sqlite3.Connection) -> None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         with self._connections_lock:
-            for conn in self._all_connections:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
+            for conn in self._all_connections.values():
+                self._close_quietly(conn)
             self._all_connections.clear()
         self._local = threading.local()
 
@@ -85,11 +108,17 @@ class SqliteIndex:
                 raise IndexError_(f"index busy: {exc}") from exc
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite itself rolls back after some errors (SQLITE_FULL, I/O errors): a second
+                # ROLLBACK would raise and hide the cause. A failed COMMIT is rolled back too, so
+                # this thread's connection is never left inside a transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and \
+                        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise StorageFull(f"the index cannot grow: {exc}") from exc
+                raise
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
@@ -103,48 +132,88 @@ class SqliteIndex:
 
     def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
                         policy: DuplicatePolicy) -> tuple[StoreResult, str | None]:
-        """Index one placed file in one transaction.
+        """Index one placed file; returns only once the transaction holding it has committed.
 
         Returns the result and, when the policy replaced an older copy (or dropped this one),
         the relative path of the file that no row points to any more, for the caller to
         remove after the commit.
+
+        Group commit: while one thread commits (an fsync of the WAL), instances arriving on
+        other associations queue up, and the next thread to get the write lock commits all
+        of them in one transaction, each inside its own savepoint so that one failing
+        instance fails alone. One association sees no difference; many share the fsync.
         """
+        pending = _Pending((facts, stored, calling_ae, policy))
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._write_lock:
+            if not pending.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _commit_batch(self, batch: list["_Pending"]) -> None:
         now = utc_now()
-        with self.write() as conn:
-            existing = conn.execute(
-                "SELECT i.pk, i.path, i.size, s.study_pk FROM instances i JOIN series s ON s.pk = i.series_pk "
-                "WHERE i.sop_instance_uid = ?", (facts.sop_instance_uid,)).fetchone()
-            if existing is not None and policy is DuplicatePolicy.KEEP_FIRST:
-                return StoreResult.DUPLICATE, (None if existing["path"] == stored.relative_path else stored.relative_path)
-            patient_pk = self._upsert_patient(conn, facts)
-            study_pk = self._upsert_study(conn, facts, patient_pk, calling_ae, now)
-            series_pk, new_series = self._upsert_series(conn, facts, study_pk)
-            if existing is not None:
-                conn.execute(
-                    "UPDATE instances SET series_pk=?, sop_class_uid=?, instance_number=?, transfer_syntax=?, "
-                    "path=?, size=?, sha256=?, number_of_frames=?, lossy=?, specific_character_set=?, "
-                    "calling_ae=?, received_at=? WHERE pk=?",
-                    (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
-                     stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
-                     facts.specific_character_set, calling_ae, now, existing["pk"]))
-                self._refresh_counts(conn, {existing["study_pk"], study_pk})
-                old = existing["path"] if existing["path"] != stored.relative_path else None
-                return StoreResult.REPLACED, old
+        try:
+            with self.write() as conn:
+                for item in batch:
+                    conn.execute("SAVEPOINT instance")
+                    try:
+                        item.result = self._record(conn, *item.args, now)
+                        conn.execute("RELEASE instance")
+                    except Exception as exc:  # this instance fails alone; the batch goes on
+                        conn.execute("ROLLBACK TO instance")
+                        conn.execute("RELEASE instance")
+                        item.error = exc
+        except Exception as exc:  # the commit itself failed: nothing of the batch is indexed
+            for item in batch:
+                item.error = item.error or exc
+                item.result = None
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _record(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
+                policy: DuplicatePolicy, now: str) -> tuple[StoreResult, str | None]:
+        """The statements for one instance, inside the caller's transaction."""
+        existing = conn.execute(
+            "SELECT i.pk, i.path, i.size, s.study_pk FROM instances i JOIN series s ON s.pk = i.series_pk "
+            "WHERE i.sop_instance_uid = ?", (facts.sop_instance_uid,)).fetchone()
+        if existing is not None and policy is DuplicatePolicy.KEEP_FIRST:
+            return StoreResult.DUPLICATE, (None if existing["path"] == stored.relative_path else stored.relative_path)
+        patient_pk = self._upsert_patient(conn, facts)
+        study_pk = self._upsert_study(conn, facts, patient_pk, calling_ae, now)
+        series_pk, new_series = self._upsert_series(conn, facts, study_pk)
+        if existing is not None:
             conn.execute(
-                "INSERT INTO instances (sop_instance_uid, series_pk, sop_class_uid, instance_number, "
-                "transfer_syntax, path, size, sha256, number_of_frames, lossy, specific_character_set, "
-                "calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
-                 facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
-                 int(facts.lossy), facts.specific_character_set, calling_ae, now))
-            conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
-            conn.execute(
-                "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
-                "size_bytes = size_bytes + ?, updated_at = ? WHERE pk = ?",
-                (int(new_series), stored.size, now, study_pk))
-            if new_series:
-                self._refresh_modalities(conn, study_pk)
-            return StoreResult.STORED, None
+                "UPDATE instances SET series_pk=?, sop_class_uid=?, instance_number=?, transfer_syntax=?, "
+                "path=?, size=?, sha256=?, number_of_frames=?, lossy=?, specific_character_set=?, "
+                "calling_ae=?, received_at=? WHERE pk=?",
+                (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
+                 stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
+                 facts.specific_character_set, calling_ae, now, existing["pk"]))
+            self._refresh_counts(conn, {existing["study_pk"], study_pk})
+            old = existing["path"] if existing["path"] != stored.relative_path else None
+            return StoreResult.REPLACED, old
+        conn.execute(
+            "INSERT INTO instances (sop_instance_uid, series_pk, sop_class_uid, instance_number, "
+            "transfer_syntax, path, size, sha256, number_of_frames, lossy, specific_character_set, "
+            "calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
+             facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
+             int(facts.lossy), facts.specific_character_set, calling_ae, now))
+        conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
+        conn.execute(
+            "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
+            "size_bytes = size_bytes + ?, updated_at = ? WHERE pk = ?",
+            (int(new_series), stored.size, now, study_pk))
+        if new_series:
+            self._refresh_modalities(conn, study_pk)
+        return StoreResult.STORED, None
 
     def _upsert_patient(self, conn: sqlite3.Connection, facts: InstanceFacts) -> int:
         row = conn.execute("SELECT pk, patient_name, birth_date, sex FROM patients WHERE patient_id=? AND issuer=?",
