@@ -166,6 +166,8 @@ class SqliteIndex:
                         item.result = self._record(conn, *item.args, now)
                         conn.execute("RELEASE instance")
                     except Exception as exc:  # this instance fails alone; the batch goes on
+                        if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O)
+                            raise
                         conn.execute("ROLLBACK TO instance")
                         conn.execute("RELEASE instance")
                         item.error = exc
