@@ -23,7 +23,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_dataset
 from pynetdicom import AE as PynetdicomAE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove, Verification
 
 from pacsnode.config import NetworkSettings, NodeConfig
 from pacsnode.dimse import pdu
@@ -316,11 +316,11 @@ def write_big_file(path: Path, side: int) -> int:
 
 
 # -- pynetdicom as the other side --------------------------------------------------------
-def test_find_association_goes_to_pynetdicom(serve: Callable[..., Served]) -> None:
+def test_move_association_goes_to_pynetdicom(serve: Callable[..., Served]) -> None:
     served = serve()
-    scu = PynetdicomAE(ae_title="FINDSCU")
+    scu = PynetdicomAE(ae_title="MOVESCU")
     scu.add_requested_context(Verification)
-    scu.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    scu.add_requested_context(StudyRootQueryRetrieveInformationModelMove)  # C-FIND is lean now: test_lean_find
     assoc = scu.associate("127.0.0.1", served.port, ae_title="PACSNODE")
     try:
         assert assoc.is_established

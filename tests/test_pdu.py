@@ -31,6 +31,8 @@ from pacsnode.dimse.listener import peek_associate_rq
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 IMPLICIT, EXPLICIT, DEFLATED = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +254,10 @@ def test_wrong_application_context_or_version_is_rejected(tmp_path: Path) -> Non
     ((VERIFICATION,), False, True),
     ((VERIFICATION, CT, MR), False, True),
     ((CT,), True, False),  # role selection: pynetdicom answers it
-    ((VERIFICATION, STUDY_FIND), False, False),
+    ((VERIFICATION, STUDY_FIND), False, True),
+    ((CT, STUDY_FIND, PATIENT_FIND), False, True),
+    ((STUDY_FIND, STUDY_MOVE), False, False),  # C-MOVE: pynetdicom
+    ((STUDY_FIND,), True, False),
     (("1.2.3.4.5.6",), False, False),  # private SOP class: pynetdicom rejects the context
 ])
 def test_which_associations_take_the_lean_path(abstracts: tuple[str, ...], roles: bool, lean: bool) -> None:
@@ -303,3 +308,67 @@ def test_peek_times_out_on_a_partial_rq() -> None:
             peek_associate_rq(right, 0.3)
         assert time.monotonic() - started < 2
         left.close()
+
+
+# -- C-FIND on the lean path -------------------------------------------------------------
+@pytest.mark.parametrize(("offered", "result", "chosen"), [
+    ((EXPLICIT, IMPLICIT), 0, EXPLICIT),
+    ((JPEG_BASELINE, IMPLICIT), 0, IMPLICIT),  # compressed syntaxes mean nothing for an identifier
+    ((DEFLATED,), 0, DEFLATED),
+    (("1.2.840.10008.1.2.2", IMPLICIT), 0, IMPLICIT),  # big endian only when nothing else is offered
+    ((JPEG_BASELINE,), 4, JPEG_BASELINE),
+])
+def test_find_contexts_take_the_query_syntaxes(tmp_path: Path, offered: tuple[str, ...], result: int,
+                                               chosen: str) -> None:
+    rq = full_rq(presentation_contexts=(pdu.PresentationContextRQ(5, STUDY_FIND, offered),))
+    ac = negotiate(rq, config(tmp_path))
+    assert isinstance(ac, pdu.AssociateAC)
+    assert ac.presentation_contexts == (pdu.PresentationContextAC(5, result, chosen),)
+
+
+@pytest.mark.parametrize(("asked", "answered"), [
+    ({STUDY_FIND: b"\x01\x01\x01\x01\x01"}, {STUDY_FIND: b"\x00\x01\x00\x00\x00"}),  # as long as asked
+    ({STUDY_FIND: b"\x00\x01"}, {STUDY_FIND: b"\x00\x01"}),
+    ({PATIENT_FIND: b"\x01"}, {PATIENT_FIND: b"\x00"}),  # one byte asked: one byte answered
+    ({STUDY_FIND: b"\x00\x00", CT: b"\x01"}, {STUDY_FIND: b"\x00\x00"}),  # storage: no answer
+    ({PATIENT_FIND: b"\x01\x01"}, {}),  # not proposed: no answer
+])
+def test_find_extended_negotiation_is_answered(tmp_path: Path, asked: dict[str, bytes],
+                                               answered: dict[str, bytes]) -> None:
+    user = pdu.UserInformation(maximum_length=16384, extended_negotiations=tuple(
+        pdu.ExtendedNegotiation(uid, info) for uid, info in asked.items()))
+    contexts = (pdu.PresentationContextRQ(1, STUDY_FIND, (IMPLICIT,)), pdu.PresentationContextRQ(3, CT, (IMPLICIT,)))
+    if PATIENT_FIND in asked and answered:
+        contexts += (pdu.PresentationContextRQ(5, PATIENT_FIND, (IMPLICIT,)),)
+    ac = negotiate(pdu.AssociateRQ("PACSNODE", "SCU", contexts, user), config(tmp_path))
+    assert isinstance(ac, pdu.AssociateAC)
+    got = {ext.sop_class_uid: ext.application_information for ext in ac.user_information.extended_negotiations}
+    assert got == answered
+    # the encoded AC carries them as 0x56 sub-items, which pynetdicom reads the same way
+    parsed = pn_pdu.A_ASSOCIATE_AC()
+    parsed.decode(ac.encode())
+    theirs = {str(item.sop_class_uid): item.service_class_application_information
+              for item in parsed.user_information.user_data if item.item_type == 0x56}
+    assert theirs == answered
+    assert pdu.decode(ac.encode()) == ac
+
+
+def test_encode_fragments_respects_the_peer_maximum() -> None:
+    payload = bytes(range(256)) * 3
+    encoded = pdu.encode_fragments(3, payload, False, 100)
+    pdus, offset = [], 0
+    while offset < len(encoded):
+        _type, length = pdu.HEADER.unpack_from(encoded, offset)
+        assert length <= 100
+        pdus.append(pdu.decode(encoded[offset:offset + 6 + length]))
+        offset += 6 + length
+    pdvs = [pdv for message in pdus for pdv in message.pdvs]  # type: ignore[union-attr]
+    assert b"".join(pdv.data for pdv in pdvs) == payload
+    assert [pdv.is_last for pdv in pdvs] == [False] * (len(pdvs) - 1) + [True]
+    assert all(pdv.context_id == 3 and not pdv.is_command for pdv in pdvs)
+    command = pdu.encode_command({pdu.COMMAND_FIELD: pdu.C_FIND_RSP, pdu.STATUS: 0xFF00})
+    assert pdu.encode_message(3, command, payload, 100) == pdu.encode_fragments(3, command, True, 100) + encoded
+
+
+def test_error_comment_is_a_valid_lo() -> None:
+    assert pdu.error_comment("a\\b " + "é" * 80) == "a/b " + "?" * 60

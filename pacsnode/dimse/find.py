@@ -9,12 +9,16 @@ combined date-time matching 1 when asked, fuzzy semantic PN matching 0, timezone
 0. pynetdicom puts that answer into the association's acceptor user information, so the
 find handler reads what was agreed from ``event.assoc.acceptor.sop_class_extended``; no
 state of our own per association.
+
+Both C-FIND paths share ``answer_find`` (the work), ``find_failure`` (error → status) and
+``sop_extended_answers`` (negotiation): pynetdicom's ``handle_find`` here, for TLS and
+associations the Listener delegates, and ``lean_find`` for the rest.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -25,7 +29,7 @@ from pacsnode.dicom.query import build_response, model_for_sop_class, parse_iden
 from pacsnode.dimse import statuses
 from pacsnode.dimse.handlers import caller_of
 from pacsnode.errors import PacsnodeError
-from pacsnode.model import Query
+from pacsnode.model import Caller
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -39,20 +43,31 @@ FIND_EXTENDED_SUPPORT = (0, 1, 0, 0)
 COMBINED_DATETIME_BYTE = 1
 
 
-def handle_sop_extended(event: Event) -> dict[UID, bytes]:
-    """EVT_SOP_EXTENDED: accept combined date-time matching for the FIND SOP classes.
+def sop_extended_answers(app_info: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Our answer to SOP Class Extended Negotiation requests (SOP class UID → application info).
 
     The answer has as many bytes as the request, each 1 only when asked and supported;
     other SOP classes (MOVE, GET) get no answer, which the requestor reads as "not
-    supported" (we offer no relational retrieve).
+    supported" (we offer no relational retrieve). Both paths answer with this.
     """
-    answers: dict[UID, bytes] = {}
-    for sop_class, info in (getattr(event, "app_info", None) or {}).items():
+    answers: dict[str, bytes] = {}
+    for sop_class, info in app_info.items():
         if str(sop_class) not in FIND_SOP_CLASSES or not info:
             continue
         supported = FIND_EXTENDED_SUPPORT + (0,) * max(0, len(info) - len(FIND_EXTENDED_SUPPORT))
-        answers[UID(str(sop_class))] = bytes(min(asked, 1) & ours for asked, ours in zip(info, supported))
+        answers[str(sop_class)] = bytes(min(asked, 1) & ours for asked, ours in zip(info, supported))
     return answers
+
+
+def handle_sop_extended(event: Event) -> dict[UID, bytes]:
+    """EVT_SOP_EXTENDED: accept combined date-time matching for the FIND SOP classes."""
+    asked = {str(uid): bytes(info) for uid, info in (getattr(event, "app_info", None) or {}).items()}
+    return {UID(uid): info for uid, info in sop_extended_answers(asked).items()}
+
+
+def combined_datetime_in(info: bytes) -> bool:
+    """Whether an agreed extended negotiation answer accepts combined date-time matching."""
+    return len(info) > COMBINED_DATETIME_BYTE and info[COMBINED_DATETIME_BYTE] == 1
 
 
 def combined_datetime_agreed(event: Event) -> bool:
@@ -62,7 +77,7 @@ def combined_datetime_agreed(event: Event) -> bool:
         info = agreed.get(UID(str(event.request.AffectedSOPClassUID)), b"")
     except AttributeError:
         return False
-    return len(info) > COMBINED_DATETIME_BYTE and info[COMBINED_DATETIME_BYTE] == 1
+    return combined_datetime_in(info)
 
 
 def _find_status(exc: PacsnodeError) -> int:
@@ -73,39 +88,57 @@ def _find_status(exc: PacsnodeError) -> int:
     return status
 
 
-def _query_of(event: Event, node: Node) -> Query:
-    model = model_for_sop_class(str(event.request.AffectedSOPClassUID))
-    identifier = event.identifier  # decoding errors are caught by the caller's edge catch
-    return parse_identifier(identifier, model, combined_datetime=combined_datetime_agreed(event),
-                            case_insensitive_pn=not node.config.query.case_sensitive_pn)
+def find_failure(exc: BaseException) -> tuple[int, str]:
+    """The final status and Error Comment of a C-FIND that raised ``exc``; logs it once.
+
+    Domain errors get their named status and message; anything else is 0xC000 "unable to
+    process" with the exception's class only (no internals on the wire).
+    """
+    if isinstance(exc, PacsnodeError):
+        LOGGER.warning("C-FIND refused: %s", exc)
+        return _find_status(exc), str(exc)
+    LOGGER.error("C-FIND failed", exc_info=exc)
+    return statuses.QR_UNABLE_TO_PROCESS, f"unable to process: {exc.__class__.__name__}"
+
+
+def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
+                combined_datetime: bool) -> Iterator[Dataset]:
+    """The response identifiers of one C-FIND request, one per match.
+
+    The core both C-FIND paths share (pynetdicom's ``handle_find``, the lean path's
+    ``lean_find``): parse the identifier for the SOP class's model, ask ``Node.find`` (which
+    checks access and audits), build each response, add the PACSNODE HR block when the
+    identifier asks for it. Raises what they raise; ``find_failure`` maps it to a status.
+    """
+    query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
+                             case_insensitive_pn=not node.config.query.case_sensitive_pn)
+    hr_block = hr_block_byte(identifier)
+    count = 0
+    for match in node.find(query, caller):
+        response = build_response(query, match, node.config.aet)
+        if hr_block is not None and match.get("_study_uid"):
+            write_hr_block(response, hr_block, node.hr_values(str(match["_study_uid"]), caller))
+        count += 1
+        yield response
+    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
 
 
 def handle_find(event: Event, node: Node) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND: translate the identifier, ask the node, stream matches; cancel between matches."""
     count = 0
     try:
-        query = _query_of(event, node)
         caller = caller_of(event, node)
-        hr_block = hr_block_byte(event.identifier)
-        matches = node.find(query, caller)
-        for match in matches:
+        sop_class = str(event.request.AffectedSOPClassUID)
+        # event.identifier decodes here: a decoding error is caught below like any other
+        for response in answer_find(node, event.identifier, sop_class, caller, combined_datetime_agreed(event)):
             if event.is_cancelled:
                 LOGGER.info("C-FIND cancelled by the peer after %d match(es)", count)
                 yield statuses.CANCEL, None
                 return
             count += 1
-            response = build_response(query, match, node.config.aet)
-            if hr_block is not None and match.get("_study_uid"):
-                write_hr_block(response, hr_block, node.hr_values(str(match["_study_uid"]), caller))
             yield statuses.PENDING, response
-    except PacsnodeError as exc:
-        LOGGER.warning("C-FIND refused: %s", exc)
-        yield statuses.status_dataset(_find_status(exc), str(exc)), None
-        return
     except Exception as exc:  # edge: keep the association and the server alive, say why
-        LOGGER.exception("C-FIND failed")
-        comment = f"unable to process: {exc.__class__.__name__}"
-        yield statuses.status_dataset(statuses.QR_UNABLE_TO_PROCESS, comment), None
+        status, comment = find_failure(exc)
+        yield statuses.status_dataset(status, comment), None
         return
-    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
     yield statuses.SUCCESS, None

@@ -1,17 +1,18 @@
-"""The lean receive path: one blocking thread runs one C-STORE/C-ECHO association.
+"""The lean path: one blocking thread runs one C-STORE/C-ECHO/C-FIND association.
 
 pynetdicom moves every PDU through two polling reactor loops, queues and PDU objects; for
 the association that matters most to a PACS (a modality pushing a study) that costs more
-than the disk. This module serves the associations that only propose Verification and
-storage SOP classes (``lean_can_serve``) with the PS3.8 upper layer and PS3.7 DIMSE subset
-they need, in a plain loop: read a PDU header, read its body into a reusable buffer, write
-dataset fragments straight from that buffer into the temporary file, and answer after
-``Node.store_file`` (which fsyncs, places and indexes). Everything else stays on pynetdicom
-(see ``pacsnode.dimse.listener``).
+than the disk, and for a C-FIND more than the query. This module serves the associations
+that only propose Verification, storage and the two C-FIND SOP classes (``lean_can_serve``)
+with the PS3.8 upper layer and PS3.7 DIMSE subset they need, in a plain loop: read a PDU
+header, read its body into a reusable buffer, write dataset fragments straight from that
+buffer into the temporary file, and answer after ``Node.store_file`` (which fsyncs, places
+and indexes). C-FIND is ``lean_find``'s. Everything else stays on pynetdicom (see
+``pacsnode.dimse.listener``).
 
-Wire outcome is the same as ``handlers.handle_store``/``handle_echo``: Success only after the
-commit, ``statuses.store_status`` for domain errors, 0x0110 for anything unexpected, and an
-association that survives a refused instance.
+Wire outcome is the same as ``handlers.handle_store``/``handle_echo``/``find.handle_find``:
+Success only after the commit, ``statuses.store_status`` for domain errors, 0x0110 for
+anything unexpected, and an association that survives a refused instance or query.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from pynetdicom.presentation import StoragePresentationContexts
 from pacsnode.config import NodeConfig
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.dimse import pdu, statuses
+from pacsnode.dimse.find import combined_datetime_in
+from pacsnode.dimse.lean_find import (
+    FIND_SOP_CLASSES,
+    FIND_TRANSFER_SYNTAXES,
+    CancelWatch,
+    FindRequest,
+    FindService,
+    PeerAborted,
+    extended_negotiations,
+)
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import Caller, ReceivedFile
 from pacsnode.node import Node
@@ -42,16 +53,18 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1078.100"
 IMPLEMENTATION_VERSION_NAME = "PACSNODE_01"
 VERIFICATION = "1.2.840.10008.1.1"
 STORAGE_SOP_CLASSES = frozenset(str(cx.abstract_syntax) for cx in StoragePresentationContexts)
-LEAN_ABSTRACT_SYNTAXES = STORAGE_SOP_CLASSES | {VERIFICATION}
+LEAN_ABSTRACT_SYNTAXES = STORAGE_SOP_CLASSES | FIND_SOP_CLASSES | {VERIFICATION}
 KNOWN_TRANSFER_SYNTAXES = frozenset(str(ts) for ts in ALL_TRANSFER_SYNTAXES)
 PDU_MARGIN = 64 * 1024  # tolerated excess over our maximum length (some SCUs count the header)
 INITIAL_BUFFER = 64 * 1024
 MAX_COMMAND_SET = 64 * 1024  # a C-STORE-RQ is ~200 bytes; more is a broken or hostile peer
 LINGER_SECONDS = 5.0  # how long we wait for the peer to close after RJ / RELEASE-RP (ARTIM)
+_PDU_TYPES = frozenset({pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.P_DATA_TF, pdu.RELEASE_RQ,
+                        pdu.RELEASE_RP, pdu.ABORT})
 
 
 def lean_can_serve(rq: pdu.AssociateRQ) -> bool:
-    """True when every proposed context is Verification or storage and no role is negotiated."""
+    """True when every proposed context is Verification, storage or C-FIND and no role is negotiated."""
     return not rq.user_information.role_selections and all(
         pc.abstract_syntax in LEAN_ABSTRACT_SYNTAXES for pc in rq.presentation_contexts)
 
@@ -59,23 +72,27 @@ def lean_can_serve(rq: pdu.AssociateRQ) -> bool:
 EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
-def choose_transfer_syntax(proposed: tuple[str, ...] | list[str]) -> str | None:
-    """The requestor's first known syntax, but never retired Explicit VR Big Endian when a
+def choose_transfer_syntax(proposed: tuple[str, ...] | list[str],
+                           acceptable: frozenset[str] = KNOWN_TRANSFER_SYNTAXES) -> str | None:
+    """The requestor's first acceptable syntax, but never retired Explicit VR Big Endian when a
     little-endian one is also proposed: storescu offers [Explicit BE, Implicit LE] as its
     second context, and taking BE there would make it convert Implicit VR files instead of
     sending them as they are (we store what is received, byte for byte)."""
-    known = [ts for ts in proposed if ts in KNOWN_TRANSFER_SYNTAXES]
+    known = [ts for ts in proposed if ts in acceptable]
     preferred = [ts for ts in known if ts != EXPLICIT_BIG_ENDIAN]
-    return (preferred or known or [None])[0]
+    candidates = preferred or known
+    return candidates[0] if candidates else None
 
 
 def negotiate(rq: pdu.AssociateRQ, config: NodeConfig,
               supported: frozenset[str] = LEAN_ABSTRACT_SYNTAXES) -> pdu.AssociateAC | pdu.AssociateRJ:
     """The acceptor's answer to an A-ASSOCIATE-RQ (PS3.8 7.1.1, 9.3.3).
 
-    Extended negotiation and user identity are not answered: omitting them means "not
-    supported" / "identity not confirmed" (PS3.7 D.3.3.5-7), and the default asynchronous
-    operations window (1, 1) applies.
+    C-FIND contexts take the syntaxes pynetdicom takes for them (``FIND_TRANSFER_SYNTAXES``),
+    and their SOP Class Extended Negotiation is answered as ``find.handle_sop_extended``
+    answers it. Other extended negotiation and user identity are not answered: omitting them
+    means "not supported" / "identity not confirmed" (PS3.7 D.3.3.5-7), and the default
+    asynchronous operations window (1, 1) applies.
     """
     if not rq.protocol_version & 1:
         return pdu.AssociateRJ(pdu.RJ_PERMANENT, pdu.RJ_SOURCE_ACSE, pdu.RJ_ACSE_PROTOCOL_VERSION)
@@ -85,7 +102,9 @@ def negotiate(rq: pdu.AssociateRQ, config: NodeConfig,
         return pdu.AssociateRJ(pdu.RJ_PERMANENT, pdu.RJ_SOURCE_USER, pdu.RJ_USER_APPLICATION_CONTEXT)
     answers = []
     for pc in rq.presentation_contexts:
-        chosen = choose_transfer_syntax(pc.transfer_syntaxes)
+        finding = pc.abstract_syntax in FIND_SOP_CLASSES
+        chosen = choose_transfer_syntax(pc.transfer_syntaxes,
+                                        FIND_TRANSFER_SYNTAXES if finding else KNOWN_TRANSFER_SYNTAXES)
         if pc.abstract_syntax not in supported:
             result = pdu.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED
         elif chosen is None:
@@ -93,9 +112,12 @@ def negotiate(rq: pdu.AssociateRQ, config: NodeConfig,
         else:
             result = pdu.PC_ACCEPTANCE
         answers.append(pdu.PresentationContextAC(pc.context_id, result, chosen or pc.transfer_syntaxes[0]))
+    accepted = {pc.abstract_syntax for pc, ac in zip(rq.presentation_contexts, answers)
+                if ac.result == pdu.PC_ACCEPTANCE}
     user = pdu.UserInformation(maximum_length=config.network.max_pdu,
                                implementation_class_uid=IMPLEMENTATION_CLASS_UID,
-                               implementation_version_name=IMPLEMENTATION_VERSION_NAME)
+                               implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+                               extended_negotiations=extended_negotiations(rq, accepted))
     return pdu.AssociateAC(rq.called_ae, rq.calling_ae, tuple(answers), user)
 
 
@@ -122,11 +144,6 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae
         elements.append(_meta_element(0x0016, b"AE", source_aet.strip().encode("ascii", "replace"), b" "))
     body = b"".join(elements)
     return b"\0" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<L", len(body)), b"") + body
-
-
-def error_comment(text: str) -> str:
-    """An Error Comment value: LO, ASCII, at most 64 characters, no backslash."""
-    return text.replace("\\", "/").encode("ascii", "replace").decode()[:64]
 
 
 class _IncomingStore:
@@ -198,12 +215,19 @@ class LeanAssociation:
         self.peer_max_pdu = rq.user_information.maximum_length or 0
         self.stored = 0
         self.failed = 0
+        self.finds = 0
         self.outcome = "open"
         self._contexts: dict[int, tuple[str, str]] = {}  # accepted id → (abstract, transfer syntax)
         self._caller: Caller | None = None
         self._command = bytearray()
         self._command_context = -1
         self._store: _IncomingStore | None = None
+        self._find: FindRequest | None = None
+        self._combined: frozenset[str] = frozenset()  # FIND SOP classes with combined date-time agreed
+        self._limit = node.config.network.max_pdu + PDU_MARGIN
+        self._header = bytearray(pdu.HEADER_SIZE)
+        self._watch = CancelWatch(sock, self._read_held_pdu)
+        self._finder = FindService(node, self._send, self._watch, self.peer_max_pdu)
         self._spare_temp: Path | None = None  # made while the peer prepares its next C-STORE
         self._send_lock = threading.Lock()
         self._closing = False
@@ -223,6 +247,8 @@ class LeanAssociation:
                 return
             self._contexts = {pc.context_id: (self._abstract(pc.context_id), pc.transfer_syntax)
                               for pc in answer.presentation_contexts if pc.result == pdu.PC_ACCEPTANCE}
+            self._combined = frozenset(ext.sop_class_uid for ext in answer.user_information.extended_negotiations
+                                       if combined_datetime_in(ext.application_information))
             LOGGER.info("association %s accepted (%d of %d contexts)", self._label, len(self._contexts),
                         len(self.rq.presentation_contexts))
             self._caller = self.node.identify(self.rq.calling_ae.strip(), self.address[0])
@@ -234,6 +260,8 @@ class LeanAssociation:
         except TimeoutError:
             LOGGER.warning("association %s: network timeout, aborting", self._label)
             self._abort(pdu.ABORT_NOT_SPECIFIED)
+        except PeerAborted:
+            self.outcome = "aborted by peer"
         except OSError as exc:
             self.outcome = self.outcome if self._closing else "connection lost"
             LOGGER.debug("association %s: %s", self._label, exc)
@@ -248,8 +276,8 @@ class LeanAssociation:
                 self._spare_temp.unlink(missing_ok=True)
             self._close()
             if self.outcome != "rejected":
-                LOGGER.info("association %s %s: %d stored, %d failed", self._label, self.outcome,
-                            self.stored, self.failed)
+                LOGGER.info("association %s %s: %d stored, %d failed, %d find(s)", self._label, self.outcome,
+                            self.stored, self.failed, self.finds)
 
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:
         """Every peer association is an audit event, on this path as on pynetdicom's."""
@@ -308,45 +336,70 @@ class LeanAssociation:
 
     # -- the PDU loop ----------------------------------------------------------------------
     def _serve(self) -> None:
-        network = self.node.config.network
-        self.sock.settimeout(network.network_timeout)
-        limit = network.max_pdu + PDU_MARGIN
-        header = bytearray(pdu.HEADER_SIZE)
-        header_view = memoryview(header)
-        view = memoryview(bytearray(INITIAL_BUFFER))  # grows to the largest PDU seen, at most ``limit``
+        self.sock.settimeout(self.node.config.network.network_timeout)
+        buffer = memoryview(bytearray(INITIAL_BUFFER))  # grows to the largest PDU seen, at most the limit
         while True:
-            if not self._recv_exact(header_view):
-                self._peer_closed()
-                return
-            pdu_type, length = pdu.HEADER.unpack_from(header)
-            if length > len(view) and length <= limit:
-                view = memoryview(bytearray(length))
-            if pdu_type == pdu.P_DATA_TF:
-                if length > limit:
-                    raise pdu.PDUError(f"P-DATA-TF of {length} bytes exceeds our maximum {network.max_pdu}")
-                if not self._recv_exact(view[:length]):
+            if self._watch.held:  # PDUs that arrived while a C-FIND was answered, in order
+                pdu_type, held = self._watch.held.popleft()
+                body = memoryview(held)
+            else:
+                header = self._read_header()
+                if header is None:
                     self._peer_closed()
                     return
-                self._on_pdata(view[:length])
-                continue
-            if pdu_type not in (pdu.RELEASE_RQ, pdu.ABORT, pdu.RELEASE_RP, pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC,
-                                pdu.ASSOCIATE_RJ):
-                LOGGER.warning("association %s: unknown PDU type 0x%02x, aborting", self._label, pdu_type)
-                self._abort(pdu.ABORT_UNRECOGNIZED_PDU)
+                pdu_type, length = header
+                if pdu_type not in _PDU_TYPES:
+                    length = 0  # _dispatch aborts on it: its body does not matter
+                if length > len(buffer):
+                    buffer = memoryview(bytearray(length))
+                body = buffer[:length]
+                if not self._recv_exact(body):
+                    self._peer_closed()
+                    return
+            if not self._dispatch(pdu_type, body):
                 return
-            if length > limit or not self._recv_exact(view[:length]):
-                raise pdu.PDUError(f"PDU type 0x{pdu_type:02x} of bad length {length}")
-            if pdu_type == pdu.RELEASE_RQ:
-                self._send(pdu.ReleaseRP().encode())
-                self.outcome = "released"
-                self._linger()
-                return
-            if pdu_type == pdu.ABORT:
-                self.outcome = "aborted by peer"
-                return
-            LOGGER.warning("association %s: unexpected PDU type 0x%02x, aborting", self._label, pdu_type)
-            self._abort(pdu.ABORT_UNEXPECTED_PDU)
-            return
+
+    def _read_header(self) -> tuple[int, int] | None:
+        """(type, length) of the next PDU; None if the peer closed; PDUError if it is too long."""
+        if not self._recv_exact(memoryview(self._header)):
+            return None
+        pdu_type, length = pdu.HEADER.unpack_from(self._header)
+        if pdu_type in _PDU_TYPES and length > self._limit:
+            raise pdu.PDUError(f"PDU type 0x{pdu_type:02x} of {length} bytes exceeds our maximum "
+                               f"{self.node.config.network.max_pdu}")
+        return pdu_type, length
+
+    def _read_held_pdu(self) -> tuple[int, bytes] | None:
+        """One whole PDU in a buffer of its own (the cancel watch keeps it for later)."""
+        header = self._read_header()
+        if header is None:
+            return None
+        pdu_type, length = header
+        if pdu_type not in _PDU_TYPES:
+            raise pdu.PDUError(f"unknown PDU type 0x{pdu_type:02x} during a C-FIND")
+        body = bytearray(length)
+        return (pdu_type, bytes(body)) if self._recv_exact(memoryview(body)) else None
+
+    def _dispatch(self, pdu_type: int, body: memoryview) -> bool:
+        """Act on one PDU; False once the association is over."""
+        if pdu_type == pdu.P_DATA_TF:
+            self._on_pdata(body)
+            return True
+        if pdu_type not in _PDU_TYPES:
+            LOGGER.warning("association %s: unknown PDU type 0x%02x, aborting", self._label, pdu_type)
+            self._abort(pdu.ABORT_UNRECOGNIZED_PDU)
+            return False
+        if pdu_type == pdu.RELEASE_RQ:
+            self._send(pdu.ReleaseRP().encode())
+            self.outcome = "released"
+            self._linger()
+            return False
+        if pdu_type == pdu.ABORT:
+            self.outcome = "aborted by peer"
+            return False
+        LOGGER.warning("association %s: unexpected PDU type 0x%02x, aborting", self._label, pdu_type)
+        self._abort(pdu.ABORT_UNEXPECTED_PDU)
+        return False
 
     def _peer_closed(self) -> None:
         if not self._closing:
@@ -367,7 +420,7 @@ class LeanAssociation:
             if context_id not in self._contexts:
                 raise pdu.PDUError(f"PDV on presentation context {context_id}, which was not accepted")
             if control & pdu.MCH_COMMAND:
-                if self._store is not None:
+                if self._store is not None or self._find is not None:
                     raise pdu.PDUError("command fragment while a dataset is arriving")
                 if self._command and context_id != self._command_context:
                     raise pdu.PDUError("command fragments on different presentation contexts")
@@ -379,6 +432,11 @@ class LeanAssociation:
                     command = pdu.decode_command(self._command)
                     self._command.clear()
                     self._on_command(context_id, command)
+            elif self._find is not None and context_id == self._find.context_id:
+                self._find.write(body[start:end])
+                if control & pdu.MCH_LAST:
+                    request, self._find = self._find, None
+                    self._finish_find(request)
             else:
                 store = self._store
                 if store is None or context_id != store.context_id:
@@ -397,6 +455,8 @@ class LeanAssociation:
             self._on_echo(context_id, message_id, command.text(pdu.AFFECTED_SOP_CLASS_UID))
         elif field_ == pdu.C_STORE_RQ:
             self._on_store(context_id, message_id, command, has_dataset)
+        elif field_ == pdu.C_FIND_RQ:
+            self._on_find(context_id, message_id, command, has_dataset)
         elif field_ == pdu.C_CANCEL_RQ:
             LOGGER.debug("association %s: C-CANCEL ignored (nothing to cancel)", self._label)
         else:
@@ -479,8 +539,25 @@ class LeanAssociation:
         if sop_instance:
             elements[pdu.AFFECTED_SOP_INSTANCE_UID] = sop_instance
         if comment and status != statuses.SUCCESS:
-            elements[pdu.ERROR_COMMENT] = error_comment(comment)
+            elements[pdu.ERROR_COMMENT] = pdu.error_comment(comment)
         self._send(pdu.encode_message(context_id, pdu.encode_command(elements), None, self.peer_max_pdu))
+
+    def _on_find(self, context_id: int, message_id: int, command: pdu.Command, has_dataset: bool) -> None:
+        abstract = self._contexts[context_id][0]
+        if abstract not in FIND_SOP_CLASSES:
+            raise pdu.PDUError(f"C-FIND-RQ on presentation context {context_id} ({abstract})")
+        request = FindRequest(context_id, message_id, command.text(pdu.AFFECTED_SOP_CLASS_UID) or abstract)
+        if has_dataset:
+            self._find = request  # the identifier follows
+        else:
+            self._finish_find(request)  # no identifier: answered as an empty (invalid) one
+
+    def _finish_find(self, request: FindRequest) -> None:
+        """The identifier is complete: answer the C-FIND, polling for a C-CANCEL between matches."""
+        self.finds += 1
+        self._watch.reset()
+        self._finder.answer(request, self._require_caller(), self._contexts[request.context_id][1],
+                            request.sop_class in self._combined)
 
     def _require_caller(self) -> Caller:
         if self._caller is None:

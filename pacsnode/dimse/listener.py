@@ -3,11 +3,11 @@
 Each accepted connection gets a thread that *peeks* at the A-ASSOCIATE-RQ (``MSG_PEEK``:
 the bytes stay in the kernel) and decides:
 
-* every proposed context is Verification or a storage SOP class, and no SCP/SCU role
-  selection is proposed → the lean path (``pacsnode.dimse.lean``) consumes the RQ and
-  serves the association in this thread;
-* anything else (C-FIND, C-MOVE, C-GET, role selection, private SOP classes) → the
-  untouched socket goes to ``delegate(sock, address)``, which hands it to pynetdicom
+* every proposed context is Verification, a storage SOP class or Patient/Study Root
+  C-FIND, and no SCP/SCU role selection is proposed → the lean path
+  (``pacsnode.dimse.lean``) consumes the RQ and serves the association in this thread;
+* anything else (C-MOVE, C-GET, role selection, private SOP classes) → the untouched
+  socket goes to ``delegate(sock, address)``, which hands it to pynetdicom
   (``ThreadedAssociationServer.process_request``); pynetdicom then reads the RQ itself.
 
 Usage (the lead's integration; tests do the same on 127.0.0.1:0)::
@@ -78,7 +78,8 @@ class Listener:
         self._stopping.clear()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="pacsnode-accept", daemon=True)
         self._accept_thread.start()
-        LOGGER.info("pacsnode %s listening on %s:%d (lean C-STORE path)", self.node.config.aet, self.host, self.port)
+        LOGGER.info("pacsnode %s listening on %s:%d (lean C-STORE/C-FIND path)", self.node.config.aet, self.host,
+                    self.port)
 
     @property
     def port(self) -> int:

@@ -518,20 +518,29 @@ def encode_message(context_id: int, command: bytes, dataset: bytes | None, peer_
     ``peer_max_pdu`` is the maximum length the peer announced (0: unlimited); it bounds the
     variable part of each P-DATA-TF, PDV headers included (PS3.8 D.1).
     """
+    message = encode_fragments(context_id, command, True, peer_max_pdu)
+    if dataset is None:
+        return message
+    return message + encode_fragments(context_id, dataset, False, peer_max_pdu)
+
+
+def encode_fragments(context_id: int, payload: bytes, is_command: bool, peer_max_pdu: int) -> bytes:
+    """One command set or dataset as P-DATA-TF PDUs of one PDV each, the last one flagged.
+
+    Lets a sender encode the constant part of a message (a C-FIND-RSP Pending command) once.
+    """
     limit = peer_max_pdu - 6 if peer_max_pdu else 0
     if peer_max_pdu and limit < 1:
         raise PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
+    base = MCH_COMMAND if is_command else 0
+    size = len(payload)
+    step = limit or max(size, 1)
     out: list[bytes] = []
-    for payload, base in ((command, MCH_COMMAND), (dataset, 0)):
-        if payload is None:
-            continue
-        step = limit or max(len(payload), 1)
-        offsets = range(0, max(len(payload), 1), step)
-        for offset in offsets:
-            chunk = payload[offset:offset + step]
-            last = MCH_LAST if offset + step >= len(payload) else 0
-            out.append(HEADER.pack(P_DATA_TF, len(chunk) + 6) + _PDV.pack(len(chunk) + 2, context_id, base | last)
-                       + chunk)
+    for offset in range(0, max(size, 1), step):
+        chunk = payload[offset:offset + step]
+        last = MCH_LAST if offset + step >= size else 0
+        out.append(HEADER.pack(P_DATA_TF, len(chunk) + 6) + _PDV.pack(len(chunk) + 2, context_id, base | last)
+                   + chunk)
     return b"".join(out)
 
 
@@ -552,10 +561,13 @@ MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
 C_CANCEL_RQ = 0x0FFF
 NO_DATASET = 0x0101
+DATASET_PRESENT = 0x0001  # any value but 0x0101 says "a dataset follows" (PS3.7 E.2)
 
 _ELEMENT = struct.Struct("<HHL")
 _VR_OF = {  # the command elements we write, by tag
@@ -620,3 +632,8 @@ def encode_command(elements: dict[int, int | str]) -> bytes:
         parts.append(_ELEMENT.pack(0, tag & 0xFFFF, len(raw)) + raw)
     body = b"".join(parts)
     return _ELEMENT.pack(0, 0, 4) + len(body).to_bytes(4, "little") + body
+
+
+def error_comment(text: str) -> str:
+    """An Error Comment (0000,0902) value: LO, ASCII, at most 64 characters, no backslash."""
+    return text.replace("\\", "/").encode("ascii", "replace").decode()[:64]

@@ -94,9 +94,10 @@ def event_handlers(node: Node) -> list[tuple[Any, Callable[..., Any]]]:
 class DicomServer:
     """The listening node; ``start`` returns once the socket is bound.
 
-    Without TLS our own ``Listener`` owns the port: it serves C-STORE/C-ECHO-only
-    associations on the lean path (one blocking thread, no polling reactors: 2x pynetdicom's
-    rate) and hands every other association, untouched, to pynetdicom, which runs on an
+    Without TLS our own ``Listener`` owns the port: it serves associations that only store,
+    echo or find on the lean path (one blocking thread, no polling reactors: 2x pynetdicom's
+    store rate, C-FIND at the echo floor) and hands every other association (C-MOVE, C-GET,
+    role selection), untouched, to pynetdicom, which runs on an
     internal loopback port nobody is told about. With TLS pynetdicom owns the port (the
     Listener cannot peek through TLS).
     """
