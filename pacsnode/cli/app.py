@@ -39,6 +39,9 @@ class ErrorsAsMessages(click.Group):
             raise OneLineUsageError(exc.format_message(), exc.ctx) from None
         except PacsnodeError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `pacsnode studies | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            ctx.exit(0)
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}") from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
