@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows.append(Row("C-STORE 9 KB, 8 storescu at once vs one association", f"{eight:.0f} inst/s",
                     f"one association {small_rates['pacsnode']:.0f} inst/s", eight / small_rates["pacsnode"],
                     ">= 1.5", eight / small_rates["pacsnode"] >= 1.5))
-    studies = 20_000 if quick else 100_000
+    studies = 10_000 if quick else 100_000
     empty = rate_with_preloaded(small, 0, 0)
     loaded = rate_with_preloaded(small, studies, 10)
     rows.append(Row(f"C-STORE rate with {studies * 10 // 1000}k instances indexed vs empty",
