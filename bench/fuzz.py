@@ -614,6 +614,9 @@ class FuzzTarget:
 def send_store(target: FuzzTarget, item: StoreInput) -> None:
     """Send one crafted C-STORE; Success is allowed only for an instance that is intact on disk."""
     target.tried[f"store/{item.kind}"] += 1
+    # a UID an earlier input stored legitimately (hostile-looking "1" is a valid UID) is not
+    # this input's doing: only rows this input would have added count against a refusal
+    already = set(target.indexed([u for u in item.uids if isinstance(u, str) and u]))
     status: int | str
     if item.raw_command:
         raw = RawAssociation(target.port)
@@ -653,7 +656,7 @@ def send_store(target: FuzzTarget, item: StoreInput) -> None:
     if status == 0:
         target.after(label)  # accepted: must then be a whole, valid instance (final check verifies files)
     else:
-        target.after(label, refused_uids=item.uids)
+        target.after(label, refused_uids=tuple(u for u in item.uids if u not in already))
 
 
 def send_find(target: FuzzTarget, item: FindInput) -> None:

@@ -9,7 +9,9 @@ have a row (``FuzzTarget.after``); ``pacsnode check`` must be clean at the end. 
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +23,7 @@ if str(ROOT) not in sys.path:  # the bench package lives at the repository root
     sys.path.insert(0, str(ROOT))
 
 from bench.fuzz import (  # noqa: E402
+    STORE_CONTEXTS,
     FindInput,
     FuzzTarget,
     PduInput,
@@ -30,8 +33,10 @@ from bench.fuzz import (  # noqa: E402
     send_find,
     send_pdu,
     send_store,
+    associate_rq,
     store_inputs,
 )
+from bench.soak_crash import NodeServer, echo, free_port, init_home  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.filterwarnings("ignore")]
 DETERMINISTIC = dict(derandomize=True, deadline=None, database=None, print_blob=False,
@@ -73,6 +78,28 @@ def test_malformed_c_find_identifiers(target: FuzzTarget, item: FindInput) -> No
 @given(item=pdu_inputs())
 def test_garbage_pdus_on_the_raw_socket(target: FuzzTarget, item: PduInput) -> None:
     send_pdu(target, item)
+
+
+def test_cut_off_associate_requests_do_not_hold_the_server(tmp_path: Path) -> None:
+    """A peer that sends part of an A-ASSOCIATE-RQ and hangs up is forgotten at once.
+
+    (Before: the listener peeked at the unread bytes until the ACSE timeout, polling every 2 ms,
+    and ``serve`` needed 5 s per such connection to stop.)
+    """
+    port = free_port()
+    server = NodeServer(init_home(tmp_path / "home", port), port, log_path=tmp_path / "serve.log").start()
+    try:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(associate_rq(STORE_CONTEXTS)[:40])
+        assert echo(port)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.stop(timeout=30)
+        assert server.proc is not None and server.proc.returncode == 0
+        assert time.monotonic() - started < 5, "serve took too long to stop"
+    finally:
+        server.stop()
 
 
 def test_check_is_clean_after_all_inputs(target: FuzzTarget) -> None:

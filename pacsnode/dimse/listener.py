@@ -23,6 +23,7 @@ Usage (the lead's integration; tests do the same on 127.0.0.1:0)::
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -234,9 +235,23 @@ def _peek(sock: socket.socket, size: int, deadline: float) -> bytes | None:
         data = sock.recv(size, flags)
         if len(data) == size:
             return data
-        if not data:
+        if not data or _hung_up(sock):
             return None
         time.sleep(0.002)  # part of it is there: MSG_WAITALL|MSG_PEEK may return early, poll
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer shut its side although unread bytes are still queued (Linux POLLRDHUP).
+
+    A peek never consumes: a peer that sent part of an RQ and closed looks like one still
+    sending, and its thread would poll every 2 ms until the ACSE timeout (and hold up stop()).
+    """
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:
+        return False
+    poller = select.poll()
+    poller.register(sock, rdhup)
+    return any(event & (rdhup | select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
 
 
 def _recv_exact(sock: socket.socket, size: int) -> None:
