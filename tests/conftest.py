@@ -5,10 +5,15 @@ Helpers that are not fixtures (tool runners, instance writers) live in ``tests/s
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+if str(REPOSITORY) not in sys.path:  # the bench package (shared harnesses) lives at the repository root
+    sys.path.insert(0, str(REPOSITORY))
 
 from pacsnode.config import NodeConfig, parse_config
 from pacsnode.node import Node

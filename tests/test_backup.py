@@ -10,7 +10,6 @@ import hashlib
 import json
 import random
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the bench package lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 from bench.soak_crash import (  # noqa: E402
     NodeServer,

@@ -9,7 +9,6 @@ driven only from outside (subprocess and network), so these tests do not care wh
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,8 +16,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the bench package lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 from bench.soak_crash import (  # noqa: E402
     NodeServer,

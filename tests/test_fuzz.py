@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,8 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the bench package lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 from bench.fuzz import (  # noqa: E402
     STORE_CONTEXTS,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,8 +25,6 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the bench package lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 from bench.load import run_load  # noqa: E402
 from bench.soak_crash import (  # noqa: E402
