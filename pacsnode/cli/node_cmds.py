@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import click
 
 from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
 from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
+from pacsnode.defaults import RULE_FILES, default_text
 from pacsnode.errors import HomeError
-
-SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 @main.command()
@@ -43,10 +41,9 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
     validate_port(port, "--port")
     home.mkdir(parents=True, exist_ok=True)
     (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
-    for name in ("recognition.toml", "qc_rules.toml"):
-        source = SHIPPED_CONFIG / name
-        if source.is_file() and (force or not (home / name).exists()):
-            shutil.copyfile(source, home / name)
+    for name in RULE_FILES:  # the shipped rules (package data), so an installed wheel has them too
+        if force or not (home / name).exists():
+            (home / name).write_text(default_text(name), encoding="utf-8")
     node = open_node(ctx)
     node.close()
     click.echo(f"initialised {home} as {aet} on {host}:{port}" + (f" for institution {institution}" if institution else ""))
