@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ from pacsnode.dimse.lean import (
     negotiate,
 )
 from pacsnode.dimse.listener import peek_associate_rq
+from support import dcmtk, have_tool
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -200,8 +200,8 @@ def test_file_meta_plus_dataset_is_valid_part10(tmp_path: Path) -> None:
     assert meta.SourceApplicationEntityTitle == "CTY_CT"
     assert meta.FileMetaInformationVersion == b"\x00\x01"
     assert back.PatientID == source.PatientID
-    if shutil.which("dcmdump"):
-        assert subprocess.run(["dcmdump", "-q", str(path)], capture_output=True).returncode == 0
+    if have_tool("dcmdump"):
+        assert subprocess.run([dcmtk("dcmdump"), "-q", str(path)], capture_output=True).returncode == 0
 
 
 # -- negotiation -------------------------------------------------------------------------
@@ -268,11 +268,11 @@ def test_which_associations_take_the_lean_path(abstracts: tuple[str, ...], roles
 
 
 # -- a real A-ASSOCIATE-RQ from DCMTK ----------------------------------------------------
-@pytest.mark.skipif(not shutil.which("storescu"), reason="DCMTK storescu not installed")
+@pytest.mark.skipif(not have_tool("storescu"), reason="DCMTK storescu not installed")
 def test_parse_rq_captured_from_storescu() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        proc = subprocess.Popen(["storescu", "-aet", "CTY_CT", "-aec", "PACSNODE", "--max-pdu", "65536",
+        proc = subprocess.Popen([dcmtk("storescu"), "-aet", "CTY_CT", "-aec", "PACSNODE", "--max-pdu", "65536",
                                  "127.0.0.1", str(port), str(SAMPLE_CT)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
