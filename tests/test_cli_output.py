@@ -9,6 +9,7 @@ view of it (``studies``, ``study show``, ``qc list``, ``qc show``, ``recognition
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +18,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from pacsnode.cli.output import display_width, format_table, safe, to_json, truncate
+from pacsnode.cli.output import TerminalSafeStdout, display_width, format_table, safe, to_json, truncate
 from support import SAMPLE_DIR, NodeProcess, ToolResult, needs_dcmtk
 
 EVIL_NAME = "EVIL\x1b]0;pwned\x07^MALLORY\nstudy_uid  FAKE-LINE"
@@ -52,6 +53,13 @@ def test_json_escapes_controls_faithfully() -> None:
     text = to_json({"name": EVIL_NAME + "\x85"})
     assert not any(c in text for c in (*RAW_CONTROLS, "\x85", "\n study"))
     assert json.loads(text) == {"name": EVIL_NAME + "\x85"}
+
+
+def test_stdout_guard_stops_escape_sequences_a_command_forgot() -> None:
+    """The second line of defence: raw ESC/BEL/C1 never reach stdout; newlines, tabs and CSV's CRLF do."""
+    sink = io.StringIO()
+    TerminalSafeStdout(sink).write("a\x1b]0;pwned\x07\tb\r\nc\rd\x9b2J\n")
+    assert sink.getvalue() == "a\\x1b]0;pwned\\x07\tb\r\nc\\rd\\x9b2J\n"
 
 
 # -- a served node --------------------------------------------------------------------------------
