@@ -46,7 +46,7 @@ def priors(ctx: click.Context, patient_id: str | None, issuer: str | None, resid
     print_table(rows, ["study_date", "institution", "modalities", "item_code", "status", "failed", "valid_until",
                        "source", "study_uid"])
     for peer, error in result.errors.items():
-        click.echo(f"peer {peer} not reached: {error}", err=True)
+        click.echo(f"peer {safe(peer)} not reached: {safe(error)}", err=True)
 
 
 @main.group()
