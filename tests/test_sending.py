@@ -73,7 +73,10 @@ def test_the_stream_path_sends_the_stored_dataset_bytes_unchanged(path: Path) ->
     pdus = list(sending.iter_store_pdus(location, 5, location.transfer_syntax, 7, max_pdu,
                                         move_originator=("MOVER", 42)))
     command, dataset, contexts = _reassemble(pdus, max_pdu)
-    assert dataset == dataset_bytes(path)
+    stored = dataset_bytes(path)
+    if location.transfer_syntax == sending.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN and len(stored) % 2:
+        stored += b"\0"  # PS3.5 A.5: an odd deflated bitstream is sent with one trailing NUL
+    assert dataset == stored
     assert contexts == {5}
     assert command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RQ and command.us(pdu.MESSAGE_ID) == 7
     assert command.text(pdu.AFFECTED_SOP_INSTANCE_UID) == location.sop_instance_uid

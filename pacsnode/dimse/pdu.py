@@ -637,3 +637,17 @@ def encode_command(elements: dict[int, int | str]) -> bytes:
 def error_comment(text: str) -> str:
     """An Error Comment (0000,0902) value: LO, ASCII, at most 64 characters, no backslash."""
     return text.replace("\\", "/").encode("ascii", "replace").decode()[:64]
+
+
+# -- DIMSE-N command elements used by Storage Commitment (PS3.7 10.3, 10.1.4) ----------
+# Additive block (engine-out lane): the requestor side needs them; the codec above is unchanged.
+REQUESTED_SOP_CLASS_UID = 0x00000003
+EVENT_TYPE_ID = 0x00001002
+REQUESTED_SOP_INSTANCE_UID = 0x00001001
+ACTION_TYPE_ID = 0x00001008
+N_EVENT_REPORT_RQ = 0x0100
+N_EVENT_REPORT_RSP = 0x8100
+N_ACTION_RQ = 0x0130
+N_ACTION_RSP = 0x8130
+_VR_OF.update({REQUESTED_SOP_CLASS_UID: "UI", REQUESTED_SOP_INSTANCE_UID: "UI", EVENT_TYPE_ID: "US",
+               ACTION_TYPE_ID: "US"})

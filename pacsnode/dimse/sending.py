@@ -40,7 +40,11 @@ _META_ELEMENT = struct.Struct("<HH2s")
 _META_LIMIT = 64 * 1024  # a file meta group larger than this is not one we wrote or can trust
 
 
-class TranscodeError(PacsnodeError):
+class CannotSend(PacsnodeError):
+    """This instance cannot be sent, but the association is intact: one failed sub-operation."""
+
+
+class TranscodeError(CannotSend):
     """The instance cannot be put into the transfer syntax the peer accepted.
 
     Distinct from I/O errors on purpose: the caller counts one failed sub-operation (with
@@ -48,8 +52,12 @@ class TranscodeError(PacsnodeError):
     """
 
 
-class UnreadableInstance(PacsnodeError):
+class UnreadableInstance(CannotSend):
     """The stored file is missing or is not a readable DICOM file."""
+
+
+class NoAcceptedContext(CannotSend):
+    """The peer accepted no presentation context for the instance's SOP class."""
 
 
 # -- presentation contexts ----------------------------------------------------------------
@@ -159,9 +167,9 @@ def pdv_limit(peer_max_pdu: int) -> int:
     """Most dataset bytes one P-DATA-TF of one PDV may carry for this peer (0: unlimited)."""
     if peer_max_pdu == 0:
         return UNLIMITED_CHUNK
-    if peer_max_pdu < 7:
+    if peer_max_pdu < 8:
         raise pdu.PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
-    return peer_max_pdu - 6
+    return (peer_max_pdu - 6) & ~1  # even: DICOM fragments have even lengths
 
 
 def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax: str, message_id: int,
@@ -214,13 +222,16 @@ def _streamed(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int)
     """One PDU per ``limit`` bytes of the on-disk dataset, the last PDV flagged last."""
     handle.seek(stored.dataset_offset)
     remaining = stored.size - stored.dataset_offset
+    # A deflated bitstream of odd length gets one trailing NUL (PS3.5 A.5): fragments are even.
+    pad = remaining % 2 if stored.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else 0
     while True:
         chunk = min(limit, remaining)
         last = chunk == remaining
-        buffer = bytearray(12 + chunk)
-        pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, chunk + 6)
-        struct.pack_into(">LBB", buffer, 6, chunk + 2, context_id, pdu.MCH_LAST if last else 0)
-        got = handle.readinto(memoryview(buffer)[12:]) if chunk else 0
+        wire = chunk + (pad if last else 0)
+        buffer = bytearray(12 + wire)
+        pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, wire + 6)
+        struct.pack_into(">LBB", buffer, 6, wire + 2, context_id, pdu.MCH_LAST if last else 0)
+        got = handle.readinto(memoryview(buffer)[12:12 + chunk]) if chunk else 0
         if got != chunk:  # the file shrank under us: never send a short dataset as if it were whole
             raise UnreadableInstance(f"{stored.path}: file ended {remaining - got} bytes early")
         remaining -= chunk
