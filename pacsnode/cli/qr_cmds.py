@@ -123,7 +123,7 @@ def get(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | No
       pacsnode get county --study 1.2.826.0.1.3680043.10.1078.2.1
     """
     from pacsnode.dimse import scu
-    from pacsnode.dimse.handlers import store_received
+    from pacsnode.dimse.scu_receive import store_received
 
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)

@@ -26,8 +26,8 @@ from pacsnode.dimse.tls import client_context
 from pacsnode.errors import ConfigError, PeerError
 from pacsnode.model import InstanceLocation, Peer
 
-# The server's identity (dimse/lean.py); imported, not copied, so the two cannot drift.
-from pacsnode.dimse.lean import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+# The server's identity (dimse/policy.py); imported, not copied, so the two cannot drift.
+from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 OUR_MAX_PDU = 1_048_576  # what we announce; larger incoming PDUs abort the association
 MAX_RESPONSE_DATASET = 64 * 1024 * 1024  # an N-EVENT-REPORT for a huge commitment; more is hostile
