@@ -40,7 +40,11 @@ _META_ELEMENT = struct.Struct("<HH2s")
 _META_LIMIT = 64 * 1024  # a file meta group larger than this is not one we wrote or can trust
 
 
-class TranscodeError(PacsnodeError):
+class CannotSend(PacsnodeError):
+    """This instance cannot be sent, but the association is intact: one failed sub-operation."""
+
+
+class TranscodeError(CannotSend):
     """The instance cannot be put into the transfer syntax the peer accepted.
 
     Distinct from I/O errors on purpose: the caller counts one failed sub-operation (with
@@ -48,8 +52,12 @@ class TranscodeError(PacsnodeError):
     """
 
 
-class UnreadableInstance(PacsnodeError):
+class UnreadableInstance(CannotSend):
     """The stored file is missing or is not a readable DICOM file."""
+
+
+class NoAcceptedContext(CannotSend):
+    """The peer accepted no presentation context for the instance's SOP class."""
 
 
 # -- presentation contexts ----------------------------------------------------------------
@@ -159,9 +167,9 @@ def pdv_limit(peer_max_pdu: int) -> int:
     """Most dataset bytes one P-DATA-TF of one PDV may carry for this peer (0: unlimited)."""
     if peer_max_pdu == 0:
         return UNLIMITED_CHUNK
-    if peer_max_pdu < 7:
+    if peer_max_pdu < 8:
         raise pdu.PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
-    return peer_max_pdu - 6
+    return (peer_max_pdu - 6) & ~1  # even: DICOM fragments have even lengths
 
 
 def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax: str, message_id: int,
@@ -178,8 +186,8 @@ def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax
     The file is opened before the first PDU is yielded, so a missing file raises
     :class:`UnreadableInstance` before the command goes out.
     """
-    command = pdu.encode_fragments(context_id, store_command(location, message_id, move_originator, priority),
-                                   True, peer_max_pdu)
+    limit = pdv_limit(peer_max_pdu)
+    command = store_command(location, message_id, move_originator, priority)
     try:
         handle = open(location.path, "rb")
     except OSError as exc:
@@ -190,26 +198,40 @@ def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax
         except UnreadableInstance:
             stored = None
         if stored is not None and stored.transfer_syntax == transfer_syntax:
-            yield command
-            yield from _streamed(handle, stored, context_id, pdv_limit(peer_max_pdu))
+            yield from fragments(context_id, command, True, limit)
+            yield from _streamed(handle, stored, context_id, limit)
             return
         handle.seek(0)
         payload = _transcoded(handle, location.path, transfer_syntax)
-    yield command
-    yield pdu.encode_fragments(context_id, payload, False, peer_max_pdu)
+    yield from fragments(context_id, command, True, limit)
+    yield from fragments(context_id, payload, False, limit)
+
+
+def fragments(context_id: int, payload: bytes, is_command: bool, limit: int) -> Iterator[bytes]:
+    """One P-DATA-TF PDU (of one PDV) per ``limit`` bytes of ``payload``, the last flagged last."""
+    base = pdu.MCH_COMMAND if is_command else 0
+    size = len(payload)
+    for offset in range(0, max(size, 1), limit):
+        chunk = payload[offset:offset + limit]
+        control = base | (pdu.MCH_LAST if offset + limit >= size else 0)
+        yield pdu.HEADER.pack(pdu.P_DATA_TF, len(chunk) + 6) + struct.pack(">LBB", len(chunk) + 2, context_id,
+                                                                            control) + chunk
 
 
 def _streamed(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int) -> Iterator[bytearray]:
     """One PDU per ``limit`` bytes of the on-disk dataset, the last PDV flagged last."""
     handle.seek(stored.dataset_offset)
     remaining = stored.size - stored.dataset_offset
+    # A deflated bitstream of odd length gets one trailing NUL (PS3.5 A.5): fragments are even.
+    pad = remaining % 2 if stored.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else 0
     while True:
         chunk = min(limit, remaining)
         last = chunk == remaining
-        buffer = bytearray(12 + chunk)
-        pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, chunk + 6)
-        struct.pack_into(">LBB", buffer, 6, chunk + 2, context_id, pdu.MCH_LAST if last else 0)
-        got = handle.readinto(memoryview(buffer)[12:]) if chunk else 0
+        wire = chunk + (pad if last else 0)
+        buffer = bytearray(12 + wire)
+        pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, wire + 6)
+        struct.pack_into(">LBB", buffer, 6, wire + 2, context_id, pdu.MCH_LAST if last else 0)
+        got = handle.readinto(memoryview(buffer)[12:12 + chunk]) if chunk else 0
         if got != chunk:  # the file shrank under us: never send a short dataset as if it were whole
             raise UnreadableInstance(f"{stored.path}: file ended {remaining - got} bytes early")
         remaining -= chunk
@@ -245,11 +267,13 @@ def encode_dataset(dataset: "object", transfer_syntax: str, what: str = "instanc
         raise TranscodeError(f"{what}: transcoding to {transfer_syntax} is not supported")
     try:
         if source != target and source.is_compressed and "PixelData" in dataset:
-            dataset.decompress()  # pillow / pylibjpeg; raises when no decoder handles the syntax
+            dataset.decompress(generate_instance_uid=False)  # pillow / pylibjpeg; raises when no decoder handles the syntax
+        if not source.is_little_endian and target.is_little_endian:
+            _swap_to_little_endian(dataset, what)
         if target.is_compressed and source != target:
             if "PixelData" not in dataset:
                 raise TranscodeError(f"{what}: no pixel data to encode in {transfer_syntax}")
-            dataset.compress(target)
+            dataset.compress(target, generate_instance_uid=False)
     except TranscodeError:
         raise
     except Exception as exc:  # pydicom raises many types for a missing or failing codec
@@ -262,6 +286,30 @@ def encode_dataset(dataset: "object", transfer_syntax: str, what: str = "instanc
     except Exception as exc:
         raise TranscodeError(f"{what}: cannot encode in {target.name}: {exc}") from None
     return buffer.getvalue()
+
+
+_WORD_VRS = frozenset({"OW", "OF", "OD", "OL", "OV"})
+
+
+def _swap_to_little_endian(dataset: "object", what: str) -> None:
+    """Re-order the raw words of a Big Endian dataset: pydicom re-encodes typed values itself
+    but writes OW/OF/... bytes unchanged, which would scramble the pixels silently.
+
+    Pixel Data is rebuilt from the decoded array; any other word-valued element is refused
+    rather than guessed.
+    """
+    from pydicom.dataset import Dataset
+
+    assert isinstance(dataset, Dataset)
+    for element in dataset.iterall():
+        if element.VR in _WORD_VRS and element.tag != 0x7FE00010 and element.value:
+            raise TranscodeError(f"{what}: Big Endian {element.VR} element {element.tag} cannot be converted")
+    if "PixelData" in dataset and dataset["PixelData"].VR != "OB":
+        pixels = dataset.pixel_array
+        dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+        dataset["PixelData"].VR = "OW"
+        if int(dataset.get("SamplesPerPixel", 1) or 1) > 1:
+            dataset.PlanarConfiguration = 0  # pixel_array is always colour-by-pixel
 
 
 # -- C-STORE-RSP ----------------------------------------------------------------------------
