@@ -160,6 +160,7 @@ def encode_fragments(context_id: int, payload: bytes, is_command: bool, peer_max
     for offset in range(0, max(size, 1), step):
         chunk = payload[offset:offset + step]
         last = _MCH_LAST if offset + step >= size else 0
-        out.append(_PDATA_HEADER.pack(_P_DATA_TF, len(chunk) + 6) + _PDV_HEADER.pack(len(chunk) + 2, context_id, base | last)
+        out.append(_PDATA_HEADER.pack(_P_DATA_TF, len(chunk) + 6)
+                   + _PDV_HEADER.pack(len(chunk) + 2, context_id, base | last)
                    + chunk)
     return b"".join(out)
