@@ -69,8 +69,8 @@ class FakeNode:
         self.config = SimpleNamespace(aet="PACSNODE", query=SimpleNamespace(case_sensitive_pn=False))
         self.matches, self.error, self.query = matches or [], error, None
 
-    def identify(self, aet: str, host: str = "") -> Caller:
-        return Caller(aet=aet, host=host)
+    def identify(self, aet: str, host: str = "", peer_certificate: bytes | None = None) -> Caller:
+        return Caller.nobody(aet, host)
 
     def find(self, query: Any, caller: Caller) -> Iterator[dict[str, Any]]:
         self.query = query

@@ -8,6 +8,7 @@ association and the server keep running.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -22,9 +23,20 @@ LOGGER = logging.getLogger(__name__)
 
 
 def caller_of(event: Event, node: Node) -> Caller:
-    """Who is on the other end of this event's association."""
+    """Who is on the other end of this event's association (with its TLS certificate, if any)."""
     requestor = event.assoc.requestor
-    return node.identify(str(requestor.ae_title).strip(), str(requestor.address))
+    return node.identify(str(requestor.ae_title), str(requestor.address), peer_certificate_of(event))
+
+
+def peer_certificate_of(event: Event) -> bytes | None:
+    """The DER certificate the peer showed on a TLS association (None on plain TCP)."""
+    sock = getattr(getattr(getattr(event.assoc, "dul", None), "socket", None), "socket", None)
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            return sock.getpeercert(binary_form=True)
+        except (ValueError, OSError):
+            return None
+    return None
 
 
 def handle_echo(event: Event, node: Node) -> int | Dataset:
@@ -66,7 +78,7 @@ def store_received(event: Event, node: Node, peer: Peer) -> int | Dataset:
     try:
         with open(temp, "wb") as handle:
             handle.write(event.encoded_dataset(include_meta=True))
-        node.store_file(temp, Caller(aet=peer.aet, host=peer.host, peer=peer),
+        node.store_file(temp, Caller.registered(peer, peer.host),
                         expected_sop_class=str(event.context.abstract_syntax))
     except PacsnodeError as exc:
         return statuses.status_dataset(statuses.store_status(exc), str(exc))
@@ -137,8 +149,10 @@ def handle_association(event: Event, node: Node) -> None:
         event.event.name, event.event.name)
     try:
         caller = caller_of(event, node)
+        detail = {"host": str(requestor.address), "called": str(event.assoc.acceptor.ae_title)}
+        if caller.refused:
+            detail["identity_refused"] = caller.refused
         node.audit.record("association", outcome, peer_aet=caller.aet,
-                          peer_name=caller.peer.name if caller.peer else "",
-                          detail={"host": str(requestor.address), "called": str(event.assoc.acceptor.ae_title)})
+                          peer_name=caller.peer.name if caller.peer else "", detail=detail)
     except Exception:  # auditing must never break an association
         LOGGER.exception("audit of association failed")

@@ -234,6 +234,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE studies ADD COLUMN deidentified INTEGER NOT NULL DEFAULT 0
         """,
     ),
+    (
+        # Issue 10 items 10/11: a peer may be bound to its TLS certificate, and the host check is
+        # on by default. Rows written before had check_host = 0 only because that was the old
+        # default (there was no way to say "any host" on purpose), so every peer registered with
+        # a host gets the check: the safe reading. An admin opts a peer out again with
+        # `pacsnode peer add NAME ... --any-host --replace`.
+        "0006_peer_identity_binding",
+        """
+        ALTER TABLE peers ADD COLUMN cert_fingerprint TEXT NOT NULL DEFAULT '';
+        ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
+        UPDATE peers SET check_host = 1 WHERE host != ''
+        """,
+    ),
 ]
 
 
