@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
-from pacsnode.dicom import header, lossy
+from pacsnode.dicom import header, limits, lossy
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -176,9 +176,15 @@ def deidentified(patient_identity_removed: str, deidentification_method: str) ->
 
 
 def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceFacts:
-    """Extract the indexed attributes; raise InvalidInstance when a UID is missing or malformed."""
+    """Extract the indexed attributes; raise InvalidInstance when a UID is missing or malformed,
+    or an indexed value breaks its VR (``dicom.limits``)."""
     meta = getattr(dataset, "file_meta", None)
     syntax = transfer_syntax or str(getattr(meta, "TransferSyntaxUID", "") or "")
+    return check_facts(_facts_of_dataset(dataset, syntax),
+                       {k: _text(dataset, k) for k in ("StudyTime", "SeriesTime")})
+
+
+def _facts_of_dataset(dataset: Dataset, syntax: str) -> InstanceFacts:
     return InstanceFacts(
         sop_instance_uid=_uid(dataset, "SOPInstanceUID", "SOP Instance UID"),
         sop_class_uid=_uid(dataset, "SOPClassUID", "SOP Class UID"),
@@ -234,7 +240,7 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
     others = Dataset()
     others.OtherPatientIDsSequence = values.sequence("OtherPatientIDsSequence")
     syntax = scanned.transfer_syntax
-    return InstanceFacts(
+    return check_facts(InstanceFacts(
         sop_instance_uid=uid("SOPInstanceUID", "SOP Instance UID"), sop_class_uid=uid("SOPClassUID", "SOP Class UID"),
         study_uid=uid("StudyInstanceUID", "Study Instance UID"),
         series_uid=uid("SeriesInstanceUID", "Series Instance UID"), transfer_syntax=syntax,
@@ -257,7 +263,39 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
         deidentified=deidentified(text("PatientIdentityRemoved"), text("DeidentificationMethod")),
         specific_character_set=text("SpecificCharacterSet"), device_serial=_clean(text("DeviceSerialNumber")),
         station_name=_clean(text("StationName")),
-    )
+    ), {k: text(k) for k in ("StudyTime", "SeriesTime")})
+
+
+#: InstanceFacts field → the attribute it comes from (its VR is in ``header.INDEXED``).
+FACT_KEYWORDS = {
+    "patient_id": "PatientID", "issuer_of_patient_id": "IssuerOfPatientID", "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate", "patient_sex": "PatientSex", "study_date": "StudyDate",
+    "accession_number": "AccessionNumber", "study_id": "StudyID", "study_description": "StudyDescription",
+    "referring_physician": "ReferringPhysicianName", "institution_name": "InstitutionName",
+    "modality": "Modality", "body_part": "BodyPartExamined", "contrast_agent": "ContrastBolusAgent",
+    "series_description": "SeriesDescription", "series_date": "SeriesDate",
+    "specific_character_set": "SpecificCharacterSet", "device_serial": "DeviceSerialNumber",
+    "station_name": "StationName",
+}
+
+
+def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFacts:
+    """Refuse (ValueTooLong) an instance whose indexed values break their VR; return it otherwise.
+
+    Times are checked as sent (``raw_times``): the index keeps them normalised, which would
+    hide an over-long value.
+    """
+    for name, keyword in FACT_KEYWORDS.items():
+        limits.check_value(keyword, header.INDEXED[keyword], getattr(facts, name))
+    for keyword, raw in raw_times.items():
+        limits.check_value(keyword, "TM", raw)
+    for other in facts.other_patient_ids:
+        limits.check_value("PatientID", "LO", other.patient_id)
+        limits.check_value("IssuerOfPatientID", "LO", other.issuer)
+    for code in facts.institution_codes + facts.procedure_codes:
+        for value in (code.value, code.scheme, code.meaning):
+            limits.check_value("CodeValue", "SH", value)  # descriptive: only absurd lengths refused
+    return facts
 
 
 def _clean(value: str) -> str:
@@ -274,6 +312,8 @@ def read_facts(path: Path | str) -> InstanceFacts:
         scanned = header.scan(path)
         if scanned is not None and scanned.complete:
             return facts_from_scan(scanned)
+    except limits.ValueTooLong:
+        raise  # certain, and the full read would load the whole over-long value to say the same
     except Exception:  # any doubt: the full read decides (and names the problem)
         pass
     return facts_from_dataset(read_header(path))
