@@ -328,18 +328,21 @@ def load_config(home: Path) -> NodeConfig:
 def render_config(aet: str, host: str, port: int, institution: str) -> str:
     """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
     return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
+# Every command refuses an unknown section or key and a value out of range, naming the nearest
+# valid one: a typo never falls back to a default.
 [node]
 aet = "{aet}"              # this node's AE title
 host = "{host}"        # listening address (a production node sets its LAN address)
 port = {port}
-institution = "{institution}"       # code of the hospital this node belongs to (see recognition.toml)
+institution = "{institution}"       # code of the hospital this node belongs to: must be in recognition.toml
 storage_dir = "storage"     # instance files, relative to this folder
 index_file = "index.sqlite"
 recognition_file = "recognition.toml"
 qc_rules_file = "qc_rules.toml"
 
 [store]
-accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers
+accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers.
+                            # "any" lets nobody store, never query or retrieve (see README, Security)
 duplicates = "keep-first"   # a repeated SOP Instance UID: "keep-first" or "replace"
 quota_bytes = 0             # 0 = no quota; past it C-STORE answers Out of Resources (0xA700)
 fsync = true                # Success only after file, folder entry and index row reached the disk.
@@ -355,10 +358,10 @@ auto_accept = true          # a study whose required checks all pass becomes "ac
 watch_stable = true         # run the checks when a study has been stable for [store] stable_seconds
 
 [network]
-max_pdu = 1048576           # maximum PDU we receive (bytes)
-max_associations = 32       # per worker process
+max_pdu = 1048576           # maximum PDU we receive (bytes, 4096 to 16777216; 0 is refused)
+max_associations = 32       # per worker process (1 to 1000)
 workers = 1                 # processes sharing the port (SO_REUSEPORT); 2+ uses more cores under many associations
-acse_timeout = 30
+acse_timeout = 30           # seconds (1 to 3600), as the two below
 dimse_timeout = 60
 network_timeout = 60
 strict_called_aet = false   # true: refuse associations whose called AE is not ours
@@ -370,4 +373,9 @@ private_key = ""            # its private key (PEM, unencrypted)
 ca_certificates = ""        # CA certificates that sign the peers' certificates (verification)
 require_client_certificate = false  # mutual authentication: peers must present a certificate
 verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
+
+[web]                       # reserved for DICOMweb (not served yet): validated, otherwise unused
+enabled = false
+host = "127.0.0.1"
+port = 8042
 """

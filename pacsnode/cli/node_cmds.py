@@ -101,6 +101,10 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     if problem:
         node.close()
         raise ConfigError(problem)
+    if config.store.accept_from == "any" and config.host not in ("127.0.0.1", "::1", "localhost"):
+        logging.getLogger(__name__).warning(
+            "[store] accept_from = \"any\" on %s: any calling AE may store (never query or retrieve); "
+            "set \"registered\" once the modalities are registered peers", config.host)
     server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
     server.start()
     children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
