@@ -187,10 +187,14 @@ class Node:
         if outcome.result is not StoreResult.DUPLICATE:
             self.qc.instance_arrived(outcome.study_uid)
 
-    def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None) -> ImportReport:
-        """Import files and folders (recursive) from the local disk, copying each file in."""
+    def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None,
+                     caller: Caller | None = None) -> ImportReport:
+        """Import files and folders (recursive) from the local disk, copying each file in.
+
+        ``caller`` is who imports: the CLI passes ``Caller.local_admin()`` (the default).
+        """
         report = ImportReport()
-        admin = Caller.local_admin()
+        admin = caller or Caller.local_admin()
         touched: set[str] = set()
         for path in iter_files(paths):
             if progress:

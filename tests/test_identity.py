@@ -276,3 +276,28 @@ def test_existing_peers_get_the_host_check_from_the_named_migration(node_process
         assert node.identify("OLD_PACS", "10.0.0.7").peer is not None
     finally:
         node.close()
+
+
+# -- the value itself ---------------------------------------------------------------------------
+def test_no_calling_ae_title_is_the_local_admin_and_callers_come_only_from_named_constructors(
+        node: Node) -> None:
+    from hypothesis import given, settings, strategies as st
+
+    from pacsnode.model import Caller, CallerKind, Peer
+
+    node.add_peer(Peer("ws", "PRV_WS", LOOPBACK, 104))
+    for aet in ("", " ", " " * 16, "\0" * 16, "PRV_WS\0", "\0PRV_WS", "PRV\x1bWS", "PRV_WS\n", "ＰＲＶ"):
+        caller = node.identify(aet, LOOPBACK)
+        assert caller.kind is CallerKind.NOBODY and caller.peer is None, repr(aet)
+    assert node.identify("  PRV_WS ", LOOPBACK).peer is not None  # padding spaces are not significant (PS3.5)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=20) | st.binary(max_size=20).map(lambda b: b.decode("latin-1")))
+    def never_admin(aet: str) -> None:
+        assert not node.identify(aet, LOOPBACK).is_local_admin
+
+    never_admin()
+    with pytest.raises(TypeError):
+        Caller(CallerKind.LOCAL_ADMIN)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Caller(CallerKind.PEER, aet="PRV_WS")  # type: ignore[call-arg]

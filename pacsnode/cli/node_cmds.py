@@ -18,6 +18,7 @@ import click
 from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
 from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
 from pacsnode.errors import ConfigError, HomeError
+from pacsnode.model import Caller
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -163,7 +164,7 @@ def import_(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     node = open_node(ctx)
     files = list(iter_files(paths))
     with click.progressbar(length=len(files), label="importing", file=sys.stderr) as bar:
-        report = node.import_paths(files, progress=lambda _p: bar.update(1))
+        report = node.import_paths(files, progress=lambda _p: bar.update(1), caller=Caller.local_admin())
     node.close()
     click.echo(f"stored {report.stored}, duplicate {report.duplicate}, replaced {report.replaced}, "
                f"rejected {len(report.rejected)}")
