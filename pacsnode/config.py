@@ -6,7 +6,10 @@ and the fix, so that nothing deeper has to second-guess a setting.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,6 +82,15 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """Reserved for DICOMweb (issue 14): validated today, not served yet."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8042
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``pacsnode.toml`` says about one node."""
 
@@ -96,6 +108,7 @@ class NodeConfig:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     qc: QcSettings = field(default_factory=QcSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -131,105 +144,166 @@ def validate_aet(aet: str, where: str) -> str:
     return aet.strip()
 
 
+def validate_host(host: str, where: str) -> str:
+    """An IP address or a name that resolves (no spaces): a typo here would bind the wrong peer."""
+    if not host or host != host.strip() or any(c.isspace() or not c.isprintable() for c in host) or len(host) > 253:
+        raise ConfigError(f"{where}: host {host!r} is not valid; give an IP address or a host name without spaces")
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ConfigError(f"{where}: host {host!r} does not resolve; give an IP address or a resolvable name") from None
+    return host
+
+
 def validate_port(port: Any, where: str) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ConfigError(f"{where}: port {port!r} is not valid; use a whole number from 1 to 65535")
     return port
 
 
-def _section(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:
-    value = data.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
-    return value
+@dataclass(frozen=True)
+class Key:
+    """One setting of ``pacsnode.toml``: its type, default and allowed values.
+
+    ``SCHEMA`` below is the one place settings are declared: a key not listed there is refused
+    (with the nearest valid name), so a typo can never quietly fall back to a default.
+    """
+
+    kind: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    reserved: bool = False  # accepted and validated, read by a feature still to come
 
 
-def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str,
-           minimum: float | None = None) -> Any:
-    value = table.get(key, default)
+TIMEOUT = dict(minimum=1, maximum=3600)
+SCHEMA: dict[str, dict[str, Key]] = {
+    "node": {
+        "aet": Key(str, "PACSNODE"),
+        "host": Key(str, "127.0.0.1"),
+        "port": Key(int, 11112, 1, 65535),
+        "institution": Key(str, ""),
+        "storage_dir": Key(str, "storage"),
+        "index_file": Key(str, "index.sqlite"),
+        "recognition_file": Key(str, "recognition.toml"),
+        "qc_rules_file": Key(str, "qc_rules.toml"),
+    },
+    "store": {
+        "accept_from": Key(str, "any", choices=("any", "registered")),
+        "duplicates": Key(str, "keep-first", choices=tuple(p.value for p in DuplicatePolicy)),
+        "quota_bytes": Key(int, 0, 0),
+        "fsync": Key(bool, True),
+        "stable_seconds": Key(int, 60, 0, 7 * 86400),
+    },
+    "query": {
+        "max_results": Key(int, 1000, 0, 10_000_000),
+        "case_sensitive_pn": Key(bool, True),
+    },
+    "qc": {
+        "auto_accept": Key(bool, True),
+        "watch_stable": Key(bool, True),
+    },
+    "network": {
+        # 4096 is the smallest maximum PDU DCMTK and PS3.8 peers expect; above 16 MiB one
+        # PDU costs more memory than any peer needs. 0 ("unlimited" in PS3.8) is refused.
+        "max_pdu": Key(int, 1_048_576, 4096, 16 * 1_048_576),
+        "max_associations": Key(int, 32, 1, 1000),
+        "workers": Key(int, 1, 1, 64),
+        "acse_timeout": Key(float, 30.0, **TIMEOUT),
+        "dimse_timeout": Key(float, 60.0, **TIMEOUT),
+        "network_timeout": Key(float, 60.0, **TIMEOUT),
+        "strict_called_aet": Key(bool, False),
+        "pdu_timeout": Key(float, 30.0, **TIMEOUT),  # a started PDU must arrive whole within this
+        "max_associations_per_address": Key(int, 32, 1, 1000),
+        "max_pending_connections": Key(int, 64, 1, 10_000),  # connections without an A-ASSOCIATE-RQ yet
+    },
+    "tls": {
+        "enabled": Key(bool, False),
+        "certificate": Key(str, ""),
+        "private_key": Key(str, ""),
+        "ca_certificates": Key(str, ""),
+        "require_client_certificate": Key(bool, False),
+        "verify_peer_hostname": Key(bool, False),
+    },
+    "web": {  # reserved for DICOMweb (issue 14): declared so that a [web] table is not refused
+        "enabled": Key(bool, False, reserved=True),
+        "host": Key(str, "127.0.0.1", reserved=True),
+        "port": Key(int, 8042, 1, 65535, reserved=True),
+    },
+}
+
+
+def _nearest(name: str, options: Any) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(options)}"
+
+
+def check_known(data: dict[str, Any], source: str) -> None:
+    """Refuse any section or key ``SCHEMA`` does not declare, naming the nearest valid one."""
+    for section, table in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{section}]{_nearest(section, SCHEMA)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key in table:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{source}: [{section}] has no setting {key!r}{_nearest(key, SCHEMA[section])}")
+
+
+def setting(data: dict[str, Any], section: str, key: str, source: str) -> Any:
+    """The validated value of ``[section] key`` (its declared default when absent)."""
+    spec = SCHEMA[section][key]
+    value = data.get(section, {}).get(key, spec.default)
+    where = f"{source}: [{section}].{key} = {value!r}"
+    kind = spec.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}.{key} = {value!r} must be of type {kind.__name__}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where}.{key} = {value!r} must be at least {minimum}")
+        raise ConfigError(f"{where} must be of type {kind.__name__}")
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(f"{where}; use one of {', '.join(repr(c) for c in spec.choices)}{_nearest(value, spec.choices)}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{where} is out of range; use at least {spec.minimum:g}"
+                          + (f" and at most {spec.maximum:g}" if spec.maximum is not None else ""))
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{where} is out of range; use at most {spec.maximum:g}")
     return value
 
 
+def section_values(data: dict[str, Any], section: str, source: str) -> dict[str, Any]:
+    """Every declared key of one section, validated: ``Settings(**section_values(...))``."""
+    return {key: setting(data, section, key, source) for key in SCHEMA[section]}
+
+
 def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) -> NodeConfig:
-    """Turn the TOML tables into a validated NodeConfig."""
-    node = _section(data, "node", source)
-    store = _section(data, "store", source)
-    query = _section(data, "query", source)
-    network = _section(data, "network", source)
-    qc = _section(data, "qc", source)
-    tls = _section(data, "tls", source)
+    """Turn the TOML tables into a validated NodeConfig (unknown keys and bad values refused)."""
+    check_known(data, source)
+    node = section_values(data, "node", source)
+    store = section_values(data, "store", source)
+    store["duplicates"] = DuplicatePolicy(store["duplicates"])
     where = f"{source}: [node]"
-    accept_from = _typed(store, "accept_from", str, "any", f"{source}: [store]")
-    if accept_from not in ("any", "registered"):
-        raise ConfigError(f"{source}: [store].accept_from = {accept_from!r}; use \"any\" or \"registered\"")
-    duplicates = _typed(store, "duplicates", str, "keep-first", f"{source}: [store]")
-    try:
-        policy = DuplicatePolicy(duplicates)
-    except ValueError:
-        raise ConfigError(
-            f"{source}: [store].duplicates = {duplicates!r}; use \"keep-first\" or \"replace\""
-        ) from None
+    node["aet"] = validate_aet(node["aet"], f"{where}.aet")
     return NodeConfig(
         home=home,
-        aet=validate_aet(_typed(node, "aet", str, "PACSNODE", where), f"{where}.aet"),
-        host=_typed(node, "host", str, "127.0.0.1", where),
-        port=validate_port(node.get("port", 11112), f"{where}.port"),
-        institution=_typed(node, "institution", str, "", where),
-        storage_dir=_typed(node, "storage_dir", str, "storage", where),
-        index_file=_typed(node, "index_file", str, "index.sqlite", where),
-        recognition_file=_typed(node, "recognition_file", str, "recognition.toml", where),
-        qc_rules_file=_typed(node, "qc_rules_file", str, "qc_rules.toml", where),
-        store=StoreSettings(
-            accept_from=accept_from,
-            duplicates=policy,
-            quota_bytes=_typed(store, "quota_bytes", int, 0, f"{source}: [store]", minimum=0),
-            fsync=_typed(store, "fsync", bool, True, f"{source}: [store]"),
-            stable_seconds=_typed(store, "stable_seconds", int, 60, f"{source}: [store]", minimum=0),
-        ),
-        query=QuerySettings(
-            max_results=_typed(query, "max_results", int, 1000, f"{source}: [query]", minimum=0),
-            case_sensitive_pn=_typed(query, "case_sensitive_pn", bool, True, f"{source}: [query]"),
-        ),
-        network=NetworkSettings(
-            max_pdu=_typed(network, "max_pdu", int, 1_048_576, f"{source}: [network]", minimum=0),
-            max_associations=_typed(network, "max_associations", int, 32, f"{source}: [network]",
-                                    minimum=1),
-            acse_timeout=_typed(network, "acse_timeout", float, 30.0, f"{source}: [network]", minimum=1),
-            dimse_timeout=_typed(network, "dimse_timeout", float, 60.0, f"{source}: [network]", minimum=1),
-            network_timeout=_typed(network, "network_timeout", float, 60.0, f"{source}: [network]",
-                                    minimum=1),
-            strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
-            workers=_typed(network, "workers", int, 1, f"{source}: [network]", minimum=1),
-            pdu_timeout=_typed(network, "pdu_timeout", float, 30.0, f"{source}: [network]", minimum=1),
-            max_associations_per_address=_typed(network, "max_associations_per_address", int, 32,
-                                                f"{source}: [network]", minimum=1),
-            max_pending_connections=_typed(network, "max_pending_connections", int, 64, f"{source}: [network]",
-                                           minimum=1),
-        ),
-        qc=QcSettings(
-            auto_accept=_typed(qc, "auto_accept", bool, True, f"{source}: [qc]"),
-            watch_stable=_typed(qc, "watch_stable", bool, True, f"{source}: [qc]"),
-        ),
-        tls=_tls(tls, home, source),
+        **node,
+        store=StoreSettings(**store),
+        query=QuerySettings(**section_values(data, "query", source)),
+        network=NetworkSettings(**section_values(data, "network", source)),
+        qc=QcSettings(**section_values(data, "qc", source)),
+        tls=_tls(section_values(data, "tls", source), home, source),
+        web=WebSettings(**section_values(data, "web", source)),
     )
 
 
-def _tls(table: dict[str, Any], home: Path, source: str) -> TlsSettings:
+def _tls(values: dict[str, Any], home: Path, source: str) -> TlsSettings:
     where = f"{source}: [tls]"
-    settings = TlsSettings(
-        enabled=_typed(table, "enabled", bool, False, where),
-        certificate=_typed(table, "certificate", str, "", where),
-        private_key=_typed(table, "private_key", str, "", where),
-        ca_certificates=_typed(table, "ca_certificates", str, "", where),
-        require_client_certificate=_typed(table, "require_client_certificate", bool, False, where),
-        verify_peer_hostname=_typed(table, "verify_peer_hostname", bool, False, where),
-    )
+    settings = TlsSettings(**values)
     if settings.enabled:
         for key in ("certificate", "private_key"):
             value = getattr(settings, key)
@@ -260,18 +334,21 @@ def load_config(home: Path) -> NodeConfig:
 def render_config(aet: str, host: str, port: int, institution: str) -> str:
     """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
     return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
+# Every command refuses an unknown section or key and a value out of range, naming the nearest
+# valid one: a typo never falls back to a default.
 [node]
 aet = "{aet}"              # this node's AE title
 host = "{host}"        # listening address (a production node sets its LAN address)
 port = {port}
-institution = "{institution}"       # code of the hospital this node belongs to (see recognition.toml)
+institution = "{institution}"       # code of the hospital this node belongs to: must be in recognition.toml
 storage_dir = "storage"     # instance files, relative to this folder
 index_file = "index.sqlite"
 recognition_file = "recognition.toml"
 qc_rules_file = "qc_rules.toml"
 
 [store]
-accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers
+accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or only "registered" peers.
+                            # "any" lets nobody store, never query or retrieve (see README, Security)
 duplicates = "keep-first"   # a repeated SOP Instance UID: "keep-first" or "replace"
 quota_bytes = 0             # 0 = no quota; past it C-STORE answers Out of Resources (0xA700)
 fsync = true                # Success only after file, folder entry and index row reached the disk.
@@ -287,10 +364,10 @@ auto_accept = true          # a study whose required checks all pass becomes "ac
 watch_stable = true         # run the checks when a study has been stable for [store] stable_seconds
 
 [network]
-max_pdu = 1048576           # maximum PDU we receive (bytes)
-max_associations = 32       # per worker process
+max_pdu = 1048576           # maximum PDU we receive (bytes, 4096 to 16777216; 0 is refused)
+max_associations = 32       # per worker process (1 to 1000)
 workers = 1                 # processes sharing the port (SO_REUSEPORT); 2+ uses more cores under many associations
-acse_timeout = 30
+acse_timeout = 30           # seconds (1 to 3600), as the two below
 dimse_timeout = 60
 network_timeout = 60
 strict_called_aet = false   # true: refuse associations whose called AE is not ours
@@ -305,4 +382,9 @@ private_key = ""            # its private key (PEM, unencrypted)
 ca_certificates = ""        # CA certificates that sign the peers' certificates (verification)
 require_client_certificate = false  # mutual authentication: peers must present a certificate
 verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
+
+[web]                       # reserved for DICOMweb (not served yet): validated, otherwise unused
+enabled = false
+host = "127.0.0.1"
+port = 8042
 """

@@ -105,6 +105,7 @@ class InstanceFacts:
     lossy: bool = False
     specific_character_set: str = ""
     device_serial: str = ""
+    deidentified: bool = False  # Patient Identity Removed = YES or a De-identification Method
     station_name: str = ""
 
 
@@ -143,7 +144,11 @@ class StoreOutcome:
 class Peer:
     """A registered DICOM peer: another node, a modality, a workstation.
 
-    ``permissions`` is a subset of {"echo", "store", "find", "move", "get"}.
+    ``permissions`` is a subset of {"echo", "store", "find", "move", "get"}. ``check_host``
+    (on unless registered with ``--any-host``) means the AE title is only this peer when the
+    association comes from ``host``. ``cert_fingerprint`` (SHA-256 of the DER certificate,
+    lowercase hex) and ``cert_subject`` (the certificate subject's CN) bind the AE title to the
+    TLS certificate the peer must present: any other certificate, or none, makes it nobody.
     """
 
     name: str
@@ -152,21 +157,72 @@ class Peer:
     port: int
     institution: str = ""
     permissions: frozenset[str] = frozenset({"echo", "store", "find", "move", "get"})
-    check_host: bool = False
+    check_host: bool = True
     tls: bool = False
+    cert_fingerprint: str = ""
+    cert_subject: str = ""
+
+    @property
+    def cert_bound(self) -> bool:
+        return bool(self.cert_fingerprint or self.cert_subject)
+
+
+class CallerKind(str, enum.Enum):
+    """What kind of party a Caller is. Web users and API tokens will be kinds of their own."""
+
+    LOCAL_ADMIN = "local-admin"  # the CLI on the node's machine: no association can be this
+    PEER = "peer"  # a registered peer whose AE title, host and certificate checked out
+    NOBODY = "nobody"  # anything else: a blank, padded, unknown or spoofed AE title
+
+
+_BUILT_HERE = object()  # only Caller's named constructors hold this
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is on the other end of an association (or the CLI, with ``aet`` empty)."""
+    """Who is asking: a typed value, never a string a peer can send.
 
-    aet: str
+    Built only by the named constructors (``local_admin``, ``registered``, ``nobody``), so that
+    no value arriving from the network (an empty or blank AE title) can turn into the admin.
+    ``aet`` is the calling AE title as claimed (for the audit trail); it grants nothing.
+    ``refused`` says why an AE title that names a registered peer was still nobody.
+    """
+
+    kind: CallerKind
+    aet: str = ""
     host: str = ""
     peer: Peer | None = None
+    refused: str = ""
+    _token: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._token is not _BUILT_HERE:
+            raise TypeError("build a Caller with Caller.local_admin(), Caller.registered() or Caller.nobody()")
+        if (self.kind is CallerKind.PEER) != (self.peer is not None):
+            raise TypeError("a peer Caller carries its Peer, and only a peer Caller does")
+
+    @classmethod
+    def local_admin(cls) -> "Caller":
+        """The CLI of this node's own machine (whoever can read the home folder)."""
+        return cls(CallerKind.LOCAL_ADMIN, _token=_BUILT_HERE)
+
+    @classmethod
+    def registered(cls, peer: Peer, host: str = "") -> "Caller":
+        """A registered peer, once its AE title, host and certificate were checked."""
+        return cls(CallerKind.PEER, aet=peer.aet, host=host, peer=peer, _token=_BUILT_HERE)
+
+    @classmethod
+    def nobody(cls, aet: str = "", host: str = "", refused: str = "") -> "Caller":
+        """Anybody else: may echo, and store only where ``accept_from = "any"``."""
+        return cls(CallerKind.NOBODY, aet=aet, host=host, refused=refused, _token=_BUILT_HERE)
 
     @property
     def is_local_admin(self) -> bool:
-        return self.aet == "" and self.peer is None
+        return self.kind is CallerKind.LOCAL_ADMIN
+
+    @property
+    def is_peer(self) -> bool:
+        return self.kind is CallerKind.PEER
 
 
 @dataclass(frozen=True)

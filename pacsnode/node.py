@@ -8,7 +8,9 @@ or click.
 
 from __future__ import annotations
 
+import difflib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -18,11 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from pacsnode import identity
 from pacsnode.audit import AuditLog
-from pacsnode.config import NodeConfig, load_config
+from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import (InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound, StorageFull,
-                             UnknownMoveDestination)
+from pacsnode.errors import (ConfigError, InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound,
+                             StorageFull, UnknownMoveDestination)
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
@@ -76,10 +79,25 @@ class Node:
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.regional_store = RegionalStore(self.index)
         self.regional = Regional.load(config, self.regional_store)
+        self._audit_scope_overrides()
         self.desk = PhysicianDesk(self.regional, self.regional_store, self.audit)
         self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
+
+    def _audit_scope_overrides(self) -> None:
+        """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
+        with ``scope_override_reason``) when it appears, changes or goes: an override widens or
+        narrows where a mark is valid, so who changed it must be traceable (issue 12.3)."""
+        region = self.regional.region
+        if region is None:
+            return
+        overrides = {i.code: {"geo": i.geo, "in_scope": i.in_scope, "reason": i.scope_override}
+                     for i in region.scope_overrides}
+        detail = json.dumps(overrides, ensure_ascii=False, sort_keys=True)
+        if (self.audit.last_detail("scope-override") or "{}") != detail:
+            self.audit.record("scope-override", "set" if overrides else "cleared",
+                              detail=f"{detail}")
 
     @classmethod
     def open(cls, home: Path) -> "Node":
@@ -89,23 +107,28 @@ class Node:
         self.index.close()
 
     # -- who is calling ------------------------------------------------------------------
-    def identify(self, calling_aet: str, host: str = "") -> Caller:
-        peer = self.peers.by_aet(calling_aet)
-        return Caller(aet=calling_aet.strip(), host=host, peer=peer)
+    def identify(self, calling_aet: str, host: str = "", peer_certificate: bytes | None = None) -> Caller:
+        """Who an association is: a registered peer when AE title, address and certificate agree, else nobody.
+
+        Never the local admin, whatever the AE title (blank, NUL-padded, non-printable): see
+        ``pacsnode.identity``. ``peer_certificate`` is the DER certificate a TLS peer showed.
+        """
+        problem = identity.calling_aet_problem(calling_aet)
+        candidates = [] if problem else self.peers.all_by_aet(calling_aet.strip(" "))
+        return identity.identify(candidates, calling_aet, host, peer_certificate)
 
     def require_permission(self, caller: Caller, action: str) -> None:
-        """Unknown AEs may echo, and store when ``[store] accept_from = "any"``; peers per their flags."""
+        """Nobody may echo, and store when ``[store] accept_from = "any"``; peers per their flags."""
         if caller.is_local_admin:
             return
         peer = caller.peer
         if peer is None:
             if action == "echo" or (action == "store" and self.config.store.accept_from == "any"):
                 return
-            raise NotPermitted(f"calling AE {caller.aet!r} is not a registered peer; it may not {action}")
+            why = caller.refused or "not a registered peer"
+            raise NotPermitted(f"calling AE {caller.aet!r} may not {action}: {why}")
         if action not in peer.permissions:
             raise NotPermitted(f"peer {peer.name!r} is not permitted to {action}")
-        if peer.check_host and caller.host and caller.host != peer.host:
-            raise NotPermitted(f"peer {peer.name!r} called from {caller.host}, registered host is {peer.host}")
 
     def new_temp_file(self) -> Path:
         """A temporary file on the storage filesystem (placing it later is a rename)."""
@@ -123,7 +146,11 @@ class Node:
         """
         placed: str | None = None
         try:
-            self.require_permission(caller, "store")
+            try:
+                self.require_permission(caller, "store")
+            except NotPermitted as exc:
+                self._audit_caller(caller, "store", "refused", detail={"reason": str(exc)})
+                raise
             facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
             policy = self.config.store.duplicates
             if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):
@@ -164,10 +191,14 @@ class Node:
         if outcome.result is not StoreResult.DUPLICATE:
             self.qc.instance_arrived(outcome.study_uid)
 
-    def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None) -> ImportReport:
-        """Import files and folders (recursive) from the local disk, copying each file in."""
+    def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None,
+                     caller: Caller | None = None) -> ImportReport:
+        """Import files and folders (recursive) from the local disk, copying each file in.
+
+        ``caller`` is who imports: the CLI passes ``Caller.local_admin()`` (the default).
+        """
         report = ImportReport()
-        admin = Caller(aet="")
+        admin = caller or Caller.local_admin()
         touched: set[str] = set()
         for path in iter_files(paths):
             if progress:
@@ -233,6 +264,8 @@ class Node:
         """Audit what a peer did (the CLI's own reads are not peer events)."""
         if caller.is_local_admin:
             return
+        if caller.refused and isinstance(detail, dict):  # a registered AE title that did not check out
+            detail = {**detail, "identity_refused": caller.refused}
         self.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
                           study_uid=study_uid, detail=detail)
 
@@ -325,7 +358,44 @@ class Node:
 
     # -- peers ---------------------------------------------------------------------------
     def add_peer(self, peer: Peer, replace: bool = False) -> None:
+        """Register a peer once what a typo would turn into a hole is checked: AE title, host,
+        port, institution (known to recognition.toml or this node's own); AE titles unique."""
+        validate_aet(peer.aet, "--aet")
+        validate_host(peer.host, "--host")
+        validate_port(peer.port, "--port")
+        self.require_known_institution(peer.institution, "--institution")
         self.peers.add(peer, replace=replace)
+
+    def known_institutions(self) -> list[str]:
+        """Institution codes this node can decide for: recognition.toml's, and its own."""
+        codes = [i.code for i in self.regional.region.institutions] if self.regional.region else []
+        if self.config.institution and self.config.institution not in codes:
+            codes.append(self.config.institution)
+        return codes
+
+    def own_institution_problem(self) -> str:
+        """Why ``[node] institution`` is not one recognition.toml knows ("" when it is, or no rules).
+
+        A node whose own institution the rules do not know would decide every peer's access
+        and every recognition as if it belonged to nobody; ``serve`` refuses it, ``init`` warns.
+        """
+        code, region = self.config.institution, self.regional.region
+        if not code or region is None or region.institution(code) is not None:
+            return ""
+        codes = [i.code for i in region.institutions]
+        close = difflib.get_close_matches(code, codes, n=1, cutoff=0.5)
+        return (f"{self.config.home / 'pacsnode.toml'}: [node].institution = {code!r} is not an institution of "
+                f"{self.config.recognition_path}" + (f"; did you mean {close[0]!r}?" if close else
+                                                     f"; known: {', '.join(codes)}"))
+
+    def require_known_institution(self, code: str, where: str) -> None:
+        """Refuse an institution code the rules do not know (empty = none, allowed)."""
+        known = self.known_institutions()
+        if code and code not in known:
+            close = difflib.get_close_matches(code, known, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"known: {', '.join(known)}" if known else f"{self.config.recognition_path.name} lists none")
+            raise ConfigError(f"{where}: institution {code!r} is not in {self.config.recognition_path.name}; {hint}")
 
     def resolve_peer(self, spec: str) -> Peer:
         """A registered peer name, or an ad-hoc ``AET@HOST:PORT``."""

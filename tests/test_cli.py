@@ -129,9 +129,9 @@ def test_peer_add_list_remove_round_trip(home: Path) -> None:
     assert {k: peers["county"].get(k) for k in expected} == expected
     assert peers["ct"]["permissions"] == ["echo", "find", "get", "move", "store"]
 
-    duplicate = assert_one_line_error(invoke(home, "peer", "add", "ct", "--aet", "X", "--host", "h", "--port", "1"))
+    duplicate = assert_one_line_error(invoke(home, "peer", "add", "ct", "--aet", "X", "--host", "10.0.0.9", "--port", "1"))
     assert "--replace" in duplicate
-    replaced = invoke(home, "peer", "add", "ct", "--aet", "PRV_CT2", "--host", "h", "--port", "105", "--replace")
+    replaced = invoke(home, "peer", "add", "ct", "--aet", "PRV_CT2", "--host", "10.0.0.9", "--port", "105", "--replace")
     assert replaced.exit_code == 0, replaced.output
 
     assert invoke(home, "peer", "remove", "county").exit_code == 0

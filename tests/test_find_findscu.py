@@ -53,8 +53,8 @@ class FakeNode:
         self.config = SimpleNamespace(aet="PACSNODE", query=SimpleNamespace(case_sensitive_pn=False))
         self.matches, self.error, self.query = matches or [], error, None
 
-    def identify(self, aet: str, host: str = "") -> Caller:
-        return Caller(aet=aet, host=host)
+    def identify(self, aet: str, host: str = "", peer_certificate: bytes | None = None) -> Caller:
+        return Caller.nobody(aet, host)
 
     def find(self, query: Any, caller: Caller) -> Iterator[dict[str, Any]]:
         self.query = query
@@ -76,7 +76,7 @@ def statuses_of(results: list[tuple[Any, Any]]) -> list[int]:
     return [int(status.Status) if isinstance(status, Dataset) else int(status) for status, _ in results]
 
 
-CALLER = Caller(aet="FINDSCU", host="127.0.0.1")
+CALLER = Caller.nobody("FINDSCU", "127.0.0.1")
 
 
 def test_handler_streams_matches_then_success() -> None:

@@ -222,7 +222,7 @@ def test_disk_full_at_the_storage_seam_is_out_of_resources_with_nothing_left(tmp
     try:
         temp = _received(node, tmp_path, 1)
         with pytest.raises(StorageFull) as refused:
-            node.store_file(temp, Caller(aet="MODALITY"))
+            node.store_file(temp, Caller.nobody("MODALITY"))
         assert store_status(refused.value) == OUT_OF_RESOURCES
         assert not temp.exists() and not list(config.temp_path.iterdir())
         assert not list(node.storage.walk()) and node.index.all_instance_files() == []
@@ -240,14 +240,14 @@ def test_index_full_is_out_of_resources_and_the_file_is_undone(tmp_path: Path) -
         conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
         with pytest.raises(StorageFull) as refused:
             for n in range(1, 200):
-                node.store_file(_received(node, tmp_path, n), Caller(aet="MODALITY"))
+                node.store_file(_received(node, tmp_path, n), Caller.nobody("MODALITY"))
                 stored += 1
         assert store_status(refused.value) == OUT_OF_RESOURCES
         assert len(node.index.all_instance_files()) == stored
         assert len(list(node.storage.walk())) == stored  # the refused instance's file is gone
         assert not list(config.temp_path.iterdir())
         conn.execute("PRAGMA max_page_count = 1073741823")  # room again: the same connection still writes
-        node.store_file(_received(node, tmp_path, 500), Caller(aet="MODALITY"))
+        node.store_file(_received(node, tmp_path, 500), Caller.nobody("MODALITY"))
         assert node.check().clean
     finally:
         node.close()

@@ -18,8 +18,8 @@ from pacsnode.node import Node
 from pacsnode.storage.filesystem import sha256_of
 from support import make_series, write_instance
 
-MODALITY = Caller(aet="CT_SCANNER", host="127.0.0.1")
-ADMIN = Caller(aet="")
+MODALITY = Caller.nobody("CT_SCANNER", "127.0.0.1")
+ADMIN = Caller.local_admin()
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
@@ -210,7 +210,7 @@ def test_unknown_ae_may_store_with_accept_any_but_only_registered_peers_otherwis
     with pytest.raises(NotPermitted):
         strict.store_file(receive(strict, files[1]), strict.identify("ANYONE"))
     strict.add_peer(Peer("ct", "CT_SCANNER", "127.0.0.1", 104, permissions=frozenset({"echo", "store"})))
-    assert strict.store_file(receive(strict, files[1]), strict.identify("CT_SCANNER")).result is StoreResult.STORED
+    assert strict.store_file(receive(strict, files[1]), strict.identify("CT_SCANNER", "127.0.0.1")).result is StoreResult.STORED
     strict.add_peer(Peer("viewer", "VIEWER", "127.0.0.1", 104, permissions=frozenset({"find"})))
     with pytest.raises(NotPermitted):
         strict.store_file(receive(strict, files[2]), strict.identify("VIEWER"))

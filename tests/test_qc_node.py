@@ -176,7 +176,7 @@ def test_a_new_instance_sends_an_accepted_study_back_to_pending(county: Node, tm
     county.import_paths([copy_study(CR_CHEST, tmp_path)])
     accepted = county.qc.accept(CR_CHEST, "a", "Dr Li")
     assert (accepted.status.value, accepted.grade) == ("accepted", "A")
-    outcome = county.store_file(_new_instance_of(county, CR_CHEST, tmp_path), Caller(aet="CTY_DR"))
+    outcome = county.store_file(_new_instance_of(county, CR_CHEST, tmp_path), Caller.nobody("CTY_DR"))
     assert outcome.result is StoreResult.STORED and outcome.study_uid == CR_CHEST
     current = county.qc.current(CR_CHEST)
     assert current is not None and current.status.value == "pending" and "was grade A" in current.note
@@ -203,7 +203,7 @@ def test_rejected_study_is_hidden_from_another_institution_until_restored(county
     assert found(county, provincial, **CHEN_AT_COUNTY) == set()
     assert found(county, provincial, StudyInstanceUID=CT_CHEST) == set()
     assert found(county, workstation, **CHEN_AT_COUNTY) == {CT_CHEST}  # local staff still see it, to fix it
-    assert CT_CHEST in found(county, Caller(aet=""))
+    assert CT_CHEST in found(county, Caller.local_admin())
     with pytest.raises(NotPermitted, match="unavailable"):
         county.retrieve(study_query(StudyInstanceUID=CT_CHEST), provincial, "move")
     with pytest.raises(PacsnodeError, match="restore it first"):
@@ -264,7 +264,7 @@ def test_preview_writes_one_tile_per_series(county: Node, tmp_path: Path) -> Non
 def test_a_study_that_went_quiet_is_checked_once_by_the_stable_study_pass(county: Node, tmp_path: Path) -> None:
     """Stored over the network (no import), a study is checked when stable, then not again."""
     county.import_paths([copy_study(CR_CHEST, tmp_path)])
-    county.store_file(_new_instance_of(county, CR_CHEST, tmp_path), Caller(aet="CTY_DR"))
+    county.store_file(_new_instance_of(county, CR_CHEST, tmp_path), Caller.nobody("CTY_DR"))
     assert county.regional_store.qc_status(CR_CHEST)["checked_at"] < \
         county.index.query("SELECT updated_at FROM studies WHERE study_uid=?", (CR_CHEST,))[0][0]
     assert county.qc.run_stable(stable_seconds=3600) == []  # not quiet for an hour yet

@@ -483,10 +483,10 @@ def test_cli_get_patient_root_series(site: Site, county: NodeProcess) -> None:
 
 
 def test_cli_send_study_and_files_to_storescp(site: Site, county: NodeProcess, dest: Storescp) -> None:
-    result = site.node.cli("peer", "add", "dest2", "--aet", "DEST", "--host", LOOPBACK, "--port",
-                           str(dest.port), "--replace")
+    result = site.node.cli("peer", "add", "dest", "--aet", "DEST", "--host", LOOPBACK, "--port",
+                           str(dest.port), "--institution", INSTITUTION, "--replace")  # AE titles are unique: re-register
     assert result.returncode == 0, result.explain()
-    result = site.node.cli("send", "dest2", "--study", STUDY_MR_BRAIN)
+    result = site.node.cli("send", "dest", "--study", STUDY_MR_BRAIN)
     assert result.returncode == 0, result.explain()
     assert set(dest.received()) == set(site.instances(STUDY_MR_BRAIN))
     dest.clear()

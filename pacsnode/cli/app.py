@@ -67,6 +67,7 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
       pacsnode --home ./pacsnode-data init --institution PRV001
       pacsnode --home ./pacsnode-data serve
     """
+    os.umask(0o077)  # patient data: files 600, folders 700, whatever the command writes (THREATS.md 9)
     ctx.ensure_object(dict)
     ctx.obj["home"] = home or Path(os.environ.get("PACSNODE_HOME") or DEFAULT_HOME)
     ctx.obj["verbose"] = verbose

@@ -17,7 +17,8 @@ import click
 
 from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
 from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
-from pacsnode.errors import HomeError
+from pacsnode.errors import ConfigError, HomeError
+from pacsnode.model import Caller
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -41,14 +42,18 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
         raise HomeError(f"{home} already holds a node; use --force to rewrite its configuration")
     validate_aet(aet, "--aet")
     validate_port(port, "--port")
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)  # patient data: only the node's own user (a folder made before init included)
     (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
     for name in ("recognition.toml", "qc_rules.toml"):
         source = SHIPPED_CONFIG / name
         if source.is_file() and (force or not (home / name).exists()):
             shutil.copyfile(source, home / name)
     node = open_node(ctx)
+    problem = node.own_institution_problem()
     node.close()
+    if problem:
+        click.echo(f"Warning: {problem}; `pacsnode serve` refuses to start until it is fixed", err=True)
     click.echo(f"initialised {home} as {aet} on {host}:{port}" + (f" for institution {institution}" if institution else ""))
 
 
@@ -90,6 +95,14 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     if count < 1:
         raise click.BadParameter("--workers must be at least 1")
     node = Node(config)
+    problem = node.own_institution_problem()
+    if problem:
+        node.close()
+        raise ConfigError(problem)
+    if config.store.accept_from == "any" and config.host not in ("127.0.0.1", "::1", "localhost"):
+        logging.getLogger(__name__).warning(
+            "[store] accept_from = \"any\" on %s: any calling AE may store (never query or retrieve); "
+            "set \"registered\" once the modalities are registered peers", config.host)
     server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
     server.start()
     children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
@@ -148,7 +161,7 @@ def import_(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     node = open_node(ctx)
     files = list(iter_files(paths))
     with click.progressbar(length=len(files), label="importing", file=sys.stderr) as bar:
-        report = node.import_paths(files, progress=lambda _p: bar.update(1))
+        report = node.import_paths(files, progress=lambda _p: bar.update(1), caller=Caller.local_admin())
     node.close()
     click.echo(f"stored {report.stored}, duplicate {report.duplicate}, replaced {report.replaced}, "
                f"rejected {len(report.rejected)}")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
-from pacsnode.config import validate_aet, validate_port
+from pacsnode.identity import normalise_fingerprint
 from pacsnode.index.peers import ALL_PERMISSIONS
 from pacsnode.model import Peer
 
@@ -25,31 +25,56 @@ def peer() -> None:
 
 @peer.command(name="add")
 @click.argument("name")
-@click.option("--aet", required=True, help="The peer's AE title.")
-@click.option("--host", required=True, help="The peer's address.")
+@click.option("--aet", required=True, help="The peer's AE title (unique among peers).")
+@click.option("--host", required=True, help="The peer's address: an IP address or a resolvable name.")
 @click.option("--port", required=True, type=int, help="The peer's DICOM port.")
-@click.option("--institution", default="", help="Institution code the peer belongs to.")
+@click.option("--institution", default="", help="Institution code (recognition.toml, or this node's own).")
 @click.option("--permissions", default=",".join(ALL_PERMISSIONS), show_default=True,
               help="Comma-separated subset of echo,store,find,move,get.")
-@click.option("--check-host", is_flag=True, help="Refuse associations from this AE title from any other address.")
+@click.option("--any-host", is_flag=True,
+              help="Accept this AE title from any address (default: only from --host).")
+@click.option("--check-host", is_flag=True, hidden=True, help="The default now; kept for old scripts.")
 @click.option("--tls", is_flag=True, help="Talk DICOM TLS to this peer (our [tls] CA verifies its certificate).")
+@click.option("--cert-fingerprint", default="", metavar="SHA256HEX",
+              help="Bind the AE title to this TLS certificate (SHA-256 of its DER, colons allowed).")
+@click.option("--cert-subject", default="", metavar="CN",
+              help="Bind the AE title to certificates whose subject CN is this.")
 @click.option("--replace", is_flag=True, help="Replace a peer of the same name.")
 @click.pass_context
 def peer_add(ctx: click.Context, name: str, aet: str, host: str, port: int, institution: str, permissions: str,
-             check_host: bool, tls: bool, replace: bool) -> None:
+             any_host: bool, check_host: bool, tls: bool, cert_fingerprint: str, cert_subject: str,
+             replace: bool) -> None:
     """Register a peer.
+
+    An association claiming the peer's AE title is the peer only from --host (unless
+    --any-host) and, when bound with --cert-fingerprint/--cert-subject, only over TLS with
+    that certificate; otherwise it is nobody (echo, and store if accept_from = "any").
 
     \b
     Example:
       pacsnode peer add county --aet CTY_PACS --host 10.0.0.7 --port 11112 --institution CTY001
+      pacsnode peer add county --aet CTY_PACS --host 10.0.0.7 --port 2762 --institution CTY001 \\
+          --tls --cert-subject cty-pacs.example.org --replace
     """
-    validate_aet(aet, "--aet")
-    validate_port(port, "--port")
+    if any_host and check_host:
+        raise click.BadParameter("--any-host and --check-host contradict each other")
+    if (cert_fingerprint or cert_subject) and not tls:
+        raise click.BadParameter("--cert-fingerprint/--cert-subject need --tls (a certificate only comes over TLS)")
+    try:
+        fingerprint = normalise_fingerprint(cert_fingerprint) if cert_fingerprint else ""
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cert-fingerprint") from None
     perms = frozenset(p.strip() for p in permissions.split(",") if p.strip())
     node = open_node(ctx)
-    node.add_peer(Peer(name, aet, host, port, institution, perms, check_host, tls), replace=replace)
-    node.close()
+    try:
+        node.add_peer(Peer(name, aet, host, port, institution, perms, check_host=not any_host, tls=tls,
+                           cert_fingerprint=fingerprint, cert_subject=cert_subject.strip()), replace=replace)
+    finally:
+        node.close()
     click.echo(f"peer {name} = {aet}@{host}:{port}")
+    if tls and not (fingerprint or cert_subject):
+        click.echo("Warning: any certificate our CA signed may claim this AE title; bind it with "
+                   "--cert-fingerprint or --cert-subject", err=True)
 
 
 @peer.command(name="list")
@@ -72,7 +97,12 @@ def peer_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["name", "aet", "host", "port", "institution", "permissions", "tls"])
+        for row in rows:
+            row["host_check"] = "on" if row["check_host"] else "any host"
+            row["bound_to"] = ("sha256 " + row["cert_fingerprint"][:12] + "…") if row["cert_fingerprint"] else (
+                f"CN={row['cert_subject']}" if row["cert_subject"] else "")
+        print_table(rows, ["name", "aet", "host", "port", "institution", "permissions", "tls", "host_check",
+                           "bound_to"])
 
 
 @peer.command(name="remove")

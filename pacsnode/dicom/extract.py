@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
-from pacsnode.dicom import header
+from pacsnode.dicom import header, limits, lossy
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -25,22 +25,8 @@ UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # pydicom hands ISO 2022 IR 58 (GB2312) to Python's gb2312 codec, which keeps the ESC $ ) A
 # designations in the text; decoded text never needs an escape sequence, so drop any left over.
 LEFTOVER_ESCAPE = re.compile(r"\x1b[\x20-\x2f]+[\x30-\x7e]")
-LOSSY_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy allowed)
-    "1.2.840.10008.1.2.4.93",
-    "1.2.840.10008.1.2.4.100",  # MPEG2
-    "1.2.840.10008.1.2.4.101",
-    "1.2.840.10008.1.2.4.102",
-    "1.2.840.10008.1.2.4.103",
-    "1.2.840.10008.1.2.4.104",
-    "1.2.840.10008.1.2.4.105",
-    "1.2.840.10008.1.2.4.106",
-    "1.2.840.10008.1.2.4.107",
-    "1.2.840.10008.1.2.4.108",
-}
+# Which transfer syntaxes are lossy: pacsnode.dicom.lossy, shared with QC (issue 12.5).
+LOSSY_SYNTAXES = lossy.LOSSY_TRANSFER_SYNTAXES
 
 
 def is_valid_uid(value: str) -> bool:
@@ -177,13 +163,28 @@ def _other_ids(dataset: Dataset) -> tuple[OtherPatientId, ...]:
 
 
 def _lossy(dataset: Dataset, transfer_syntax: str) -> bool:
-    return _text(dataset, "LossyImageCompression") == "01" or transfer_syntax in LOSSY_SYNTAXES
+    return lossy.is_lossy(transfer_syntax, _text(dataset, "LossyImageCompression"),
+                          _text(dataset, "LossyImageCompressionMethod"))
+
+
+def deidentified(patient_identity_removed: str, deidentification_method: str) -> bool:
+    """A de-identified copy: Patient Identity Removed (0012,0062) = YES, or any De-identification
+    Method (0012,0063). Such a copy is not the original record and never HR-eligible
+    (RECOGNITION.md: "if S.lossy or S.deidentified: fail += incomplete")."""
+    removed = patient_identity_removed.strip().upper() == "YES"
+    return removed or bool(deidentification_method.replace("\\", "").strip())
 
 
 def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceFacts:
-    """Extract the indexed attributes; raise InvalidInstance when a UID is missing or malformed."""
+    """Extract the indexed attributes; raise InvalidInstance when a UID is missing or malformed,
+    or an indexed value breaks its VR (``dicom.limits``)."""
     meta = getattr(dataset, "file_meta", None)
     syntax = transfer_syntax or str(getattr(meta, "TransferSyntaxUID", "") or "")
+    return check_facts(_facts_of_dataset(dataset, syntax),
+                       {k: _text(dataset, k) for k in ("StudyTime", "SeriesTime")})
+
+
+def _facts_of_dataset(dataset: Dataset, syntax: str) -> InstanceFacts:
     return InstanceFacts(
         sop_instance_uid=_uid(dataset, "SOPInstanceUID", "SOP Instance UID"),
         sop_class_uid=_uid(dataset, "SOPClassUID", "SOP Class UID"),
@@ -215,6 +216,7 @@ def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceF
         instance_number=_int(dataset, "InstanceNumber"),
         number_of_frames=_int(dataset, "NumberOfFrames"),
         lossy=_lossy(dataset, syntax),
+        deidentified=deidentified(_text(dataset, "PatientIdentityRemoved"), _text(dataset, "DeidentificationMethod")),
         specific_character_set=_text(dataset, "SpecificCharacterSet"),
         device_serial=_text(dataset, "DeviceSerialNumber"),
         station_name=_text(dataset, "StationName"),
@@ -238,7 +240,7 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
     others = Dataset()
     others.OtherPatientIDsSequence = values.sequence("OtherPatientIDsSequence")
     syntax = scanned.transfer_syntax
-    return InstanceFacts(
+    return check_facts(InstanceFacts(
         sop_instance_uid=uid("SOPInstanceUID", "SOP Instance UID"), sop_class_uid=uid("SOPClassUID", "SOP Class UID"),
         study_uid=uid("StudyInstanceUID", "Study Instance UID"),
         series_uid=uid("SeriesInstanceUID", "Series Instance UID"), transfer_syntax=syntax,
@@ -257,10 +259,43 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
         series_description=_clean(text("SeriesDescription")), series_date=text("SeriesDate"),
         series_time=normalise_time(text("SeriesTime")), instance_number=header.first_int(text("InstanceNumber")),
         number_of_frames=header.first_int(text("NumberOfFrames")),
-        lossy=text("LossyImageCompression") == "01" or syntax in LOSSY_SYNTAXES,
+        lossy=lossy.is_lossy(syntax, text("LossyImageCompression"), text("LossyImageCompressionMethod")),
+        deidentified=deidentified(text("PatientIdentityRemoved"), text("DeidentificationMethod")),
         specific_character_set=text("SpecificCharacterSet"), device_serial=_clean(text("DeviceSerialNumber")),
         station_name=_clean(text("StationName")),
-    )
+    ), {k: text(k) for k in ("StudyTime", "SeriesTime")})
+
+
+#: InstanceFacts field → the attribute it comes from (its VR is in ``header.INDEXED``).
+FACT_KEYWORDS = {
+    "patient_id": "PatientID", "issuer_of_patient_id": "IssuerOfPatientID", "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate", "patient_sex": "PatientSex", "study_date": "StudyDate",
+    "accession_number": "AccessionNumber", "study_id": "StudyID", "study_description": "StudyDescription",
+    "referring_physician": "ReferringPhysicianName", "institution_name": "InstitutionName",
+    "modality": "Modality", "body_part": "BodyPartExamined", "contrast_agent": "ContrastBolusAgent",
+    "series_description": "SeriesDescription", "series_date": "SeriesDate",
+    "specific_character_set": "SpecificCharacterSet", "device_serial": "DeviceSerialNumber",
+    "station_name": "StationName",
+}
+
+
+def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFacts:
+    """Refuse (ValueTooLong) an instance whose indexed values break their VR; return it otherwise.
+
+    Times are checked as sent (``raw_times``): the index keeps them normalised, which would
+    hide an over-long value.
+    """
+    for name, keyword in FACT_KEYWORDS.items():
+        limits.check_value(keyword, header.INDEXED[keyword], getattr(facts, name))
+    for keyword, raw in raw_times.items():
+        limits.check_value(keyword, "TM", raw)
+    for other in facts.other_patient_ids:
+        limits.check_value("PatientID", "LO", other.patient_id)
+        limits.check_value("IssuerOfPatientID", "LO", other.issuer)
+    for code in facts.institution_codes + facts.procedure_codes:
+        for value in (code.value, code.scheme, code.meaning):
+            limits.check_value("CodeValue", "SH", value)  # descriptive: only absurd lengths refused
+    return facts
 
 
 def _clean(value: str) -> str:
@@ -277,6 +312,8 @@ def read_facts(path: Path | str) -> InstanceFacts:
         scanned = header.scan(path)
         if scanned is not None and scanned.complete:
             return facts_from_scan(scanned)
+    except limits.ValueTooLong:
+        raise  # certain, and the full read would load the whole over-long value to say the same
     except Exception:  # any doubt: the full read decides (and names the problem)
         pass
     return facts_from_dataset(read_header(path))

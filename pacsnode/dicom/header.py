@@ -28,6 +28,8 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
+from pacsnode.dicom import limits
+
 #: keyword → VR of every attribute the index reads (implicit VR files carry no VR).
 INDEXED: dict[str, str] = {
     "SpecificCharacterSet": "CS", "SOPClassUID": "UI", "SOPInstanceUID": "UI", "StudyDate": "DA",
@@ -38,6 +40,7 @@ INDEXED: dict[str, str] = {
     "PatientSex": "CS", "OtherPatientIDsSequence": "SQ", "ContrastBolusAgent": "LO", "BodyPartExamined": "CS",
     "DeviceSerialNumber": "LO", "StudyInstanceUID": "UI", "SeriesInstanceUID": "UI", "StudyID": "SH",
     "SeriesNumber": "IS", "InstanceNumber": "IS", "NumberOfFrames": "IS", "LossyImageCompression": "CS",
+    "LossyImageCompressionMethod": "CS", "PatientIdentityRemoved": "CS", "DeidentificationMethod": "LO",
 }
 TAGS: dict[int, tuple[str, str]] = {int(tag_for_keyword(k) or 0): (k, vr) for k, vr in INDEXED.items()}
 TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
@@ -79,6 +82,9 @@ def scan(path: Path | str) -> HeaderScan | None:
                 complete = False
                 break
             if element.tag in TAGS:
+                keyword, vr = TAGS[int(element.tag)]
+                if vr != "SQ" and element.length != 0xFFFFFFFF:
+                    limits.check_declared_length(keyword, vr, element.length)
                 elements[int(element.tag)] = element
             end = handle.tell()
         complete = complete and end == size

@@ -231,6 +231,8 @@ class Association:
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:
         """Every peer association is an audit event."""
         caller = self.caller()
+        if getattr(caller, "refused", ""):  # an AE title that did not match its address or certificate
+            detail = {**detail, "identity_refused": caller.refused}  # type: ignore[attr-defined]
         self.node.audit.record("association", outcome, peer_aet=caller.aet,
                                peer_name=caller.peer.name if caller.peer else "",
                                detail={"host": self.address[0], "called": self.rq.called_ae.strip(), **detail})

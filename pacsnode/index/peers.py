@@ -19,7 +19,7 @@ def _peer(row: sqlite3.Row) -> Peer:
     permissions = frozenset(p for p in row["permissions"].split(",") if p)
     return Peer(name=row["name"], aet=row["aet"], host=row["host"], port=int(row["port"]),
                 institution=row["institution"], permissions=permissions, check_host=bool(row["check_host"]),
-                tls=bool(row["tls"]))
+                tls=bool(row["tls"]), cert_fingerprint=row["cert_fingerprint"], cert_subject=row["cert_subject"])
 
 
 class PeerRegistry:
@@ -36,11 +36,17 @@ class PeerRegistry:
             exists = conn.execute("SELECT 1 FROM peers WHERE name=?", (peer.name,)).fetchone()
             if exists and not replace:
                 raise PacsnodeError(f"peer {peer.name!r} already exists; remove it first or use --replace")
+            twin = conn.execute("SELECT name FROM peers WHERE aet=? AND name<>? ORDER BY name",
+                                (peer.aet, peer.name)).fetchone()
+            if twin:  # one AE title, one peer: otherwise a second registration inherits the first's rights
+                raise PacsnodeError(f"AE title {peer.aet!r} is already registered for peer {twin['name']!r}; "
+                                    "AE titles are unique among peers")
             conn.execute(
-                "INSERT OR REPLACE INTO peers (name, aet, host, port, institution, permissions, check_host, tls) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO peers (name, aet, host, port, institution, permissions, check_host, tls, "
+                "cert_fingerprint, cert_subject) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (peer.name, peer.aet, peer.host, peer.port, peer.institution,
-                 ",".join(p for p in ALL_PERMISSIONS if p in peer.permissions), int(peer.check_host), int(peer.tls)))
+                 ",".join(p for p in ALL_PERMISSIONS if p in peer.permissions), int(peer.check_host), int(peer.tls),
+                 peer.cert_fingerprint, peer.cert_subject))
 
     def remove(self, name: str) -> None:
         with self.index.write() as conn:
@@ -57,6 +63,11 @@ class PeerRegistry:
         return _peer(rows[0])
 
     def by_aet(self, aet: str) -> Peer | None:
-        """The peer with this AE title (the first by name if several share it)."""
-        rows = self.index.query("SELECT * FROM peers WHERE aet=? ORDER BY name", (aet.strip(),))
-        return _peer(rows[0]) if rows else None
+        """The peer with this AE title; None when there is none, or several (an index from before
+        AE titles were unique: ambiguous means nobody)."""
+        found = self.all_by_aet(aet)
+        return found[0] if len(found) == 1 else None
+
+    def all_by_aet(self, aet: str) -> list[Peer]:
+        """Every peer registered with exactly this AE title (leading/trailing spaces ignored)."""
+        return [_peer(r) for r in self.index.query("SELECT * FROM peers WHERE aet=? ORDER BY name", (aet.strip(" "),))]

@@ -225,6 +225,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE peers ADD COLUMN tls INTEGER NOT NULL DEFAULT 0
         """,
     ),
+    (
+        # Issue 12.2: a de-identified copy (Patient Identity Removed = YES, or a De-identification
+        # Method) is never HR-eligible. Rows indexed before this migration read 0 until re-indexed.
+        "0005_deidentified",
+        """
+        ALTER TABLE instances ADD COLUMN deidentified INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE studies ADD COLUMN deidentified INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
+    (
+        # Issue 10 items 10/11: a peer may be bound to its TLS certificate, and the host check is
+        # on by default. Rows written before had check_host = 0 only because that was the old
+        # default (there was no way to say "any host" on purpose), so every peer registered with
+        # a host gets the check: the safe reading. An admin opts a peer out again with
+        # `pacsnode peer add NAME ... --any-host --replace`.
+        "0006_peer_identity_binding",
+        """
+        ALTER TABLE peers ADD COLUMN cert_fingerprint TEXT NOT NULL DEFAULT '';
+        ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
+        UPDATE peers SET check_host = 1 WHERE host != ''
+        """,
+    ),
 ]
 
 

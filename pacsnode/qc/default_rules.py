@@ -99,22 +99,8 @@ decode = "fail"
 dims = "fail"
 range = "fail"
 lossy = "warn"
-# Transfer syntaxes that are always lossy: JPEG baseline/extended, JPEG-LS near-lossless,
-# MPEG-2/MPEG-4/HEVC video, JPEG XL recompressed JPEG. Fragmentable variants
-# ("<uid>.1") count as their parent.
-lossy_transfer_syntaxes = [
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101", "1.2.840.10008.1.2.4.102",
-    "1.2.840.10008.1.2.4.103", "1.2.840.10008.1.2.4.104", "1.2.840.10008.1.2.4.105",
-    "1.2.840.10008.1.2.4.106", "1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108",
-    "1.2.840.10008.1.2.4.111",
-]
-# Transfer syntaxes that may be lossy or lossless (JPEG 2000, HTJ2K, JPEG XL): lossy
-# unless the header says Lossy Image Compression "00".
-possibly_lossy_transfer_syntaxes = [
-    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.112",
-]
+# Which images are lossy is decided in one place for QC and recognition alike
+# (pacsnode/dicom/lossy.py: transfer syntax, Lossy Image Compression, its Method).
 
 # Minimum [rows, columns] per modality; `default` for the others. These catch thumbnails,
 # placeholders and truncated images, not diagnostic resolution (that is the reviewer's grade):
