@@ -285,7 +285,7 @@ def test_sample_region_access(sample: Region) -> None:
     assert decide_access(sample, "PRV001", "PVT001", True, study, context, (), now).reason == "no_relationship"
 
 
-MANIFEST = SAMPLE.parents[1] / "sample_dicom" / "manifest.json"
+MANIFEST = SAMPLE.parents[1] / "tests" / "data" / "sample_manifest.json"
 
 
 @pytest.mark.skipif(not MANIFEST.exists(), reason="sample DICOM not generated")

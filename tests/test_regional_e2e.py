@@ -30,7 +30,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, ToolResult, free_port, have_tool, run_tool
+from support import LOOPBACK, NodeProcess, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, ToolResult, dcmtk, free_port, have_tool, run_tool
 
 pytestmark = [
     pytest.mark.interop,
@@ -39,7 +39,7 @@ pytestmark = [
 ]
 
 RULES = tomllib.loads((REPO / "config" / "recognition.toml").read_text(encoding="utf-8"))
-MANIFEST = json.loads((SAMPLE_DIR / "manifest.json").read_text(encoding="utf-8"))
+MANIFEST = json.loads(SAMPLE_MANIFEST.read_text(encoding="utf-8"))
 STUDIES = {s["study_instance_uid"]: s for s in MANIFEST["studies"]}
 INSTITUTIONS = {i["code"]: i for i in RULES["institutions"]}
 
@@ -143,7 +143,7 @@ HR_KEYS = ["(0011,0010)=PACSNODE HR", "(0011,1001)", "(0011,1003)", "(0011,1004)
 
 def findscu(node: NodeProcess, calling: str, keys: list[str], out: Path) -> Answer:
     out.mkdir(parents=True, exist_ok=True)
-    args = ["findscu", "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
+    args = [dcmtk("findscu"), "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
             "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "StudyDate"]
     for key in keys:
         args += ["-k", key]
@@ -156,7 +156,7 @@ def movescu(node: NodeProcess, calling: str, destination: str, listen_port: int,
             out: Path) -> tuple[int, str, set[str]]:
     """C-MOVE a study to ``destination``, with movescu itself receiving on ``listen_port``."""
     out.mkdir(parents=True, exist_ok=True)
-    result = run_tool(["movescu", "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-aem", destination,
+    result = run_tool([dcmtk("movescu"), "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-aem", destination,
                        "--port", str(listen_port), "-od", out, "-k", "QueryRetrieveLevel=STUDY",
                        "-k", f"StudyInstanceUID={study_uid}", LOOPBACK, str(node.port)], timeout=90)
     status, comment = _final(result, "Move")

@@ -1,8 +1,8 @@
-"""DICOM Upper Layer PDUs (PS3.8 9.3) and DIMSE command sets (PS3.7 E), as plain bytes.
+"""DICOM Upper Layer PDUs (PS3.8 9.3), as plain bytes (DIMSE command sets: ``commands``).
 
-The lean receive path (``pacsnode.dimse.lean``) speaks the wire itself instead of going
-through pynetdicom's reactor threads and PDU objects. This module is its codec and nothing
-else: no sockets, no state. Every decoder raises :class:`PDUError` on malformed input, so a
+The engine (``association``, ``outgoing``) speaks the wire itself instead of going through
+pynetdicom's reactor threads and PDU objects. This module is its codec and nothing else:
+no sockets, no state. Every decoder raises :class:`PDUError` on malformed input, so a
 caller has exactly one exception to turn into an A-ABORT.
 
 P-DATA-TF is the hot path: :func:`iter_pdvs` walks the PDVs of a received PDU body in place

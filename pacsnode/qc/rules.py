@@ -5,7 +5,7 @@ traceable to the rules in force (``QcRules.version``). They are parsed once at s
 ``config/qc_rules.toml`` into frozen dataclasses; a bad value raises
 :class:`pacsnode.errors.ConfigError` naming the file, the key and the fix, so a node never
 starts with half-understood rules. :func:`default_rules` gives the shipped rule set without
-touching the file system (it is the same text as ``config/qc_rules.toml``).
+reading a node home (it is the package data ``pacsnode/defaults/qc_rules.toml``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from pacsnode.errors import ConfigError
-from pacsnode.qc.default_rules import DEFAULT_RULES_TOML
+from pacsnode.defaults import default_text
 
 Severity = Literal["fail", "warn", "off"]
 Scope = Literal["all", "images"]
@@ -149,8 +149,8 @@ def load_rules(path: str | Path) -> QcRules:
 
 
 def default_rules() -> QcRules:
-    """The rule set shipped with pacsnode (identical to ``config/qc_rules.toml``)."""
-    return parse_rules(DEFAULT_RULES_TOML, origin="<default qc rules>")
+    """The rule set shipped with pacsnode (package data; ``config/qc_rules.toml`` is its source)."""
+    return parse_rules(default_text("qc_rules.toml"), origin="<default qc rules>")
 
 
 def parse_rules(text: str, origin: str = "<qc rules>") -> QcRules:
