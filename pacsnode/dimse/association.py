@@ -21,6 +21,7 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 from pacsnode.dimse import pdu, policy
@@ -85,6 +86,7 @@ class Association:
         self._watch = CancelWatch(sock, self._read_whole_pdu)
         self._cancel_seen: set[int] = set()
         self._message_id = 0
+        self._spare_temp: Path | None = None
         self._send_lock = threading.Lock()
         self._closing = False
         self._label = f"{rq.calling_ae.strip()}@{address[0]} -> {rq.called_ae.strip()}"
@@ -97,6 +99,19 @@ class Association:
 
     def label(self) -> str:
         return self._label
+
+    def temp_file(self) -> Path:
+        """A temporary file for the next C-STORE: the spare one made off the critical path, or a new one."""
+        spare, self._spare_temp = self._spare_temp, None
+        return spare or self.node.new_temp_file()
+
+    def prepare_temp_file(self) -> None:
+        """Make the spare temporary file while the peer prepares its next C-STORE (after a response)."""
+        if self._spare_temp is None:
+            try:
+                self._spare_temp = self.node.new_temp_file()
+            except OSError:
+                pass  # temp_file() tries again and the store reports the error
 
     def send(self, data: bytes) -> None:
         with self._send_lock:
@@ -206,6 +221,8 @@ class Association:
             if self._sink is not None:
                 self._sink.discard()
                 self._sink = None
+            if self._spare_temp is not None:
+                self._spare_temp.unlink(missing_ok=True)
             self._close()
             if self.outcome != "rejected":
                 LOGGER.info("association %s %s: %s", self._label, self.outcome,

@@ -135,6 +135,7 @@ class IncomingStore:
         if self.sop_instance:
             elements[pdu.AFFECTED_SOP_INSTANCE_UID] = self.sop_instance
         self.session.respond(self.request, pdu.C_STORE_RSP, status, comment, elements)
+        self.session.prepare_temp_file()  # while the peer reads the response and sends its next file
 
 
 def store(session: Session, request: Request) -> IncomingStore:
@@ -148,7 +149,7 @@ def store(session: Session, request: Request) -> IncomingStore:
         incoming.failure = (statuses.STORE_CANNOT_UNDERSTAND, "C-STORE request without a dataset")
     else:
         try:
-            temp = session.node.new_temp_file()
+            temp = session.temp_file()
             incoming.open(temp, file_meta(sop_class, sop_instance, request.transfer_syntax, session.rq.calling_ae))
         except OSError as exc:
             LOGGER.error("cannot create a temporary file: %s", exc)

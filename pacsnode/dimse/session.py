@@ -10,6 +10,7 @@ fragments to the sink the service returned, and offers the few operations a serv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from pacsnode.dimse import pdu
@@ -73,6 +74,12 @@ class Session(Protocol):
         is remembered (``cancelled`` then says True)."""
 
     def next_message_id(self) -> int: ...
+
+    def temp_file(self) -> Path:
+        """A new temporary file on the storage filesystem for a received dataset."""
+
+    def prepare_temp_file(self) -> None:
+        """Make the next temporary file now, off the critical path (after a response went out)."""
 
     def label(self) -> str: ...
 
