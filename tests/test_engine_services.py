@@ -294,3 +294,61 @@ def test_store_with_an_empty_or_invalid_affected_sop_instance_fails_and_goes_on(
         scu.close()
     assert stored_uids(node) == [real_instance]
     assert node.temp_files() == []
+
+
+def test_storage_commitment_report_goes_on_a_new_association_after_release(
+        node_process: Callable[..., NodeProcess]) -> None:
+    """The requester releases right after N-ACTION-RSP: the report reaches its registered SCP."""
+    from pynetdicom import AE as ScpAE
+
+    reports: list[tuple[int, Dataset]] = []
+    arrived = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, None]:
+        reports.append((int(event.request.EventTypeID), event.event_information))
+        arrived.set()
+        return 0x0000, None  # an acceptor's N-EVENT-REPORT handler answers (status, reply)
+
+    scp = ScpAE(ae_title="MODALITY")
+    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    server = scp.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        proc = node_process(institution="CTY001")
+        proc.cli("peer", "add", "modality", "--aet", "MODALITY", "--host", LOOPBACK, "--port",
+                 str(server.server_address[1]), "--institution", "CTY001")
+        proc.start()
+        assert proc.store(ct_files(1), aet="MODALITY").returncode == 0
+        uid = stored_uids(proc)[0]
+        request = Dataset()
+        request.TransactionUID = "1.2.826.0.1.3680043.10.1078.99.3"
+        item = Dataset()
+        item.ReferencedSOPClassUID = CTImageStorage
+        item.ReferencedSOPInstanceUID = uid
+        request.ReferencedSOPSequence = [item]
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_dataset
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, True
+        write_dataset(buffer, request)
+        scu = RawScu(proc.port, {1: (StorageCommitmentPushModel, IMPLICIT)}, calling="MODALITY")
+        try:
+            assert isinstance(scu.associate(), pdu.AssociateAC)
+            command = pdu.encode_command({
+                pdu.REQUESTED_SOP_CLASS_UID: StorageCommitmentPushModel, pdu.COMMAND_FIELD: pdu.N_ACTION_RQ,
+                pdu.MESSAGE_ID: 1, pdu.COMMAND_DATASET_TYPE: 1, pdu.REQUESTED_SOP_INSTANCE_UID: COMMITMENT_INSTANCE,
+                pdu.ACTION_TYPE_ID: 1})
+            scu.sock.sendall(pdu.encode_message(1, command, buffer.getvalue(), 16384))
+            assert scu.response().us(pdu.STATUS) == 0  # N-ACTION-RSP
+            scu.sock.sendall(pdu.ReleaseRQ().encode())  # gone before answering the report
+            seen = [scu.read_pdu() for _ in range(3)]  # the unanswered report (command, dataset), then RP
+            assert isinstance(seen[-1], pdu.ReleaseRP)
+        finally:
+            scu.close()
+        assert arrived.wait(20), "the report never reached the requester's registered address"
+    finally:
+        server.shutdown()
+    event_type, report = reports[0]
+    assert event_type == 1 and report.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence] == [uid]
+    events = proc.index_rows("SELECT outcome, detail FROM audit WHERE action = 'commitment'")
+    assert any(outcome == "reported" and "new_association" in detail for outcome, detail in events)

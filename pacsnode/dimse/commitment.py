@@ -7,20 +7,26 @@ as the request is readable, then ask ``Node.commitment`` which instances are saf
 N-EVENT-REPORT-RQ (Event Type 1 all committed, 2 some failed, with the Failed SOP Sequence
 and reasons 0x0110/0x0112) on the same association, awaiting its N-EVENT-REPORT-RSP.
 
-A request we cannot read gets a failure status on the N-ACTION-RSP and no report. When
-the association is released before the report could be sent, the report is not sent on a
-new association (not implemented: the requester asks again).
+A request we cannot read gets a failure status on the N-ACTION-RSP and no report. When the
+requester releases before answering the report, it is sent again on a new association to
+the requester's registered address (``outgoing``, its TLS setting, our SCP role proposed by
+role selection), from a thread of its own so that the release is answered at once; a
+requester that is not a registered peer cannot be called back (logged and audited).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pacsnode.dimse import lean_find, pdu, policy, statuses
+from pacsnode.dimse import lean_find, outgoing, pdu, policy, statuses
 from pacsnode.dimse.session import BufferSink, Request, Session, Sink
+from pacsnode.errors import PacsnodeError
+from pacsnode.model import Caller
+from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,21 +105,67 @@ def report_dataset(transaction: str, results: list[tuple[str, str, int]]) -> Dat
     return dataset
 
 
-def _report(session: Session, request: Request, transaction: str, results: list[tuple[str, str, int]]) -> None:
-    """Send the N-EVENT-REPORT-RQ on this association and wait for its response."""
-    failed = any(reason for _c, _i, reason in results)
-    message_id = session.next_message_id()
-    command = pdu.encode_command({
+def _event_command(message_id: int, failed: bool) -> bytes:
+    return pdu.encode_command({
         pdu.AFFECTED_SOP_CLASS_UID: policy.STORAGE_COMMITMENT_PUSH, pdu.COMMAND_FIELD: pdu.N_EVENT_REPORT_RQ,
         pdu.MESSAGE_ID: message_id, pdu.COMMAND_DATASET_TYPE: pdu.DATASET_PRESENT,
         pdu.AFFECTED_SOP_INSTANCE_UID: policy.STORAGE_COMMITMENT_INSTANCE,
         pdu.EVENT_TYPE_ID: EVENT_SOME_FAILED if failed else EVENT_ALL_COMMITTED,
     })
-    dataset = lean_find.DatasetCodec.of(request.transfer_syntax).encode(report_dataset(transaction, results))
-    session.send(pdu.encode_message(request.context_id, command, dataset, session.peer_max_pdu))
+
+
+def _report(session: Session, request: Request, transaction: str, results: list[tuple[str, str, int]]) -> None:
+    """Send the N-EVENT-REPORT-RQ on this association and wait for its response (else a new association)."""
+    failed = any(reason for _c, _i, reason in results)
+    message_id = session.next_message_id()
+    report = report_dataset(transaction, results)
+    dataset = lean_find.DatasetCodec.of(request.transfer_syntax).encode(report)
+    session.send(pdu.encode_message(request.context_id, _event_command(message_id, failed), dataset,
+                                    session.peer_max_pdu))
     response = session.await_response(message_id, pdu.N_EVENT_REPORT_RSP)
-    if response is None:
-        LOGGER.warning("%s: no N-EVENT-REPORT-RSP for transaction %s", session.label(), transaction)
-    else:
+    if response is not None:
         LOGGER.info("%s: storage commitment %s reported (%d instance(s), status 0x%04x)", session.label(),
                     transaction, len(results), response.us(pdu.STATUS, 0) or 0)
+        return
+    LOGGER.info("%s: no N-EVENT-REPORT-RSP for transaction %s; reporting on a new association", session.label(),
+                transaction)
+    threading.Thread(target=report_on_new_association, args=(session.node, session.caller(), report, failed),
+                     name="pacsnode-commitment-report", daemon=True).start()
+
+
+def report_on_new_association(node: Node, caller: Caller, report: Dataset, failed: bool) -> bool:
+    """Deliver a commitment report to the requester's registered address; True once answered."""
+    peer = caller.peer
+    transaction = str(report.TransactionUID)
+    if peer is None:
+        LOGGER.warning("storage commitment %s: %s is not a registered peer, the report cannot be delivered",
+                       transaction, caller.aet)
+        node.audit.record("commitment", "undelivered", peer_aet=caller.aet,
+                          detail={"transaction": transaction, "why": "requester is not a registered peer"})
+        return False
+    contexts = [pdu.PresentationContextRQ(1, policy.STORAGE_COMMITMENT_PUSH,
+                                          (policy.EXPLICIT_LITTLE, policy.IMPLICIT_LITTLE))]
+    roles = (pdu.RoleSelection(policy.STORAGE_COMMITMENT_PUSH, False, True),)  # we are the SCP, sending the report
+    try:
+        association = outgoing.open_association(peer, node.config.aet, contexts, node.config, roles=roles,
+                                                timeout=node.config.network.dimse_timeout)
+    except (PacsnodeError, OSError) as exc:
+        LOGGER.warning("storage commitment %s: cannot reach %s: %s", transaction, peer.aet, exc)
+        node.audit.record("commitment", "undelivered", peer_aet=peer.aet, peer_name=peer.name,
+                          detail={"transaction": transaction, "why": str(exc)[:200]})
+        return False
+    try:
+        context_id, (_abstract, syntax) = next(iter(sorted(association.accepted.items())))
+        message_id = association.next_message_id()
+        association.send_message(context_id, _event_command(message_id, failed),
+                                 lean_find.DatasetCodec.of(syntax).encode(report))
+        answer = association.receive_message()
+        delivered = answer.command.us(pdu.COMMAND_FIELD) == pdu.N_EVENT_REPORT_RSP
+    except (PacsnodeError, OSError, pdu.PDUError) as exc:
+        LOGGER.warning("storage commitment %s: report to %s failed: %s", transaction, peer.aet, exc)
+        delivered = False
+    finally:
+        association.release()
+    node.audit.record("commitment", "reported" if delivered else "undelivered", peer_aet=peer.aet,
+                      peer_name=peer.name, detail={"transaction": transaction, "new_association": True})
+    return delivered
