@@ -83,6 +83,7 @@ def test_a_tls_peer_that_fails_the_handshake_is_an_error_never_clear_text(caller
     else:
         assert result.returncode != 0, result.explain()
         assert "Traceback" not in result.stderr
+        assert "TLS" in result.stderr, f"{command}: the error must say TLS failed: {result.stderr!r}"
     assert listener.seen, "the command never tried the peer"
     for first in listener.seen:
         assert first[:2] == b"\x16\x03", f"{command} sent {first[:16]!r}: not a TLS handshake"

@@ -1,7 +1,11 @@
-"""Outgoing DICOM: echo, store, find, move and get towards a peer.
+"""Outgoing DICOM through pynetdicom: echo, find, move and get towards a peer.
 
-Every association opened here sets TCP_NODELAY (see ``sockets``) and proposes a large
-maximum PDU; errors become ``PeerError`` with a message that says what the peer did.
+C-STORE (``pacsnode send``) no longer goes through here: ``send_files`` streams stored bytes
+on our own association (``outgoing``). Every association opened here sets TCP_NODELAY (see
+``sockets``), proposes a large maximum PDU, and uses TLS when the peer is registered with
+``--tls`` (pynetdicom wraps the socket before connecting; a failed handshake is an error,
+never a clear-text retry); errors become ``PeerError`` with a message that says what the
+peer did.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def associate(ae: AE, peer: Peer, local: LocalAE | None = None, **kwargs: Any) -
     if not assoc.is_established:
         if assoc.is_rejected:
             raise PeerError(f"{peer.aet}@{peer.host}:{peer.port} rejected the association")
+        if tls_args is not None:  # pynetdicom logs the SSL error and reports only a failed association
+            raise PeerError(f"cannot associate with {peer.aet}@{peer.host}:{peer.port} over TLS (handshake failed, "
+                            "certificate not trusted, or no answer); nothing was sent in clear text")
         raise PeerError(f"cannot associate with {peer.aet}@{peer.host}:{peer.port} (no answer or aborted)")
     try:
         yield assoc
