@@ -58,7 +58,7 @@ class NetworkSettings:
     network_timeout: float = 60.0
     strict_called_aet: bool = False
     pdu_timeout: float = 30.0  # a PDU, once started, must arrive whole within this (slowloris)
-    max_associations_per_address: int = 16  # connections from one source address
+    max_associations_per_address: int = 32  # from one source address; lower keeps one host from taking all
     max_pending_connections: int = 64  # connections that have not sent an A-ASSOCIATE-RQ yet
 
 
@@ -207,7 +207,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
             strict_called_aet=_typed(network, "strict_called_aet", bool, False, f"{source}: [network]"),
             workers=_typed(network, "workers", int, 1, f"{source}: [network]", minimum=1),
             pdu_timeout=_typed(network, "pdu_timeout", float, 30.0, f"{source}: [network]", minimum=1),
-            max_associations_per_address=_typed(network, "max_associations_per_address", int, 16,
+            max_associations_per_address=_typed(network, "max_associations_per_address", int, 32,
                                                 f"{source}: [network]", minimum=1),
             max_pending_connections=_typed(network, "max_pending_connections", int, 64, f"{source}: [network]",
                                            minimum=1),
@@ -295,7 +295,7 @@ dimse_timeout = 60
 network_timeout = 60
 strict_called_aet = false   # true: refuse associations whose called AE is not ours
 pdu_timeout = 30            # seconds a PDU may take once its first byte arrived (a byte every 2 s holds nothing)
-max_associations_per_address = 16  # connections from one source address (per worker process)
+max_associations_per_address = 32  # per source address (per worker); lower keeps one host from taking all
 max_pending_connections = 64        # connections that have not sent an A-ASSOCIATE-RQ yet (per worker)
 
 [tls]

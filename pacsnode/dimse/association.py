@@ -171,10 +171,10 @@ class Association:
     def run(self) -> None:
         try:
             answer = policy.negotiate(self.rq, self.node.config)
-            self.send(answer.encode())
             if isinstance(answer, pdu.AssociateRJ):
-                self._rejected(answer)
+                self._rejected(answer)  # audited before the peer hears of it
                 return
+            self.send(answer.encode())
             self.contexts = {pc.context_id: (self._abstract(pc.context_id), pc.transfer_syntax)
                              for pc in answer.presentation_contexts if pc.result == pdu.PC_ACCEPTANCE}
             self.combined_datetime = frozenset(
@@ -225,6 +225,7 @@ class Association:
                                            "why": "calling AE title blank or not printable", **detail})
         else:
             self._audit("rejected", detail)
+        self.send(answer.encode())
         self._linger()
 
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:

@@ -124,3 +124,43 @@ def encode_command(elements: dict[int, int | str]) -> bytes:
 def error_comment(text: str) -> str:
     """An Error Comment (0000,0902) value: LO, ASCII, at most 64 characters, no backslash."""
     return text.replace("\\", "/").encode("ascii", "replace").decode()[:64]
+
+
+# -- a DIMSE message as P-DATA-TF PDUs (PS3.8 9.3.5, E.2) -------------------------------
+_P_DATA_TF = 0x04  # the same numbers as in ``pdu`` (which imports this module, not the reverse)
+_MCH_COMMAND, _MCH_LAST = 0x01, 0x02
+_PDATA_HEADER = struct.Struct(">BxL")
+_PDV_HEADER = struct.Struct(">LBB")
+
+
+def encode_message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int) -> bytes:
+    """The P-DATA-TF PDUs carrying one DIMSE message, none longer than the peer's maximum.
+
+    ``peer_max_pdu`` is the maximum length the peer announced (0: unlimited); it bounds the
+    variable part of each P-DATA-TF, PDV headers included (PS3.8 D.1).
+    """
+    message = encode_fragments(context_id, command, True, peer_max_pdu)
+    if dataset is None:
+        return message
+    return message + encode_fragments(context_id, dataset, False, peer_max_pdu)
+
+
+def encode_fragments(context_id: int, payload: bytes, is_command: bool, peer_max_pdu: int) -> bytes:
+    """One command set or dataset as P-DATA-TF PDUs of one PDV each, the last one flagged.
+
+    Lets a sender encode the constant part of a message (a C-FIND-RSP Pending command) once.
+    """
+    limit = peer_max_pdu - 6 if peer_max_pdu else 0
+    if peer_max_pdu and limit < 1:
+        raise PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
+    base = _MCH_COMMAND if is_command else 0
+    size = len(payload)
+    step = limit or max(size, 1)
+    out: list[bytes] = []
+    for offset in range(0, max(size, 1), step):
+        chunk = payload[offset:offset + step]
+        last = _MCH_LAST if offset + step >= size else 0
+        out.append(_PDATA_HEADER.pack(_P_DATA_TF, len(chunk) + 6)
+                   + _PDV_HEADER.pack(len(chunk) + 2, context_id, base | last)
+                   + chunk)
+    return b"".join(out)

@@ -84,7 +84,8 @@ def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
 
     The core of the C-FIND service (``services.find``, streamed by ``lean_find``): parse
     the identifier for the SOP class's model, ask ``Node.find`` (which checks access and
-    audits), build each response, add the PACSNODE HR block when the identifier asks for it. Raises what they raise; ``find_failure`` maps it to a status.
+    audits), build each response, add the PACSNODE HR block when the identifier asks for it.
+    Raises what they raise; ``find_failure`` maps it to a status.
     """
     query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
                              case_insensitive_pn=not node.config.query.case_sensitive_pn)

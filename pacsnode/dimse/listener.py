@@ -168,14 +168,23 @@ class Listener:
         except OSError:
             pass
         sock.close()
-        key, now = (address[0], why.split(" ", 1)[1]), time.monotonic()
         LOGGER.warning("connection from %s refused: %s", address[0], why)
-        if now - self._last_refusal_audit.get(key, -REFUSAL_AUDIT_INTERVAL) >= REFUSAL_AUDIT_INTERVAL:
+        self._audit_refusal(address[0], why, why.split(" ", 1)[1])
+
+    def _audit_refusal(self, host: str, why: str, kind: str) -> None:
+        """Audit a refused connection, at most once per address and kind per interval (a flood of
+        refusals must not become a flood of audit writes)."""
+        key, now = (host, kind), time.monotonic()
+        with self._lock:
+            if now - self._last_refusal_audit.get(key, -REFUSAL_AUDIT_INTERVAL) < REFUSAL_AUDIT_INTERVAL:
+                return
             self._last_refusal_audit[key] = now
-            try:
-                self.node.audit.record("connection", "refused", detail={"host": address[0], "why": why})
-            except Exception:  # auditing must never take the accept loop down
-                LOGGER.exception("audit of a refused connection failed")
+            if len(self._last_refusal_audit) > 10_000:  # many addresses: forget the old ones
+                self._last_refusal_audit = {key: now}
+        try:
+            self.node.audit.record("connection", "refused", detail={"host": host, "why": why})
+        except Exception:  # auditing must never take the accept loop down
+            LOGGER.exception("audit of a refused connection failed")
 
     def _connection(self, sock: socket.socket, address: Any) -> None:
         """Per-connection thread: handshake, read the RQ, admit, serve."""
@@ -208,12 +217,13 @@ class Listener:
             rq = pdu.decode_associate_rq(raw)
         except (pdu.PDUError, TimeoutError) as exc:
             LOGGER.warning("connection from %s: no valid A-ASSOCIATE-RQ (%s), aborting", address[0], exc)
+            self._audit_refusal(address[0], f"no valid A-ASSOCIATE-RQ: {exc}", type(exc).__name__)
             _abort_and_close(conn)
             return
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: handshake refused
             LOGGER.warning("connection from %s lost before association: %s", address[0], exc)
             if isinstance(exc, ssl.SSLError):
-                self.node.audit.record("connection", "refused", detail={"host": address[0], "why": f"TLS: {exc}"})
+                self._audit_refusal(address[0], f"TLS: {exc}", "tls")
             conn.close()
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None

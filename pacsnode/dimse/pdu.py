@@ -517,38 +517,7 @@ def _encode_user_information(user: UserInformation) -> bytes:
     return _item(ITEM_USER_INFORMATION, b"".join(subs))
 
 
-def encode_message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int) -> bytes:
-    """The P-DATA-TF PDUs carrying one DIMSE message, none longer than the peer's maximum.
-
-    ``peer_max_pdu`` is the maximum length the peer announced (0: unlimited); it bounds the
-    variable part of each P-DATA-TF, PDV headers included (PS3.8 D.1).
-    """
-    message = encode_fragments(context_id, command, True, peer_max_pdu)
-    if dataset is None:
-        return message
-    return message + encode_fragments(context_id, dataset, False, peer_max_pdu)
-
-
-def encode_fragments(context_id: int, payload: bytes, is_command: bool, peer_max_pdu: int) -> bytes:
-    """One command set or dataset as P-DATA-TF PDUs of one PDV each, the last one flagged.
-
-    Lets a sender encode the constant part of a message (a C-FIND-RSP Pending command) once.
-    """
-    limit = peer_max_pdu - 6 if peer_max_pdu else 0
-    if peer_max_pdu and limit < 1:
-        raise PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
-    base = MCH_COMMAND if is_command else 0
-    size = len(payload)
-    step = limit or max(size, 1)
-    out: list[bytes] = []
-    for offset in range(0, max(size, 1), step):
-        chunk = payload[offset:offset + step]
-        last = MCH_LAST if offset + step >= size else 0
-        out.append(HEADER.pack(P_DATA_TF, len(chunk) + 6) + _PDV.pack(len(chunk) + 2, context_id, base | last)
-                   + chunk)
-    return b"".join(out)
-
-
-# The DIMSE command codec lives in ``commands``; its names stay reachable as ``pdu.X``.
+# The DIMSE command codec and message framing live in ``commands``; their names stay reachable as ``pdu.X``.
 from pacsnode.dimse.commands import *  # noqa: E402,F401,F403
-from pacsnode.dimse.commands import Command, decode_command, encode_command, error_comment  # noqa: E402,F401
+from pacsnode.dimse.commands import (  # noqa: E402,F401
+    Command, decode_command, encode_command, encode_fragments, encode_message, error_comment)

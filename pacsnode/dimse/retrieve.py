@@ -5,7 +5,7 @@ the destination too), then run one C-STORE sub-operation per instance:
 
 * C-GET on this very association, on a storage context for which the requester took the
   SCP role (role selection), each C-STORE-RSP awaited before the next;
-* C-MOVE on one outgoing association to the destination (``move_out``), honouring its TLS
+* C-MOVE on one outgoing association to the destination (``outgoing``), honouring its TLS
   setting and failing closed.
 
 Each instance goes out as the bytes on disk when the accepted syntax is the stored one,
@@ -24,7 +24,7 @@ from typing import Callable
 from pydicom.dataset import Dataset
 
 from pacsnode.dicom.query import parse_identifier
-from pacsnode.dimse import lean_find, move_out, pdu, sending, statuses
+from pacsnode.dimse import lean_find, outgoing, pdu, sending, statuses
 from pacsnode.dimse.session import BufferSink, Request, Session, Sink
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import InformationModel, InstanceLocation, Peer
@@ -161,7 +161,7 @@ def _store_here(session: Session, request: Request, location: InstanceLocation,
         for chunk in sending.iter_store_pdus(location, context_id, syntax, message_id, session.peer_max_pdu):
             started = True
             session.send(chunk)  # type: ignore[arg-type]
-    except (sending.TranscodeError, sending.UnreadableInstance) as exc:
+    except sending.CannotSend as exc:
         if started:  # half a dataset is on the wire: the association cannot go on
             raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc
         LOGGER.warning("C-GET sub-operation for %s failed: %s", location.sop_instance_uid, exc)
@@ -204,9 +204,11 @@ def move(session: Session, request: Request) -> Sink:
 
 def _move_to(session: Session, request: Request, destination: Peer, locations: list[InstanceLocation]) -> None:
     """Open the association to the destination, run the sub-operations on it, release it."""
+    node = session.node
     originator = (session.rq.calling_ae.strip(), request.message_id)
     try:
-        association = move_out.open_for_sending(session.node, destination, locations)
+        association = outgoing.open_for_sending(destination, node.config.aet, locations, node.config,
+                                                timeout=node.config.network.dimse_timeout)
     except (PacsnodeError, OSError) as exc:
         LOGGER.warning("C-MOVE to %s: cannot open the association: %s", destination.aet, exc)
         counts = Counts(len(locations), failed=len(locations),
@@ -214,8 +216,17 @@ def _move_to(session: Session, request: Request, destination: Peer, locations: l
         _final(session, request, pdu.C_MOVE_RSP, statuses.QR_FAILED_SUBOPS_ALL, counts,
                f"cannot reach {destination.aet}: {exc}")
         return
+
+    def send_one(location: InstanceLocation) -> str:
+        try:
+            return sending.store_outcome(association.send_stored(location, move_originator=originator).status)
+        except sending.CannotSend as exc:  # this instance only: the association goes on
+            LOGGER.warning("C-MOVE sub-operation for %s failed: %s", location.sop_instance_uid, exc)
+        except PacsnodeError as exc:  # the association is lost: every remaining sub-operation fails
+            LOGGER.warning("C-MOVE to %s: %s", destination.aet, exc)
+        return "failure"
+
     try:
-        _run(session, request, pdu.C_MOVE_RSP, locations,
-             lambda location: association.send_stored(location, move_originator=originator))
+        _run(session, request, pdu.C_MOVE_RSP, locations, send_one)
     finally:
-        association.close()
+        association.release()

@@ -77,12 +77,12 @@ def _context_check(allowed: frozenset[str], name: str) -> Service:
     return decorate  # type: ignore[return-value]
 
 
+COMMITMENT = frozenset({policy.STORAGE_COMMITMENT_PUSH})
 SERVICES: dict[int, Service] = {
     pdu.C_ECHO_RQ: echo,
     pdu.C_STORE_RQ: receive.store,
     pdu.C_FIND_RQ: find,
     pdu.C_MOVE_RQ: _context_check(policy.MOVE_SOP_CLASSES, "C-MOVE-RQ")(retrieve.move),  # type: ignore[operator]
     pdu.C_GET_RQ: _context_check(policy.GET_SOP_CLASSES, "C-GET-RQ")(retrieve.get),  # type: ignore[operator]
-    pdu.N_ACTION_RQ: _context_check(frozenset({policy.STORAGE_COMMITMENT_PUSH}), "N-ACTION-RQ")(  # type: ignore[operator]
-        commitment.request_commitment),
+    pdu.N_ACTION_RQ: _context_check(COMMITMENT, "N-ACTION-RQ")(commitment.request_commitment),  # type: ignore[operator]
 }
