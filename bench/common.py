@@ -27,6 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus"
 VENV_BIN = Path(sys.executable).parent
 PACSNODE = str(VENV_BIN / "pacsnode")
+# DCMTK by full path: the venv's bin/ has pynetdicom's own storescu/findscu/echoscu with other options.
+DCMTK_BIN = Path(os.environ.get("PACSNODE_DCMTK_BIN", "/usr/bin"))
+
+
+def dcmtk(tool: str) -> str:
+    """Full path of a DCMTK tool."""
+    return str(DCMTK_BIN / tool)
 UID_ROOT = "1.2.826.0.1.3680043.10.1078.9"
 # DCMTK (and Orthanc, built on it) leave Nagle on unless TCP_NODELAY is set in the environment;
 # the anchors were measured with it set, so every DCMTK/Orthanc process here gets it.
@@ -145,7 +152,7 @@ def storescp_server() -> Iterator[int]:
     """DCMTK storescp writing to a temp folder (fsync'ing like pacsnode is not its default)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-storescp-"))
     port = free_port()
-    proc = subprocess.Popen(["storescp", "--output-directory", str(tmp), "+B", "-aet", "STORESCP", str(port)],
+    proc = subprocess.Popen([dcmtk("storescp"), "--output-directory", str(tmp), "+B", "-aet", "STORESCP", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
     try:
         wait_for_port(port, proc=proc)
@@ -194,8 +201,8 @@ def storescu(port: int, files: list[Path], aec: str, aet: str = "STORESCU", extr
     env = DCMTK_ENV
     listing = Path(tempfile.mkstemp(suffix=".txt")[1])
     started = time.perf_counter()
-    result = subprocess.run(["storescu", *extra, "-aet", aet, "-aec", aec, "--max-pdu", "131072", "127.0.0.1",
-                             str(port), *map(str, files)], env=env, capture_output=True, text=True)
+    result = subprocess.run([dcmtk("storescu"), *extra, "-aet", aet, "-aec", aec, "--max-pdu", "131072",
+                             "127.0.0.1", str(port), *map(str, files)], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     listing.unlink(missing_ok=True)
     if result.returncode != 0:

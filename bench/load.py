@@ -44,6 +44,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from bench.common import dcmtk
 from bench.soak_crash import (
     NodeServer,
     RssSampler,
@@ -184,7 +185,7 @@ def storer(port: int, folder: Path, study: str, count: int, size: int, results: 
              for i in range(1, count + 1)]
     start.wait()
     try:
-        done = subprocess.run(["storescu", "-aet", f"LOADST{suffix}"[:16], "-aec", "PACSNODE", "127.0.0.1", str(port),
+        done = subprocess.run([dcmtk("storescu"), "-aet", f"LOADST{suffix}"[:16], "-aec", "PACSNODE", "127.0.0.1", str(port),
                                *map(str, files)], capture_output=True, text=True, timeout=600,
                               env=dict(os.environ, TCP_NODELAY="1"))
         code: int | None = done.returncode
@@ -321,7 +322,7 @@ class MoveDestination:
     def __init__(self, folder: Path) -> None:
         self.folder, self.port = folder, free_port()
         folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(["storescp", "-aet", MOVE_AET, "--fork", "-od", str(folder), str(self.port)],
+        self.proc = subprocess.Popen([dcmtk("storescp"), "-aet", MOVE_AET, "--fork", "-od", str(folder), str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=dict(os.environ, TCP_NODELAY="1"))
 
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", "-v", action="count", default=0, help="serve with -v (info) or -vv (debug)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     args = parser.parse_args(argv)
-    if shutil.which("storescp") is None:
+    if not os.access(dcmtk("storescp"), os.X_OK):
         print("DCMTK storescp is required (the C-MOVE destination)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="load-"))

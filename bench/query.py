@@ -51,6 +51,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from bench.common import (
     DCMTK_ENV,
+    dcmtk,
     PACSNODE,
     UID_ROOT,
     ct_corpus,
@@ -251,7 +252,7 @@ def run_timed(args: list[str]) -> float:
 
 
 def findscu_args(port: int, aec: str, keys: list[str], extra: tuple[str, ...] = ()) -> list[str]:
-    args = ["findscu", "-S", "-aet", "FINDSCU", "-aec", aec, *extra, "-k", "QueryRetrieveLevel=STUDY"]
+    args = [dcmtk("findscu"), "-S", "-aet", "FINDSCU", "-aec", aec, *extra, "-k", "QueryRetrieveLevel=STUDY"]
     named = {k.partition("=")[0] for k in keys}
     for key in [*keys, *(k for k in RETURN_KEYS if k not in named)]:
         args += ["-k", key]
@@ -283,7 +284,7 @@ def time_queries(servers: list[Server], size: int, runs: int) -> Timings:
         for _ in range(runs):
             for name, port, aec in servers:
                 args = (findscu_args(port, aec, keys) if keys is not None else
-                        ["echoscu", "-aet", "ECHOSCU", "-aec", aec, "127.0.0.1", str(port)])
+                        [dcmtk("echoscu"), "-aet", "ECHOSCU", "-aec", aec, "127.0.0.1", str(port)])
                 samples[name].setdefault(figure, []).append(run_timed(args))
     return {name: {figure: (median(values), matches[name][figure]) for figure, values in per.items()}
             for name, per in samples.items()}
@@ -295,7 +296,7 @@ _FINAL = re.compile(r"Message Type\s*:\s*C-MOVE RSP.*?(?:Completed Suboperations
 
 def movescu(port: int, aec: str, study_uid: str) -> tuple[float, int, int, int]:
     """(seconds, completed, failed, final status) of one C-MOVE to STORESCP."""
-    args = ["movescu", "-d", "-S", "-aet", "MOVESCU", "-aec", aec, "-aem", "STORESCP", "-k",
+    args = [dcmtk("movescu"), "-d", "-S", "-aet", "MOVESCU", "-aec", aec, "-aem", "STORESCP", "-k",
             "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)]
     began = time.perf_counter()
     done = subprocess.run(args, env=DCMTK_ENV, capture_output=True, text=True, errors="replace", timeout=900)

@@ -30,6 +30,11 @@ class AuditLog:
                 "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail) "
                 "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, text))
 
+    def last_detail(self, action: str) -> str | None:
+        """The detail of the newest event of ``action`` (None when there is none)."""
+        rows = self.index.query("SELECT detail FROM audit WHERE action = ? ORDER BY pk DESC LIMIT 1", (action,))
+        return str(rows[0]["detail"]) if rows else None
+
     def events(self, *, study_uid: str | None = None, peer: str | None = None, since: str | None = None,
                limit: int = 10_000) -> list[AuditEvent]:
         where: list[str] = []

@@ -105,6 +105,7 @@ class InstanceFacts:
     lossy: bool = False
     specific_character_set: str = ""
     device_serial: str = ""
+    deidentified: bool = False  # Patient Identity Removed = YES or a De-identification Method
     station_name: str = ""
 
 

@@ -8,6 +8,8 @@ or click.
 
 from __future__ import annotations
 
+import json
+
 import errno
 import logging
 import os
@@ -76,10 +78,25 @@ class Node:
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.regional_store = RegionalStore(self.index)
         self.regional = Regional.load(config, self.regional_store)
+        self._audit_scope_overrides()
         self.desk = PhysicianDesk(self.regional, self.regional_store, self.audit)
         self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
+
+    def _audit_scope_overrides(self) -> None:
+        """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
+        with ``scope_override_reason``) when it appears, changes or goes: an override widens or
+        narrows where a mark is valid, so who changed it must be traceable (issue 12.3)."""
+        region = self.regional.region
+        if region is None:
+            return
+        overrides = {i.code: {"geo": i.geo, "in_scope": i.in_scope, "reason": i.scope_override}
+                     for i in region.scope_overrides}
+        detail = json.dumps(overrides, ensure_ascii=False, sort_keys=True)
+        if (self.audit.last_detail("scope-override") or "{}") != detail:
+            self.audit.record("scope-override", "set" if overrides else "cleared",
+                              detail=f"{detail}")
 
     @classmethod
     def open(cls, home: Path) -> "Node":

@@ -83,7 +83,9 @@ class Regional:
             row.study_uid, study_date=parse_day(row.study_date), modalities=tuple(row.modalities),
             body_parts=tuple(row.body_parts), procedure_codes=tuple(row.procedure_codes), contrast=row.contrast,
             producer=self.producer_of(row), qc_status=row.qc_status, lossy=row.lossy, patient_id=row.patient_id,
-            issuer_of_patient_id=row.issuer, other_patient_ids=tuple(row.other_patient_ids))
+            issuer_of_patient_id=row.issuer, other_patient_ids=tuple(row.other_patient_ids),
+            deidentified=row.deidentified, image_modalities=tuple(row.image_modalities),
+            image_body_parts=tuple(row.image_body_parts))
 
     def shares(self, study_uids: Iterable[str]) -> list[ShareGrant]:
         return [ShareGrant(r["study_uid"], r["institution"], starts_at=_utc(r["granted_at"]),

@@ -15,8 +15,11 @@ editing them by hand.
 Layout::
 
     <out>/<INSTITUTION_CODE>/<PatientID>/<StudyDate>_<AccessionNumber>/<SeriesNumber>_<Modality>/<InstanceNumber>.dcm
-    <out>/README.md       description of the region, patients and studies
-    <out>/manifest.json   the same information, machine readable
+    docs/sample_dicom.md             description of the region, patients and studies (--readme)
+    tests/data/sample_manifest.json  the same information, machine readable (--manifest)
+
+Only DICOM files go under ``<out>``, so ``storescu +sd +r <out>`` and ``pacsnode import <out>``
+send or import everything in it without tripping over a text file.
 
 The "today" of the demo region is 2026-11-26 (``REFERENCE_DATE``); study dates
 are chosen so that 7/14/30/90-day validity windows give different answers.
@@ -915,7 +918,13 @@ def days_before_reference(yyyymmdd: str) -> int:
     return (REFERENCE_DATE - d).days
 
 
-def generate(out: Path) -> dict:
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_README = REPO / "docs" / "sample_dicom.md"
+DEFAULT_MANIFEST = REPO / "tests" / "data" / "sample_manifest.json"
+
+
+def generate(out: Path, manifest_path: Path = DEFAULT_MANIFEST, readme_path: Path = DEFAULT_README) -> dict:
+    """Write the DICOM files under ``out`` and their description to the two other paths."""
     out.mkdir(parents=True, exist_ok=True)
     # only the folders this script owns are replaced
     for code in INSTITUTIONS:
@@ -1000,10 +1009,12 @@ def generate(out: Path) -> dict:
         ],
         "studies": manifest_studies,
     }
-    (out / "manifest.json").write_text(
+    for path in (manifest_path, readme_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
     )
-    (out / "README.md").write_text(readme(manifest), encoding="utf-8")
+    readme_path.write_text(readme(manifest), encoding="utf-8")
     return manifest
 
 
@@ -1022,8 +1033,9 @@ def readme(manifest: dict) -> str:
         "frame of reference `4.<n>`). The demo's \"today\" is 2026-11-26: the `Age` column",
         "gives the age of each study in days relative to it.",
         "",
-        "Layout: `<INSTITUTION_CODE>/<PatientID>/<StudyDate>_<AccessionNumber>/<SeriesNumber>_<Modality>/<InstanceNumber>.dcm`.",
-        "`manifest.json` holds the same information as this file in machine-readable form.",
+        "Layout of `sample_dicom/` (DICOM files only, so `storescu +sd +r sample_dicom` sends all of it):",
+        "`<INSTITUTION_CODE>/<PatientID>/<StudyDate>_<AccessionNumber>/<SeriesNumber>_<Modality>/<InstanceNumber>.dcm`.",
+        "`tests/data/sample_manifest.json` holds the same information as this file in machine-readable form.",
         "",
         "All files use Explicit VR Little Endian except "
         + ", ".join(
@@ -1108,8 +1120,10 @@ def main(argv: list[str] | None = None) -> int:
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="output folder, normally sample_dicom")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="where the JSON manifest goes")
+    parser.add_argument("--readme", type=Path, default=DEFAULT_README, help="where the Markdown description goes")
     args = parser.parse_args(argv)
-    manifest = generate(args.out)
+    manifest = generate(args.out, args.manifest, args.readme)
     n_files = sum(len(s["files"]) for st in manifest["studies"] for s in st["series"])
     print(f"wrote {n_files} files in {len(manifest['studies'])} studies to {args.out}")
     return 0

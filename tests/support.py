@@ -29,6 +29,9 @@ from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "sample_dicom"
+SAMPLE_MANIFEST = REPO / "tests" / "data" / "sample_manifest.json"  # written by scripts/make_sample_dicom.py
+# DCMTK by full path: an activated venv puts pynetdicom's own echoscu/findscu/storescu first on PATH.
+DCMTK_BIN = Path(os.environ.get("PACSNODE_DCMTK_BIN", "/usr/bin"))
 _SCRIPT = Path(sys.executable).parent / "pacsnode"  # the console script of this interpreter's environment
 PACSNODE: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [
     sys.executable, "-c", "from pacsnode.cli import main; main()"]
@@ -52,8 +55,18 @@ def port_accepts(port: int, host: str = LOOPBACK) -> bool:
         return False
 
 
+def dcmtk(name: str) -> str:
+    """The full path of a DCMTK tool (``echoscu``, ``storescu``, ``findscu``, ...), never a PATH lookup."""
+    return str(DCMTK_BIN / name)
+
+
 def have_tool(name: str) -> bool:
-    return shutil.which(name) is not None
+    """A DCMTK tool is installed at :data:`DCMTK_BIN`; any other tool is on PATH."""
+    return os.access(dcmtk(name), os.X_OK) or (shutil.which(name) is not None and not _is_dcmtk_name(name))
+
+
+def _is_dcmtk_name(name: str) -> bool:
+    return name in {"echoscu", "storescu", "findscu", "movescu", "getscu", "storescp", "dcmdump", "dcmodify"}
 
 
 needs_dcmtk = pytest.mark.skipif(
@@ -128,12 +141,12 @@ def run_tool(args: Sequence[str | os.PathLike[str]], timeout: float = 60.0, cwd:
 
 
 def echoscu(port: int, aec: str = "PACSNODE", aet: str = "ECHOSCU", timeout: float = 30.0) -> ToolResult:
-    return run_tool(["echoscu", "-v", "-to", "10", "-aet", aet, "-aec", aec, LOOPBACK, str(port)], timeout=timeout)
+    return run_tool([dcmtk("echoscu"), "-v", "-to", "10", "-aet", aet, "-aec", aec, LOOPBACK, str(port)], timeout=timeout)
 
 
 def storescu_args(port: int, paths: Iterable[Path | str], aec: str = "PACSNODE", aet: str = "STORESCU",
                   extra: Sequence[str] = ()) -> list[str]:
-    return ["storescu", "-d", "-nh", "-to", "20", "-aet", aet, "-aec", aec, *extra, LOOPBACK, str(port),
+    return [dcmtk("storescu"), "-d", "-nh", "-to", "20", "-aet", aet, "-aec", aec, *extra, LOOPBACK, str(port),
             *[str(p) for p in paths]]
 
 
@@ -266,8 +279,10 @@ class NodeProcess:
     teardown even when the test fails.
     """
 
-    def __init__(self, home: Path, aet: str = "PACSNODE", institution: str = "", start_timeout: float = 20.0) -> None:
+    def __init__(self, home: Path, aet: str = "PACSNODE", institution: str = "", start_timeout: float = 20.0,
+                 command: Sequence[str] | None = None) -> None:
         self.home = home
+        self.command = list(command) if command else PACSNODE  # another install's ``pacsnode`` (packaging test)
         self.aet = aet
         self.institution = institution
         self.start_timeout = start_timeout
@@ -313,7 +328,7 @@ class NodeProcess:
         self.stderr_path = self.home.parent / f"{self.home.name}-serve-{self._log_index}.err"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*PACSNODE, "--home", str(self.home), "serve", "--port", str(self.port)],
+                [*self.command, "--home", str(self.home), "serve", "--port", str(self.port)],
                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -364,7 +379,7 @@ class NodeProcess:
     # -- talking to it ----------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = 60.0) -> ToolResult:
         """Run ``pacsnode --home H <args>`` (the CLI works next to a running server)."""
-        return run_tool([*PACSNODE, "--home", str(self.home), *args], timeout=timeout)
+        return run_tool([*self.command, "--home", str(self.home), *args], timeout=timeout)
 
     def studies(self) -> list[dict[str, Any]]:
         result = self.cli("studies", "--json")

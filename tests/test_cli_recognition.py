@@ -174,15 +174,19 @@ REPORT_KEYS = ["institution", "shown", "eligible_shown", "accepted", "declined",
 
 def test_explain_json(home: Path) -> None:
     data = as_json(home, "recognition", "explain", CT_CHEST, "--for", "TWN001", "--at", "2026-11-26", "--json")
-    assert set(data) == {"study_uid", "status", "failed", "item_code", "scope_label", "valid_until", "conditions"}
+    assert set(data) == {"study_uid", "status", "failed", "item_code", "scope_label", "valid_until", "conditions",
+                         "time_rule"}
+    assert "study date" in data["time_rule"] and "today" in data["time_rule"]
     assert (data["study_uid"], data["status"], data["failed"], data["item_code"], data["valid_until"]) == (
         CT_CHEST, "HR_ELIGIBLE", [], "CT-CHEST-PLAIN", "2026-12-10")
     assert [c["code"] for c in data["conditions"]] == list(CONDITION_CODES)
-    assert all(set(c) == {"code", "holds", "explanation"} and c["holds"] is True for c in data["conditions"])
+    assert all(set(c) == {"code", "holds", "explanation", "decline_reason"} and c["holds"] is True
+               for c in data["conditions"])
     later = as_json(home, "recognition", "explain", CT_CHEST, "--at", "20261211", "--json")
     assert later["failed"] == ["outside_window"]
     text = ok(home, "recognition", "explain", CT_HEAD, "--at", "2026-11-26").stdout
     assert text.startswith("NOT_ELIGIBLE") and "FAIL outside_window" in text  # 256 days old
+    assert "[decline reason T1]" in text and "  time: access" in text
 
 
 def test_priors_json_local_and_an_unreachable_peer(home: Path) -> None:
@@ -276,3 +280,44 @@ def test_qc_commands(home: Path, tmp_path: Path) -> None:
     assert preview.stdout.strip() == f"wrote {out} (256x256, 3 series)"
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (256, 256)
+
+
+# -- issue 12.3: a manual scope override is explicit and audited ------------------------------------
+PVT_GEO = 'geo = "530102"'
+
+
+def _override(home: Path, lines: str) -> None:
+    path = home / "recognition.toml"
+    text = path.read_text(encoding="utf-8")
+    start = text.index(PVT_GEO)
+    end = text.index("\n", start) + 1
+    path.write_text(f"{text[:end]}{lines}\n{text[end:]}", encoding="utf-8")
+
+
+def _override_events(home: Path) -> list[dict[str, Any]]:
+    return [e for e in as_json(home, "audit", "--json") if e["action"] == "scope-override"]
+
+
+def test_scope_override_is_explicit_shown_and_audited_once(home: Path) -> None:
+    assert _override_events(home) == []
+    before = as_json(home, "recognition", "explain", CT_CHEST, "--for", "PVT001", "--at", "2026-11-26", "--json")
+    assert "out_of_scope" in before["failed"]  # Yunnan is outside 黔HR by geography
+    _override(home, 'in_scope = true\nscope_override_reason = "consultation pilot, notice 2026-17"')
+    after = as_json(home, "recognition", "explain", CT_CHEST, "--for", "PVT001", "--at", "2026-11-26", "--json")
+    scope = {c["code"]: c for c in after["conditions"]}["out_of_scope"]
+    assert scope["holds"] and scope["explanation"].endswith("by manual override: consultation pilot, notice 2026-17")
+    events = _override_events(home)
+    assert [(e["outcome"], json.loads(e["detail"])) for e in events] == [
+        ("set", {"PVT001": {"geo": "530102", "in_scope": True, "reason": "consultation pilot, notice 2026-17"}})]
+    path = home / "recognition.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'in_scope = true\nscope_override_reason = "consultation pilot, notice 2026-17"\n', ""), encoding="utf-8")
+    assert [e["outcome"] for e in _override_events(home)] == ["set", "cleared"]
+
+
+def test_contradictory_scope_setting_is_refused_in_one_line(home: Path) -> None:
+    _override(home, "in_scope = true")
+    result = run(home, "recognition", "explain", CT_CHEST, "--for", "PVT001")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "in_scope = true contradicts geo 530102, which is outside scope_geo 520000" in result.output
+    assert "scope_override_reason" in result.output

@@ -215,6 +215,24 @@ def test_lossy_detection(syntax: str, flag: str | None, lossy: bool) -> None:
     assert facts.transfer_syntax == syntax
 
 
+# -- de-identified copies (issue 12.2) ---------------------------------------------------------------
+@pytest.mark.parametrize("attributes, deidentified", [
+    ({}, False),
+    ({"PatientIdentityRemoved": "NO"}, False),
+    ({"PatientIdentityRemoved": "YES"}, True),
+    ({"PatientIdentityRemoved": "NO", "DeidentificationMethod": "DCMTK dcmodify"}, True),
+    ({"DeidentificationMethod": ["Basic profile", "Retain dates"]}, True),
+])
+def test_deidentified_copy_is_recognised_by_both_readers(tmp_path: Path, attributes: dict[str, Any],
+                                                         deidentified: bool) -> None:
+    from pacsnode.dicom.extract import read_facts
+
+    ds = dataset(**attributes)
+    assert facts_from_dataset(ds, ExplicitVRLittleEndian).deidentified is deidentified
+    path = write(tmp_path / "x.dcm", ds)
+    assert read_facts(path).deidentified is deidentified  # the store path's one-pass reader
+
+
 # -- what the sender declared ---------------------------------------------------------------------
 def test_sop_class_that_differs_from_the_context_is_a_mismatch(tmp_path: Path) -> None:
     path = write(tmp_path / "x.dcm", dataset(SOPClassUID=MR))

@@ -9,7 +9,6 @@ findscu cannot request.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,9 +28,10 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from pacsnode.dimse.find import answer_find, find_failure, sop_extended_answers
 from pacsnode.errors import NotPermitted, TooManyResults
 from pacsnode.model import Caller
+from support import dcmtk, have_tool
 
 interop = pytest.mark.interop
-needs_findscu = pytest.mark.skipif(shutil.which("findscu") is None, reason="DCMTK findscu is not installed")
+needs_findscu = pytest.mark.skipif(not have_tool("findscu"), reason="DCMTK findscu is not installed")
 
 _SCRIPT = Path(sys.executable).parent / "pacsnode"  # the console script of this interpreter's environment
 PACSNODE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from pacsnode.cli import main; main()"]
@@ -188,7 +188,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def findscu(port: int, out: Path, model: str, *keys: str | bytes, aet: str = "FINDSCU") -> tuple[str, list[Dataset]]:
     """Run findscu with -X; return its verbose output (for the final status) and the responses."""
     out.mkdir(parents=True, exist_ok=True)
-    args: list[str | bytes] = ["findscu", "-v", "-aet", aet, "-aec", "PACSNODE", model, "-X", "-od", str(out)]
+    args: list[str | bytes] = [dcmtk("findscu"), "-v", "-aet", aet, "-aec", "PACSNODE", model, "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
     done = subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, timeout=30)

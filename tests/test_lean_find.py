@@ -8,7 +8,6 @@ the same. Servers always stop at teardown.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import threading
@@ -40,8 +39,9 @@ from pacsnode.dimse.listener import Listener
 from pacsnode.model import Caller, DuplicatePolicy, InstanceFacts, Peer, StoredFile
 from pacsnode.node import Node
 from test_find_findscu import A, B, C, D, INSTITUTION, LEVEL_CASES, RESIDENT_ID, final_status, make_files
+from support import dcmtk, have_tool
 
-needs_findscu = pytest.mark.skipif(shutil.which("findscu") is None, reason="DCMTK findscu is not installed")
+needs_findscu = pytest.mark.skipif(not have_tool("findscu"), reason="DCMTK findscu is not installed")
 STUDY_FIND = str(StudyRootQueryRetrieveInformationModelFind)
 PATIENT_FIND = str(PatientRootQueryRetrieveInformationModelFind)
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -111,7 +111,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def findscu(port: int, out: Path, model: str, *keys: str | bytes, aet: str = "FINDSCU",
             extra: tuple[str, ...] = ()) -> tuple[str, list[Dataset]]:
     out.mkdir(parents=True, exist_ok=True)
-    args: list[str | bytes] = ["findscu", "-v", "-aet", aet, "-aec", "PACSNODE", model, *extra, "-X", "-od", str(out)]
+    args: list[str | bytes] = [dcmtk("findscu"), "-v", "-aet", aet, "-aec", "PACSNODE", model, *extra, "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
     done = subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, timeout=30)

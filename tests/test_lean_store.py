@@ -7,7 +7,6 @@ with a real Node in ``tmp_path``; the fixture always stops both.
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import subprocess
 import threading
@@ -31,6 +30,7 @@ from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID
 from pacsnode.dimse.listener import Listener
 from pacsnode.model import Peer
 from pacsnode.node import Node
+from support import dcmtk, have_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CTY001 = sorted((REPO / "sample_dicom" / "CTY001").rglob("*.dcm"))
@@ -39,7 +39,7 @@ PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
-DCMTK = pytest.mark.skipif(not (shutil.which("storescu") and shutil.which("echoscu")), reason="DCMTK not installed")
+DCMTK = pytest.mark.skipif(not (have_tool("storescu") and have_tool("echoscu")), reason="DCMTK not installed")
 
 
 @dataclass
@@ -178,7 +178,7 @@ def comparable(ds: pydicom.Dataset) -> list[pydicom.DataElement]:
 
 
 def storescu(port: int, files: list[Path], aec: str = "PACSNODE", *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["storescu", "-aet", "STORESCU", "-aec", aec, *extra, "127.0.0.1", str(port),
+    return subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", aec, *extra, "127.0.0.1", str(port),
                            *map(str, files)], capture_output=True, text=True, timeout=120)
 
 
@@ -186,7 +186,7 @@ def storescu(port: int, files: list[Path], aec: str = "PACSNODE", *extra: str) -
 @DCMTK
 def test_echoscu_is_answered_on_the_lean_path(serve: Callable[..., Served]) -> None:
     served = serve()
-    result = subprocess.run(["echoscu", "-aec", "PACSNODE", "127.0.0.1", str(served.port)],
+    result = subprocess.run([dcmtk("echoscu"), "-aec", "PACSNODE", "127.0.0.1", str(served.port)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert served.delegated_to == []
@@ -217,7 +217,7 @@ def test_storescu_files_are_stored_byte_identical(serve: Callable[..., Served]) 
             assert split_part10(stored)[3] == split_part10(source)[3]
         else:  # storescu drops group lengths and trailing padding (FFFC,FFFC); the rest arrives unchanged
             assert comparable(received) == comparable(original)
-    assert subprocess.run(["dcmdump", "-q", str(served.stored_path(split_part10(ours[0])[1]))]).returncode == 0
+    assert subprocess.run([dcmtk("dcmdump"), "-q", str(served.stored_path(split_part10(ours[0])[1]))]).returncode == 0
     assert served.temp_files() == []
 
 

@@ -46,6 +46,7 @@ from pacsnode.errors import StorageFull  # noqa: E402
 from pacsnode.model import Caller, StoredFile  # noqa: E402
 from pacsnode.node import Node  # noqa: E402
 from pacsnode.storage.filesystem import FileStorage  # noqa: E402
+from support import have_tool
 
 pytestmark = pytest.mark.timeout(300)
 UID = "1.2.826.0.1.3680043.10.1078.70"
@@ -55,7 +56,7 @@ NETWORK_TIMEOUT = 2.0
 
 
 # -- load -------------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("storescp") is None, reason="DCMTK storescp (the C-MOVE destination) is missing")
+@pytest.mark.skipif(not have_tool("storescp"), reason="DCMTK storescp (the C-MOVE destination) is missing")
 def say(request: pytest.FixtureRequest, text: str) -> None:
     """A line on the terminal even when output is captured (the numbers are the point of these tests)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")

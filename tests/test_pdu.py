@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pacsnode.dimse import pdu
 from pacsnode.dimse.listener import read_associate_rq
 from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION, negotiate
 from pacsnode.dimse.receive import file_meta
+from support import dcmtk, have_tool
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -194,8 +194,8 @@ def test_file_meta_plus_dataset_is_valid_part10(tmp_path: Path) -> None:
     assert meta.SourceApplicationEntityTitle == "CTY_CT"
     assert meta.FileMetaInformationVersion == b"\x00\x01"
     assert back.PatientID == source.PatientID
-    if shutil.which("dcmdump"):
-        assert subprocess.run(["dcmdump", "-q", str(path)], capture_output=True).returncode == 0
+    if have_tool("dcmdump"):
+        assert subprocess.run([dcmtk("dcmdump"), "-q", str(path)], capture_output=True).returncode == 0
 
 
 # -- negotiation -------------------------------------------------------------------------
@@ -266,11 +266,11 @@ def test_one_engine_accepts_every_service(tmp_path: Path, abstracts: tuple[str, 
 
 
 # -- a real A-ASSOCIATE-RQ from DCMTK ----------------------------------------------------
-@pytest.mark.skipif(not shutil.which("storescu"), reason="DCMTK storescu not installed")
+@pytest.mark.skipif(not have_tool("storescu"), reason="DCMTK storescu not installed")
 def test_parse_rq_captured_from_storescu() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        proc = subprocess.Popen(["storescu", "-aet", "CTY_CT", "-aec", "PACSNODE", "--max-pdu", "65536",
+        proc = subprocess.Popen([dcmtk("storescu"), "-aet", "CTY_CT", "-aec", "PACSNODE", "--max-pdu", "65536",
                                  "127.0.0.1", str(port), str(SAMPLE_CT)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

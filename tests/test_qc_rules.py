@@ -93,6 +93,11 @@ def test_minimal_file_gets_defaults() -> None:
     ('version = "2026.1"\n[report]\nrequired_for = "CT"\n', '"report.required_for"', '["A", "B"]'),
     ('version = 2026\n', '"version"', "quote it"),
     ('version = "2026.1"\nextra = 1\n', '"extra"', "remove it"),
+    # issue 12.5: QC no longer keeps its own list of lossy transfer syntaxes (it disagreed with recognition)
+    ('version = "2026.1"\n[pixels]\npossibly_lossy_transfer_syntaxes = ["1.2.840.10008.1.2.4.91"]\n',
+     '"pixels.possibly_lossy_transfer_syntaxes"', "pacsnode.dicom.lossy"),
+    ('version = "2026.1"\n[pixels]\nlossy_transfer_syntaxes = []\n', '"pixels.lossy_transfer_syntaxes"',
+     "shared with the recognition rules"),
 ])
 def test_bad_values_name_the_key_and_the_fix(text: str, key: str, fix: str) -> None:
     with pytest.raises(ConfigError) as caught:

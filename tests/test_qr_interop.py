@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -31,11 +30,12 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from support import LOOPBACK, SAMPLE_DIR, NodeProcess, free_port, port_accepts
+from support import LOOPBACK, NodeProcess, SAMPLE_DIR, free_port, have_tool, port_accepts
+from support import dcmtk as dcmtk_path
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("movescu", "getscu", "storescp")),
+    pytest.mark.skipif(not all(have_tool(t) for t in ("movescu", "getscu", "storescp")),
                        reason="DCMTK (movescu, getscu, storescp) is not installed"),
 ]
 
@@ -147,7 +147,7 @@ class Storescp:
         for _attempt in range(3):
             self.port = free_port()
             self.proc = subprocess.Popen(
-                ["storescp", "-aet", self.aet, "-od", str(self.folder), *self.options, str(self.port)],
+                [dcmtk_path("storescp"), "-aet", self.aet, "-od", str(self.folder), *self.options, str(self.port)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=DCMTK_ENV)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None and not port_accepts(self.port):
@@ -254,7 +254,7 @@ def dest(site: Site) -> Storescp:
 
 
 def movescu(site: Site, model: str, destination: str, *keys: str, aet: str = "MOVESCU") -> str:
-    args = ["movescu", "-d", "-to", "20", "-ta", "20", "-td", "60", model, "-aet", aet, "-aec", site.node.aet,
+    args = [dcmtk_path("movescu"), "-d", "-to", "20", "-ta", "20", "-td", "60", model, "-aet", aet, "-aec", site.node.aet,
             "-aem", destination]
     for key in keys:
         args += ["-k", key]
@@ -263,7 +263,7 @@ def movescu(site: Site, model: str, destination: str, *keys: str, aet: str = "MO
 
 def getscu(site: Site, folder: Path, model: str, *keys: str, aet: str = "GETSCU") -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    args = ["getscu", "-d", "-to", "20", "-ta", "20", "-td", "60", model, "-aet", aet, "-aec", site.node.aet,
+    args = [dcmtk_path("getscu"), "-d", "-to", "20", "-ta", "20", "-td", "60", model, "-aet", aet, "-aec", site.node.aet,
             "-od", str(folder)]
     for key in keys:
         args += ["-k", key]

@@ -71,7 +71,7 @@ REGION = Region(
         _qual("CTY001", "CT"), _qual("CTY001", "DX"),
         _qual("CTY001", "MR", span=(D(2025, 1, 1), D(2025, 12, 31))),  # expired
         _qual("CTY002", "CT"),
-        _qual("TWN001", "DX"), _qual("TWN001", "US"),
+        _qual("TWN001", "DX"), _qual("TWN001", "US"), _qual("TWN001", "DX", span=(D(2025, 1, 1), D(2025, 12, 31))),
         _qual("TWN002", "DX"),
         _qual("PVT001", "CT", passed=False),
     ),
@@ -165,11 +165,43 @@ CASES = [
     pytest.param(dict(study=_study(study_date=None)), ("producer_not_qualified", "no_study_date", "outside_window"),
                  id="no-study-date"),
     pytest.param(dict(study=_study(modalities=("PT",), body_parts=("WHOLEBODY",), procedure_codes=())),
-                 ("item_not_listed", "producer_not_qualified", "outside_window"), id="unlisted-item"),
+                 ("item_not_listed", "item_mismatch", "no_images", "producer_not_qualified", "outside_window"),
+                 id="unlisted-item"),
     pytest.param(dict(study=_study(modalities=("NM",), body_parts=(), procedure_codes=("NM-BONE",))), ("item_not_listed",),
                  id="listed-but-ineligible-item"),
     pytest.param(dict(study=_days_old(31, lossy=True, qc_status="pending")), ("qc_not_accepted", "lossy", "outside_window"),
                  id="every-failure-is-listed"),
+    # --- issue 12.1: the images are what is recognised -----------------------------------------
+    pytest.param(dict(study=_study(modalities=("DOC",), image_modalities=())), ("no_images",),
+                 id="pdf-report-only-study-is-not-eligible-for-the-imaging-item"),
+    pytest.param(dict(study=_study(modalities=("CT", "SR"), image_modalities=())), ("no_images",),
+                 id="sr-in-a-ct-series-is-not-a-ct-image"),
+    pytest.param(dict(study=_study(modalities=("CT", "DOC"), image_modalities=("CT",))), (),
+                 id="images-and-a-report-are-judged-on-the-images"),
+    pytest.param(dict(study=_study(modalities=("MR", "DOC"), image_modalities=("MR",))),
+                 ("no_images", "producer_not_qualified"), id="images-of-another-modality-than-the-item"),
+    pytest.param(dict(study=_study(modalities=("DOC",), image_modalities=(), procedure_codes=())),
+                 ("item_not_listed", "item_mismatch", "no_images", "producer_not_qualified", "outside_window"),
+                 id="report-only-without-code-resolves-to-no-item"),
+    pytest.param(dict(study=_study(body_parts=("CHEST", "HEAD"), image_body_parts=("CHEST",))), (),
+                 id="body-part-of-a-report-series-does-not-count"),
+    # --- issue 12.2: de-identified copies ------------------------------------------------------
+    pytest.param(dict(study=_study(deidentified=True)), ("incomplete",), id="deidentified-copy-is-incomplete"),
+    pytest.param(dict(study=_study(deidentified=True, lossy=True)), ("lossy", "incomplete"),
+                 id="lossy-and-deidentified-both-listed"),
+    # --- issue 10: the code and the dataset contradict each other -------------------------------
+    pytest.param(dict(study=_study(contrast=True)), ("item_mismatch",), id="plain-code-with-contrast-agent-is-a-mismatch"),
+    pytest.param(dict(study=_study(body_parts=("HEAD",))), ("item_mismatch",), id="chest-code-on-head-images-is-a-mismatch"),
+    pytest.param(dict(study=_study(procedure_codes=("CT-CHEST-CONTRAST",))), (),
+                 id="contrast-code-without-agent-is-no-contradiction-type-2-may-be-empty"),
+    pytest.param(dict(study=_study(body_parts=())), (), id="no-body-part-is-no-contradiction"),
+    # --- issue 12.6: alliance membership over time ---------------------------------------------
+    pytest.param(dict(viewer="CTY002", study=_study(**{**DX_TWN, "study_date": D(2025, 12, 20)}),
+                      now=datetime(2026, 1, 5)), (),
+                 id="alliance-ended-between-study-date-and-now-level-rule-judged-on-study-date"),
+    pytest.param(dict(viewer="CTY001", study=_study(**{**DX_TWN, "producer": "TWN002"}, study_date=D(2026, 6, 25)),
+                      now=datetime(2026, 7, 10)), ("level_rule",),
+                 id="alliance-began-between-study-date-and-now-does-not-reach-back"),
 ]
 
 
@@ -191,6 +223,36 @@ ITEM_CASES = [
     pytest.param(_study(procedure_codes=("LOCAL-123",)), "CT-CHEST-PLAIN", id="unknown-code-falls-back-to-body-part"),
     pytest.param(_study(modalities=("PT",), procedure_codes=()), "", id="no-item"),
 ]
+
+
+def test_every_new_condition_has_plain_words_and_a_decline_reason() -> None:
+    from pacsnode.recognition import REASON_CODES, SUGGESTED_REASON
+
+    study = _study(modalities=("DOC",), image_modalities=(), deidentified=True, contrast=True)
+    advice = recognition_advice(REGION, study, "CTY001", NOW)
+    explained = {c.code: c.explanation for c in advice.conditions if not c.holds}
+    assert set(explained) == {"no_images", "incomplete", "item_mismatch"}
+    assert "CT images" in explained["no_images"] and "DOC" in explained["no_images"]
+    assert "de-identified" in explained["incomplete"]
+    assert "Contrast/Bolus Agent" in explained["item_mismatch"]
+    assert {code: SUGGESTED_REASON[code] for code in explained} == {
+        "no_images": "X1", "incomplete": "Q1", "item_mismatch": "B1"}
+    assert set(SUGGESTED_REASON.values()) <= set(REASON_CODES)
+
+
+def test_access_is_judged_now_while_the_level_rule_uses_the_study_date() -> None:
+    """Issue 12.6, both boundaries, against the one access door: seeing is about now."""
+    from pacsnode.recognition import QueryContext, decide_access
+
+    ended = _study(**{**DX_TWN, "study_date": D(2025, 12, 20)}, patient_id="P1", issuer_of_patient_id="TWN001")
+    context = QueryContext("P1", "TWN001")
+    access = decide_access(REGION, "TWN001", "CTY002", True, ended, context, (), datetime(2026, 1, 5))
+    assert (access.allowed, access.reason) == (False, "no_relationship")  # the alliance ended: not seen now
+    begun = replace(ended, producer="TWN002", study_date=D(2026, 6, 25))
+    access = decide_access(REGION, "TWN002", "CTY001", True, begun, QueryContext("P1", "TWN001"), (),
+                           datetime(2026, 7, 10))
+    assert (access.allowed, access.reason) == (True, "alliance")  # members now: seen, but not recognised
+    assert recognition_advice(REGION, begun, "CTY001", datetime(2026, 7, 10)).failed == ("level_rule",)
 
 
 @pytest.mark.parametrize(("study", "item_code"), ITEM_CASES)

@@ -34,10 +34,11 @@ SRC = "recognition.toml"
 
 def _minimal() -> dict[str, Any]:
     return {
-        "region": {"label": "黔HR"},
+        "region": {"label": "黔HR", "scope_geo": "520000"},
         "institutions": [
-            {"code": "A1", "name": "Alpha", "level": "3A", "ae_titles": ["A_CT"]},
-            {"code": "B1", "name": "Beta", "level": "2A", "ae_titles": ["B_CT"], "aliases": ["Beta County"]},
+            {"code": "A1", "name": "Alpha", "level": "3A", "ae_titles": ["A_CT"], "geo": "520100"},
+            {"code": "B1", "name": "Beta", "level": "2A", "ae_titles": ["B_CT"], "aliases": ["Beta County"],
+             "geo": "520121"},
         ],
         "alliances": [{"id": "G", "name": "Group", "type": "city-medical-group", "members": ["A1", "B1"],
                        "valid_from": date(2024, 1, 1)}],
@@ -90,6 +91,27 @@ ERRORS = [
     pytest.param(_set("institutions.1.aliases", ["X", "X"]), "institutions[1].aliases[1] 'X' is listed twice", id="repeated-alias"),
     pytest.param(_set("institutions.0.in_scope", 1), "institutions[0].in_scope = 1 is a number; write true or false",
                  id="in-scope-not-boolean"),
+    # --- issue 12.3: scope is geography --------------------------------------------------------
+    pytest.param(_set("institutions.1.geo", DELETE), "institutions[1].geo is missing; give the institution's "
+                 "administrative division code", id="institution-without-a-region"),
+    pytest.param(_set("institutions.1.geo", "52012"), "institutions[1].geo '52012' is not an administrative division code",
+                 id="institution-geo-malformed"),
+    pytest.param(_set("region.scope_geo", DELETE), "region.scope_geo '' is not an administrative division code",
+                 id="mark-whose-geo-is-unknown"),
+    pytest.param(_set("region.scope_geo", "52X000"), "region.scope_geo '52X000' is not an administrative division code",
+                 id="mark-geo-malformed"),
+    pytest.param(_set("region.scope_geo", "420100"), "region.scope_geo 420100 contains none of the institutions",
+                 id="mark-geo-holds-no-institution"),
+    pytest.param(_set("institutions.1.in_scope", False), "institutions[1].in_scope = false contradicts geo 520121, "
+                 "which is within scope_geo 520000; fix geo, remove in_scope, or add scope_override_reason",
+                 id="contradictory-manual-out-of-scope"),
+    pytest.param(lambda d: d["institutions"].append({"code": "C1", "name": "Gamma", "level": "1", "geo": "530102",
+                                                     "in_scope": True}),
+                 "institutions[2].in_scope = true contradicts geo 530102, which is outside scope_geo 520000",
+                 id="contradictory-manual-in-scope"),
+    pytest.param(_set("institutions.1.scope_override_reason", "because"),
+                 "institutions[1].scope_override_reason is set but in_scope = true agrees with geo 520121; remove it",
+                 id="override-reason-without-override"),
     pytest.param(_set("alliances.0.members", ["A1", "NOPE"]),
                  "alliances[0].members[1] 'NOPE' is not an institution; use a code from [[institutions]]", id="unknown-member"),
     pytest.param(_set("alliances.0.members", []), "alliances[0].members is missing or empty", id="alliance-without-members"),
@@ -189,7 +211,7 @@ INSTITUTIONS = {
     "PRV001": ("Qianzhong Provincial People's Hospital", "3A", ("PRV_CT", "PRV_MR", "PRV_PACS"), True),
     "CTY001": ("Anping County People's Hospital", "2A", ("CTY_CT", "CTY_DR", "CTY_PACS"), True),
     "TWN001": ("Heping Township Health Centre", "1", ("TWN_DR", "TWN_US", "TWN_PACS"), True),
-    "PVT001": ("Riverside Private Imaging Clinic", "unrated", ("PVT_CT",), False),
+    "PVT001": ("Riverside Private Imaging Clinic", "unrated", ("PVT_CT",), False),  # geo 530102: Yunnan
 }
 
 
@@ -239,7 +261,8 @@ def test_sample_catalog_resolves_every_item(sample: Region) -> None:
         pytest.param("TWN001", "DX", "CHEST", "CTY001", (), id="township-dr-recognised-in-county-community"),
         pytest.param("TWN001", "US", "ABDOMEN", "PRV001", (), id="township-us-recognised-at-provincial-in-city-group"),
         pytest.param("TWN001", "US", "THYROID", "CTY001", (), id="unlisted-item-recognised-in-recognise-all-community"),
-        pytest.param("TWN001", "US", "THYROID", "PRV001", ("item_not_listed", "producer_not_qualified", "outside_window"),
+        pytest.param("TWN001", "US", "THYROID", "PRV001",
+                     ("item_not_listed", "item_mismatch", "no_images", "producer_not_qualified", "outside_window"),
                      id="unlisted-item-not-recognised-in-city-group"),
         pytest.param("PVT001", "CT", "CHEST", "PRV001", ("producer_not_qualified", "level_rule"),
                      id="private-clinic-not-recognised-at-provincial-outside-alliances"),
@@ -262,7 +285,7 @@ def test_sample_region_access(sample: Region) -> None:
     assert decide_access(sample, "PRV001", "PVT001", True, study, context, (), now).reason == "no_relationship"
 
 
-MANIFEST = SAMPLE.parents[1] / "sample_dicom" / "manifest.json"
+MANIFEST = SAMPLE.parents[1] / "tests" / "data" / "sample_manifest.json"
 
 
 @pytest.mark.skipif(not MANIFEST.exists(), reason="sample DICOM not generated")
@@ -288,3 +311,60 @@ def test_sample_dicom_manifest_resolves_in_sample_region(sample: Region) -> None
         assert item is not None, study["procedure_code"]
         assert set(item.modalities) & set(facts.modalities), study["accession_number"]
         assert resolve_item(sample, replace(facts, procedure_codes=())) == item, study["accession_number"]
+
+
+# -- issue 12.3: scope by geography ---------------------------------------------------------------
+GEO = [
+    ("520121", "520100", True),  # a county lies within its city
+    ("520121", "520000", True),  # ... and its province
+    ("520100", "520000", True),  # a city within its province
+    ("520100", "520100", True),
+    ("520201", "520100", False),  # another city of the same province
+    ("520000", "520100", False),  # the province is not within one of its cities
+    ("530102", "520000", False),  # another province
+    ("520121", "520122", False),  # a neighbouring county
+    ("", "520000", False), ("5201", "520000", False), ("520100", "", False), ("000000", "000000", False),
+]
+
+
+@pytest.mark.parametrize(("code", "scope", "within"), GEO)
+def test_administrative_division_lies_within_scope(code: str, scope: str, within: bool) -> None:
+    from pacsnode.recognition import geo_within
+
+    assert geo_within(code, scope) is within
+
+
+def _city_mark() -> dict[str, Any]:
+    """筑HR, a city mark of Guiyang (520100): valid in the city and its counties, not elsewhere."""
+    data = _minimal()
+    data["region"] = {"label": "筑HR", "scope_geo": "520100"}
+    data["institutions"].append({"code": "C1", "name": "Zunyi Hospital", "level": "3A", "geo": "520300"})
+    return data
+
+
+def test_city_mark_is_not_valid_outside_the_city() -> None:
+    region = parse_region(_city_mark(), SRC)
+    assert {i.code: i.in_scope for i in region.institutions} == {"A1": True, "B1": True, "C1": False}
+    study = StudyFacts("1.2", study_date=date(2026, 6, 1), modalities=("CT",), body_parts=("CHEST",), producer="A1",
+                       qc_status="accepted")
+    inside = recognition_advice(region, study, "B1", datetime(2026, 6, 10))
+    outside = recognition_advice(region, study, "C1", datetime(2026, 6, 10))
+    assert inside.failed == ()
+    assert outside.failed == ("out_of_scope",)
+    why = next(c.explanation for c in outside.conditions if c.code == "out_of_scope")
+    assert why == "C1 (geo 520300) is outside 筑HR (scope 520100)"
+
+
+def test_manual_scope_override_is_explicit_and_listed() -> None:
+    data = _city_mark()
+    data["institutions"][2].update(in_scope=True, scope_override_reason="Zunyi joins the Guiyang pilot (doc 2026-17)")
+    region = parse_region(data, SRC)
+    zunyi = region.institution("C1")
+    assert zunyi is not None and zunyi.in_scope and zunyi.scope_override.startswith("Zunyi joins")
+    assert [i.code for i in region.scope_overrides] == ["C1"]
+    study = StudyFacts("1.2", study_date=date(2026, 6, 1), modalities=("CT",), body_parts=("CHEST",), producer="A1",
+                       qc_status="accepted")
+    advice = recognition_advice(region, study, "C1", datetime(2026, 6, 10))
+    assert advice.failed == ()
+    why = next(c.explanation for c in advice.conditions if c.code == "out_of_scope")
+    assert why.endswith("by manual override: Zunyi joins the Guiyang pilot (doc 2026-17)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, ToolResult, free_port, have_tool, run_tool
+from support import LOOPBACK, NodeProcess, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, ToolResult, dcmtk, free_port, have_tool, run_tool
 
 pytestmark = [
     pytest.mark.interop,
@@ -38,7 +39,7 @@ pytestmark = [
 ]
 
 RULES = tomllib.loads((REPO / "config" / "recognition.toml").read_text(encoding="utf-8"))
-MANIFEST = json.loads((SAMPLE_DIR / "manifest.json").read_text(encoding="utf-8"))
+MANIFEST = json.loads(SAMPLE_MANIFEST.read_text(encoding="utf-8"))
 STUDIES = {s["study_instance_uid"]: s for s in MANIFEST["studies"]}
 INSTITUTIONS = {i["code"]: i for i in RULES["institutions"]}
 
@@ -81,13 +82,19 @@ def expected_advice(study_uid: str, viewer: str) -> tuple[str, set[str], str]:
     failed = set()
     if (today() - studied).days > item["valid_days"]:
         failed.add("outside_window")
-    if not seer["in_scope"]:
-        failed.add("out_of_scope")
+    if not within(seer["geo"], RULES["region"]["scope_geo"]):
+        failed.add("out_of_scope")  # the viewer's region lies outside the mark's scope (issue 12.3)
     higher = TIER[seer["level"]] > TIER[producer["level"]]
     if viewer != producer["code"] and higher and not alliances_of(viewer, producer["code"]):
         failed.add("level_rule")  # higher accepts lower only inside an alliance
     until = (studied + timedelta(days=item["valid_days"])).strftime("%Y%m%d")
     return ("NOT_ELIGIBLE" if failed else "HR_ELIGIBLE"), failed, until
+
+
+def within(code: str, scope: str) -> bool:
+    """GB/T 2260 divisions: a county (520121) lies within its city (520100) and province (520000)."""
+    significant = 2 if scope.endswith("0000") else 4 if scope.endswith("00") else 6
+    return code[:significant] == scope[:significant]
 
 
 def chen_studies_at(institution: str) -> set[str]:
@@ -136,7 +143,7 @@ HR_KEYS = ["(0011,0010)=PACSNODE HR", "(0011,1001)", "(0011,1003)", "(0011,1004)
 
 def findscu(node: NodeProcess, calling: str, keys: list[str], out: Path) -> Answer:
     out.mkdir(parents=True, exist_ok=True)
-    args = ["findscu", "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
+    args = [dcmtk("findscu"), "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
             "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "StudyDate"]
     for key in keys:
         args += ["-k", key]
@@ -149,7 +156,7 @@ def movescu(node: NodeProcess, calling: str, destination: str, listen_port: int,
             out: Path) -> tuple[int, str, set[str]]:
     """C-MOVE a study to ``destination``, with movescu itself receiving on ``listen_port``."""
     out.mkdir(parents=True, exist_ok=True)
-    result = run_tool(["movescu", "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-aem", destination,
+    result = run_tool([dcmtk("movescu"), "-d", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-aem", destination,
                        "--port", str(listen_port), "-od", out, "-k", "QueryRetrieveLevel=STUDY",
                        "-k", f"StudyInstanceUID={study_uid}", LOOPBACK, str(node.port)], timeout=90)
     status, comment = _final(result, "Move")
@@ -194,8 +201,8 @@ class Region:
         assert result.returncode == 0, result.explain()
         return json.loads(result.stdout)
 
-    def explain(self, study_uid: str, viewer: str) -> dict[str, Any]:
-        holder = STUDIES[study_uid]["institution"]
+    def explain(self, study_uid: str, viewer: str, holder: str = "") -> dict[str, Any]:
+        holder = holder or STUDIES[study_uid]["institution"]
         return dict(self.json(holder, "recognition", "explain", study_uid, "--for", viewer, "--json"))
 
 
@@ -458,3 +465,165 @@ def test_audit_trail_has_queries_retrievals_refusals_and_decisions(region: Regio
     township = [(e["action"], e["outcome"]) for e in _events(region, "TWN001", "--study", TWN_DX)]
     assert ("share-grant", "granted") in township and ("share-revoke", "revoked") in township
     assert ("move", "started") in township
+
+
+# -- issues 12 and 10: recognition details, on the wire --------------------------------------------
+# Studies made here (with make_sample_dicom's builders, not new files in sample_dicom/) for one
+# test patient of the county, imported at the county node; the township (in the county's
+# alliance, a lower level) asks for them with DCMTK findscu and with `pacsnode priors`.
+MADE_RESIDENT_ID = "520121199505050099"
+MADE = {  # study number -> (what it is, the failed conditions it must show the township)
+    90: ("pdf-only report coded CT-CHEST-PLAIN", {"no_images"}),
+    91: ("de-identified CT chest", {"incomplete"}),
+    92: ("CT chest coded plain with a Contrast/Bolus Agent", {"item_mismatch"}),
+    93: ("JPEG 2000 (.91) CT chest with Lossy Image Compression 00", {"lossy"}),
+    94: ("MR brain from the county, which holds no MR qualification", {"producer_not_qualified"}),
+    95: ("an unlisted PET study with no date and an unknown institution",
+         {"item_not_listed", "item_mismatch", "no_images", "producer_unknown", "producer_not_qualified",
+          "no_study_date", "outside_window", "level_rule"}),
+}
+
+
+def _builders() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_sample_dicom", REPO / "scripts" / "make_sample_dicom.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_sample_dicom", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, ds: Dataset, syntax: str) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import UID
+
+    if syntax != "1.2.840.10008.1.2.1":
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(62)])  # the header decides; never decoded here
+        ds["PixelData"].VR = "OB"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta, ds.preamble = meta, b"\x00" * 128
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, enforce_file_format=True)
+
+
+def make_studies(out: Path) -> dict[int, str]:
+    """Write the MADE studies under ``out``; returns study number -> Study Instance UID."""
+    sample = _builders()
+    day = today().strftime("%Y%m%d")
+    chest = {"region": "chest", "kernel": "B30f", "wc": "40", "ww": "400"}
+    plans: dict[int, tuple[str, tuple[Any, ...], str]] = {
+        90: ("CT-CHEST-PLAIN", (sample.SeriesSpec(100, "DOC", "report", 1, "CHEST",
+                                                  {"source_ae": "CTY_PACS", "title": "CT Chest Report"}),), ""),
+        91: ("CT-CHEST-PLAIN", (sample.SeriesSpec(1, "CT", "chest", 2, "CHEST", chest),), ""),
+        92: ("CT-CHEST-PLAIN", (sample.SeriesSpec(1, "CT", "chest", 2, "CHEST", {**chest, "contrast": True}),), ""),
+        93: ("CT-CHEST-PLAIN", (sample.SeriesSpec(1, "CT", "chest", 2, "CHEST", chest),), "1.2.840.10008.1.2.4.91"),
+        94: ("MR-BRAIN-PLAIN", (sample.SeriesSpec(1, "MR", "brain", 2, "BRAIN", {"weighting": "T2"}),), ""),
+        95: ("CT-CHEST-PLAIN", (sample.SeriesSpec(1, "CT", "pet", 2, "WHOLEBODY", chest),), ""),
+    }
+    uids = {}
+    for sid, (procedure, series, syntax) in plans.items():
+        study = sample.StudySpec(sid, "CTY001", "zhao", day, "090000", procedure, "rules", "CTY_CT", "AN^JING", series)
+        for spec in series:
+            device = sample.DEVICES[spec.options.get("source_ae", "CTY_CT")]
+            for n in range(1, spec.count + 1):
+                ds = sample.BUILDERS[spec.kind](study, spec, n, device)
+                ds.PatientID, ds.PatientName = "T0099", "TEST^RULES"
+                resident = Dataset()
+                resident.PatientID, resident.IssuerOfPatientID = MADE_RESIDENT_ID, RESIDENT_ISSUER
+                ds.OtherPatientIDsSequence = [resident]
+                if sid == 91:
+                    ds.PatientIdentityRemoved = "YES"
+                    ds.DeidentificationMethod = "DICOM PS3.15 Basic Profile"
+                if sid == 93:
+                    ds.LossyImageCompression = "00"
+                if sid == 95:
+                    ds.Modality = "PT"
+                    ds.InstitutionName = "Nowhere Imaging"
+                    for keyword in ("StudyDate", "InstitutionCodeSequence", "ProcedureCodeSequence"):
+                        delattr(ds, keyword)
+                _write(out / f"{sid}" / f"{spec.number}-{n}.dcm", ds, syntax or "1.2.840.10008.1.2.1")
+        uids[sid] = study.study_uid
+    return uids
+
+
+@pytest.fixture(scope="module")
+def made(region: Region, tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    out = tmp_path_factory.mktemp("made")
+    uids = make_studies(out)
+    _ok(region.cli("CTY001", "import", str(out)))
+    return uids
+
+
+def made_keys() -> list[str]:
+    return patient_keys(MADE_RESIDENT_ID)
+
+
+def test_recognition_details_reach_a_peer_with_every_code_whole(region: Region, made: dict[int, str],
+                                                                tmp_path: Path) -> None:
+    """Issue 12.1, 12.2, 12.5 and both details of issue 10, as DCMTK findscu sees them."""
+    answer = findscu(region.nodes["CTY001"], "TWN_PACS", made_keys() + HR_KEYS, tmp_path)
+    assert answer.status == 0x0000 and answer.study_uids == set(made.values()), answer.result.explain()
+    blocks = {uid: hr_block(r) for uid, r in answer.by_uid().items()}
+    for sid, (what, expected) in MADE.items():
+        block = blocks[made[sid]]
+        assert block["status"] == "NOT_ELIGIBLE", what
+        assert expected <= block["failed"], (what, block["failed"])
+        explained = region.explain(made[sid], "TWN001", "CTY001")
+        assert set(explained["failed"]) == block["failed"], what
+    raw = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("rsp*.dcm")))  # the bytes DCMTK received
+    assert raw.count(b"PRODUCER_NOT_QUALIFIED") == 2  # studies 94 and 95: whole, not PRODUCER_NOT_QUA
+    assert b"PRODUCER_NOT_QUA\\" not in raw and not raw.count(b"PRODUCER_NOT_QUA") - 2
+
+
+def test_a_pdf_only_study_is_accepted_by_qc_on_arrival_but_never_eligible(region: Region,
+                                                                         made: dict[int, str]) -> None:
+    """Issue 12.1 with [qc] auto_accept on (the default): QC may accept a report; recognition needs images."""
+    statuses = {row["study_uid"]: row["status"] for row in region.json("CTY001", "qc", "list", "--json")}
+    assert statuses[made[90]] == "accepted"
+    explained = region.explain(made[90], "TWN001", "CTY001")
+    assert explained["failed"] == ["no_images"]
+    why = {c["code"]: c for c in explained["conditions"]}["no_images"]
+    assert "needs CT images" in why["explanation"] and "DOC" in why["explanation"]
+    assert why["decline_reason"] == "X1"
+
+
+def test_one_lossiness_answer_for_qc_and_recognition_on_a_node(region: Region, made: dict[int, str]) -> None:
+    """Issue 12.5: the .91 study with Lossy Image Compression 00 is lossy to QC and to the rules."""
+    shown = region.json("CTY001", "qc", "show", made[93], "--json")
+    lossy = [o for o in shown["outcomes"] if o["code"] == "QC-LOSSY"]
+    assert lossy and not any(o["passed"] for o in lossy)
+    assert "lossy" in region.explain(made[93], "TWN001", "CTY001")["failed"]
+
+
+def test_priors_across_nodes_read_every_code_back_whole(region: Region, made: dict[int, str]) -> None:
+    """Issue 10: `pacsnode priors` at the township reads the county's codes as the county explains them."""
+    result = region.json("TWN001", "priors", "--resident-id", MADE_RESIDENT_ID, "--json")
+    found = {p["study_uid"]: p for p in result["priors"]}
+    assert set(found) == set(made.values())
+    seen: set[str] = set()
+    for sid, (what, expected) in MADE.items():
+        prior = found[made[sid]]
+        assert prior["source"] == "county" and prior["status"] == "NOT_ELIGIBLE", what
+        assert set(prior["failed"]) == set(region.explain(made[sid], "TWN001", "CTY001")["failed"]), what
+        assert expected <= set(prior["failed"]), what
+        seen |= set(prior["failed"])
+    from pacsnode.recognition import CONDITION_CODES
+
+    # every code a peer can be sent, whole: viewer_unknown alone never leaves a node (an unknown
+    # institution is refused at the door before any advice is computed)
+    assert set(CONDITION_CODES) - seen - {"out_of_scope", "qc_not_accepted"} == {"viewer_unknown"}
+
+
+def test_out_of_scope_comes_from_geography_on_the_wire(region: Region, tmp_path: Path) -> None:
+    """Issue 12.3: PVT001 (geo 530102, Yunnan) is outside 黔HR (520000) with no in_scope flag in the file."""
+    assert all("in_scope" not in inst for inst in RULES["institutions"])
+    explained = region.explain(TWN_DX, "PVT001")
+    why = {c["code"]: c for c in explained["conditions"]}["out_of_scope"]
+    assert not why["holds"] and "530102" in why["explanation"] and "520000" in why["explanation"]
+    assert {c["code"]: c for c in region.explain(TWN_DX, "CTY001")["conditions"]}["out_of_scope"]["holds"]

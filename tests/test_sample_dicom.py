@@ -7,7 +7,6 @@ contract other parts of pacsnode (import, recognition rules, demos) rely on.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,9 +17,13 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from support import dcmtk, have_tool
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_dicom"
 SCRIPT = REPO / "scripts" / "make_sample_dicom.py"
+DESCRIPTION = REPO / "docs" / "sample_dicom.md"
+MANIFEST = REPO / "tests" / "data" / "sample_manifest.json"
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1078."
 UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
@@ -134,9 +137,18 @@ def test_total_size_under_5_mb():
     assert total < 5_000_000, total
 
 
-def test_readme_says_generated():
-    text = (SAMPLE / "README.md").read_text(encoding="utf-8")
+def test_description_says_generated():
+    text = DESCRIPTION.read_text(encoding="utf-8")
     assert "make_sample_dicom.py" in text and "do not edit" in text.lower()
+
+
+def test_sample_folder_holds_only_dicom_files():
+    """`storescu +sd +r sample_dicom` stops at the first non-DICOM file, so there must be none."""
+    others = [p for p in SAMPLE.rglob("*") if p.is_file() and not p.name.endswith(".dcm")]
+    assert others == []
+    for path in SAMPLE.rglob("*.dcm"):
+        with path.open("rb") as f:
+            assert f.read(132)[128:] == b"DICM", path
 
 
 # --------------------------------------------------------------------------- region
@@ -331,7 +343,7 @@ def test_basic_text_sr(datasets):
 # --------------------------------------------------------------------------- tools
 
 
-@pytest.mark.skipif(shutil.which("dcmdump") is None, reason="DCMTK dcmdump not installed")
+@pytest.mark.skipif(not have_tool("dcmdump"), reason="DCMTK dcmdump not installed")
 def test_dcmdump_renders_one_file_per_sop_class(datasets):
     picked: dict[str, Path] = {}
     for path, ds in datasets.items():
@@ -339,21 +351,25 @@ def test_dcmdump_renders_one_file_per_sop_class(datasets):
         if ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian:
             picked.setdefault("implicit", path)
     for path in picked.values():
-        proc = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True)
+        proc = subprocess.run([dcmtk("dcmdump"), "-q", str(path)], capture_output=True)
         assert proc.returncode == 0, proc.stderr
         assert b"SOPInstanceUID" in proc.stdout
         assert not re.search(rb"^[EW]: ", proc.stderr, re.M), proc.stderr
     gb = next(p for p, ds in datasets.items() if ds.SpecificCharacterSet == "GB18030")
-    proc = subprocess.run(["dcmdump", "-q", "+U8", str(gb)], capture_output=True)
+    proc = subprocess.run([dcmtk("dcmdump"), "-q", "+U8", str(gb)], capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert "王^小明" in proc.stdout.decode("utf-8")
 
 
 def test_generator_is_deterministic(tmp_path):
     out = tmp_path / "sample_dicom"
-    subprocess.run([sys.executable, str(SCRIPT), str(out)], check=True, capture_output=True)
+    manifest, description = tmp_path / "manifest.json", tmp_path / "sample_dicom.md"
+    subprocess.run([sys.executable, str(SCRIPT), str(out), "--manifest", str(manifest), "--readme", str(description)],
+                   check=True, capture_output=True)
     expected = sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file())
     produced = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert produced == expected, "sample_dicom/ is stale: regenerate it with the script"
     for rel in expected:
         assert (out / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
+    assert manifest.read_bytes() == MANIFEST.read_bytes(), "regenerate tests/data/sample_manifest.json"
+    assert description.read_bytes() == DESCRIPTION.read_bytes(), "regenerate docs/sample_dicom.md"

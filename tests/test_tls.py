@@ -16,11 +16,11 @@ import pytest
 
 from pacsnode.config import parse_config
 from pacsnode.errors import ConfigError
-from support import LOOPBACK, NodeProcess, run_tool, sample_files
+from support import LOOPBACK, NodeProcess, dcmtk, have_tool, run_tool, sample_files
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("echoscu") is None,
+    pytest.mark.skipif(shutil.which("openssl") is None or not have_tool("echoscu"),
                        reason="openssl and DCMTK are needed for the TLS tests"),
 ]
 
@@ -69,7 +69,7 @@ def tls_node(node_process: Callable[..., NodeProcess], pki: Path) -> NodeProcess
 
 def _dcmtk(tool: str, port: int, pki: Path, *args: str, cert: str = "client", extra: tuple[str, ...] = ()) -> int:
     tls = ["+tls", str(pki / f"{cert}.key"), str(pki / f"{cert}.crt"), "+cf", str(pki / "ca.crt")] if cert else []
-    result = run_tool([tool, *tls, *extra, "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(port), *args],
+    result = run_tool([dcmtk(tool), *tls, *extra, "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(port), *args],
                       timeout=60)
     return result.returncode
 
@@ -83,7 +83,7 @@ def test_dcmtk_echo_store_and_find_over_mutual_tls(tls_node: NodeProcess, pki: P
     study_uid = tls_node.index_rows("SELECT study_uid FROM studies")[0][0]
     out = tls_node.home.parent / "find-out"
     out.mkdir()
-    found = run_tool(["findscu", "-S", "+tls", str(pki / "client.key"), str(pki / "client.crt"), "+cf",
+    found = run_tool([dcmtk("findscu"), "-S", "+tls", str(pki / "client.key"), str(pki / "client.crt"), "+cf",
                       str(pki / "ca.crt"), "-aet", "TLSSCU", "-aec", "PACSNODE", "-X", "-od", str(out),
                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
                       LOOPBACK, str(tls_node.port)], timeout=60)

@@ -1,18 +1,19 @@
 """The click group every command hangs off, and the glue shared by commands.
 
-Commands are thin: parse, call one library function, print. ``PacsnodeError`` (and OS
+Commands are thin: parse, call one library function, print (through ``output``: tables,
+terminal-safe text, JSON). ``PacsnodeError`` (and OS
 errors such as a port in use) become one line on stderr and exit code 1, never a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
 
+from pacsnode.cli.output import guard_stdout, print_json, print_table  # noqa: F401 (re-exported)
 from pacsnode.errors import PacsnodeError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +69,7 @@ def main(ctx: click.Context, home: Path | None, verbose: int) -> None:
       pacsnode --home ./pacsnode-data serve
     """
     ctx.ensure_object(dict)
+    guard_stdout(ctx)  # no escape sequence from a DICOM value reaches the terminal, whatever the command
     ctx.obj["home"] = home or Path(os.environ.get("PACSNODE_HOME") or DEFAULT_HOME)
     ctx.obj["verbose"] = verbose
 
@@ -81,26 +83,3 @@ def open_node(ctx: click.Context) -> Any:
     from pacsnode.node import Node
 
     return Node.open(home_of(ctx))
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A plain aligned table; wide cells are cut so the table stays readable."""
-    if not rows:
-        click.echo("(none)")
-        return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for r in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    text = "" if value is None else str(value)
-    return text if len(text) <= 64 else text[:61] + "..."

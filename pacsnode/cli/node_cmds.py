@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +15,10 @@ from typing import Any
 import click
 
 from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
+from pacsnode.cli.output import print_fields, safe
 from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
+from pacsnode.defaults import RULE_FILES, default_text
 from pacsnode.errors import HomeError
-
-SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 @main.command()
@@ -43,10 +42,9 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
     validate_port(port, "--port")
     home.mkdir(parents=True, exist_ok=True)
     (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
-    for name in ("recognition.toml", "qc_rules.toml"):
-        source = SHIPPED_CONFIG / name
-        if source.is_file() and (force or not (home / name).exists()):
-            shutil.copyfile(source, home / name)
+    for name in RULE_FILES:  # the shipped rules (package data), so an installed wheel has them too
+        if force or not (home / name).exists():
+            (home / name).write_text(default_text(name), encoding="utf-8")
     node = open_node(ctx)
     node.close()
     click.echo(f"initialised {home} as {aet} on {host}:{port}" + (f" for institution {institution}" if institution else ""))
@@ -153,7 +151,7 @@ def import_(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     click.echo(f"stored {report.stored}, duplicate {report.duplicate}, replaced {report.replaced}, "
                f"rejected {len(report.rejected)}")
     for path, reason in report.rejected:
-        click.echo(f"rejected {path}: {reason}")
+        click.echo(f"rejected {safe(path)}: {safe(reason)}")
 
 
 @main.command()
@@ -206,15 +204,15 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    for key in ("study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date", "study_time",
-                "accession_number", "study_description", "institution_name", "modalities"):
-        click.echo(f"{key:22} {data[key]}")
+    keys = ("study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date", "study_time",
+            "accession_number", "study_description", "institution_name", "modalities")
+    print_fields([(key, data[key]) for key in keys])
     for item in series:
-        click.echo(f"series {item['series_number']} {item['modality']} {item['series_description']!r} "
-                   f"{item['series_uid']} ({item['instance_count']} instances)")
+        click.echo(f"series {safe(item['series_number'])} {safe(item['modality'])} "
+                   f"'{safe(item['series_description'])}' {safe(item['series_uid'])} ({item['instance_count']} instances)")
         for inst in item["instances"]:
-            click.echo(f"  #{inst['instance_number']} {inst['sop_instance_uid']} {inst['size']} B "
-                       f"{inst['transfer_syntax']}")
+            click.echo(f"  #{safe(inst['instance_number'])} {safe(inst['sop_instance_uid'])} {inst['size']} B "
+                       f"{safe(inst['transfer_syntax'])}")
 
 
 @main.command()
@@ -236,7 +234,7 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     for label, items in (("orphan file", report.orphan_files), ("missing file", report.missing_files),
                          ("changed file", report.changed_files), ("temporary file", report.temp_files)):
         for item in items:
-            click.echo(f"{label}: {item}")
+            click.echo(f"{label}: {safe(item)}")
     if report.clean:
         click.echo("index and files agree")
     elif report.repaired:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
+from pacsnode.cli.output import safe
 
 
 @main.group()
@@ -81,14 +82,14 @@ def qc_show(ctx: click.Context, study_uid: str, as_json: bool) -> None:
     if as_json:
         print_json(row)
         return
-    click.echo(f"status: {row['status']}" + (f"  grade {row.get('grade')}" if row.get("grade") else "")
-               + (f"  by {row.get('reviewer')}" if row.get("reviewer") else "")
-               + (f"  ({row.get('note')})" if row.get("note") else ""))
+    click.echo(f"status: {safe(row['status'])}" + (f"  grade {safe(row.get('grade'))}" if row.get("grade") else "")
+               + (f"  by {safe(row.get('reviewer'))}" if row.get("reviewer") else "")
+               + (f"  ({safe(row.get('note'))})" if row.get("note") else ""))
     if not row["outcomes"]:
         click.echo("not checked yet: run `pacsnode qc run STUDY`")
     for outcome in row["outcomes"]:
         mark = "pass" if outcome["passed"] else outcome["severity"].upper()
-        click.echo(f"  {mark:5} {outcome['code']:20} {outcome['message']}")
+        click.echo(f"  {mark:5} {safe(outcome['code']):20} {safe(outcome['message'])}")
 
 
 @qc.command(name="accept")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
+from pacsnode.cli.output import safe
 
 LEVELS = click.Choice(["PATIENT", "STUDY", "SERIES", "IMAGE"], case_sensitive=False)
 MODELS = click.Choice(["patient", "study"])
@@ -71,9 +72,9 @@ def _finish(ctx: click.Context, state: object, what: str) -> None:
     outcome = {0x0000: "Success", 0xB000: "Warning (some sub-operations failed)", 0xFE00: "Cancelled"}.get(
         s.status, f"Failure 0x{s.status:04X}")  # type: ignore[attr-defined]
     click.echo(f"{what}: {outcome}; completed {s.completed}, failed {s.failed}, warning {s.warning}"  # type: ignore[attr-defined]
-               + (f" ({s.comment})" if s.comment else ""))  # type: ignore[attr-defined]
+               + (f" ({safe(s.comment)})" if s.comment else ""))  # type: ignore[attr-defined]
     for uid in s.failed_uids:  # type: ignore[attr-defined]
-        click.echo(f"failed: {uid}")
+        click.echo(f"failed: {safe(uid)}")  # the peer's words: shown, never obeyed by the terminal
     if s.status not in (0x0000,):  # type: ignore[attr-defined]
         ctx.exit(1 if s.status != 0xB000 else 2)  # type: ignore[attr-defined]
 

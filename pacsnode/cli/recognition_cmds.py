@@ -9,6 +9,7 @@ from datetime import date, datetime
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
+from pacsnode.cli.output import safe
 
 
 @main.command()
@@ -45,7 +46,7 @@ def priors(ctx: click.Context, patient_id: str | None, issuer: str | None, resid
     print_table(rows, ["study_date", "institution", "modalities", "item_code", "status", "failed", "valid_until",
                        "source", "study_uid"])
     for peer, error in result.errors.items():
-        click.echo(f"peer {peer} not reached: {error}", err=True)
+        click.echo(f"peer {safe(peer)} not reached: {safe(error)}", err=True)
 
 
 @main.group()
@@ -83,6 +84,8 @@ def explain(ctx: click.Context, study_uid: str, for_institution: str | None, at:
     Example:
       pacsnode recognition explain 1.2.826.0.1.3680043.10.1078.1.2 --for TWN001 --at 2026-11-26
     """
+    from pacsnode.recognition import SUGGESTED_REASON, TIME_RULE
+
     node = open_node(ctx)
     advice = node.desk.explain(study_uid, for_institution, _parse_day(at))
     node.close()
@@ -90,13 +93,18 @@ def explain(ctx: click.Context, study_uid: str, for_institution: str | None, at:
         print_json({"study_uid": study_uid, "status": advice.status, "failed": list(advice.failed),
                     "item_code": advice.item_code, "scope_label": advice.scope_label,
                     "valid_until": advice.valid_until.isoformat() if advice.valid_until else None,
-                    "conditions": [{"code": c.code, "holds": c.holds, "explanation": c.explanation}
-                                   for c in advice.conditions]})
+                    "conditions": [{"code": c.code, "holds": c.holds, "explanation": c.explanation,
+                                    "decline_reason": SUGGESTED_REASON.get(c.code, "")}
+                                   for c in advice.conditions],
+                    "time_rule": TIME_RULE})
         return
-    click.echo(f"{advice.status} ({advice.scope_label})  item {advice.item_code or '-'}  valid until "
-               f"{advice.valid_until or '-'}")
+    click.echo(f"{safe(advice.status)} ({safe(advice.scope_label)})  item {safe(advice.item_code or '-')}  "
+               f"valid until {advice.valid_until or '-'}")
     for condition in advice.conditions:
-        click.echo(f"  {'ok  ' if condition.holds else 'FAIL'} {condition.code:24} {condition.explanation}")
+        reason = SUGGESTED_REASON.get(condition.code, "") if not condition.holds else ""
+        click.echo(f"  {'ok  ' if condition.holds else 'FAIL'} {safe(condition.code):24} {safe(condition.explanation)}"
+                   f"{f'  [decline reason {reason}]' if reason else ''}")
+    click.echo(f"  time: {TIME_RULE}")
 
 
 @recognition.command(name="decide")

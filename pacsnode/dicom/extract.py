@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
-from pacsnode.dicom import header
+from pacsnode.dicom import header, lossy
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -25,22 +25,8 @@ UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # pydicom hands ISO 2022 IR 58 (GB2312) to Python's gb2312 codec, which keeps the ESC $ ) A
 # designations in the text; decoded text never needs an escape sequence, so drop any left over.
 LEFTOVER_ESCAPE = re.compile(r"\x1b[\x20-\x2f]+[\x30-\x7e]")
-LOSSY_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy allowed)
-    "1.2.840.10008.1.2.4.93",
-    "1.2.840.10008.1.2.4.100",  # MPEG2
-    "1.2.840.10008.1.2.4.101",
-    "1.2.840.10008.1.2.4.102",
-    "1.2.840.10008.1.2.4.103",
-    "1.2.840.10008.1.2.4.104",
-    "1.2.840.10008.1.2.4.105",
-    "1.2.840.10008.1.2.4.106",
-    "1.2.840.10008.1.2.4.107",
-    "1.2.840.10008.1.2.4.108",
-}
+# Which transfer syntaxes are lossy: pacsnode.dicom.lossy, shared with QC (issue 12.5).
+LOSSY_SYNTAXES = lossy.LOSSY_TRANSFER_SYNTAXES
 
 
 def is_valid_uid(value: str) -> bool:
@@ -177,7 +163,16 @@ def _other_ids(dataset: Dataset) -> tuple[OtherPatientId, ...]:
 
 
 def _lossy(dataset: Dataset, transfer_syntax: str) -> bool:
-    return _text(dataset, "LossyImageCompression") == "01" or transfer_syntax in LOSSY_SYNTAXES
+    return lossy.is_lossy(transfer_syntax, _text(dataset, "LossyImageCompression"),
+                          _text(dataset, "LossyImageCompressionMethod"))
+
+
+def deidentified(patient_identity_removed: str, deidentification_method: str) -> bool:
+    """A de-identified copy: Patient Identity Removed (0012,0062) = YES, or any De-identification
+    Method (0012,0063). Such a copy is not the original record and never HR-eligible
+    (RECOGNITION.md: "if S.lossy or S.deidentified: fail += incomplete")."""
+    removed = patient_identity_removed.strip().upper() == "YES"
+    return removed or bool(deidentification_method.replace("\\", "").strip())
 
 
 def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceFacts:
@@ -215,6 +210,7 @@ def facts_from_dataset(dataset: Dataset, transfer_syntax: str = "") -> InstanceF
         instance_number=_int(dataset, "InstanceNumber"),
         number_of_frames=_int(dataset, "NumberOfFrames"),
         lossy=_lossy(dataset, syntax),
+        deidentified=deidentified(_text(dataset, "PatientIdentityRemoved"), _text(dataset, "DeidentificationMethod")),
         specific_character_set=_text(dataset, "SpecificCharacterSet"),
         device_serial=_text(dataset, "DeviceSerialNumber"),
         station_name=_text(dataset, "StationName"),
@@ -257,7 +253,8 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
         series_description=_clean(text("SeriesDescription")), series_date=text("SeriesDate"),
         series_time=normalise_time(text("SeriesTime")), instance_number=header.first_int(text("InstanceNumber")),
         number_of_frames=header.first_int(text("NumberOfFrames")),
-        lossy=text("LossyImageCompression") == "01" or syntax in LOSSY_SYNTAXES,
+        lossy=lossy.is_lossy(syntax, text("LossyImageCompression"), text("LossyImageCompressionMethod")),
+        deidentified=deidentified(text("PatientIdentityRemoved"), text("DeidentificationMethod")),
         specific_character_set=text("SpecificCharacterSet"), device_serial=_clean(text("DeviceSerialNumber")),
         station_name=_clean(text("StationName")),
     )

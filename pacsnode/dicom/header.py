@@ -38,6 +38,7 @@ INDEXED: dict[str, str] = {
     "PatientSex": "CS", "OtherPatientIDsSequence": "SQ", "ContrastBolusAgent": "LO", "BodyPartExamined": "CS",
     "DeviceSerialNumber": "LO", "StudyInstanceUID": "UI", "SeriesInstanceUID": "UI", "StudyID": "SH",
     "SeriesNumber": "IS", "InstanceNumber": "IS", "NumberOfFrames": "IS", "LossyImageCompression": "CS",
+    "LossyImageCompressionMethod": "CS", "PatientIdentityRemoved": "CS", "DeidentificationMethod": "LO",
 }
 TAGS: dict[int, tuple[str, str]] = {int(tag_for_keyword(k) or 0): (k, vr) for k, vr in INDEXED.items()}
 TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}

@@ -9,12 +9,17 @@ into stored instances:
 | (0011,0010) | LO | private creator ``PACSNODE HR`` |
 | (0011,xx01) | CS | ``HR_ELIGIBLE`` or ``NOT_ELIGIBLE`` |
 | (0011,xx02) | LO | the mark's scope label, e.g. ``黔HR`` |
-| (0011,xx03) | CS | failed conditions (multi-valued, upper-cased codes) |
+| (0011,xx03) | LO | failed conditions (multi-valued, upper-cased codes, whole) |
 | (0011,xx04) | DA | valid until |
 | (0011,xx05) | LO | exam item code (ours) |
 | (0011,xx06) | LO | producing institution code (ours) |
 
 ``xx`` is the block byte the creator was given in (0011,00xx); the requester picks it.
+
+(0011,xx03) is LO, not CS: CS values are at most 16 characters and condition codes are
+longer (``producer_not_qualified``), so a CS cut them into codes nobody documents (issue 10).
+LO holds 64 characters per value; a code is never cut, and one that would not fit is
+refused here rather than sent mangled. A reader takes either VR (older nodes sent CS).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ GROUP = 0x0011
 ELEMENTS: dict[int, tuple[str, str]] = {
     0x01: ("CS", "status"),
     0x02: ("LO", "scope"),
-    0x03: ("CS", "failed"),
+    0x03: ("LO", "failed"),
     0x04: ("DA", "valid_until"),
     0x05: ("LO", "item"),
     0x06: ("LO", "producer"),
@@ -66,9 +71,22 @@ def write_hr_block(ds: Dataset, block: int, values: dict[str, Any]) -> None:
     ds.add_new((GROUP << 16) | block, "LO", HR_CREATOR)
     for offset, (vr, name) in ELEMENTS.items():
         value = values.get(name, "")
-        if vr == "CS":
-            value = [str(v).upper()[:16] for v in value] if isinstance(value, (list, tuple)) else str(value).upper()
+        if name == "failed":
+            value = [_code(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if str(v)]
+        elif vr == "CS":
+            value = str(value).upper()
         ds.add_new((GROUP << 16) | (block << 8) | offset, vr, value)
+
+
+MAX_LO = 64
+
+
+def _code(value: object) -> str:
+    """A failed-condition code as sent: upper-cased, whole; never cut into another code."""
+    code = str(value).upper()
+    if len(code) > MAX_LO or "\\" in code or not code.isprintable():
+        raise ValueError(f"condition code {code[:80]!r} does not fit one LO value")
+    return code
 
 
 def read_hr_block(ds: Dataset) -> dict[str, Any]:

@@ -9,11 +9,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from pacsnode.dicom.sop_classes import is_image_sop_class
 from pacsnode.index.schema import utc_now
 from pacsnode.index.sqlite import SqliteIndex
 
 STUDY_FACTS_SQL = (
     "SELECT s.pk, s.study_uid, s.study_date, s.study_time, s.modalities, s.body_parts, s.contrast, s.lossy, "
+    "s.deidentified, "
     "s.institution_name, s.institution_code, s.calling_ae, s.accession_number, s.study_description, "
     "s.instance_count, s.series_count, p.pk AS patient_pk, p.patient_id, p.issuer, p.patient_name, "
     "COALESCE(q.status, '') AS qc_status FROM studies s JOIN patients p ON p.pk = s.patient_pk "
@@ -44,6 +46,11 @@ class StudyRow:
     series_count: int
     procedure_codes: list[str] = field(default_factory=list)
     other_patient_ids: list[tuple[str, str]] = field(default_factory=list)
+    deidentified: bool = False
+    #: Modalities of the study's image series (SR, PDF, KOS, PR ... left out): what is recognised.
+    image_modalities: list[str] = field(default_factory=list)
+    #: Body parts of the study's image series.
+    image_body_parts: list[str] = field(default_factory=list)
 
 
 class RegionalStore:
@@ -85,6 +92,7 @@ class RegionalStore:
                 f"SELECT study_pk, kind, code_value FROM study_codes WHERE study_pk IN ({','.join('?' * len(study_pks))})",
                 study_pks):
             codes.setdefault(code[0], {}).setdefault(code[1], []).append(code[2])
+        images = self._image_series(study_pks)
         others: dict[int, list[tuple[str, str]]] = {}
         for other in self.index.query(
                 f"SELECT patient_pk, other_id, other_issuer FROM patient_other_ids "
@@ -105,7 +113,25 @@ class RegionalStore:
                 patient_name=r["patient_name"], qc_status=r["qc_status"], accession_number=r["accession_number"],
                 study_description=r["study_description"], instance_count=r["instance_count"],
                 series_count=r["series_count"], procedure_codes=study_codes.get("procedure", []),
-                other_patient_ids=others.get(r["patient_pk"], [])))
+                other_patient_ids=others.get(r["patient_pk"], []), deidentified=bool(r["deidentified"]),
+                image_modalities=sorted(images.get(r["pk"], ({}, {}))[0]),
+                image_body_parts=sorted(images.get(r["pk"], ({}, {}))[1])))
+        return out
+
+    def _image_series(self, study_pks: list[int]) -> dict[int, tuple[set[str], set[str]]]:
+        """Per study: the modalities and body parts of series that hold images (by SOP Class)."""
+        out: dict[int, tuple[set[str], set[str]]] = {}
+        for row in self.index.query(
+                f"SELECT DISTINCT se.study_pk, se.modality, se.body_part, i.sop_class_uid FROM series se "
+                f"JOIN instances i ON i.series_pk = se.pk WHERE se.study_pk IN ({','.join('?' * len(study_pks))})",
+                study_pks):
+            if not is_image_sop_class(row["sop_class_uid"]):
+                continue
+            modalities, parts = out.setdefault(row["study_pk"], (set(), set()))
+            if row["modality"]:
+                modalities.add(row["modality"])
+            if row["body_part"]:
+                parts.add(row["body_part"])
         return out
 
     # -- shares --------------------------------------------------------------------------

@@ -225,6 +225,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE peers ADD COLUMN tls INTEGER NOT NULL DEFAULT 0
         """,
     ),
+    (
+        # Issue 12.2: a de-identified copy (Patient Identity Removed = YES, or a De-identification
+        # Method) is never HR-eligible. Rows indexed before this migration read 0 until re-indexed.
+        "0005_deidentified",
+        """
+        ALTER TABLE instances ADD COLUMN deidentified INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE studies ADD COLUMN deidentified INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
 ]
 
 

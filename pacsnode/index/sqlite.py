@@ -194,20 +194,20 @@ class SqliteIndex:
             conn.execute(
                 "UPDATE instances SET series_pk=?, sop_class_uid=?, instance_number=?, transfer_syntax=?, "
                 "path=?, size=?, sha256=?, number_of_frames=?, lossy=?, specific_character_set=?, "
-                "calling_ae=?, received_at=? WHERE pk=?",
+                "calling_ae=?, received_at=?, deidentified=? WHERE pk=?",
                 (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
                  stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
-                 facts.specific_character_set, calling_ae, now, existing["pk"]))
+                 facts.specific_character_set, calling_ae, now, int(facts.deidentified), existing["pk"]))
             self._refresh_counts(conn, {existing["study_pk"], study_pk})
             old = existing["path"] if existing["path"] != stored.relative_path else None
             return StoreResult.REPLACED, old
         conn.execute(
             "INSERT INTO instances (sop_instance_uid, series_pk, sop_class_uid, instance_number, "
             "transfer_syntax, path, size, sha256, number_of_frames, lossy, specific_character_set, "
-            "calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "calling_ae, received_at, deidentified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
              facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
-             int(facts.lossy), facts.specific_character_set, calling_ae, now))
+             int(facts.lossy), facts.specific_character_set, calling_ae, now, int(facts.deidentified)))
         conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
         conn.execute(
             "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
@@ -251,20 +251,21 @@ class SqliteIndex:
                 "INSERT INTO studies (study_uid, patient_pk, study_date, study_time, accession_number, study_id, "
                 "study_description, referring_physician, referring_physician_folded, institution_name, "
                 "institution_code, body_parts, contrast, lossy, calling_ae, received_at, updated_at, "
-                "specific_character_set) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "specific_character_set, deidentified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (facts.study_uid, patient_pk, facts.study_date, facts.study_time, facts.accession_number,
                  facts.study_id, facts.study_description, facts.referring_physician,
                  fold(facts.referring_physician), facts.institution_name, institution_code, facts.body_part,
                  int(bool(facts.contrast_agent)), int(facts.lossy), calling_ae, now, now,
-                 facts.specific_character_set))
+                 facts.specific_character_set, int(facts.deidentified)))
             pk = int(cursor.lastrowid or 0)
         else:
             pk = int(row["pk"])
             conn.execute(
                 "UPDATE studies SET institution_name = CASE WHEN institution_name='' THEN ? ELSE institution_name END,"
                 " institution_code = CASE WHEN institution_code='' THEN ? ELSE institution_code END,"
-                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?) WHERE pk=?",
-                (facts.institution_name, institution_code, int(bool(facts.contrast_agent)), int(facts.lossy), pk))
+                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?), deidentified = MAX(deidentified, ?) WHERE pk=?",
+                (facts.institution_name, institution_code, int(bool(facts.contrast_agent)), int(facts.lossy),
+                 int(facts.deidentified), pk))
         for kind, codes in (("procedure", facts.procedure_codes), ("institution", facts.institution_codes)):
             for code in codes:
                 conn.execute("INSERT OR IGNORE INTO study_codes (study_pk, kind, code_value, scheme, meaning) "

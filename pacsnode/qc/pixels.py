@@ -16,6 +16,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
+from pacsnode.dicom import lossy
 from pacsnode.qc.rules import PixelRules, QcRules
 from pacsnode.qc.study import (
     CheckOutcome,
@@ -144,24 +145,16 @@ def _range_outcome(series: SeriesView, instance: QcInstance, array: np.ndarray,
                         series_uid=series.series_uid, sop_instance_uid=uid)
 
 
-def is_lossy(instance: QcInstance, pixels: PixelRules) -> bool:
-    """Lossy Image Compression "01", or a transfer syntax that is (or may be) lossy."""
-    flag = text(instance.header, "LossyImageCompression")
-    if flag == "01":
-        return True
+def is_lossy(instance: QcInstance) -> bool:
+    """The one answer (``pacsnode.dicom.lossy``), as the recognition rules get it at ingest."""
     meta = getattr(instance.header, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-
-    def listed(uids: tuple[str, ...]) -> bool:
-        return any(syntax == uid or syntax.startswith(uid + ".") for uid in uids)
-
-    if listed(pixels.lossy_transfer_syntaxes):
-        return True
-    return listed(pixels.possibly_lossy_transfer_syntaxes) and flag != "00"
+    return lossy.is_lossy(syntax, text(instance.header, "LossyImageCompression"),
+                          text(instance.header, "LossyImageCompressionMethod"))
 
 
 def _lossy_outcome(series: SeriesView, pixels: PixelRules) -> CheckOutcome:
-    lossy = [i for i in series.instances if is_lossy(i, pixels)]
+    lossy = [i for i in series.instances if is_lossy(i)]
     severity = outcome_severity(pixels.lossy)
     if not lossy:
         return CheckOutcome(LOSSY_CODE, severity, True, f"{series.label} is not lossy compressed.",

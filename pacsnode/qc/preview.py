@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pacsnode.qc.fonts import cjk_font
 from pacsnode.qc.render import RenderError, render_instance
 from pacsnode.qc.study import QcInstance, build_study
 from pacsnode.qc.workflow import QcError
@@ -88,7 +89,8 @@ def render_contact_sheet(series: Sequence[PreviewSeries], out_path: str | Path, 
 
     A series whose image cannot be displayed gets an error tile instead of failing the
     sheet: the reviewer still sees the rest. ``font_path`` names a TrueType font for the
-    labels (e.g. a CJK font for Chinese descriptions); default is Pillow's built-in font.
+    labels; by default a font that draws Chinese, found through fontconfig
+    (:mod:`pacsnode.qc.fonts`), else Pillow's built-in font with a warning.
     The file is written atomically (temporary file, then rename).
     """
     if not series:
@@ -169,11 +171,18 @@ def _draw_label(sheet: Image.Image, item: PreviewSeries, band: tuple[int, int, i
 
 
 def _font(font_path: str | None, size: int) -> FontType:
+    """The label font: ``font_path`` when given, else the installed CJK font, else Pillow's."""
     if font_path:
         try:
             return ImageFont.truetype(font_path, size)
         except OSError as exc:
             raise QcError(f"cannot load label font {font_path}: {exc}") from exc
+    choice = cjk_font()
+    if choice is not None:
+        try:
+            return ImageFont.truetype(choice.path, size, index=choice.index)
+        except OSError:
+            pass  # a broken font file must not stop the preview: fall back below
     return ImageFont.load_default(size=size)
 
 

@@ -5,7 +5,7 @@ traceable to the rules in force (``QcRules.version``). They are parsed once at s
 ``config/qc_rules.toml`` into frozen dataclasses; a bad value raises
 :class:`pacsnode.errors.ConfigError` naming the file, the key and the fix, so a node never
 starts with half-understood rules. :func:`default_rules` gives the shipped rule set without
-touching the file system (it is the same text as ``config/qc_rules.toml``).
+reading a node home (it is the package data ``pacsnode/defaults/qc_rules.toml``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from pacsnode.errors import ConfigError
-from pacsnode.qc.default_rules import DEFAULT_RULES_TOML
+from pacsnode.defaults import default_text
 
 Severity = Literal["fail", "warn", "off"]
 Scope = Literal["all", "images"]
@@ -64,14 +64,13 @@ class MinSize:
 
 @dataclass(frozen=True)
 class PixelRules:
-    """Pixel sanity: severities, minimum sizes and which transfer syntaxes are lossy."""
+    """Pixel sanity: severities and minimum sizes. Which images are lossy is not a QC setting:
+    ``pacsnode.dicom.lossy`` gives the one answer the recognition rules use too."""
 
     decode: Severity = "fail"
     dims: Severity = "fail"
     range: Severity = "fail"
     lossy: Severity = "warn"
-    lossy_transfer_syntaxes: tuple[str, ...] = ()
-    possibly_lossy_transfer_syntaxes: tuple[str, ...] = ()
     min_sizes: tuple[MinSize, ...] = (MinSize("default", 32, 32),)
 
     def min_size(self, modality: str) -> MinSize:
@@ -150,8 +149,8 @@ def load_rules(path: str | Path) -> QcRules:
 
 
 def default_rules() -> QcRules:
-    """The rule set shipped with pacsnode (identical to ``config/qc_rules.toml``)."""
-    return parse_rules(DEFAULT_RULES_TOML, origin="<default qc rules>")
+    """The rule set shipped with pacsnode (package data; ``config/qc_rules.toml`` is its source)."""
+    return parse_rules(default_text("qc_rules.toml"), origin="<default qc rules>")
 
 
 def parse_rules(text: str, origin: str = "<qc rules>") -> QcRules:
@@ -281,8 +280,12 @@ def _count_rules(reader: _Reader, table: dict[str, Any]) -> CountRules:
 
 
 def _pixel_rules(reader: _Reader, table: dict[str, Any]) -> PixelRules:
-    reader.only(table, {"decode", "dims", "range", "lossy", "lossy_transfer_syntaxes",
-                        "possibly_lossy_transfer_syntaxes", "min_size"}, "pixels")
+    for key in ("lossy_transfer_syntaxes", "possibly_lossy_transfer_syntaxes"):
+        if key in table:  # removed: two lists here let QC and recognition disagree (issue 12.5)
+            raise reader.error(f"pixels.{key}", "is no longer a QC setting",
+                               "delete it: lossy transfer syntaxes are fixed in pacsnode.dicom.lossy, "
+                               "shared with the recognition rules")
+    reader.only(table, {"decode", "dims", "range", "lossy", "min_size"}, "pixels")
     sizes_table = reader.table(table, "min_size", "pixels.min_size")
     sizes = [MinSize(modality, *reader.size(value, f"pixels.min_size.{modality}"))
              for modality, value in sizes_table.items()]
@@ -293,10 +296,6 @@ def _pixel_rules(reader: _Reader, table: dict[str, Any]) -> PixelRules:
         dims=reader.severity(table, "dims", "pixels.dims", "fail"),
         range=reader.severity(table, "range", "pixels.range", "fail"),
         lossy=reader.severity(table, "lossy", "pixels.lossy", "warn"),
-        lossy_transfer_syntaxes=reader.strings(
-            table, "lossy_transfer_syntaxes", "pixels.lossy_transfer_syntaxes"),
-        possibly_lossy_transfer_syntaxes=reader.strings(
-            table, "possibly_lossy_transfer_syntaxes", "pixels.possibly_lossy_transfer_syntaxes"),
         min_sizes=tuple(sizes),
     )
 

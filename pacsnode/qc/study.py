@@ -19,22 +19,19 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
+from pacsnode.dicom.sop_classes import (  # noqa: F401  (re-exported for qc modules)
+    ENCAPSULATED_PREFIX,
+    NON_IMAGE_PREFIXES,
+    RT_IMAGE,
+    SR_PREFIX,
+    is_image_sop_class,
+)
 from pacsnode.errors import InvalidInstance
 
 OutcomeSeverity = Literal["fail", "warn"]
 
-SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
-ENCAPSULATED_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
-# SOP Classes that carry Rows/Columns-like attributes but are not images to pixel-check:
-# presentation states, key objects, SR, encapsulated documents, waveforms, raw data, RT plans.
-NON_IMAGE_PREFIXES: tuple[str, ...] = (
-    SR_PREFIX, ENCAPSULATED_PREFIX,
-    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
-    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
-    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, segmentation surface
-    "1.2.840.10008.5.1.4.1.1.481.",  # RT objects other than RT Image (481.1)
-)
-RT_IMAGE = "1.2.840.10008.5.1.4.1.1.481.1"
+# SR_PREFIX, ENCAPSULATED_PREFIX, NON_IMAGE_PREFIXES and RT_IMAGE live in dicom.sop_classes: the
+# recognition rules ask the same list which modalities a study has images of.
 
 
 def outcome_severity(value: str) -> OutcomeSeverity:
@@ -145,8 +142,7 @@ def _series_view(uid: str, members: list[QcInstance]) -> SeriesView:
 
 def is_image(header: Dataset) -> bool:
     """True for instances with a pixel matrix worth checking (not SR, PDF, PR, waveforms)."""
-    sop_class = text(header, "SOPClassUID")
-    if sop_class != RT_IMAGE and any(sop_class.startswith(p) for p in NON_IMAGE_PREFIXES):
+    if not is_image_sop_class(text(header, "SOPClassUID")):
         return False
     return "Rows" in header and "Columns" in header
 

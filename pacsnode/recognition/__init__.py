@@ -11,6 +11,8 @@ from pacsnode.recognition.access import ALLOW_REASONS, DENY_REASONS, AccessDecis
 from pacsnode.recognition.advice import (
     CONDITION_CODES,
     HR_ELIGIBLE,
+    SUGGESTED_REASON,
+    TIME_RULE,
     NOT_ELIGIBLE,
     Advice,
     Condition,
@@ -28,6 +30,8 @@ from pacsnode.recognition.region import (
     Institution,
     Qualification,
     Region,
+    geo_level,
+    geo_within,
     load_region,
     parse_region,
     rank,
@@ -36,8 +40,8 @@ from pacsnode.recognition.region import (
 
 __all__ = [
     "ALLOW_REASONS", "CONDITION_CODES", "DENY_REASONS", "HR_ELIGIBLE", "LEVELS", "NOT_ELIGIBLE", "REASON_ALIASES",
-    "REASON_CODES", "AccessDecision", "Advice", "Alliance", "AllianceMember", "Condition", "DecisionInput",
+    "REASON_CODES", "SUGGESTED_REASON", "TIME_RULE", "AccessDecision", "Advice", "Alliance", "AllianceMember", "Condition", "DecisionInput",
     "ExamItem", "Institution", "Qualification", "QueryContext", "Region", "ShareGrant", "StudyFacts",
-    "decide_access", "load_region", "normalise_reason", "normalise_reasons", "parse_region", "rank",
+    "decide_access", "geo_level", "geo_within", "load_region", "normalise_reason", "normalise_reasons", "parse_region", "rank",
     "recognition_advice", "resolve_institution", "resolve_item", "tier", "validate_decision",
 ]

@@ -32,8 +32,8 @@ def resolve_item(region: Region, facts: StudyFacts) -> ExamItem | None:
         for item in region.catalog:
             if any(code.casefold() in wanted for code in item.procedure_codes):
                 return item
-    modalities = {m.strip().upper() for m in facts.modalities}
-    parts = {p.strip().upper() for p in facts.body_parts if p and p.strip()}
+    modalities = set(facts.images_of)  # the images are what is recognised, not a report's series
+    parts = set(facts.image_parts)
     best: ExamItem | None = None
     best_score = -1
     for item in region.catalog:

@@ -29,6 +29,12 @@ class StudyFacts:
     one of :data:`QC_STATUSES` ("" = unknown). ``restricted`` is a patient sharing restriction.
     ``other_patient_ids`` are (id, issuer) pairs from Other Patient IDs Sequence, e.g. the
     resident ID with issuer ``CN-RESIDENT-ID``.
+
+    ``image_modalities`` are the modalities the study holds *images* of (not SR, PDF, KOS or
+    presentation states): RECOGNITION.md, "for imaging, the images are what is recognised".
+    None means the caller did not say, and ``modalities`` are taken as image modalities (pure
+    rule tables); the node always says. ``image_body_parts`` likewise (None: ``body_parts``).
+    ``deidentified``: Patient Identity Removed = YES or a De-identification Method on any instance.
     """
 
     study_uid: str
@@ -45,6 +51,21 @@ class StudyFacts:
     patient_id: str = ""
     issuer_of_patient_id: str = ""
     other_patient_ids: tuple[PatientIdentifier, ...] = ()
+    deidentified: bool = False
+    image_modalities: tuple[str, ...] | None = None
+    image_body_parts: tuple[str, ...] | None = None
+
+    @property
+    def images_of(self) -> tuple[str, ...]:
+        """The modalities the study holds images of (upper-case)."""
+        found = self.modalities if self.image_modalities is None else self.image_modalities
+        return tuple(m.strip().upper() for m in found if m and m.strip())
+
+    @property
+    def image_parts(self) -> tuple[str, ...]:
+        """The body parts of the study's images (upper-case)."""
+        found = self.body_parts if self.image_body_parts is None else self.image_body_parts
+        return tuple(p.strip().upper() for p in found if p and p.strip())
 
     def patient_identifiers(self) -> frozenset[tuple[str, str]]:
         """Every issuer-qualified identifier of the study's patient (local and other)."""

@@ -9,7 +9,7 @@ rule in this package takes it as an argument, so a test can build a region in a 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
@@ -35,6 +35,29 @@ ALLIANCE_TYPES: tuple[str, ...] = (
 CONTRASTS: tuple[str, ...] = ("plain", "contrast", "any")
 QC_REQUIREMENTS: tuple[str, ...] = ("accepted", "any")
 SAME_LEVEL_BY: tuple[str, ...] = ("tier", "grade")
+
+
+def geo_level(code: str) -> str:
+    """``province``, ``prefecture`` or ``county`` for a 6-digit administrative division code
+    (GB/T 2260: PPCCXX; a prefecture ends in 00, a province in 0000), "" when malformed."""
+    if len(code) != 6 or not code.isascii() or not code.isdigit() or code[:2] == "00":
+        return ""
+    if code[2:] == "0000":
+        return "province"
+    if code[4:] == "00":
+        return "prefecture" if code[2:4] != "00" else ""
+    return "county"
+
+
+def geo_within(code: str, scope: str) -> bool:
+    """True when division ``code`` lies within division ``scope``: a county within its city
+    (520121 within 520100) and province (520000); a city within its province. Malformed codes
+    are within nothing."""
+    level = geo_level(scope)
+    if not geo_level(code) or not level:
+        return False
+    prefix = {"province": 2, "prefecture": 4, "county": 6}[level]
+    return code[:prefix] == scope[:prefix]
 
 
 def rank(level: str) -> int:
@@ -67,8 +90,9 @@ class Institution:
     level: str
     aliases: tuple[str, ...] = ()
     ae_titles: tuple[str, ...] = ()
-    geo: str = ""  # administrative division code (GB/T 2260), informative
-    in_scope: bool = True  # inside the geographic scope of the region's mark
+    geo: str = ""  # administrative division code (GB/T 2260) of where it is
+    in_scope: bool = True  # inside the geographic scope of the region's mark (from geo, or overridden)
+    scope_override: str = ""  # why an admin set in_scope against geo ("" = no override)
 
 
 @dataclass(frozen=True)
@@ -163,6 +187,11 @@ class Region:
         """The catalog item with this code, or None."""
         return self._items.get(code or "")
 
+    @property
+    def scope_overrides(self) -> tuple[Institution, ...]:
+        """Institutions whose scope an admin set against geography (audited at start)."""
+        return tuple(i for i in self.institutions if i.scope_override)
+
     def common_alliances(self, first: str, second: str, *days: date) -> tuple[Alliance, ...]:
         """Alliances that have both institutions as members on every one of ``days``."""
         return tuple(
@@ -200,12 +229,19 @@ def parse_region(data: Mapping[str, object], source: str) -> Region:
         ("label", "scope_geo", "allow_higher_accepts_lower", "require_patient_context", "share_within_region",
          "qc_required_status", "same_level_by", "catalog_version", "alliance_item_valid_days")
     )
-    institutions = _institutions(top)
+    scope_geo = head.text("scope_geo", "", non_empty=False)
+    if not geo_level(scope_geo):
+        raise head.fail("scope_geo", f"{scope_geo!r} is not an administrative division code",
+                        "write the mark's province or city code (GB/T 2260, 6 digits), e.g. 520000 for 黔HR")
+    institutions = _institutions(top, scope_geo)
+    if not any(geo_within(i.geo, scope_geo) for i in institutions):
+        raise head.fail("scope_geo", f"{scope_geo} contains none of the institutions",
+                        "check the code: the mark's scope must hold at least one institution's geo")
     codes = {i.code for i in institutions}
     catalog = _catalog(top)
     return Region(
         label=head.text("label"),
-        scope_geo=head.text("scope_geo", "", non_empty=False),
+        scope_geo=scope_geo,
         institutions=institutions,
         alliances=_alliances(top, codes),
         catalog=catalog,
@@ -221,12 +257,13 @@ def parse_region(data: Mapping[str, object], source: str) -> Region:
     )
 
 
-def _institutions(top: Table) -> tuple[Institution, ...]:
+def _institutions(top: Table, scope_geo: str) -> tuple[Institution, ...]:
     out: list[Institution] = []
     seen_aet: dict[str, str] = {}
     seen_name: dict[str, str] = {}
     for t in top.tables("institutions"):
-        t.reject_unknown(("code", "name", "aliases", "level", "ae_titles", "geo", "in_scope"))
+        t.reject_unknown(("code", "name", "aliases", "level", "ae_titles", "geo", "in_scope",
+                          "scope_override_reason"))
         code = t.text("code")
         if any(i.code == code for i in out):
             raise t.fail("code", f"{code!r} is used twice", "give each institution its own registry code")
@@ -236,9 +273,9 @@ def _institutions(top: Table) -> tuple[Institution, ...]:
             level=t.choice("level", LEVELS, noun="level"),
             aliases=t.strings("aliases", ()),
             ae_titles=t.strings("ae_titles", ()),
-            geo=t.text("geo", "", non_empty=False),
-            in_scope=t.flag("in_scope", True),
+            geo=_geo(t),
         )
+        inst = _scope_of(t, inst, scope_geo)
         for aet in inst.ae_titles:
             if len(aet) > 16 or "\\" in aet or not aet.isprintable():
                 raise t.fail("ae_titles", f"{aet!r} is not an AE title",
@@ -255,6 +292,39 @@ def _institutions(top: Table) -> tuple[Institution, ...]:
             seen_name[key] = code
         out.append(inst)
     return tuple(out)
+
+
+def _geo(t: Table) -> str:
+    """An institution's administrative division code: required, so that scope is geography."""
+    geo = t.text("geo", "", non_empty=False)
+    if not geo:
+        raise t.fail("geo", "is missing", "give the institution's administrative division code "
+                     "(GB/T 2260, 6 digits: county, city or province), e.g. 520121")
+    if not geo_level(geo):
+        raise t.fail("geo", f"{geo!r} is not an administrative division code",
+                     "write 6 digits (GB/T 2260), e.g. 520121 for a county, 520100 for a city")
+    return geo
+
+
+def _scope_of(t: Table, inst: Institution, scope_geo: str) -> Institution:
+    """Scope from geography (RECOGNITION.md: "X.region not within scope.geo -> out_of_scope").
+
+    ``in_scope`` may only repeat what geography says, unless ``scope_override_reason`` says
+    why an admin overrides it: a contradiction without a reason is refused, and a reason
+    without a contradiction too (an override must be visible, and is audited at start).
+    """
+    by_geo = geo_within(inst.geo, scope_geo)
+    stated = t.flag("in_scope", by_geo)
+    reason = t.text("scope_override_reason", "", non_empty=False)
+    if stated != by_geo and not reason:
+        where = "within" if by_geo else "outside"
+        raise t.fail("in_scope", f"= {str(stated).lower()} contradicts geo {inst.geo}, which is {where} "
+                     f"scope_geo {scope_geo}", "fix geo, remove in_scope, or add scope_override_reason = "
+                     '"why" to override geography on purpose')
+    if reason and stated == by_geo:
+        raise t.fail("scope_override_reason", f"is set but in_scope = {str(stated).lower()} agrees with geo "
+                     f"{inst.geo}", "remove it: there is nothing to override")
+    return replace(inst, in_scope=stated, scope_override=reason)
 
 
 def _alliances(top: Table, codes: set[str]) -> tuple[Alliance, ...]:
