@@ -68,7 +68,8 @@ def _refs(sequence: object, with_reason: bool = False) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for item in sequence or []:  # type: ignore[attr-defined]
         ref = (str(item.get("ReferencedSOPClassUID", "") or ""), str(item.get("ReferencedSOPInstanceUID", "") or ""))
-        out.append((*ref, int(item.get("FailureReason", 0x0110) or 0x0110)) if with_reason else ref)  # type: ignore[arg-type]
+        reason = int(item.get("FailureReason", 0x0110) or 0x0110)
+        out.append((*ref, reason) if with_reason else ref)  # type: ignore[arg-type]
     return out
 
 
@@ -126,11 +127,9 @@ def request_commitment(assoc: outgoing.Association, references: list[tuple[str, 
                                     f"(transaction {transaction_uid})")
         try:
             message = assoc.receive_message(timeout=remaining)
-        except PeerError as exc:
-            if "timed out" in str(exc):
-                raise CommitmentTimeout(f"{assoc.peer.aet} sent no storage commitment report within {timeout:g} s "
-                                        f"(transaction {transaction_uid})") from None
-            raise
+        except outgoing.PeerTimeout:
+            raise CommitmentTimeout(f"{assoc.peer.aet} sent no storage commitment report within {timeout:g} s "
+                                    f"(transaction {transaction_uid})") from None
         field_ = message.command.us(pdu.COMMAND_FIELD)
         if field_ == pdu.N_ACTION_RSP and not answered:
             status = message.command.us(pdu.STATUS, 0xFFFF) or 0
@@ -187,5 +186,6 @@ def send_report(peer: Peer, calling_aet: str, transaction_uid: str, committed: l
         }), sending.encode_dataset(report_dataset(transaction_uid, committed, failed), syntax, "commitment report"))
         reply = assoc.receive_message()
         if reply.command.us(pdu.COMMAND_FIELD) != pdu.N_EVENT_REPORT_RSP:
-            raise PeerError(f"{peer.aet} answered the report with command 0x{reply.command.us(pdu.COMMAND_FIELD) or 0:04X}")
+            field_ = reply.command.us(pdu.COMMAND_FIELD) or 0
+            raise PeerError(f"{peer.aet} answered the report with command 0x{field_:04X}")
         return reply.command.us(pdu.STATUS, 0xFFFF) or 0

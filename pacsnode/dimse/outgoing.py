@@ -44,6 +44,10 @@ class AssociationAborted(PeerError):
     """The peer aborted, closed the connection or broke the protocol; the association is gone."""
 
 
+class PeerTimeout(PeerError):
+    """The peer sent nothing within the deadline (the association is aborted)."""
+
+
 class TLSFailure(PeerError):
     """TLS could not be set up with a peer registered with TLS (nothing was sent in clear text)."""
 
@@ -293,12 +297,12 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
     while got < size:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise PeerError("timed out waiting for the peer")
+            raise PeerTimeout("timed out waiting for the peer")
         sock.settimeout(remaining)
         try:
             n = sock.recv_into(view[got:], size - got)
         except socket.timeout:
-            raise PeerError("timed out waiting for the peer") from None
+            raise PeerTimeout("timed out waiting for the peer") from None
         if n == 0:
             raise AssociationAborted("the peer closed the connection")
         got += n

@@ -267,7 +267,9 @@ def encode_dataset(dataset: "object", transfer_syntax: str, what: str = "instanc
         raise TranscodeError(f"{what}: transcoding to {transfer_syntax} is not supported")
     try:
         if source != target and source.is_compressed and "PixelData" in dataset:
-            dataset.decompress(generate_instance_uid=False)  # pillow / pylibjpeg; raises when no decoder handles the syntax
+            # pillow / pylibjpeg; raises when no decoder handles the syntax. Keep the SOP Instance UID:
+            # pydicom 3 would mint a new one, and the peer would store a different instance.
+            dataset.decompress(generate_instance_uid=False)
         if not source.is_little_endian and target.is_little_endian:
             _swap_to_little_endian(dataset, what)
         if target.is_compressed and source != target:
