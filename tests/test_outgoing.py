@@ -22,7 +22,7 @@ import pytest
 from pydicom import dcmread
 
 from pacsnode.config import NodeConfig, parse_config
-from pacsnode.dimse import outgoing, sending
+from pacsnode.dimse import outgoing, pdu, sending
 from pacsnode.model import InstanceLocation, Peer
 from support import LOOPBACK, a_ct_file, dataset_bytes, free_port, port_accepts, sample_files, write_instance
 from test_tls import pki  # noqa: F401  (the module-scoped test PKI fixture)
@@ -220,3 +220,50 @@ def test_a_tls_peer_is_never_sent_clear_text(pki: Path, tmp_path: Path) -> None:
         server.close()
     assert len(seen) == 1, "only the TLS attempt may connect"
     assert seen[0][:1] == b"\x16" and b"PACSNODE" not in seen[0], "the first bytes must be a TLS ClientHello"
+
+
+class _FakeAcceptor:
+    """A raw-socket SCP that answers the A-ASSOCIATE-RQ with ``reply(rq)`` bytes, then idles."""
+
+    def __init__(self, reply: Callable[[pdu.AssociateRQ], bytes]) -> None:
+        self.server = socket.create_server((LOOPBACK, 0))
+        self.port = self.server.getsockname()[1]
+        self.reply = reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        with conn:
+            header = conn.recv(6, socket.MSG_WAITALL)
+            body = conn.recv(pdu.HEADER.unpack(header)[1], socket.MSG_WAITALL)
+            conn.sendall(self.reply(pdu.decode_associate_rq(header + body)))
+            time.sleep(3)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _accept_all(rq: pdu.AssociateRQ, max_pdu: int) -> bytes:
+    contexts = tuple(pdu.PresentationContextAC(pc.context_id, pdu.PC_ACCEPTANCE, pc.transfer_syntaxes[0])
+                     for pc in rq.presentation_contexts)
+    return pdu.AssociateAC(rq.called_ae, rq.calling_ae, contexts, pdu.UserInformation(maximum_length=max_pdu)).encode()
+
+
+@pytest.mark.parametrize("reply, match", [
+    (lambda rq: _accept_all(rq, 6), "maximum PDU length of 6"),
+    (lambda rq: pdu.HEADER.pack(pdu.ASSOCIATE_AC, 0xFFFFFFF0), "more than the"),
+    (lambda rq: b"\x02\x00\x00\x00\x00\x10" + b"\xff" * 16, "failed"),
+])
+def test_a_hostile_acceptor_is_refused_at_association_time(reply, match: str) -> None:
+    acceptor = _FakeAcceptor(reply)
+    try:
+        started = time.monotonic()
+        with pytest.raises(outgoing.PeerError, match=match):
+            outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE",
+                                      [_location(a_ct_file())], timeout=5)
+        assert time.monotonic() - started < 4, "a declared 4 GB PDU must be refused, not awaited"
+    finally:
+        acceptor.close()

@@ -32,6 +32,7 @@ from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSI
 OUR_MAX_PDU = 1_048_576  # what we announce; larger incoming PDUs abort the association
 MAX_RESPONSE_DATASET = 64 * 1024 * 1024  # an N-EVENT-REPORT for a huge commitment; more is hostile
 MAX_COMMAND = 64 * 1024
+MIN_PEER_PDU = 1024  # a smaller announced maximum is broken or hostile (DCMTK's minimum is 4096)
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -41,6 +42,10 @@ class AssociationRejected(PeerError):
 
 class AssociationAborted(PeerError):
     """The peer aborted, closed the connection or broke the protocol; the association is gone."""
+
+
+class PeerTimeout(PeerError):
+    """The peer sent nothing within the deadline (the association is aborted)."""
 
 
 class TLSFailure(PeerError):
@@ -292,12 +297,12 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
     while got < size:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise PeerError("timed out waiting for the peer")
+            raise PeerTimeout("timed out waiting for the peer")
         sock.settimeout(remaining)
         try:
             n = sock.recv_into(view[got:], size - got)
         except socket.timeout:
-            raise PeerError("timed out waiting for the peer") from None
+            raise PeerTimeout("timed out waiting for the peer") from None
         if n == 0:
             raise AssociationAborted("the peer closed the connection")
         got += n
@@ -367,13 +372,17 @@ def open_association(peer: Peer, calling_aet: str, contexts: list[pdu.Presentati
     if not isinstance(answer, pdu.AssociateAC):
         _abort_quietly(sock)
         raise AssociationAborted(f"{who} answered the association request with {type(answer).__name__}")
+    peer_max = answer.user_information.maximum_length or 0
+    if 0 < peer_max < MIN_PEER_PDU:  # cannot carry a PDV (or one worth sending): refuse, do not crawl
+        _abort_quietly(sock)
+        raise AssociationAborted(f"{who} announced a maximum PDU length of {peer_max} bytes; association aborted")
     proposed = {pc.context_id: pc for pc in contexts}
     accepted = {}
     for ac in answer.presentation_contexts:
         pc = proposed.get(ac.context_id)
         if ac.result == pdu.PC_ACCEPTANCE and pc is not None and ac.transfer_syntax in pc.transfer_syntaxes:
             accepted[ac.context_id] = (pc.abstract_syntax, ac.transfer_syntax)
-    association = Association(peer, sock, accepted, answer.user_information.maximum_length or 0,
+    association = Association(peer, sock, accepted, peer_max,
                               answer.user_information.role_selections, timeout)
     if not accepted:
         association.release()

@@ -267,7 +267,9 @@ def encode_dataset(dataset: "object", transfer_syntax: str, what: str = "instanc
         raise TranscodeError(f"{what}: transcoding to {transfer_syntax} is not supported")
     try:
         if source != target and source.is_compressed and "PixelData" in dataset:
-            dataset.decompress(generate_instance_uid=False)  # pillow / pylibjpeg; raises when no decoder handles the syntax
+            # pillow / pylibjpeg; raises when no decoder handles the syntax. Keep the SOP Instance UID:
+            # pydicom 3 would mint a new one, and the peer would store a different instance.
+            dataset.decompress(generate_instance_uid=False)
         if not source.is_little_endian and target.is_little_endian:
             _swap_to_little_endian(dataset, what)
         if target.is_compressed and source != target:
@@ -341,3 +343,18 @@ def store_outcome(status: int) -> str:
     if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
         return "warning"
     return "failure"
+
+
+def location_of_file(path: str, sop_class_uid: str, transfer_syntax: str) -> InstanceLocation:
+    """An :class:`InstanceLocation` for a DICOM file on disk (``send PATH...``): its SOP
+    Instance UID read from the dataset, pixels not loaded."""
+    from pydicom import dcmread
+
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    except Exception as exc:  # pydicom raises many kinds on a broken file
+        raise UnreadableInstance(f"{path}: {exc}") from None
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    if not uid:
+        raise UnreadableInstance(f"{path}: no SOP Instance UID")
+    return InstanceLocation(uid, sop_class_uid, transfer_syntax, path)
