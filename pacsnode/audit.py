@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
-from pacsnode.index.schema import utc_now
+from pacsnode.index import audit_store
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.model import AuditEvent
 
@@ -25,33 +26,15 @@ class AuditLog:
     def record(self, action: str, outcome: str, *, peer_aet: str = "", peer_name: str = "",
                study_uid: str = "", detail: str | dict[str, Any] = "") -> None:
         text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
-        with self.index.write() as conn:
-            conn.execute(
-                "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail) "
-                "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, text))
+        audit_store.insert_event(self.index, action, outcome, peer_aet, peer_name, study_uid, text)
 
     def last_detail(self, action: str) -> str | None:
         """The detail of the newest event of ``action`` (None when there is none)."""
-        rows = self.index.query("SELECT detail FROM audit WHERE action = ? ORDER BY pk DESC LIMIT 1", (action,))
-        return str(rows[0]["detail"]) if rows else None
+        return audit_store.last_detail(self.index, action)
 
     def events(self, *, study_uid: str | None = None, peer: str | None = None, since: str | None = None,
                limit: int = 10_000) -> list[AuditEvent]:
-        where: list[str] = []
-        params: list[Any] = []
-        if study_uid:
-            where.append("study_uid = ?")
-            params.append(study_uid)
-        if peer:
-            where.append("(peer_name = ? OR peer_aet = ?)")
-            params.extend([peer, peer])
-        if since:
-            where.append("at >= ?")
-            params.append(since)
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY pk LIMIT ?"
-        params.append(limit)
-        from datetime import datetime
-
+        rows = audit_store.event_rows(self.index, study_uid=study_uid, peer=peer, since=since, limit=limit)
         return [AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"],
                            peer_name=r["peer_name"], study_uid=r["study_uid"], detail=r["detail"],
-                           at=datetime.fromisoformat(r["at"])) for r in self.index.query(sql, params)]
+                           at=datetime.fromisoformat(r["at"])) for r in rows]

@@ -140,6 +140,10 @@ class StoreOutcome:
     study_uid: str
 
 
+# What a registered peer may be permitted to do (``peer add --permissions``), in display order.
+ALL_PERMISSIONS = ("echo", "store", "find", "move", "get")
+
+
 @dataclass(frozen=True)
 class Peer:
     """A registered DICOM peer: another node, a modality, a workstation.

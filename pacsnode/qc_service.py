@@ -21,6 +21,7 @@ from typing import Any
 
 from pacsnode.audit import AuditLog
 from pacsnode.errors import InvalidInstance, NotFound
+from pacsnode.index import qc_store
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.qc import (
@@ -167,12 +168,7 @@ class QcDesk:
     # -- listing and reporting -----------------------------------------------------------
     def listing(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every study with its QC status (no row = pending)."""
-        rows = self.index.query(
-            "SELECT s.study_uid, s.study_date, s.modalities, s.institution_name, s.institution_code, "
-            "s.instance_count, COALESCE(q.status, 'pending') AS status, COALESCE(q.grade, '') AS grade, "
-            "COALESCE(q.reviewer, '') AS reviewer, COALESCE(q.checked_at, '') AS checked_at, "
-            "COALESCE(q.outcomes, '[]') AS outcomes FROM studies s LEFT JOIN study_qc q ON q.study_uid = s.study_uid "
-            "ORDER BY s.study_date DESC, s.study_uid")
+        rows = qc_store.listing_rows(self.index)
         out = []
         for row in rows:
             if status and row["status"] != status:

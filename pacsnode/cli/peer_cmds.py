@@ -8,8 +8,7 @@ import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
 from pacsnode.identity import normalise_fingerprint
-from pacsnode.index.peers import ALL_PERMISSIONS
-from pacsnode.model import Peer
+from pacsnode.model import ALL_PERMISSIONS, Peer
 
 
 @main.group()

@@ -10,9 +10,9 @@ import sqlite3
 
 from pacsnode.errors import PacsnodeError, PeerNotFound
 from pacsnode.index.sqlite import SqliteIndex
-from pacsnode.model import Peer
+from pacsnode.model import ALL_PERMISSIONS, Peer
 
-ALL_PERMISSIONS = ("echo", "store", "find", "move", "get")
+__all__ = ["ALL_PERMISSIONS", "PeerRegistry"]
 
 
 def _peer(row: sqlite3.Row) -> Peer:

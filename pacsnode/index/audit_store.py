@@ -1,0 +1,47 @@
+"""The ``audit`` table's SQL: append a row, read the newest detail, read rows by filter.
+
+``pacsnode.audit.AuditLog`` is the API; this module is where its SQL lives (SQL stays in
+``pacsnode/index/``). Rows are only ever inserted: nothing here updates or deletes them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from pacsnode.index.schema import utc_now
+from pacsnode.index.sqlite import SqliteIndex
+
+
+def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, peer_name: str,
+                 study_uid: str, detail: str) -> None:
+    """Append one audit row, stamped now (UTC), in its own write transaction."""
+    with index.write() as conn:
+        conn.execute(
+            "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail) "
+            "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail))
+
+
+def last_detail(index: SqliteIndex, action: str) -> str | None:
+    """The detail of the newest row of ``action`` (None when there is none)."""
+    rows = index.query("SELECT detail FROM audit WHERE action = ? ORDER BY pk DESC LIMIT 1", (action,))
+    return str(rows[0]["detail"]) if rows else None
+
+
+def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | None = None,
+               since: str | None = None, limit: int = 10_000) -> list[sqlite3.Row]:
+    """Audit rows, oldest first, filtered by study, peer (name or AE title) and time (ISO, inclusive)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if study_uid:
+        where.append("study_uid = ?")
+        params.append(study_uid)
+    if peer:
+        where.append("(peer_name = ? OR peer_aet = ?)")
+        params.extend([peer, peer])
+    if since:
+        where.append("at >= ?")
+        params.append(since)
+    sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY pk LIMIT ?"
+    params.append(limit)
+    return index.query(sql, params)

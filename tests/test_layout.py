@@ -1,0 +1,75 @@
+"""The house rules that keep the code's map true (issue 13 item 7, STYLE.md).
+
+* SQL lives only in ``pacsnode/index/``: a ``SELECT``/``INSERT``/``UPDATE``/``DELETE`` or an
+  ``.execute(`` anywhere else in ``pacsnode/`` is a query that escaped the index seam.
+* The CLI is click glue over ``Node`` and service objects: no module of ``pacsnode/cli/``
+  imports ``pacsnode.index`` (at module level or inside a function).
+* Modules stay small: every module under ``pacsnode/`` outside ``dimse/`` (the engine lane's,
+  checked there) has at most ``MAX_LINES`` lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pacsnode"
+SQL_MARKERS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE ", ".execute(")
+MAX_LINES = 500
+
+
+def _modules(under: Path = PACKAGE) -> list[Path]:
+    return sorted(under.rglob("*.py"))
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def test_no_sql_outside_the_index_package() -> None:
+    hits = [f"{_relative(path)}:{number}: {line.strip()}"
+            for path in _modules() if not _relative(path).startswith("index/")
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if any(marker in line for marker in SQL_MARKERS)]
+    assert hits == [], "SQL outside pacsnode/index/:\n" + "\n".join(hits)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module an ``import``/``from ... import`` anywhere in ``path`` names (with ``from X import Y`` as X.Y)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ("." * node.level) + (node.module or "")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_cli_does_not_import_the_index() -> None:
+    offenders = {}
+    for path in _modules(PACKAGE / "cli"):
+        bad = sorted(name for name in _imported_modules(path)
+                     if name == "pacsnode.index" or name.startswith("pacsnode.index.")
+                     or name.startswith("..index"))
+        if bad:
+            offenders[_relative(path)] = bad
+    assert offenders == {}, f"the CLI goes through Node and service objects, not the index: {offenders}"
+
+
+def test_the_layout_checks_catch_what_they_look_for(tmp_path: Path) -> None:
+    """The checks themselves find a planted import and a planted query (so an empty result means something)."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    from pacsnode.index.sqlite import SqliteIndex\n    import pacsnode.index\n",
+                       encoding="utf-8")
+    assert {"pacsnode.index.sqlite.SqliteIndex", "pacsnode.index"} <= _imported_modules(planted)
+    assert any(marker in 'conn.execute("SELECT 1")' for marker in SQL_MARKERS)
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if not _relative(p).startswith("dimse/")], ids=_relative)
+def test_module_stays_under_the_size_limit(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{_relative(path)} has {lines} lines (> {MAX_LINES}): split it by job"
