@@ -49,6 +49,11 @@ from pacsnode.storage.filesystem import FileStorage, sha256_of
 LOGGER = logging.getLogger(__name__)
 
 
+def _no_hr_values() -> dict[str, Any]:
+    """The HR block of a study without advice: empty status, scope and conditions."""
+    return {"status": "", "failed": [], "scope": ""}
+
+
 @dataclass
 class ImportReport:
     """Counts and reasons from ``pacsnode import``."""
@@ -271,14 +276,26 @@ class Node:
 
     def hr_values(self, study_uid: str, caller: Caller) -> dict[str, Any]:
         """The PACSNODE HR private block for one study as seen by ``caller``'s institution."""
+        return self.hr_values_many([study_uid], caller).get(study_uid, _no_hr_values())
+
+    def hr_values_many(self, study_uids: Iterable[str], caller: Caller) -> dict[str, dict[str, Any]]:
+        """:meth:`hr_values` for every study of a C-FIND answer in one batch of index queries.
+
+        A study without advice (no region, not in the index) gets empty values.
+        """
         viewer = caller.peer.institution if caller.peer and caller.peer.institution else self.config.institution
-        advice = self.regional.advice(study_uid, viewer)
-        if advice is None:
-            return {"status": "", "failed": [], "scope": ""}
-        rows = self.regional_store.studies_by_uid([study_uid])
-        return {"status": advice.status, "scope": advice.scope_label, "failed": list(advice.failed),
-                "valid_until": advice.valid_until.strftime("%Y%m%d") if advice.valid_until else "",
-                "item": advice.item_code, "producer": self.regional.producer_of(rows[0]) if rows else ""}
+        uids = list(study_uids)
+        found = self.regional.advice_many(uids, viewer)
+        out: dict[str, dict[str, Any]] = {}
+        for uid in uids:
+            if uid not in found:
+                out[uid] = _no_hr_values()
+                continue
+            advice, row = found[uid]
+            out[uid] = {"status": advice.status, "scope": advice.scope_label, "failed": list(advice.failed),
+                        "valid_until": advice.valid_until.strftime("%Y%m%d") if advice.valid_until else "",
+                        "item": advice.item_code, "producer": self.regional.producer_of(row)}
+        return out
 
     def retrieve(self, query: Query, caller: Caller, action: str) -> list[InstanceLocation]:
         """Instances a C-MOVE/C-GET identifier names, if ``caller`` may have every one of them.

@@ -90,11 +90,14 @@ def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
     query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
                              case_insensitive_pn=not node.config.query.case_sensitive_pn)
     hr_block = hr_block_byte(identifier)
+    matches = list(node.find(query, caller))
+    hr = {} if hr_block is None else node.hr_values_many(  # one batch for all matches, not queries per match
+        [str(m["_study_uid"]) for m in matches if m.get("_study_uid")], caller)
     count = 0
-    for match in node.find(query, caller):
+    for match in matches:
         response = build_response(query, match, node.config.aet)
         if hr_block is not None and match.get("_study_uid"):
-            write_hr_block(response, hr_block, node.hr_values(str(match["_study_uid"]), caller))
+            write_hr_block(response, hr_block, hr[str(match["_study_uid"])])
         count += 1
         yield response
     LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
