@@ -45,6 +45,8 @@ from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
 from pacsnode.storage.filesystem import FileStorage, sha256_of
+from pacsnode.storage.home_lock import HomeLock
+from pacsnode.storage.tempfiles import age_seconds, classify, temp_prefix
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ class ImportReport:
 class Node:
     """One node: its configuration, index, storage area, peers and audit trail."""
 
+    #: How long ``check --repair`` leaves an unindexed file or an ownerless temp file alone while
+    #: a server (or any writer) is running: far longer than a store can spend between linking its
+    #: file and committing its row (the index's busy timeout is 60 s). Offline it is 0.
+    REPAIR_GRACE_SECONDS = 300.0
+
     def __init__(self, config: NodeConfig, index: SqliteIndex | None = None,
                  storage: FileStorage | None = None) -> None:
         self.config = config
@@ -80,6 +87,7 @@ class Node:
         self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
+        self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
 
     def _audit_scope_overrides(self) -> None:
         """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
@@ -101,6 +109,7 @@ class Node:
 
     def close(self) -> None:
         self.index.close()
+        self.home_lock.release()
 
     # -- who is calling ------------------------------------------------------------------
     def identify(self, calling_aet: str, host: str = "", peer_certificate: bytes | None = None) -> Caller:
@@ -127,8 +136,14 @@ class Node:
             raise NotPermitted(f"peer {peer.name!r} is not permitted to {action}")
 
     def new_temp_file(self) -> Path:
-        """A temporary file on the storage filesystem (placing it later is a rename)."""
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.config.temp_path)
+        """A temporary file on the storage filesystem (placing it later is a rename).
+
+        Its name carries this process's pid (``storage.tempfiles``) so that ``check`` knows it
+        may be held by an open association, and the process holds ``serve.lock`` shared from
+        now on, so that an offline repair or a restore never runs while it may be storing.
+        """
+        self.home_lock.share()
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=".dcm", dir=self.config.temp_path)
         os.close(fd)
         return Path(name)
 
@@ -377,36 +392,89 @@ class Node:
 
     # -- consistency ---------------------------------------------------------------------
     def check(self, repair: bool = False, verify_checksums: bool = True) -> CheckReport:
-        """Compare the index with the files: orphans, missing files, changed files, leftovers."""
+        """Compare the index with the files: orphans, missing files, changed files, leftovers.
+
+        Safe next to a running server (issue 10, item 4): the index is read first and the files
+        walked later, so a file stored in between is re-asked of the index before it counts as
+        an orphan; an unindexed file younger than ``REPAIR_GRACE_SECONDS`` is *in flight* (a
+        store between link and commit), never an orphan, unless no process writes into the
+        home (``serve.lock`` free: offline). Temporary files of live processes are in use (an
+        association's spare temp file), never reported or removed. Repair re-checks every
+        candidate at the moment it deletes it (``FileStorage.remove_if_orphan``,
+        ``SqliteIndex.delete_rows_whose_file_is_gone``).
+        """
         report = CheckReport()
         rows = self.index.all_instance_files()
         indexed = {row["path"] for row in rows}
-        missing_pks: list[int] = []
+        missing: list[tuple[int, str]] = []
         for row in rows:
             path = self.storage.root / row["path"]
             if not path.is_file():
-                report.missing_files.append(row["path"])
-                missing_pks.append(int(row["pk"]))
+                missing.append((int(row["pk"]), row["path"]))
             elif path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
                 report.changed_files.append(row["path"])
-        report.orphan_files = sorted(p for p in self.storage.walk() if p not in indexed)
-        report.temp_files = sorted(str(p) for p in self.config.temp_path.glob("*") if p.is_file())
-        if repair:
-            for relative in report.orphan_files:
-                self.storage.remove(relative)
-            for temp in report.temp_files:
-                Path(temp).unlink(missing_ok=True)
-            self.index.delete_instance_rows(missing_pks)
-            report.repaired = True
+        unindexed = [p for p in self.storage.walk() if p not in indexed]
+        unindexed = sorted(set(unindexed) - self.index.indexed_paths(unindexed))  # stored meanwhile
+        was_shared = self.home_lock.mode == "shared"
+        offline = self.home_lock.try_exclusive()
+        try:
+            if not repair and offline:
+                self.home_lock.downgrade(to_shared=was_shared)
+            grace = 0.0 if offline else self.REPAIR_GRACE_SECONDS
+            report.orphan_files, report.in_flight = self._split_by_age(unindexed, grace)
+            report.missing_files = self._still_missing(missing)
+            temps = classify(self.config.temp_path, offline=offline, grace_seconds=self.REPAIR_GRACE_SECONDS)
+            report.temp_files = [str(p) for p in temps.leftovers]
+            report.temp_in_use = len(temps.in_use)
+            if repair:
+                self._repair(report, missing, grace)
+        finally:
+            self.home_lock.downgrade(to_shared=was_shared)
         return report
 
+    def _split_by_age(self, relatives: list[str], grace: float) -> tuple[list[str], list[str]]:
+        """(orphans, in flight): unindexed files older than ``grace``, and the younger ones."""
+        old, young = [], []
+        for relative in relatives:
+            try:
+                stat = (self.storage.root / relative).lstat()
+            except FileNotFoundError:  # removed meanwhile (a failed store undone, a replace)
+                continue
+            (young if grace and age_seconds(stat) < grace else old).append(relative)
+        return old, young
+
+    def _still_missing(self, missing: list[tuple[int, str]]) -> list[str]:
+        """Rows whose file was absent, re-read: a replace meanwhile moved the row, not lost its file."""
+        if not missing:
+            return []
+        current = self.index.indexed_paths([path for _pk, path in missing])
+        return sorted(path for _pk, path in missing
+                      if path in current and not (self.storage.root / path).is_file())
+
+    def _repair(self, report: CheckReport, missing: list[tuple[int, str]], grace: float) -> None:
+        """Remove what is an orphan *now*; anything that turned out indexed or young stays."""
+        kept: list[str] = []
+        for relative in report.orphan_files:
+            if not self.storage.remove_if_orphan(relative, lambda r: bool(self.index.indexed_paths([r])), grace):
+                kept.append(relative)
+        for temp in report.temp_files:
+            Path(temp).unlink(missing_ok=True)
+        dropped = self.index.delete_rows_whose_file_is_gone(
+            [(pk, path) for pk, path in missing if path in set(report.missing_files)],
+            lambda path: not (self.storage.root / path).is_file())
+        report.in_flight += kept
+        report.missing_files = dropped
+        report.repaired = True
+
     def clean_temp(self) -> int:
-        """Remove leftovers of interrupted, unacknowledged receives (called when serving starts)."""
+        """Remove leftovers of interrupted, unacknowledged receives (called when serving starts).
+
+        Files of live processes (an ``import`` running next to the starting server) are kept.
+        """
         count = 0
-        for leftover in self.config.temp_path.glob("*"):
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-                count += 1
+        for leftover in classify(self.config.temp_path, offline=True, grace_seconds=0).leftovers:
+            leftover.unlink(missing_ok=True)
+            count += 1
         return count
 
 

@@ -36,6 +36,7 @@ from pacsnode.dimse.listener import Listener
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.dimse.tls import server_context
 from pacsnode.node import Node
+from pacsnode.storage.tempfiles import temp_prefix
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def configure_library(node: Node) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     node.config.temp_path.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(node.config.temp_path)
+    tempfile.template = temp_prefix()  # pynetdicom's chunked-receive files carry our pid (storage.tempfiles)
 
 
 def build_ae(node: Node) -> AE:
