@@ -435,6 +435,29 @@ class SqliteIndex:
         conn.execute("DELETE FROM studies WHERE instance_count = 0")
 
     # -- backup --------------------------------------------------------------------------
+    @staticmethod
+    def forget_files_in_copy(path: Path, relative_paths: list[str]) -> dict[str, int]:
+        """In a backup copy of the index: drop the rows of files that could not be copied.
+
+        Keeps the copy consistent with the files next to it (a restore then checks clean).
+        Returns the copy's new counts of patients, studies, series and instances.
+        """
+        copy = SqliteIndex(path)
+        try:
+            pks = [int(r[0]) for start in range(0, len(relative_paths), 500)
+                   for r in copy.query(f"SELECT pk FROM instances WHERE path IN "
+                                       f"({','.join('?' * len(relative_paths[start:start + 500]))})",
+                                       tuple(relative_paths[start:start + 500]))]
+            copy.delete_instance_rows(pks)
+            conn = copy.connection()
+            counts = {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                      for table in ("patients", "studies", "series", "instances")}
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        return counts
+
     def backup_to(self, path: Path) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
         """Copy the whole index to ``path`` at one instant, with SQLite's online backup API.
 
