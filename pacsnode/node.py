@@ -44,9 +44,10 @@ from pacsnode.model import (
 from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
-from pacsnode.storage.filesystem import FileStorage, sha256_of
+from pacsnode import maintenance
+from pacsnode.storage.filesystem import FileStorage
 from pacsnode.storage.home_lock import HomeLock
-from pacsnode.storage.tempfiles import age_seconds, classify, temp_prefix
+from pacsnode.storage.tempfiles import temp_prefix
 
 LOGGER = logging.getLogger(__name__)
 
@@ -392,90 +393,16 @@ class Node:
 
     # -- consistency ---------------------------------------------------------------------
     def check(self, repair: bool = False, verify_checksums: bool = True) -> CheckReport:
-        """Compare the index with the files: orphans, missing files, changed files, leftovers.
-
-        Safe next to a running server (issue 10, item 4): the index is read first and the files
-        walked later, so a file stored in between is re-asked of the index before it counts as
-        an orphan; an unindexed file younger than ``REPAIR_GRACE_SECONDS`` is *in flight* (a
-        store between link and commit), never an orphan, unless no process writes into the
-        home (``serve.lock`` free: offline). Temporary files of live processes are in use (an
-        association's spare temp file), never reported or removed. Repair re-checks every
-        candidate at the moment it deletes it (``FileStorage.remove_if_orphan``,
-        ``SqliteIndex.delete_rows_whose_file_is_gone``).
-        """
-        report = CheckReport()
-        rows = self.index.all_instance_files()
-        indexed = {row["path"] for row in rows}
-        missing: list[tuple[int, str]] = []
-        for row in rows:
-            path = self.storage.root / row["path"]
-            if not path.is_file():
-                missing.append((int(row["pk"]), row["path"]))
-            elif path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
-                report.changed_files.append(row["path"])
-        unindexed = [p for p in self.storage.walk() if p not in indexed]
-        unindexed = sorted(set(unindexed) - self.index.indexed_paths(unindexed))  # stored meanwhile
-        was_shared = self.home_lock.mode == "shared"
-        offline = self.home_lock.try_exclusive()
-        try:
-            if not repair and offline:
-                self.home_lock.downgrade(to_shared=was_shared)
-            grace = 0.0 if offline else self.REPAIR_GRACE_SECONDS
-            report.orphan_files, report.in_flight = self._split_by_age(unindexed, grace)
-            report.missing_files = self._still_missing(missing)
-            temps = classify(self.config.temp_path, offline=offline, grace_seconds=self.REPAIR_GRACE_SECONDS)
-            report.temp_files = [str(p) for p in temps.leftovers]
-            report.temp_in_use = len(temps.in_use)
-            if repair:
-                self._repair(report, missing, grace)
-        finally:
-            self.home_lock.downgrade(to_shared=was_shared)
-        return report
-
-    def _split_by_age(self, relatives: list[str], grace: float) -> tuple[list[str], list[str]]:
-        """(orphans, in flight): unindexed files older than ``grace``, and the younger ones."""
-        old, young = [], []
-        for relative in relatives:
-            try:
-                stat = (self.storage.root / relative).lstat()
-            except FileNotFoundError:  # removed meanwhile (a failed store undone, a replace)
-                continue
-            (young if grace and age_seconds(stat) < grace else old).append(relative)
-        return old, young
-
-    def _still_missing(self, missing: list[tuple[int, str]]) -> list[str]:
-        """Rows whose file was absent, re-read: a replace meanwhile moved the row, not lost its file."""
-        if not missing:
-            return []
-        current = self.index.indexed_paths([path for _pk, path in missing])
-        return sorted(path for _pk, path in missing
-                      if path in current and not (self.storage.root / path).is_file())
-
-    def _repair(self, report: CheckReport, missing: list[tuple[int, str]], grace: float) -> None:
-        """Remove what is an orphan *now*; anything that turned out indexed or young stays."""
-        kept: list[str] = []
-        for relative in report.orphan_files:
-            if not self.storage.remove_if_orphan(relative, lambda r: bool(self.index.indexed_paths([r])), grace):
-                kept.append(relative)
-        for temp in report.temp_files:
-            Path(temp).unlink(missing_ok=True)
-        dropped = self.index.delete_rows_whose_file_is_gone(
-            [(pk, path) for pk, path in missing if path in set(report.missing_files)],
-            lambda path: not (self.storage.root / path).is_file())
-        report.in_flight += kept
-        report.missing_files = dropped
-        report.repaired = True
+        """Compare the index with the files (see ``maintenance.check``: safe next to a running server)."""
+        return maintenance.check(self, repair=repair, verify_checksums=verify_checksums,
+                                 grace_seconds=self.REPAIR_GRACE_SECONDS)
 
     def clean_temp(self) -> int:
         """Remove leftovers of interrupted, unacknowledged receives (called when serving starts).
 
         Files of live processes (an ``import`` running next to the starting server) are kept.
         """
-        count = 0
-        for leftover in classify(self.config.temp_path, offline=True, grace_seconds=0).leftovers:
-            leftover.unlink(missing_ok=True)
-            count += 1
-        return count
+        return maintenance.clean_temp(self.config.temp_path)
 
 
 def query_keys(query: Query) -> dict[str, Any]:
