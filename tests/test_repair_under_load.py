@@ -89,3 +89,25 @@ def test_spare_temp_file_of_an_open_association_is_neither_reported_nor_removed(
         assoc.release()
     assert len(node.index_rows("SELECT 1 FROM instances")) == 2
     assert node.check().returncode == 0
+
+
+def test_online_repair_leaves_young_unindexed_files_and_removes_old_orphans(
+        node_process: Callable[..., NodeProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pacsnode.node import Node
+
+    node = node_process().start()  # holds serve.lock shared: repair runs online
+    orphan = node.home / "storage" / "ab" / "cd" / "1.2.3.4.dcm"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"no row will point here")
+    young = node.check("--repair")
+    assert young.returncode == 0 and orphan.exists(), young.explain()
+    assert "1 unindexed file(s) younger than" in young.stderr
+    monkeypatch.setattr(Node, "REPAIR_GRACE_SECONDS", 0.5)
+    time.sleep(0.6)
+    local = Node.open(node.home)
+    try:
+        report = local.check(repair=True)
+    finally:
+        local.close()
+    assert report.orphan_files == ["ab/cd/1.2.3.4.dcm"] and not orphan.exists()
+    assert node.echo().returncode == 0 and node.check().returncode == 0
