@@ -35,10 +35,11 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
     missing: list[tuple[int, str]] = []
     for row in rows:
         path = node.storage.root / row["path"]
-        if not path.is_file():
+        try:
+            if path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
+                report.changed_files.append(row["path"])
+        except FileNotFoundError:  # gone, or a replace removed it meanwhile: re-checked below
             missing.append((int(row["pk"]), row["path"]))
-        elif path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
-            report.changed_files.append(row["path"])
     unindexed = [p for p in node.storage.walk() if p not in indexed]
     unindexed = sorted(set(unindexed) - node.index.indexed_paths(unindexed))  # stored meanwhile
     lock = node.home_lock
