@@ -111,3 +111,33 @@ def test_online_repair_leaves_young_unindexed_files_and_removes_old_orphans(
         local.close()
     assert report.orphan_files == ["ab/cd/1.2.3.4.dcm"] and not orphan.exists()
     assert node.echo().returncode == 0 and node.check().returncode == 0
+
+
+def test_repair_while_instances_are_replaced_keeps_every_row(
+        node_process: Callable[..., NodeProcess], ct_template: Path, tmp_path: Path) -> None:
+    """duplicates = "replace": a replace moves the row to a new file and removes the old one; a repair
+    that read the old path must not take the row for one whose file is gone."""
+    node = node_process().configure("store", "duplicates", "replace").start()
+    files = make_series(ct_template, tmp_path / "send", 150)
+    first = node.store(files, timeout=120)
+    assert first.returncode == 0, first.explain()
+    sent: list[ToolResult] = []
+
+    def resend() -> None:
+        for _ in range(3):
+            sent.append(run_tool(["/usr/bin/storescu", *storescu_args(node.port, files)[1:]], timeout=120))
+
+    sender = threading.Thread(target=resend, daemon=True)
+    sender.start()
+    repairs = 0
+    while sender.is_alive():
+        node.check("--repair")
+        repairs += 1
+    sender.join(60)
+    assert repairs >= 2
+    for result in sent:
+        assert [r.status for r in result.store_responses] == [SUCCESS] * len(files), result.explain()
+    uids = {row[0] for row in node.index_rows("SELECT sop_instance_uid FROM instances")}
+    assert len(uids) == len(files), f"{len(files) - len(uids)} replaced instance(s) lost their row"
+    final = node.check()
+    assert final.returncode == 0 and "index and files agree" in final.stdout, final.explain()
