@@ -376,6 +376,11 @@ def _inside_home(home: Path, target: Path, what: str) -> Path:
 
 def _move_into_place(staging: Path, home: Path, config: NodeConfig, config_names: list[str]) -> None:
     """Replace the home's index, storage and configuration by the staged ones (renames, inside ``home``)."""
+    for key, value in (("storage_dir", config.storage_dir), ("index_file", config.index_file)):
+        first = PurePosixPath(value).parts[0]
+        if first in ("tmp", LOCK_NAME, MANIFEST) or first.startswith(".restore-"):
+            raise BackupError(f"the backup's {CONFIG_NAME} names [node].{key} = {value!r}, a name the node "
+                              "uses for something else; nothing was replaced")
     target_index = _inside_home(home, home / config.index_file, "the index")
     target_storage = _inside_home(home, home / config.storage_dir, "the storage folder")
     targets = {name: _inside_home(home, home / name, f"configuration file {name}") for name in config_names}

@@ -429,7 +429,13 @@ def validate_home_paths(config: NodeConfig, source: str, allow_absolute: bool = 
         raise ConfigError(f"{where} holds the whole home; use a folder of its own, e.g. \"storage\"")
     if storage == temp or temp in storage.parents or storage in temp.parents:
         raise ConfigError(f"{where} overlaps the temporary folder {temp}; use a folder of its own")
-    if storage in index.parents:
-        raise ConfigError(f"{source}: [node].index_file = {config.index_file!r} lies in the storage folder "
-                          f"({config.storage_dir!r}), where check --repair would remove it; keep it outside")
+    for (section, key), value in home_path_values(config).items():
+        if not value or (section, key) == ("node", "storage_dir"):
+            continue
+        real = Path(os.path.realpath(config.home / value))
+        for folder, name, remover in ((storage, "storage folder", "check --repair"), (temp, "temporary folder",
+                                                                                     "a starting server")):
+            if folder in real.parents:
+                raise ConfigError(f"{source}: [{section}].{key} = {value!r} lies in the {name}, where {remover} "
+                                  "would remove it; keep it outside")
     return config

@@ -58,17 +58,31 @@ def tamper_config(backup: Path, section: str, key: str, value: str) -> None:
     (backup / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("key,value", [
-    ("storage_dir", "{live}/storage"),
-    ("storage_dir", "../live/storage"),
-    ("index_file", "{live}/index.sqlite"),
-    ("index_file", "../live/index.sqlite"),
+@pytest.fixture(scope="module")
+def live_and_backup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A live node (shared: every test checks it is left untouched) and a backup of it."""
+    tmp = tmp_path_factory.mktemp("crafted")
+    live = seeded_home(tmp)
+    (live / "tls.key").write_text("live key")
+    pacsnode(live, "backup", str(tmp / "backup"), check=True)
+    return live, tmp / "backup"
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("node", "storage_dir", "{live}/storage"),
+    ("node", "storage_dir", "../live/storage"),
+    ("node", "index_file", "{live}/index.sqlite"),
+    ("node", "index_file", "../live/index.sqlite"),
+    ("node", "storage_dir", "serve.lock"),
+    ("node", "recognition_file", "{live}/recognition.toml"),
+    ("tls", "private_key", "{live}/tls.key"),
 ])
-def test_restore_of_a_crafted_backup_never_touches_the_live_node(tmp_path: Path, key: str, value: str) -> None:
-    live = seeded_home(tmp_path)
+def test_restore_of_a_crafted_backup_never_touches_the_live_node(live_and_backup: tuple[Path, Path], tmp_path: Path,
+                                                                 section: str, key: str, value: str) -> None:
+    live, pristine = live_and_backup
     backup = tmp_path / "backup"
-    pacsnode(live, "backup", str(backup), check=True)
-    tamper_config(backup, "node", key, value.format(live=live))
+    shutil.copytree(pristine, backup)
+    tamper_config(backup, section, key, value.format(live=live))
     before = snapshot(live)
     target = tmp_path / "new-home"
     refused = pacsnode(target, "restore", str(backup))
@@ -80,7 +94,8 @@ def test_restore_of_a_crafted_backup_never_touches_the_live_node(tmp_path: Path,
 
 @pytest.mark.parametrize("key,value", [
     ("storage_dir", "../elsewhere"), ("storage_dir", "."), ("storage_dir", ""), ("storage_dir", "tmp"),
-    ("index_file", "../index.sqlite"), ("index_file", "storage/index.sqlite"),
+    ("index_file", "../index.sqlite"), ("index_file", "storage/index.sqlite"), ("index_file", "tmp/index.sqlite"),
+    ("recognition_file", "storage/recognition.toml"),
 ])
 def test_a_live_config_naming_paths_that_leave_the_home_is_refused(tmp_path: Path, key: str, value: str) -> None:
     home = tmp_path / "home"
