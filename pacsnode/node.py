@@ -209,6 +209,7 @@ class Node:
 
         ``caller`` is who imports: the CLI passes ``Caller.local_admin()`` (the default).
         """
+        self.home_lock.share()  # fail once, before the first file, while a restore or offline repair runs
         report = ImportReport()
         admin = caller or Caller.local_admin()
         touched: set[str] = set()

@@ -228,3 +228,17 @@ def test_a_tls_node_is_restored_and_serves_echoscu_over_tls(tmp_path: Path, pki:
         assert echoed.returncode == 0, echoed.explain() + node.stderr_text()
         plain = run_tool(["/usr/bin/echoscu", "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(node.port)])
         assert plain.returncode != 0  # the restored node is TLS-only, like the live one
+
+
+def test_serve_refuses_a_home_being_restored(tmp_path: Path) -> None:
+    from pacsnode.storage.home_lock import HomeLock
+
+    home = tmp_path / "home"
+    pacsnode(home, "init", "--port", str(free_port()), check=True)
+    restoring = HomeLock(home)
+    assert restoring.try_exclusive()  # what restore holds while it replaces the home's files
+    try:
+        refused = pacsnode(home, "serve", timeout=30)
+    finally:
+        restoring.release()
+    assert "locked by a restore" in one_line_error(refused)
