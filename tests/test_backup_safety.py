@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from bench.soak_crash import index_rows, pacsnode, write_instance
-from support import PACSNODE, LOOPBACK, NodeProcess, free_port, run_tool, set_config
+from support import LOOPBACK, PACSNODE, NodeProcess, dcmtk, free_port, run_tool, set_config
 
 pytestmark = pytest.mark.timeout(180)
 UID = "1.2.826.0.1.3680043.10.1078.68"
@@ -224,9 +224,9 @@ def test_a_tls_node_is_restored_and_serves_echoscu_over_tls(tmp_path: Path, pki:
     node.port = free_port()
     with node:
         tls = ["+tls", str(pki / "client.key"), str(pki / "client.crt"), "+cf", str(pki / "ca.crt")]
-        echoed = run_tool(["/usr/bin/echoscu", *tls, "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(node.port)])
+        echoed = run_tool([dcmtk("echoscu"), *tls, "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(node.port)])
         assert echoed.returncode == 0, echoed.explain() + node.stderr_text()
-        plain = run_tool(["/usr/bin/echoscu", "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(node.port)])
+        plain = run_tool([dcmtk("echoscu"), "-aet", "TLSSCU", "-aec", "PACSNODE", LOOPBACK, str(node.port)])
         assert plain.returncode != 0  # the restored node is TLS-only, like the live one
 
 

@@ -27,7 +27,7 @@ def test_repair_during_a_300_instance_storescu_run_loses_no_acknowledged_instanc
         node_process: Callable[..., NodeProcess], ct_template: Path, tmp_path: Path) -> None:
     node = node_process().start()
     files = make_series(ct_template, tmp_path / "send", 300)
-    args = ["/usr/bin/storescu", *storescu_args(node.port, files)[1:]]
+    args = storescu_args(node.port, files)
     sent: dict[str, ToolResult] = {}
 
     def send() -> None:
@@ -125,7 +125,7 @@ def test_repair_while_instances_are_replaced_keeps_every_row(
 
     def resend() -> None:
         for _ in range(3):
-            sent.append(run_tool(["/usr/bin/storescu", *storescu_args(node.port, files)[1:]], timeout=120))
+            sent.append(run_tool(storescu_args(node.port, files), timeout=120))
 
     sender = threading.Thread(target=resend, daemon=True)
     sender.start()
