@@ -131,6 +131,7 @@ def test_backup_with_a_missing_file_backs_up_the_rest_lists_it_and_fails(tmp_pat
     assert f"missing file: {lost}" in result.stderr
     manifest = json.loads((backup / "manifest.json").read_text())
     assert manifest["missing"] == [lost] and manifest["counts"]["instances"] == 3
+    assert not (backup / "storage" / lost).exists()  # no empty stand-in for the lost file
     restored = tmp_path / "restored"
     done = pacsnode(restored, "restore", str(backup))
     assert done.returncode == 0, done.stdout + done.stderr
