@@ -240,7 +240,10 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
 def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     """Compare the index with the files on disk.
 
-    Exit code 0 when consistent (or repaired), 1 when problems remain.
+    Exit code 0 when consistent (or repaired), 1 when problems remain. Safe next to a running
+    server: files a store has not committed yet (younger than 5 minutes) and the temporary
+    files of running processes are left alone; with no server running, --repair removes
+    orphans at once.
 
     \b
     Example:
