@@ -10,10 +10,12 @@ local admin is never produced here: only the CLI builds it (``Caller.local_admin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
 import socket
+import time
 from typing import Sequence
 
 from pacsnode.model import Caller, Peer
@@ -97,17 +99,26 @@ def host_matches(registered: str, address: str) -> bool:
         return _ip(registered) == seen
     except ValueError:
         pass
+    return seen in _resolved(registered.lower(), int(time.monotonic() // RESOLVE_SECONDS))
+
+
+RESOLVE_SECONDS = 60  # a peer registered by name is resolved at most once a minute, not per C-STORE
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(name: str, _period: int) -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``name`` resolves to (empty when it does not: then no address matches)."""
     try:
-        infos = socket.getaddrinfo(registered, None, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return False
+        return frozenset()
+    found = set()
     for info in infos:
         try:
-            if _ip(str(info[4][0])) == seen:
-                return True
+            found.add(_ip(str(info[4][0])))
         except ValueError:
             continue
-    return False
+    return frozenset(found)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

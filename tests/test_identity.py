@@ -290,6 +290,10 @@ def test_no_calling_ae_title_is_the_local_admin_and_callers_come_only_from_named
         caller = node.identify(aet, LOOPBACK)
         assert caller.kind is CallerKind.NOBODY and caller.peer is None, repr(aet)
     assert node.identify("  PRV_WS ", LOOPBACK).peer is not None  # padding spaces are not significant (PS3.5)
+    node.add_peer(Peer("named", "NAMED", "localhost", 104))  # a host name is resolved to check the address
+    assert node.identify("NAMED", LOOPBACK).peer is not None
+    assert node.identify("NAMED", "::ffff:127.0.0.1").peer is not None
+    assert node.identify("NAMED", "10.1.1.1").peer is None and node.identify("NAMED", "").peer is None
 
     @settings(max_examples=300, deadline=None)
     @given(st.text(max_size=20) | st.binary(max_size=20).map(lambda b: b.decode("latin-1")))

@@ -102,3 +102,14 @@ def test_a_bound_peer_without_a_certificate_is_nobody(bound_node: NodeProcess, p
         assert node.identify("TLSWS", LOOPBACK, der).peer is not None  # CN=client read from the DER
     finally:
         node.close()
+
+
+@pytest.mark.parametrize("args", [("--tls", "--cert-fingerprint", "abc"),  # not 64 hex digits
+                                  ("--cert-subject", "client",),  # a certificate only comes over TLS
+                                  ("--any-host", "--check-host")])
+def test_peer_add_refuses_a_binding_it_cannot_enforce(node_process: Callable[..., NodeProcess],
+                                                      args: tuple[str, ...]) -> None:
+    proc = node_process(institution=OWN)
+    result = proc.cli("peer", "add", "p", "--aet", "P", "--host", LOOPBACK, "--port", "104", *args)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.explain()
+    assert proc.cli("peer", "list", "--json").stdout.strip() == "[]"

@@ -59,3 +59,20 @@ def test_import_names_the_over_long_attribute_and_stores_nothing(node_process: C
     result = node.cli("import", str(path))
     assert "rejected 1" in result.stdout and "PatientID" in result.stdout, result.explain()
     assert json.loads(node.cli("studies", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("charset", ["GB18030", "ISO_IR 192"])
+def test_limits_count_characters_not_bytes_for_chinese_names(tmp_path: Path, charset: str) -> None:
+    """64 Chinese characters per component group fit PN (and LO), whatever bytes they take; 65 do not."""
+    from pacsnode.dicom.extract import facts_from_file
+    from pacsnode.dicom.limits import ValueTooLong
+
+    name = "张" * 64
+    ok = write_instance(sample_files()[0], tmp_path / "ok.dcm", SpecificCharacterSet=charset,
+                        PatientName=f"Zhang^San={name}", InstitutionName="贵州省人民医院" * 9)
+    facts = facts_from_file(ok)
+    assert facts.patient_name.endswith(name)
+    too_long = write_instance(sample_files()[0], tmp_path / "long.dcm", SpecificCharacterSet=charset,
+                              PatientName=f"Zhang^San={name}张")
+    with pytest.raises(ValueTooLong, match="PatientName"):
+        facts_from_file(too_long)
