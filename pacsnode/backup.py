@@ -10,15 +10,26 @@
    copied; an indexed file is never rewritten in place, so what the snapshot points to stays
    as it was, unless a replace or a repair removed it meanwhile, in which case the whole
    backup is taken again (a few attempts);
-3. ``pacsnode.toml``, the recognition rules and the QC rules are copied;
+   A file the snapshot points to that is missing from the live storage (the live node lost
+   it: ``check`` reports it too) does not fail the backup: its row is dropped from the
+   copy, it is listed in the manifest's ``missing`` and the command exits non-zero;
+3. ``pacsnode.toml``, the recognition rules, the QC rules and the TLS files it references are
+   copied (``backup_config``: files outside the home too, with the copy of ``pacsnode.toml``
+   rewritten to point inside the backup, so that a restore never leaves its home);
 4. ``manifest.json`` (counts, every file with its size and SHA-256) is written last, atomically:
    a folder without it is an interrupted backup, which ``restore`` refuses.
 
 ``restore(src, home)`` verifies every checksum while copying into a staging folder inside
 ``home``, and only then moves the index, the storage folder and the configuration into
 place, so a damaged backup leaves ``home`` as it was. It refuses a non-empty home unless
-``force`` (which replaces that home's index, storage and configuration: stop its server
-first), and ends with ``Node.check`` on the restored home.
+``force`` (which replaces that home's index, storage and configuration), refuses a home a
+server runs on (``serve.lock``), writes nothing outside ``home`` whatever the backup's
+``pacsnode.toml`` says (``config.validate_home_paths`` without absolute paths, and every
+target re-checked after resolving symlinks), and ends with ``Node.check`` on the restored home.
+
+Everything either command writes is mode 600, every folder 700: patient data and keys
+(copies are made by opening new files, never ``shutil.copy2``, which would carry the
+source's mode).
 """
 
 from __future__ import annotations
@@ -35,10 +46,13 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pacsnode.config import CONFIG_NAME, NodeConfig, load_config
+from pacsnode import backup_config
+from pacsnode.config import CONFIG_NAME, NodeConfig, load_config, validate_home_paths
 from pacsnode.errors import PacsnodeError
+from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.node import Node
 from pacsnode.storage.filesystem import fsync_dir
+from pacsnode.storage.home_lock import LOCK_NAME, HomeLock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,6 +80,7 @@ class BackupReport:
     bytes: int = 0
     attempts: int = 1
     seconds: float = 0.0
+    missing: list[str] = field(default_factory=list)  # indexed files absent from the live storage
 
 
 @dataclass
@@ -81,18 +96,30 @@ class RestoreReport:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _mkdirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 700 (``mkdir(parents=True)`` would not)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)
+
+
 def _copy(source: Path, target: Path) -> tuple[int, str]:
-    """Copy ``source`` to ``target`` (new file), fsync it; return its size and SHA-256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Copy ``source`` to ``target`` (a new file, mode 600), fsync it; return its size and SHA-256."""
+    _mkdirs(target.parent)
     digest = hashlib.sha256()
     size = 0
-    with open(source, "rb") as reader, open(target, "xb") as writer:
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
-        writer.flush()
-        os.fsync(writer.fileno())
+    with open(source, "rb") as reader:  # first: a missing source must leave no empty copy behind
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as writer:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+                size += len(chunk)
+            writer.flush()
+            os.fsync(writer.fileno())
     return size, digest.hexdigest()
 
 
@@ -110,21 +137,9 @@ def _safe_relative(text: str) -> PurePosixPath:
     return path
 
 
-def _config_files(config: NodeConfig) -> dict[str, Path]:
-    """The configuration files of a home, by the name they get in the backup (relative to the home)."""
-    files = {CONFIG_NAME: config.home / CONFIG_NAME}
-    for path in (config.recognition_path, config.qc_rules_path):
-        if path.is_file():
-            try:
-                name = path.resolve().relative_to(config.home.resolve()).as_posix()
-            except ValueError:  # kept outside the home: restored next to pacsnode.toml
-                name = path.name
-            files[name] = path
-    return files
-
-
 def _is_empty(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
+    """No entry but, at most, the lock file a failed restore leaves behind."""
+    return not folder.exists() or all(child.name == LOCK_NAME for child in folder.iterdir())
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -136,7 +151,7 @@ def backup(node: Node, dest: Path) -> BackupReport:
         raise BackupError(f"{dest} is not empty; back up into a new folder")
     started = time.monotonic()
     for attempt in range(1, ATTEMPTS + 1):
-        dest.mkdir(parents=True, exist_ok=True)
+        _mkdirs(dest)
         try:
             report = _backup_once(node, dest)
         except _SnapshotMoved as exc:
@@ -167,9 +182,13 @@ class _SnapshotMoved(Exception):
 
 
 def _backup_once(node: Node, dest: Path) -> BackupReport:
+    layout = {("node", "storage_dir"): STORAGE_NAME, ("node", "index_file"): INDEX_NAME}
+    configs_to_copy = backup_config.collect(node.config, layout)  # refuses before copying anything
+    backup_config.write_new(dest / INDEX_NAME, b"")  # mode 600 before SQLite fills it
     files, counts = node.index.backup_to(dest / INDEX_NAME)
     storage = dest / STORAGE_NAME
     entries: list[dict[str, Any]] = []
+    missing: list[str] = []
     total = 0
     for relative, size, sha256 in files:
         source = node.storage.absolute(relative)
@@ -177,17 +196,20 @@ def _backup_once(node: Node, dest: Path) -> BackupReport:
         try:
             copied_size, copied_sha = _copy(source, target)
         except FileNotFoundError:
+            if node.index.indexed_paths([relative]):  # still indexed, file gone: the live node lost it
+                missing.append(relative)
+                continue
             raise _SnapshotMoved(f"indexed file {relative} disappeared while backing up") from None
         if (copied_size, copied_sha) != (size, sha256):
             raise BackupError(f"{relative} differs from its index row (size or checksum); "
                               "run pacsnode check before backing up")
         entries.append({"path": f"{STORAGE_NAME}/{relative}", "size": size, "sha256": sha256})
         total += size
-    storage.mkdir(exist_ok=True)
-    configs: dict[str, dict[str, Any]] = {}
-    for name, source in _config_files(node.config).items():
-        size, sha256 = _copy(source, dest / name)
-        configs[name] = {"size": size, "sha256": sha256}
+    if missing:
+        LOGGER.warning("%d indexed file(s) missing from the live storage; backed up without them", len(missing))
+        counts = SqliteIndex.forget_files_in_copy(dest / INDEX_NAME, missing)
+    _mkdirs(storage)
+    configs = _copy_configs(configs_to_copy, dest)
     index_size, index_sha = _digest(dest / INDEX_NAME)
     manifest = {
         "format": FORMAT,
@@ -197,18 +219,32 @@ def _backup_once(node: Node, dest: Path) -> BackupReport:
         "counts": {**counts, "bytes": total},
         "index": {"path": INDEX_NAME, "size": index_size, "sha256": index_sha},
         "configs": configs,
+        "config_rewritten": configs_to_copy.rewritten,
+        "missing": missing,
         "files": entries,
     }
     _fsync_tree(dest)
     staging = dest / f".{MANIFEST}.part"
-    with open(staging, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
+    backup_config.write_new(staging, json.dumps(manifest, indent=1).encode("utf-8"))
     os.replace(staging, dest / MANIFEST)
     fsync_dir(dest)
     return BackupReport(dest=dest, patients=counts["patients"], studies=counts["studies"],
-                        series=counts["series"], instances=counts["instances"], bytes=total)
+                        series=counts["series"], instances=counts["instances"], bytes=total, missing=missing)
+
+
+def _copy_configs(found: backup_config.ConfigFiles, dest: Path) -> dict[str, dict[str, Any]]:
+    """Copy the configuration files into ``dest``: pacsnode.toml as (re)written, the others as they are."""
+    configs: dict[str, dict[str, Any]] = {}
+    for name, source in found.files.items():
+        target = dest / _safe_relative(name)
+        if name == CONFIG_NAME:
+            data = found.config_text.encode("utf-8")
+            backup_config.write_new(target, data)
+            configs[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        else:
+            size, sha256 = _copy(source, target)
+            configs[name] = {"size": size, "sha256": sha256}
+    return configs
 
 
 def _digest(path: Path) -> tuple[int, str]:
@@ -242,20 +278,45 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
     manifest = read_manifest(src)
     if home.exists() and not home.is_dir():
         raise BackupError(f"{home} exists and is not a folder")
-    if not force and not _is_empty(home):
+    was_empty = _is_empty(home)
+    if not force and not was_empty:
         raise BackupError(f"{home} is not empty; restore into a new home, or use --force to replace "
                           "its index, storage and configuration (stop its server first)")
-    home.mkdir(parents=True, exist_ok=True)
+    _mkdirs(home)
+    lock = HomeLock(home)
+    if not lock.try_exclusive():
+        lock.release()
+        raise BackupError(f"a server (or an import) is running on {home} ({LOCK_NAME} is held); stop it first")
+    try:
+        _restore_locked(src, home, manifest)
+        return _check_restored(home, manifest, lock)
+    except BaseException:
+        if was_empty:  # leave the new home as empty as it was
+            (home / LOCK_NAME).unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _restore_locked(src: Path, home: Path, manifest: dict[str, Any]) -> None:
     staging = home / f".restore-{secrets.token_hex(4)}"
-    staging.mkdir()
+    staging.mkdir(mode=0o700)
     try:
         _copy_verified(src, staging, manifest)
-        config = load_config(staging)  # the restored pacsnode.toml says where things go
-        _move_into_place(staging, home, config, list(manifest["configs"]))
+        # The restored pacsnode.toml says where things go, read where its TLS files are (staging),
+        # and only paths inside the home are accepted from it.
+        staged = load_config(staging)
+        validate_home_paths(staged, f"the backup's {CONFIG_NAME}", allow_absolute=False)
+        _move_into_place(staging, home, staged, list(manifest["configs"]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(home)
+
+
+def _check_restored(home: Path, manifest: dict[str, Any], lock: HomeLock) -> RestoreReport:
     node = Node.open(home)
+    node.home_lock.release()
+    node.home_lock = lock  # our exclusive hold: the check knows nobody else writes (offline)
     try:
         check = node.check()
         studies = len(node.studies())
@@ -271,6 +332,8 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
 def _verified(src: Path, staging: Path, relative: str, entry: dict[str, Any]) -> None:
     path = _safe_relative(relative)
     source = src / path
+    if source.is_symlink():
+        raise BackupError(f"backup file {relative} is a symbolic link; this is not a pacsnode backup")
     if not source.is_file():
         raise BackupError(f"backup file {relative} is missing; the backup is incomplete")
     size, sha256 = _copy(source, staging / path)
@@ -288,7 +351,8 @@ def _copy_verified(src: Path, staging: Path, manifest: dict[str, Any]) -> None:
         if CONFIG_NAME not in configs:
             raise BackupError(f"the backup has no {CONFIG_NAME}")
         for name, entry in configs.items():
-            if _safe_relative(name).parts[0] in (STORAGE_NAME, INDEX_NAME):
+            first = _safe_relative(name).parts[0]
+            if first in backup_config.RESERVED or first.startswith(".restore-"):
                 raise BackupError(f"manifest names a configuration file {name[:80]!r} over the data")
             _verified(src, staging, name, entry)
         for entry in files:
@@ -298,25 +362,46 @@ def _copy_verified(src: Path, staging: Path, manifest: dict[str, Any]) -> None:
             _verified(src, staging, relative, entry)
     except (KeyError, TypeError, AttributeError) as exc:
         raise BackupError(f"{MANIFEST} is incomplete ({exc.__class__.__name__}: {exc})") from None
-    (staging / STORAGE_NAME).mkdir(exist_ok=True)
+    _mkdirs(staging / STORAGE_NAME)
     _fsync_tree(staging)
 
 
+def _inside_home(home: Path, target: Path, what: str) -> Path:
+    """``target`` if it stays inside ``home`` once symlinks are resolved (restore writes nowhere else)."""
+    real_home = os.path.realpath(home)
+    real = os.path.realpath(target)
+    if real == real_home or not real.startswith(real_home + os.sep):
+        raise BackupError(f"{what} would be written to {real}, outside {home}; nothing was replaced")
+    return target
+
+
 def _move_into_place(staging: Path, home: Path, config: NodeConfig, config_names: list[str]) -> None:
-    """Replace the home's index, storage and configuration by the staged ones (renames)."""
-    target_index = home / config.index_file
+    """Replace the home's index, storage and configuration by the staged ones (renames, inside ``home``)."""
+    for key, value in (("storage_dir", config.storage_dir), ("index_file", config.index_file)):
+        first = PurePosixPath(value).parts[0]
+        if first in ("tmp", LOCK_NAME, MANIFEST) or first.startswith(".restore-"):
+            raise BackupError(f"the backup's {CONFIG_NAME} names [node].{key} = {value!r}, a name the node "
+                              "uses for something else; nothing was replaced")
+    target_index = _inside_home(home, home / config.index_file, "the index")
+    target_storage = _inside_home(home, home / config.storage_dir, "the storage folder")
+    targets = {name: _inside_home(home, home / name, f"configuration file {name}") for name in config_names}
+    storage_real = os.path.realpath(target_storage) + os.sep
+    for name, target in targets.items():
+        if os.path.realpath(target).startswith(storage_real) or os.path.realpath(target) == os.path.realpath(
+                target_index):
+            raise BackupError(f"the backup's configuration file {name} lies in its storage folder or on its index")
     for leftover in (target_index, Path(f"{target_index}-wal"), Path(f"{target_index}-shm"),
                      Path(f"{target_index}-journal")):
         leftover.unlink(missing_ok=True)
-    target_storage = home / config.storage_dir
-    if target_storage.exists():
+    if target_storage.is_symlink():
+        target_storage.unlink()
+    elif target_storage.exists():
         shutil.rmtree(target_storage)
     shutil.rmtree(home / "tmp", ignore_errors=True)
-    target_storage.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staging / STORAGE_NAME, target_storage)  # a rename unless storage_dir is elsewhere
-    target_index.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staging / INDEX_NAME, target_index)
-    for name in config_names:
-        target = home / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs(target_storage.parent)
+    os.replace(staging / STORAGE_NAME, target_storage)  # same filesystem: the staging folder is in home
+    _mkdirs(target_index.parent)
+    os.replace(staging / INDEX_NAME, target_index)
+    for name, target in targets.items():
+        _mkdirs(target.parent)
         os.replace(staging / name, target)

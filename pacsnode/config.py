@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pacsnode.errors import ConfigError
@@ -328,7 +329,7 @@ def load_config(home: Path) -> NodeConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(data, home, source=str(path))
+    return validate_home_paths(parse_config(data, home, source=str(path)), str(path))
 
 
 def render_config(aet: str, host: str, port: int, institution: str) -> str:
@@ -388,3 +389,62 @@ enabled = false
 host = "127.0.0.1"
 port = 8042
 """
+
+
+#: Settings that name a file or folder of the home (section, key).
+HOME_PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("node", "storage_dir"), ("node", "index_file"), ("node", "recognition_file"), ("node", "qc_rules_file"),
+    ("tls", "certificate"), ("tls", "private_key"), ("tls", "ca_certificates"),
+)
+
+
+def home_path_values(config: NodeConfig) -> dict[tuple[str, str], str]:
+    """The value of every ``HOME_PATH_KEYS`` setting (empty when unset)."""
+    return {(section, key): str(getattr(config if section == "node" else getattr(config, section), key))
+            for section, key in HOME_PATH_KEYS}
+
+
+def validate_home_paths(config: NodeConfig, source: str, allow_absolute: bool = True) -> NodeConfig:
+    """Refuse paths that leave the home or make maintenance destroy the node (issue 10, item 5).
+
+    A relative path stays inside the home (no ``..``, not the home itself). An absolute path
+    is the admin's choice in the live configuration (``allow_absolute``), never taken from a
+    backup. Whatever the form, the storage folder must not hold the home, the index or the
+    temporary folder (``check --repair`` removes every unindexed file under it, ``clean_temp``
+    everything in ``tmp``).
+    """
+    for (section, key), value in home_path_values(config).items():
+        where = f"{source}: [{section}].{key} = {value!r}"
+        if not value:
+            if section == "node":
+                raise ConfigError(f"{where} is empty; name a path inside the home")
+            continue
+        path = PurePosixPath(value)
+        if "\x00" in value:
+            raise ConfigError(f"{where} contains a NUL character")
+        if path.is_absolute():
+            if not allow_absolute:
+                raise ConfigError(f"{where} is outside the home; a restored configuration may only name "
+                                  "paths inside the home it is restored into")
+        elif ".." in path.parts or not path.parts:
+            raise ConfigError(f"{where} leaves the home folder or names it; use a path inside the home"
+                              + (" (or an absolute path)" if allow_absolute else ""))
+    home = Path(os.path.realpath(config.home))
+    storage = Path(os.path.realpath(config.storage_path))
+    index = Path(os.path.realpath(config.index_path))
+    temp = Path(os.path.realpath(config.temp_path))
+    where = f"{source}: [node].storage_dir = {config.storage_dir!r}"
+    if storage == home or storage in home.parents:
+        raise ConfigError(f"{where} holds the whole home; use a folder of its own, e.g. \"storage\"")
+    if storage == temp or temp in storage.parents or storage in temp.parents:
+        raise ConfigError(f"{where} overlaps the temporary folder {temp}; use a folder of its own")
+    for (section, key), value in home_path_values(config).items():
+        if not value or (section, key) == ("node", "storage_dir"):
+            continue
+        real = Path(os.path.realpath(config.home / value))
+        for folder, name, remover in ((storage, "storage folder", "check --repair"), (temp, "temporary folder",
+                                                                                     "a starting server")):
+            if folder in real.parents:
+                raise ConfigError(f"{source}: [{section}].{key} = {value!r} lies in the {name}, where {remover} "
+                                  "would remove it; keep it outside")
+    return config

@@ -311,6 +311,8 @@ class CheckReport:
     changed_files: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
     repaired: bool = False
+    in_flight: list[str] = field(default_factory=list)  # unindexed but young: a store may be committing it
+    temp_in_use: int = 0  # temporary files of live processes (open associations): not a problem
 
     @property
     def clean(self) -> bool:

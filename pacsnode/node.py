@@ -44,7 +44,10 @@ from pacsnode.model import (
 from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
+from pacsnode import maintenance
 from pacsnode.storage.filesystem import FileStorage, sha256_of
+from pacsnode.storage.home_lock import HomeLock
+from pacsnode.storage.tempfiles import temp_prefix
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +75,11 @@ COMMIT_NO_SUCH_INSTANCE = 0x0112
 class Node:
     """One node: its configuration, index, storage area, peers and audit trail."""
 
+    #: How long ``check --repair`` leaves an unindexed file or an ownerless temp file alone while
+    #: a server (or any writer) is running: far longer than a store can spend between linking its
+    #: file and committing its row (the index's busy timeout is 60 s). Offline it is 0.
+    REPAIR_GRACE_SECONDS = 300.0
+
     def __init__(self, config: NodeConfig, index: SqliteIndex | None = None,
                  storage: FileStorage | None = None) -> None:
         self.config = config
@@ -89,6 +97,7 @@ class Node:
         self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
+        self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
 
     def _audit_scope_overrides(self) -> None:
         """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
@@ -110,6 +119,7 @@ class Node:
 
     def close(self) -> None:
         self.index.close()
+        self.home_lock.release()
 
     # -- who is calling ------------------------------------------------------------------
     def identify(self, calling_aet: str, host: str = "", peer_certificate: bytes | None = None) -> Caller:
@@ -136,8 +146,14 @@ class Node:
             raise NotPermitted(f"peer {peer.name!r} is not permitted to {action}")
 
     def new_temp_file(self) -> Path:
-        """A temporary file on the storage filesystem (placing it later is a rename)."""
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.config.temp_path)
+        """A temporary file on the storage filesystem (placing it later is a rename).
+
+        Its name carries this process's pid (``storage.tempfiles``) so that ``check`` knows it
+        may be held by an open association, and the process holds ``serve.lock`` shared from
+        now on, so that an offline repair or a restore never runs while it may be storing.
+        """
+        self.home_lock.share()
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=".dcm", dir=self.config.temp_path)
         os.close(fd)
         return Path(name)
 
@@ -202,6 +218,7 @@ class Node:
 
         ``caller`` is who imports: the CLI passes ``Caller.local_admin()`` (the default).
         """
+        self.home_lock.share()  # fail once, before the first file, while a restore or offline repair runs
         report = ImportReport()
         admin = caller or Caller.local_admin()
         touched: set[str] = set()
@@ -426,37 +443,16 @@ class Node:
 
     # -- consistency ---------------------------------------------------------------------
     def check(self, repair: bool = False, verify_checksums: bool = True) -> CheckReport:
-        """Compare the index with the files: orphans, missing files, changed files, leftovers."""
-        report = CheckReport()
-        rows = self.index.all_instance_files()
-        indexed = {row["path"] for row in rows}
-        missing_pks: list[int] = []
-        for row in rows:
-            path = self.storage.root / row["path"]
-            if not path.is_file():
-                report.missing_files.append(row["path"])
-                missing_pks.append(int(row["pk"]))
-            elif path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
-                report.changed_files.append(row["path"])
-        report.orphan_files = sorted(p for p in self.storage.walk() if p not in indexed)
-        report.temp_files = sorted(str(p) for p in self.config.temp_path.glob("*") if p.is_file())
-        if repair:
-            for relative in report.orphan_files:
-                self.storage.remove(relative)
-            for temp in report.temp_files:
-                Path(temp).unlink(missing_ok=True)
-            self.index.delete_instance_rows(missing_pks)
-            report.repaired = True
-        return report
+        """Compare the index with the files (see ``maintenance.check``: safe next to a running server)."""
+        return maintenance.check(self, repair=repair, verify_checksums=verify_checksums,
+                                 grace_seconds=self.REPAIR_GRACE_SECONDS)
 
     def clean_temp(self) -> int:
-        """Remove leftovers of interrupted, unacknowledged receives (called when serving starts)."""
-        count = 0
-        for leftover in self.config.temp_path.glob("*"):
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-                count += 1
-        return count
+        """Remove leftovers of interrupted, unacknowledged receives (called when serving starts).
+
+        Files of live processes (an ``import`` running next to the starting server) are kept.
+        """
+        return maintenance.clean_temp(self.config.temp_path)
 
 
 def query_keys(query: Query) -> dict[str, Any]:

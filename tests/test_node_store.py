@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -234,7 +236,8 @@ def test_check_finds_orphans_missing_changed_and_leftover_temp_files(node: Node,
     orphan = node.storage.root / "00" / "00" / "1.2.3.4.5.dcm"
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"no row points here")
-    leftover = node.new_temp_file()
+    leftover = node.config.temp_path / "tmpleftover.dcm"  # no owner pid: a leftover once nobody writes
+    leftover.write_bytes(b"half a dataset")
 
     quick = node.check(verify_checksums=False)
     assert quick.changed_files == [changed]
@@ -280,11 +283,16 @@ def test_import_of_a_missing_path_is_an_error(node: Node, tmp_path: Path) -> Non
         node.import_paths([tmp_path / "nosuch"])
 
 
-def test_clean_temp_removes_leftovers_of_interrupted_receives(node: Node) -> None:
-    for _ in range(3):
-        node.new_temp_file()
-    assert node.clean_temp() == 3
-    assert files_in(node.config.temp_path) == []
+def test_clean_temp_removes_leftovers_of_interrupted_receives_and_keeps_live_ones(node: Node) -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ended.stdout)  # a process that has exited: its temp files are leftovers
+    for n in range(3):
+        (node.config.temp_path / f"in-{dead_pid}-{n}.dcm").write_bytes(b"half")
+    (node.config.temp_path / "tmpold.dcm").write_bytes(b"no owner")
+    live = node.new_temp_file()  # this process is alive: may be an association's spare temp file
+    assert node.clean_temp() == 4
+    assert files_in(node.config.temp_path) == [live]
 
 
 def test_new_temp_files_live_next_to_storage(node: Node) -> None:

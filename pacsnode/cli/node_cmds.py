@@ -93,6 +93,7 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     if count < 1:
         raise click.BadParameter("--workers must be at least 1")
     node = Node(config)
+    node.home_lock.share(wait_seconds=5)  # held by every worker: restore refuses while we serve
     problem = node.own_institution_problem()
     if problem:
         node.close()
@@ -229,13 +230,17 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--repair", is_flag=True, help="Remove orphan and temporary files, drop rows whose file is gone.")
+@click.option("--repair", is_flag=True, help="Remove orphan and temporary files, drop rows whose file is gone "
+              "(safe next to a running server: each is re-checked at the moment it is removed).")
 @click.option("--quick", is_flag=True, help="Compare sizes only, skip checksums.")
 @click.pass_context
 def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     """Compare the index with the files on disk.
 
-    Exit code 0 when consistent (or repaired), 1 when problems remain.
+    Exit code 0 when consistent (or repaired), 1 when problems remain. Safe next to a running
+    server: files a store has not committed yet (younger than 5 minutes) and the temporary
+    files of running processes are left alone; with no server running, --repair removes
+    orphans at once.
 
     \b
     Example:
@@ -248,6 +253,10 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
                          ("changed file", report.changed_files), ("temporary file", report.temp_files)):
         for item in items:
             click.echo(f"{label}: {safe(item)}")
+    if report.in_flight or report.temp_in_use:  # a server is storing: not problems, left alone
+        click.echo(f"left alone: {len(report.in_flight)} unindexed file(s) younger than "
+                   f"{int(node.REPAIR_GRACE_SECONDS)} s (a store may be committing them), "
+                   f"{report.temp_in_use} temporary file(s) of running processes", err=True)
     if report.clean:
         click.echo("index and files agree")
     elif report.repaired:

@@ -18,6 +18,8 @@ def backup_cmd(ctx: click.Context, dest: Path) -> None:
     Copies a consistent snapshot of the index (SQLite online backup), every instance file
     that snapshot points to (checksums verified, fsync'ed), pacsnode.toml and the rule files,
     and writes DEST/manifest.json last. Instances stored after the snapshot are not included.
+    TLS files outside the home are copied too (the backup's pacsnode.toml points to the copies).
+    An indexed file missing from the live storage is listed, the rest backed up, exit code 1.
 
     \b
     Example:
@@ -32,6 +34,12 @@ def backup_cmd(ctx: click.Context, dest: Path) -> None:
         node.close()
     click.echo(f"backed up {report.instances} instance(s) in {report.studies} study(ies), {report.bytes} bytes, "
                f"to {dest} in {report.seconds:.1f}s")
+    if report.missing:  # the rest is backed up (and restorable); the live node has lost these
+        for relative in report.missing:
+            click.echo(f"missing file: {relative}", err=True)
+        click.echo(f"{len(report.missing)} indexed file(s) are missing from the live storage and are not in the "
+                   "backup (listed above, and in manifest.json); run pacsnode check", err=True)
+        ctx.exit(1)
 
 
 @main.command(name="restore")
@@ -44,7 +52,8 @@ def restore_cmd(ctx: click.Context, src: Path, force: bool) -> None:
     """Restore a backup made by `pacsnode backup` into the home given by --home.
 
     Every checksum in the backup's manifest is verified before the home is touched; then
-    `check` runs on the restored home. Exit code 1 when the check finds problems.
+    `check` runs on the restored home. Exit code 1 when the check finds problems. Nothing is
+    written outside the home, and a home a server is running on is refused.
 
     \b
     Example:

@@ -374,6 +374,9 @@ class Association:
             self._on_pdata(body)
             return True
         if pdu_type == pdu.RELEASE_RQ:
+            if self._spare_temp is not None:  # nothing of ours is left once the peer hears RELEASE-RP
+                self._spare_temp.unlink(missing_ok=True)
+                self._spare_temp = None
             self.send(pdu.ReleaseRP().encode())
             self.outcome = "released"
             self._linger()

@@ -15,7 +15,7 @@ import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pacsnode.errors import IndexError_, StorageFull
 from pacsnode.index.schema import migrate, utc_now
@@ -395,21 +395,80 @@ class SqliteIndex:
     def all_instance_files(self) -> list[sqlite3.Row]:
         return self.query("SELECT pk, sop_instance_uid, path, size, sha256 FROM instances")
 
+    def indexed_paths(self, paths: list[str]) -> set[str]:
+        """Which of ``paths`` an instance row points to now (``check`` re-asks before deleting)."""
+        found: set[str] = set()
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            found.update(str(r[0]) for r in self.query(
+                f"SELECT path FROM instances WHERE path IN ({','.join('?' * len(chunk))})", tuple(chunk)))
+        return found
+
+    def delete_rows_whose_file_is_gone(self, candidates: list[tuple[int, str]],
+                                       is_missing: Callable[[str], bool]) -> list[str]:
+        """Drop the rows of ``candidates`` (pk, path) that still point to that path, whose file is still gone.
+
+        Both are re-checked inside the write transaction: a store links its file *before* its
+        row commits, and commits under this same writer lock, so a row that points to a path
+        whose file is absent at this moment has really lost its file (a replace meanwhile
+        moved the row to a new path, which this re-check sees). Returns the paths dropped.
+        """
+        dropped: list[str] = []
+        if not candidates:
+            return dropped
+        with self.write() as conn:
+            pks: list[int] = []
+            for pk, path in candidates:
+                row = conn.execute("SELECT path FROM instances WHERE pk = ?", (pk,)).fetchone()
+                if row is not None and row[0] == path and is_missing(path):
+                    pks.append(pk)
+                    dropped.append(path)
+            if pks:
+                self._delete_rows(conn, pks)
+        return dropped
+
     def delete_instance_rows(self, pks: list[int]) -> None:
         """Drop rows whose file is gone (``check --repair``), keeping aggregates right."""
         if not pks:
             return
         with self.write() as conn:
-            study_pks = {r[0] for r in conn.execute(
-                f"SELECT DISTINCT se.study_pk FROM instances i JOIN series se ON se.pk=i.series_pk "
-                f"WHERE i.pk IN ({','.join('?' * len(pks))})", pks)}
-            conn.execute(f"DELETE FROM instances WHERE pk IN ({','.join('?' * len(pks))})", pks)
-            self._refresh_counts(conn, study_pks)
-            conn.execute("DELETE FROM series WHERE instance_count = 0")
-            conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
-            conn.execute("DELETE FROM studies WHERE instance_count = 0")
+            self._delete_rows(conn, pks)
+
+    def _delete_rows(self, conn: sqlite3.Connection, pks: list[int]) -> None:
+        """Delete instance rows and keep the series/study aggregates right (inside a write)."""
+        study_pks = {r[0] for r in conn.execute(
+            f"SELECT DISTINCT se.study_pk FROM instances i JOIN series se ON se.pk=i.series_pk "
+            f"WHERE i.pk IN ({','.join('?' * len(pks))})", pks)}
+        conn.execute(f"DELETE FROM instances WHERE pk IN ({','.join('?' * len(pks))})", pks)
+        self._refresh_counts(conn, study_pks)
+        conn.execute("DELETE FROM series WHERE instance_count = 0")
+        conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
+        conn.execute("DELETE FROM studies WHERE instance_count = 0")
 
     # -- backup --------------------------------------------------------------------------
+    @staticmethod
+    def forget_files_in_copy(path: Path, relative_paths: list[str]) -> dict[str, int]:
+        """In a backup copy of the index: drop the rows of files that could not be copied.
+
+        Keeps the copy consistent with the files next to it (a restore then checks clean).
+        Returns the copy's new counts of patients, studies, series and instances.
+        """
+        copy = SqliteIndex(path)
+        try:
+            pks = [int(r[0]) for start in range(0, len(relative_paths), 500)
+                   for r in copy.query(f"SELECT pk FROM instances WHERE path IN "
+                                       f"({','.join('?' * len(relative_paths[start:start + 500]))})",
+                                       tuple(relative_paths[start:start + 500]))]
+            copy.delete_instance_rows(pks)
+            conn = copy.connection()
+            counts = {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                      for table in ("patients", "studies", "series", "instances")}
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+        return counts
+
     def backup_to(self, path: Path) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
         """Copy the whole index to ``path`` at one instant, with SQLite's online backup API.
 
