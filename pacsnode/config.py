@@ -81,11 +81,13 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    """Reserved for DICOMweb (issue 14): validated today, not served yet."""
+    """DICOMweb (PS3.18) beside DIMSE: where it listens and how much one request may carry."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8042
+    max_body_bytes: int = 1_073_741_824  # one STOW-RS request body; a larger Content-Length is refused unread
+    max_results: int = 1000  # QIDO-RS answers at most this many matches per request (limit is capped here)
 
 
 @dataclass(frozen=True)
@@ -226,10 +228,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "require_client_certificate": Key(bool, False),
         "verify_peer_hostname": Key(bool, False),
     },
-    "web": {  # reserved for DICOMweb (issue 14): declared so that a [web] table is not refused
-        "enabled": Key(bool, False, reserved=True),
-        "host": Key(str, "127.0.0.1", reserved=True),
-        "port": Key(int, 8042, 1, 65535, reserved=True),
+    "web": {  # DICOMweb (issue 14), served by `pacsnode serve` at /dicom-web when enabled
+        "enabled": Key(bool, False),
+        "host": Key(str, "127.0.0.1"),
+        "port": Key(int, 8042, 1, 65535),
+        "max_body_bytes": Key(int, 1_073_741_824, 1024, 64 * 1_073_741_824),
+        "max_results": Key(int, 1000, 1, 1_000_000),
     },
 }
 
@@ -375,10 +379,12 @@ ca_certificates = ""        # CA certificates that sign the peers' certificates 
 require_client_certificate = false  # mutual authentication: peers must present a certificate
 verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
 
-[web]                       # reserved for DICOMweb (not served yet): validated, otherwise unused
-enabled = false
-host = "127.0.0.1"
+[web]
+enabled = false             # true: `serve` also answers DICOMweb (QIDO/WADO/STOW-RS) at http://HOST:PORT/dicom-web
+host = "127.0.0.1"          # HTTP listening address (plain HTTP: keep it on loopback or behind a TLS proxy)
 port = 8042
+max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Length is refused (413) unread
+max_results = 1000          # QIDO-RS answers at most this many matches per request
 """
 
 

@@ -177,7 +177,8 @@ class Node:
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
             placed = stored.relative_path
-            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy)
+            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy,
+                                                        web_metadata=self.web_metadata_of(stored.relative_path))
             placed = None  # the index owns it now
             if orphan:
                 self.storage.remove(orphan)
@@ -197,6 +198,22 @@ class Node:
             except Exception:  # a hook must never undo an acknowledged store
                 LOGGER.exception("after-store hook failed")
         return outcome
+
+    def web_metadata_of(self, relative_path: str) -> tuple[str, str] | None:
+        """DICOMweb's metadata and frame table of a placed file, when DICOMweb is on (issue 14).
+
+        Built here so that it is indexed in the instance's own transaction; a file it cannot
+        describe is still stored (DICOMweb builds the metadata on first request instead).
+        """
+        if not self.config.web.enabled:
+            return None
+        from pacsnode.dicom import web_metadata
+
+        try:
+            return web_metadata.build(self.storage.absolute(relative_path))
+        except Exception:  # never refuse a valid store because of its web view
+            LOGGER.warning("DICOMweb metadata of %s not built at ingest", relative_path, exc_info=True)
+            return None
 
     def _qc_on_store(self, outcome: StoreOutcome, _facts: InstanceFacts) -> None:
         """A new or replaced instance sends an accepted study back to pending."""

@@ -107,6 +107,7 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
             "set \"registered\" once the modalities are registered peers", config.host)
     server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
     server.start()
+    web = _start_web(node, reuse_port=count > 1 or worker)
     children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
     watcher = None
     if not worker and config.qc.watch_stable:
@@ -118,6 +119,8 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     if not worker:
         click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
                    + (f", {count} workers" if count > 1 else "") + ")", err=True)
+        if web is not None:
+            click.echo(f"DICOMweb on http://{config.web.host}:{web.port}/dicom-web", err=True)
         sys.stderr.flush()
     while not stop.wait(0.5):
         if children and any(child.poll() is not None for child in children):
@@ -132,6 +135,8 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+    if web is not None:
+        web.stop()
     server.stop()
     for child in children:
         try:
@@ -139,6 +144,17 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
         except subprocess.TimeoutExpired:
             child.kill()
     node.close()
+
+
+def _start_web(node: Any, reuse_port: bool) -> Any:
+    """DICOMweb beside DIMSE when ``[web] enabled`` (every worker serves HTTP too)."""
+    if not node.config.web.enabled:
+        return None
+    from pacsnode.web.server import WebServer
+
+    web = WebServer(node, reuse_port=reuse_port)
+    web.start()
+    return web
 
 
 def _spawn_workers(ctx: click.Context, home: Path, port: int, count: int) -> list[subprocess.Popen[bytes]]:

@@ -247,6 +247,29 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE peers SET check_host = 1 WHERE host != ''
         """,
     ),
+    (
+        # Issue 14 (DICOMweb): bearer tokens (only their SHA-256 is kept: a token is 256 random
+        # bits, so a fast hash is enough and a stolen index yields no usable token), and per
+        # instance the DICOM JSON metadata and frame offsets built at ingest, in the same
+        # transaction as the instance row, so that /metadata and /frames read no file headers.
+        "0006_web_tokens_instance_metadata",
+        """
+        CREATE TABLE web_tokens (
+            name TEXT PRIMARY KEY,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            institution TEXT NOT NULL DEFAULT '',
+            peer_name TEXT NOT NULL DEFAULT '',
+            permissions TEXT NOT NULL DEFAULT 'find,get',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE instance_metadata (
+            sop_instance_uid TEXT PRIMARY KEY,
+            metadata TEXT NOT NULL,
+            frames TEXT NOT NULL DEFAULT ''
+        );
+        """,
+    ),
 ]
 
 

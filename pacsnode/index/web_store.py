@@ -1,0 +1,110 @@
+"""What DICOMweb keeps in the index: bearer tokens and the per-instance metadata built at ingest.
+
+The only SQL the web side needs (STYLE: no SQL outside ``pacsnode/index/``). Tokens are stored
+as the SHA-256 of the token (a token is 256 random bits: a fast hash is enough and a stolen
+index gives nobody a usable token). Metadata rows are written by ``SqliteIndex.record_instance``
+in the instance's own transaction; here they are only read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from pacsnode.errors import NotFound, PacsnodeError
+from pacsnode.index.schema import utc_now
+from pacsnode.index.sqlite import SqliteIndex
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One bearer token as ``token list`` shows it (never the token itself)."""
+
+    name: str
+    institution: str
+    peer_name: str
+    permissions: frozenset[str]
+    created_at: str
+    revoked_at: str
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked_at
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One stored instance as WADO needs it: where it is and what DICOMweb built for it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    transfer_syntax: str
+    path: str
+    size: int
+    metadata: str  # DICOM JSON of the instance, "" when it predates migration 0006
+    frames: str  # JSON frame table, "" when none
+
+
+def _token(row: sqlite3.Row) -> TokenRecord:
+    perms = frozenset(p for p in row["permissions"].split(",") if p)
+    return TokenRecord(row["name"], row["institution"], row["peer_name"], perms, row["created_at"],
+                       row["revoked_at"])
+
+
+class WebStore:
+    """Tokens and DICOMweb instance metadata over the node's SqliteIndex."""
+
+    def __init__(self, index: SqliteIndex) -> None:
+        self.index = index
+
+    # -- tokens --------------------------------------------------------------------------
+    def add_token(self, name: str, token_sha256: str, institution: str, peer_name: str,
+                  permissions: frozenset[str]) -> None:
+        with self.index.write() as conn:
+            if conn.execute("SELECT 1 FROM web_tokens WHERE name = ?", (name,)).fetchone():
+                raise PacsnodeError(f"a token named {name!r} exists; revoke it or choose another name")
+            conn.execute("INSERT INTO web_tokens (name, token_sha256, institution, peer_name, permissions, "
+                         "created_at) VALUES (?,?,?,?,?,?)",
+                         (name, token_sha256, institution, peer_name, ",".join(sorted(permissions)), utc_now()))
+
+    def tokens(self) -> list[TokenRecord]:
+        return [_token(r) for r in self.index.query("SELECT * FROM web_tokens ORDER BY name")]
+
+    def token_by_hash(self, token_sha256: str) -> TokenRecord | None:
+        rows = self.index.query("SELECT * FROM web_tokens WHERE token_sha256 = ?", (token_sha256,))
+        return _token(rows[0]) if rows else None
+
+    def revoke_token(self, name: str) -> None:
+        with self.index.write() as conn:
+            cursor = conn.execute("UPDATE web_tokens SET revoked_at = ? WHERE name = ? AND revoked_at = ''",
+                                  (utc_now(), name))
+            if cursor.rowcount == 0:
+                known = conn.execute("SELECT revoked_at FROM web_tokens WHERE name = ?", (name,)).fetchone()
+                raise NotFound(f"no active token named {name!r}" + (" (already revoked)" if known else ""))
+
+    # -- instances -----------------------------------------------------------------------
+    def instances(self, study_uid: str, series_uid: str | None = None,
+                  sop_instance_uid: str | None = None) -> list[InstanceRow]:
+        """Instances of one study (or series, or one instance), in series/instance number order."""
+        sql = ("SELECT i.sop_instance_uid, i.sop_class_uid, se.series_uid, s.study_uid, i.transfer_syntax, i.path, "
+               "i.size, COALESCE(m.metadata, ''), COALESCE(m.frames, '') FROM instances i "
+               "JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk "
+               "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid WHERE s.study_uid = ?")
+        params: list[Any] = [study_uid]
+        if series_uid is not None:
+            sql += " AND se.series_uid = ?"
+            params.append(series_uid)
+        if sop_instance_uid is not None:
+            sql += " AND i.sop_instance_uid = ?"
+            params.append(sop_instance_uid)
+        sql += " ORDER BY se.series_number, se.series_uid, i.instance_number, i.sop_instance_uid"
+        return [InstanceRow(*tuple(r)) for r in self.index.query(sql, params)]
+
+    def save_metadata(self, sop_instance_uid: str, metadata: str, frames: str) -> None:
+        """Fill in the metadata of an instance indexed before migration 0006 (built once, then kept)."""
+        with self.index.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, metadata, frames) "
+                         "VALUES (?,?,?)", (sop_instance_uid, metadata, frames))
