@@ -263,18 +263,18 @@ class Web:
                 kind = part.content_type.split(";")[0].strip().lower()
                 if kind != "application/dicom":
                     raise stow.BadBody(f"part Content-Type {kind or 'missing'!r} is not application/dicom")
-                facts = facts_from_file(part.path)
-                entry = {"sop_class": facts.sop_class_uid, "sop_instance": facts.sop_instance_uid}
+                declared_class, declared_instance = stow.declared_uids(part.path)
+                entry = {"sop_class": declared_class, "sop_instance": declared_instance}
+                facts = facts_from_file(part.path, declared_class, declared_instance)
                 if study_in_url and facts.study_uid != study_in_url:
-                    raise stow.BadBody(f"instance {facts.sop_instance_uid} is of study {facts.study_uid}, "
-                                       f"not the study {study_in_url} the URL names")
-                outcome = self.node.store_file(part.path, caller)
+                    raise stow.StudyMismatch(f"instance {facts.sop_instance_uid} is of study {facts.study_uid}, "
+                                             f"not the study {study_in_url} the URL names")
+                outcome = self.node.store_file(part.path, caller, declared_class, declared_instance)
                 entry["url"] = f"{base}/studies/{outcome.study_uid}"
                 referenced.append(entry)
             except (PacsnodeError, OSError) as exc:
                 part.path.unlink(missing_ok=True)
-                reason = stow.STUDY_UID_MISMATCH if isinstance(exc, stow.BadBody) and entry else \
-                    stow.CANNOT_UNDERSTAND if isinstance(exc, stow.BadBody) else stow.failure_reason(exc)
+                reason = stow.failure_reason(exc)
                 failed.append({**entry, "reason": reason})
                 reasons.append(str(exc))
         self._audit(caller, "stow", "answered" if referenced else "refused", study_uid=study_in_url,

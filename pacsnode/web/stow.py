@@ -35,6 +35,34 @@ class BadBody(PacsnodeError):
     """The request body is not a usable multipart/related of DICOM parts."""
 
 
+class StudyMismatch(InvalidInstance):
+    """A part belongs to another study than the one the STOW URL names."""
+
+
+def declared_uids(path: Path) -> tuple[str, str]:
+    """(Media Storage SOP Class, Instance UID) of a Part 10 file: what the sender declares.
+
+    STOW-RS parts are Part 10 files (PS3.18 8.6.1.1.1): the File Meta Information plays the
+    role of the C-STORE request, so the dataset is checked against it exactly as a C-STORE's
+    dataset is checked against its Affected SOP Class and Instance.
+    """
+    from pydicom.filereader import read_file_meta_info
+
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        if handle.read(4) != b"DICM":
+            raise InvalidInstance("part is not a DICOM Part 10 file (no DICM preamble)")
+    try:
+        meta = read_file_meta_info(str(path))
+    except Exception as exc:
+        raise InvalidInstance(f"part's File Meta Information is unreadable: {exc}") from None
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
+    sop_instance = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+    if not sop_class or not sop_instance:
+        raise InvalidInstance("part's File Meta Information lacks Media Storage SOP Class/Instance UID")
+    return sop_class, sop_instance
+
+
 @dataclass
 class Part:
     content_type: str = ""
@@ -147,13 +175,15 @@ class BodyReader:
 
 def failure_reason(exc: BaseException) -> int:
     """The PS3.18 FailureReason of a refused part."""
+    if isinstance(exc, StudyMismatch):
+        return STUDY_UID_MISMATCH
     if isinstance(exc, SopClassMismatch):
         return DATASET_DOES_NOT_MATCH
     if isinstance(exc, StorageFull):
         return OUT_OF_RESOURCES
     if isinstance(exc, NotPermitted):
         return REFUSED_NOT_AUTHORIZED
-    if isinstance(exc, InvalidInstance):
+    if isinstance(exc, (InvalidInstance, BadBody)):
         return CANNOT_UNDERSTAND
     return PROCESSING_FAILURE
 
