@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -167,3 +168,27 @@ def _with_uris_replaced(value: Any) -> Any:
     if isinstance(value, list):
         return [_with_uris_replaced(v) for v in value]
     return value
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on ``port`` (IPv4), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_every_worker_serves_http_too(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home", institution="PRV001")
+    node.init()
+    node.enable_web()
+    node.configure("network", "workers", 2)
+    with node:
+        token = create_token(node, "w", "PRV001")
+        deadline = time.monotonic() + 20
+        while _listeners(node.web_port) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listeners(node.web_port) == 2  # the parent and its worker share the port (SO_REUSEPORT)
+        assert all(get(node, "/studies", token).status_code == 204 for _ in range(20))
