@@ -173,6 +173,7 @@ class CallerKind(str, enum.Enum):
     LOCAL_ADMIN = "local-admin"  # the CLI on the node's machine: no association can be this
     PEER = "peer"  # a registered peer whose AE title, host and certificate checked out
     TOKEN = "token"  # an HTTP client that showed a valid, unrevoked bearer token (DICOMweb)
+    WEB_USER = "web-user"  # a person logged in through the web form (session cookie)
     NOBODY = "nobody"  # anything else: a blank, padded, unknown or spoofed AE title
 
 
@@ -199,7 +200,7 @@ class Caller:
     def __post_init__(self) -> None:
         if self._token is not _BUILT_HERE:
             raise TypeError("build a Caller with Caller.local_admin(), Caller.registered() or Caller.nobody()")
-        if (self.kind in (CallerKind.PEER, CallerKind.TOKEN)) != (self.peer is not None):
+        if (self.kind in (CallerKind.PEER, CallerKind.TOKEN, CallerKind.WEB_USER)) != (self.peer is not None):
             raise TypeError("a peer or token Caller carries its Peer, and only those do")
 
     @classmethod
@@ -232,6 +233,18 @@ class Caller:
             stand_in = Peer(name=peer.name, aet=peer.aet, host=peer.host, port=peer.port, institution=institution,
                             permissions=permissions & peer.permissions, check_host=peer.check_host, tls=peer.tls)
         return cls(CallerKind.TOKEN, aet=stand_in.aet, host=host, peer=stand_in, _token=_BUILT_HERE)
+
+    @classmethod
+    def web_user(cls, user_name: str, institution: str, role: str, permissions: frozenset[str],
+                 host: str = "") -> "Caller":
+        """A person logged in through the web form; decided like a peer of ``institution``.
+
+        ``role`` (admin, physician, viewer) is recorded for the audit trail and decides the
+        permissions; a web "admin" is never the local admin, which only the CLI can be.
+        """
+        stand_in = Peer(name=f"user:{user_name}", aet="", host="", port=0, institution=institution,
+                        permissions=permissions, check_host=False)
+        return cls(CallerKind.WEB_USER, aet="", host=host, peer=stand_in, refused="", _token=_BUILT_HERE)
 
     @property
     def is_token(self) -> bool:

@@ -78,3 +78,49 @@ def token_revoke(ctx: click.Context, name: str) -> None:
     finally:
         node.close()
     click.echo(f"token {name} revoked")
+
+
+@main.group()
+def user() -> None:
+    """People who log in to the web side (minimal accounts; the workspace builds the full ones).
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | pacsnode user add dr-li --institution PRV001 --role physician
+    """
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--institution", required=True, help="Institution the user belongs to (as in recognition.toml).")
+@click.option("--role", required=True, type=click.Choice(["admin", "physician", "viewer"]),
+              help="admin may also STOW; physician and viewer read.")
+@click.pass_context
+def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None:
+    """Create a user; the password is read from standard input (one line), never from an option."""
+    from pacsnode.web import users
+
+    data = click.get_text_stream("stdin").readline()
+    password = data[:-1] if data.endswith("\n") else data
+    node = open_node(ctx)
+    try:
+        users.add(node, name, institution, role, password)
+    finally:
+        node.close()
+    click.echo(f"user {name} added ({role}, {institution})")
+
+
+@user.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def user_list(ctx: click.Context, as_json: bool) -> None:
+    """List users (never their password hashes)."""
+    from pacsnode.index.web_store import WebStore
+
+    node = open_node(ctx)
+    rows = WebStore(node.index).users()
+    node.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "institution", "role", "created_at", "disabled_at"])

@@ -270,6 +270,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Issue 14 item 6: people who log in to the web side (argon2id password hashes) and their
+        # sessions (only the SHA-256 of the session id is kept, like tokens).
+        "0007_web_users_sessions",
+        """
+        CREATE TABLE web_users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE web_sessions (
+            session_sha256 TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL REFERENCES web_users (name) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+        CREATE INDEX web_sessions_user ON web_sessions (user_name);
+        """,
+    ),
 ]
 
 

@@ -85,6 +85,43 @@ class WebStore:
                 known = conn.execute("SELECT revoked_at FROM web_tokens WHERE name = ?", (name,)).fetchone()
                 raise NotFound(f"no active token named {name!r}" + (" (already revoked)" if known else ""))
 
+    # -- users and sessions --------------------------------------------------------------
+    def add_user(self, name: str, password_hash: str, institution: str, role: str) -> None:
+        with self.index.write() as conn:
+            if conn.execute("SELECT 1 FROM web_users WHERE name = ?", (name,)).fetchone():
+                raise PacsnodeError(f"a user named {name!r} exists")
+            conn.execute("INSERT INTO web_users (name, password_hash, institution, role, created_at) "
+                         "VALUES (?,?,?,?,?)", (name, password_hash, institution, role, utc_now()))
+
+    def user(self, name: str) -> sqlite3.Row | None:
+        rows = self.index.query("SELECT * FROM web_users WHERE name = ? AND disabled_at = ''", (name,))
+        return rows[0] if rows else None
+
+    def users(self) -> list[dict[str, Any]]:
+        return [{"name": r["name"], "institution": r["institution"], "role": r["role"],
+                 "created_at": r["created_at"], "disabled_at": r["disabled_at"]}
+                for r in self.index.query("SELECT * FROM web_users ORDER BY name")]
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        with self.index.write() as conn:
+            conn.execute("UPDATE web_users SET password_hash = ? WHERE name = ?", (password_hash, name))
+
+    def add_session(self, session_sha256: str, user_name: str, expires_at: str) -> None:
+        with self.index.write() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE expires_at < ?", (utc_now(),))
+            conn.execute("INSERT INTO web_sessions (session_sha256, user_name, created_at, expires_at) "
+                         "VALUES (?,?,?,?)", (session_sha256, user_name, utc_now(), expires_at))
+
+    def session_user(self, session_sha256: str) -> sqlite3.Row | None:
+        rows = self.index.query(
+            "SELECT u.* FROM web_sessions s JOIN web_users u ON u.name = s.user_name "
+            "WHERE s.session_sha256 = ? AND s.expires_at > ? AND u.disabled_at = ''", (session_sha256, utc_now()))
+        return rows[0] if rows else None
+
+    def end_session(self, session_sha256: str) -> None:
+        with self.index.write() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE session_sha256 = ?", (session_sha256,))
+
     # -- instances -----------------------------------------------------------------------
     def instances(self, study_uid: str, series_uid: str | None = None,
                   sop_instance_uid: str | None = None) -> list[InstanceRow]:
