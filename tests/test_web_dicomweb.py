@@ -7,6 +7,7 @@ file (bulk data as URIs that resolve), frames equal to the pixel data, WADO-URI.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -192,3 +193,32 @@ def test_every_worker_serves_http_too(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert _listeners(node.web_port) == 2  # the parent and its worker share the port (SO_REUSEPORT)
         assert all(get(node, "/studies", token).status_code == 204 for _ in range(20))
+
+
+def test_rendered_and_thumbnail_use_the_qc_preview_rendering(web_node: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pacsnode.qc.render import render_instance
+
+    node, token, datasets = web_node
+    ct = datasets[0]
+    study, series, sop = _uids(ct)
+    local = tmp_path / "ct.dcm"
+    local.write_bytes(encoded(ct))
+    base = f"/studies/{study}/series/{series}/instances/{sop}"
+    png = get(node, f"{base}/rendered", token, Accept="image/png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    served = Image.open(io.BytesIO(png.content))
+    assert served.tobytes() == render_instance(local).tobytes()
+    windowed = get(node, f"{base}/rendered?window=40,80", token, Accept="image/png")
+    assert Image.open(io.BytesIO(windowed.content)).tobytes() == render_instance(local, window=(40, 80)).tobytes()
+    assert windowed.content != png.content
+    jpeg = get(node, f"{base}/frames/1/rendered", token)
+    assert jpeg.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+    for path in (f"{base}/thumbnail", f"/studies/{study}/thumbnail", f"/studies/{study}/series/{series}/thumbnail"):
+        thumb = get(node, path, token)
+        assert thumb.status_code == 200 and max(Image.open(io.BytesIO(thumb.content)).size) <= 128
+    sr = datasets[-1]
+    assert get(node, "/studies/{}/series/{}/instances/{}/rendered".format(*_uids(sr)), token).status_code == 400
+    assert get(node, f"{base}/rendered?window=40", token).status_code == 400
+    assert get(node, f"{base}/rendered", token, Accept="application/pdf").status_code == 406

@@ -23,7 +23,7 @@ from pacsnode.errors import InvalidQuery, MissingPatientContext, NotPermitted, P
 from pacsnode.index.web_store import InstanceRow, WebStore
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
 from pacsnode.node import Node
-from pacsnode.web import qido, stow, tokens, users, wado
+from pacsnode.web import qido, rendered, stow, tokens, users, wado
 
 LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
@@ -215,6 +215,36 @@ class Web:
         body = (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode("ascii") + value + \
             f"\r\n--{boundary}--\r\n".encode("ascii")
         return Response(body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+
+    def rendered(self, request: Request) -> Response:
+        """``/rendered`` and ``/thumbnail`` of an instance or frame; a study/series thumbnail is its middle image."""
+        caller = self.caller(request)
+        p = request.path_params
+        thumbnail = request.url.path.endswith("/thumbnail")
+        kind = rendered.media_type(request.headers.get("accept", ""))
+        if kind is None:
+            raise HttpError(406, "rendered resources are image/jpeg or image/png")
+        q = request.query_params
+        try:
+            window = rendered.parse_window(q.get("window", ""))
+            viewport = rendered.parse_viewport(q.get("viewport", ""), rendered.THUMBNAIL_SIDE if thumbnail else None)
+            quality = int(q.get("quality", "90")) if q.get("quality", "90").isdigit() else 90
+        except InvalidQuery as exc:
+            raise HttpError(400, str(exc)) from None
+        rows = self.rows(caller, p["study"], p.get("series"), p.get("sop"), action="wado-rendered")
+        images = [r for r in rows if '"7FE00010"' in r.metadata] or rows
+        row = images[(len(images) - 1) // 2]
+        frame = None
+        if "frames" in p:
+            numbers = wado.parse_frame_list(p["frames"], 1 << 20)
+            if not numbers:
+                raise HttpError(404, "no such frame")
+            frame = numbers[0] - 1
+        try:
+            body = rendered.render(self.node.storage.root / row.path, kind, frame, window, viewport, quality)
+        except (rendered.RenderError, IndexError, ValueError) as exc:
+            raise HttpError(400 if not isinstance(exc, IndexError) else 404, f"cannot render: {exc}") from None
+        return Response(body, media_type=kind)
 
     # -- WADO-URI ------------------------------------------------------------------------
     def wado_uri(self, request: Request) -> Response:
@@ -431,6 +461,11 @@ def create_app(node: Node) -> Starlette:
         Route(f"{instance}/metadata", g(web.metadata), methods=["GET"]),
         Route(instance + "/frames/{frames:str}", g(web.frames), methods=["GET"]),
         Route(instance + "/bulkdata/{tag:str}", g(web.bulkdata), methods=["GET"]),
+        Route(f"{instance}/rendered", g(web.rendered), methods=["GET"]),
+        Route(f"{instance}/thumbnail", g(web.rendered), methods=["GET"]),
+        Route(instance + "/frames/{frames:str}/rendered", g(web.rendered), methods=["GET"]),
+        Route(f"{BASE}/studies/{uid}/series/{series}/thumbnail", g(web.rendered), methods=["GET"]),
+        Route(f"{BASE}/studies/{uid}/thumbnail", g(web.rendered), methods=["GET"]),
         Route(BASE + "/{level:str}", g(web.search), methods=["GET"]),
         Route(f"{BASE}/studies/{uid}/{{level:str}}", g(web.search), methods=["GET"]),
         Route(f"{BASE}/studies/{uid}/series/{series}/{{level:str}}", g(web.search), methods=["GET"]),
