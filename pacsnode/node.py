@@ -271,15 +271,20 @@ class Node:
         return found[0], self.index.study_series(study_uid)
 
     # -- query/retrieve ------------------------------------------------------------------
-    def find(self, query: Query, caller: Caller) -> Iterator[dict[str, Any]]:
-        """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find)."""
+    def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find).
+
+        ``page_limit`` (QIDO-RS paging) returns at most that many + 1 matches in order instead
+        of refusing a query with more than ``[query] max_results``.
+        """
         from pacsnode.index import matching
 
         try:
             self.require_permission(caller, "find")
             allowed, denied = self.regional.access(query, caller)
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
-                                         limit=self.config.query.max_results))
+                                         limit=self.config.query.max_results if page_limit is None else page_limit,
+                                         truncate=page_limit is not None))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
             raise

@@ -119,7 +119,7 @@ class Web:
             self._audit(caller, "qido", "refused", reason=str(exc), query=str(request.query_params)[:500])
             raise HttpError(400, str(exc)) from None
         try:
-            matches = list(self.node.find(parsed.query, caller))  # audited by Node.find
+            matches = list(self.node.find(parsed.query, caller, page_limit=parsed.offset + parsed.limit))  # audited
         except MissingPatientContext as exc:
             raise HttpError(400, str(exc)) from None
         except NotPermitted as exc:
