@@ -197,6 +197,25 @@ def test_every_worker_serves_http_too(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert _listeners(node.web_port) == 2  # the parent and its worker share the port (SO_REUSEPORT)
         assert all(get(node, "/studies", token).status_code == 204 for _ in range(20))
+        scraped = get(node, "/../metrics", token).text  # any worker answers for all of them
+        assert _sample(scraped, 'pacsnode_http_requests_total{method="GET",route="search",status="204"}') == 20
+
+
+def _sample(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics:\n{exposition[:3000]}")
+
+
+def test_metrics_need_a_token_and_count_requests_and_stores(web_node: Any) -> None:
+    node, token, datasets = web_node
+    assert get(node, "/../metrics").status_code == 401
+    scraped = get(node, "/../metrics", token)
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert _sample(scraped.text, 'pacsnode_instances_stored_total{result="stored"}') >= len(datasets)
+    assert _sample(scraped.text, "pacsnode_storage_free_bytes") > 0
+    assert _sample(scraped.text, 'pacsnode_http_requests_total{method="POST",route="stow",status="200"}') >= 1
 
 
 def test_rendered_and_thumbnail_use_the_qc_preview_rendering(web_node: Any, tmp_path: Path) -> None:

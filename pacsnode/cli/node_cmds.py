@@ -150,6 +150,9 @@ def _start_web(node: Any, reuse_port: bool) -> Any:
     """DICOMweb beside DIMSE when ``[web] enabled`` (every worker serves HTTP too)."""
     if not node.config.web.enabled:
         return None
+    from pacsnode.web import metrics_dir
+
+    metrics_dir.prepare(node.config.home, clean=not reuse_port or os.environ.get(metrics_dir.ENV) is None)
     from pacsnode.web.server import WebServer
 
     web = WebServer(node, reuse_port=reuse_port)

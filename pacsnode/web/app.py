@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -375,6 +376,14 @@ class Web:
         return response
 
     # -- operations ----------------------------------------------------------------------
+    def metrics(self, request: Request) -> Response:
+        """Prometheus exposition; like every other route it needs a token or a session."""
+        from pacsnode.web import metrics
+
+        self.caller(request)
+        body, content_type = metrics.exposition(self.node)
+        return Response(body, media_type=content_type)
+
     def healthz(self, _request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -447,7 +456,7 @@ def create_app(node: Node) -> Starlette:
     series, sop = "{series:str}", "{sop:str}"
     instance = f"{BASE}/studies/{uid}/series/{series}/instances/{sop}"
     routes = [  # specific paths first: the generic QIDO paths below would match /metadata too
-        Route("/healthz", web.healthz), Route("/readyz", web.readyz),
+        Route("/healthz", web.healthz), Route("/readyz", web.readyz), Route("/metrics", g(web.metrics)),
         Route("/login", web.login_form, methods=["GET"]), Route("/login", g(web.login), methods=["POST"]),
         Route("/logout", web.logout, methods=["POST"]),
         Route("/wado", g(web.wado_uri)), Route(f"{BASE}/wado", g(web.wado_uri)),
@@ -470,4 +479,7 @@ def create_app(node: Node) -> Starlette:
         Route(f"{BASE}/studies/{uid}/{{level:str}}", g(web.search), methods=["GET"]),
         Route(f"{BASE}/studies/{uid}/series/{series}/{{level:str}}", g(web.search), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    from pacsnode.web import metrics
+
+    node.after_store.append(metrics.on_store)
+    return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
