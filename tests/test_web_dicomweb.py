@@ -71,6 +71,20 @@ def test_wado_rs_returns_each_instance_byte_identical_to_what_was_stored(web_nod
         assert uri.status_code == 200 and uri.content == encoded(ds)
 
 
+def test_accept_naming_another_transfer_syntax_is_406_never_silently_other_bytes(web_node: Any) -> None:
+    node, token, datasets = web_node
+    jpeg2000 = datasets[1]
+    study, series, sop = _uids(jpeg2000)
+    stored = str(jpeg2000.file_meta.TransferSyntaxUID)
+    path = f"/studies/{study}/series/{series}/instances/{sop}"
+    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    assert get(node, path, token, Accept=explicit).status_code == 406
+    same = get(node, path, token, Accept=f'multipart/related; type="application/dicom"; transfer-syntax={stored}')
+    assert same.status_code == 200 and list(multipart_parts(same)) == [encoded(jpeg2000)]
+    native = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+    assert get(node, f"{path}/frames/1", token, Accept=native).status_code == 406
+
+
 def test_metadata_equals_pydicom_json_with_bulk_data_as_resolvable_uris(web_node: Any) -> None:
     node, token, datasets = web_node
     web = client(node, token)

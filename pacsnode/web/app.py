@@ -171,6 +171,10 @@ class Web:
         if accept and not wado.accepts(accept, "application/dicom"):
             raise HttpError(406, 'WADO-RS retrieval here answers multipart/related; type="application/dicom"')
         rows = self.rows(caller, p["study"], p.get("series"), p.get("sop"))
+        wanted = wado.requested_syntaxes(accept)
+        if wanted is not None and any(r.transfer_syntax not in wanted for r in rows):
+            raise HttpError(406, "instances are sent in their stored transfer syntax (no transcoding); "
+                                 f"stored: {', '.join(sorted({r.transfer_syntax for r in rows}))}")
         root = self.node.storage.root
         boundary = wado.new_boundary()
         return StreamingResponse(wado.multipart_files([root / r.path for r in rows], boundary),
@@ -196,7 +200,8 @@ class Web:
             raise HttpError(404, f"frame numbers must be 1..{len(runs)}")
         syntax = str(table.get("transfer_syntax", ""))
         media = wado.frame_media_type(syntax)
-        if not wado.accepts(request.headers.get("accept", ""), media):
+        wanted = wado.requested_syntaxes(request.headers.get("accept", ""))
+        if not wado.accepts(request.headers.get("accept", ""), media) or (wanted is not None and syntax not in wanted):
             raise HttpError(406, f"frames of this instance are {media} (transfer syntax {syntax}); "
                                  "pacsnode does not transcode")
         boundary = wado.new_boundary()

@@ -87,6 +87,24 @@ def accepts(accept: str, media_type: str) -> bool:
     return False
 
 
+def requested_syntaxes(accept: str) -> set[str] | None:
+    """Transfer syntaxes an Accept header names (``transfer-syntax=``); None = any (absent or ``*``).
+
+    pacsnode sends the stored bytes and never transcodes, so a request that names only other
+    syntaxes is answered 406 rather than with data in a syntax it did not ask for.
+    """
+    named: set[str] = set()
+    for option in accept.split(","):
+        params = [p.strip() for p in option.split(";")[1:]]
+        found = [p.split("=", 1)[1].strip().strip('"') for p in params if p.lower().startswith("transfer-syntax=")]
+        if not found:
+            return None  # an option without the parameter accepts the stored syntax
+        if "*" in found:
+            return None
+        named.update(found)
+    return named or None
+
+
 def multipart_frames(path: Path, runs: Sequence[Sequence[Sequence[int]]], boundary: str, part_type: str,
                      syntax: str) -> Iterator[bytes]:
     """The asked frames, each one part, read with ``os.pread`` from the stored file."""
