@@ -18,8 +18,7 @@ import pydicom
 import pytest
 from pydicom.encaps import generate_frames
 
-from web_helpers import (SAMPLE_GB18030, client, create_token, encoded, get, held_back, multipart_parts,
-                         served_node)
+from web_helpers import SAMPLE_GB18030, client, create_token, encoded, get, held_back, multipart_parts
 from support import NodeProcess
 
 pytestmark = pytest.mark.web

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import requests

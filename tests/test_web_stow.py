@@ -16,7 +16,7 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-from web_helpers import create_token, encoded, get, multipart_body, served_node
+from web_helpers import create_token, encoded, get, multipart_body
 from support import LOOPBACK, NodeProcess
 
 pytestmark = pytest.mark.web

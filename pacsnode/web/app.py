@@ -30,14 +30,6 @@ LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
 DICOM_JSON = "application/dicom+json; charset=utf-8"
 SESSION_COOKIE = "pacsnode_session"
-MAX_LOGIN_BODY = 8192
-LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>pacsnode</title></head><body>
-<form method="post" action="/login"><h1>pacsnode</h1>
-<label>User <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button type="submit">Log in</button></form></body></html>"""
-
-
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -56,7 +48,6 @@ class Web:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.store = WebStore(node.index)
-        self.throttle = users.Throttle()
 
     # -- who is asking -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -338,48 +329,6 @@ class Web:
         return Response(json.dumps(body).encode("utf-8"), status_code=status, media_type=DICOM_JSON,
                         headers=headers)
 
-    # -- browser login -------------------------------------------------------------------
-    def login_form(self, _request: Request) -> Response:
-        return Response(LOGIN_FORM, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
-
-    async def login(self, request: Request) -> Response:
-        host = request.client.host if request.client else ""
-        origin = request.headers.get("origin", "")
-        if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
-            raise HttpError(403, "login from another origin refused")
-        declared = request.headers.get("content-length", "")
-        if not declared.isdigit() or int(declared) > MAX_LOGIN_BODY:
-            raise HttpError(413, "login form too large or without Content-Length")
-        form = await request.form(max_files=0, max_fields=4)
-        name, password = str(form.get("username", "")), str(form.get("password", ""))
-        return await run_in_threadpool(self._login, name, password, host)
-
-    def _login(self, name: str, password: str, host: str) -> Response:
-        who = name[:64]
-        if self.throttle.blocked(f"user:{who}", f"host:{host}"):
-            self.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
-                                   detail={"reason": "too many failed logins", "host": host})
-            raise HttpError(429, "too many failed logins; try again later")
-        if not users.verify(self.store, name, password):
-            self.throttle.fail(f"user:{who}", f"host:{host}")
-            self.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
-                                   detail={"reason": "wrong user name or password", "host": host})
-            raise HttpError(401, "wrong user name or password")
-        session_id = users.open_session(self.store, name)
-        self.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
-        response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
-        response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
-                            secure=True, httponly=True, samesite="strict")
-        return response
-
-    def logout(self, request: Request) -> Response:
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if cookie:
-            self.store.end_session(users.digest(cookie))
-        response = Response("logged out\n", media_type="text/plain")
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
-
     # -- operations ----------------------------------------------------------------------
     def metrics(self, request: Request) -> Response:
         """Prometheus exposition; like every other route it needs a token or a session."""
@@ -400,10 +349,6 @@ class Web:
         except Exception as exc:
             return PlainTextResponse(f"not ready: {exc}\n", status_code=503)
         return PlainTextResponse("ready\n")
-
-
-_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                 "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'"}
 
 
 def _header_safe(text: str) -> str:
@@ -453,17 +398,21 @@ def _guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
     return run
 
 
+from pacsnode.web.login import Login  # noqa: E402  (it builds on Web and HttpError above)
+
+
 def create_app(node: Node) -> Starlette:
     """The ASGI application serving ``node`` (DICOMweb under ``/dicom-web``)."""
     web = Web(node)
+    login = Login(web)
     g = _guard
     uid = "{study:str}"
     series, sop = "{series:str}", "{sop:str}"
     instance = f"{BASE}/studies/{uid}/series/{series}/instances/{sop}"
     routes = [  # specific paths first: the generic QIDO paths below would match /metadata too
         Route("/healthz", web.healthz), Route("/readyz", web.readyz), Route("/metrics", g(web.metrics)),
-        Route("/login", web.login_form, methods=["GET"]), Route("/login", g(web.login), methods=["POST"]),
-        Route("/logout", web.logout, methods=["POST"]),
+        Route("/login", login.form, methods=["GET"]), Route("/login", g(login.submit), methods=["POST"]),
+        Route("/logout", login.logout, methods=["POST"]),
         Route("/wado", g(web.wado_uri)), Route(f"{BASE}/wado", g(web.wado_uri)),
         Route(f"{BASE}/studies", g(web.stow), methods=["POST"]),
         Route(f"{BASE}/studies/{uid}", g(web.stow), methods=["POST"]),
