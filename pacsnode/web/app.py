@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +32,7 @@ LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
 DICOM_JSON = "application/dicom+json; charset=utf-8"
 SESSION_COOKIE = "pacsnode_session"
+AUTH_AUDIT_INTERVAL = 10.0  # seconds between two audited 401s of one address and reason
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -48,6 +51,8 @@ class Web:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.store = WebStore(node.index)
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
+        self._refusal_lock = threading.Lock()
 
     # -- who is asking -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -72,9 +77,26 @@ class Web:
                 found, name, reason = tokens.caller_for(self.node, presented.strip(), host)
                 if found is not None:
                     return found
-        self.node.audit.record("web-auth", "refused", peer_name="", detail={
-            "reason": reason, "host": host, "method": request.method, "path": request.url.path[:200]})
+        self._audit_unauthenticated(host, reason, request)
         raise HttpError(401, f"authentication required: {reason}")
+
+    def _audit_unauthenticated(self, host: str, reason: str, request: Request) -> None:
+        """Audit a 401 at most once per address and reason per interval, with how many were
+        skipped since: a flood of unauthenticated requests must not become a flood of writes."""
+        key, now = (host, reason.split(" ", 1)[0] if reason.startswith("token ") else reason), time.monotonic()
+        with self._refusal_lock:
+            last, skipped = self._refusals.get(key, (-AUTH_AUDIT_INTERVAL, 0))
+            if now - last < AUTH_AUDIT_INTERVAL:
+                self._refusals[key] = (last, skipped + 1)
+                return
+            if len(self._refusals) > 10_000:  # many addresses: forget the old ones
+                self._refusals.clear()
+            self._refusals[key] = (now, 0)
+        detail: dict[str, Any] = {"reason": reason, "host": host, "method": request.method,
+                                  "path": request.url.path[:200]}
+        if skipped:
+            detail["similar_refusals_not_audited"] = skipped
+        self.node.audit.record("web-auth", "refused", peer_name="", detail=detail)
 
     def base_url(self, request: Request) -> str:
         """Where this service is, as the client addressed it (for RetrieveURL and BulkDataURI).
