@@ -252,7 +252,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         # bits, so a fast hash is enough and a stolen index yields no usable token), and per
         # instance the DICOM JSON metadata and frame offsets built at ingest, in the same
         # transaction as the instance row, so that /metadata and /frames read no file headers.
-        "0006_web_tokens_instance_metadata",
+        "0010_web_tokens_instance_metadata",
         """
         CREATE TABLE web_tokens (
             name TEXT PRIMARY KEY,
@@ -273,7 +273,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         # Issue 14 item 6: people who log in to the web side (argon2id password hashes) and their
         # sessions (only the SHA-256 of the session id is kept, like tokens).
-        "0007_web_users_sessions",
+        "0011_web_users_sessions",
         """
         CREATE TABLE web_users (
             name TEXT PRIMARY KEY,

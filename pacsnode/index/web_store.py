@@ -44,7 +44,7 @@ class InstanceRow:
     transfer_syntax: str
     path: str
     size: int
-    metadata: str  # DICOM JSON of the instance, "" when it predates migration 0006
+    metadata: str  # DICOM JSON of the instance, "" when it predates migration 0010
     frames: str  # JSON frame table, "" when none
 
 
@@ -141,7 +141,7 @@ class WebStore:
         return [InstanceRow(*tuple(r)) for r in self.index.query(sql, params)]
 
     def save_metadata(self, sop_instance_uid: str, metadata: str, frames: str) -> None:
-        """Fill in the metadata of an instance indexed before migration 0006 (built once, then kept)."""
+        """Fill in the metadata of an instance indexed before migration 0010 (built once, then kept)."""
         with self.index.write() as conn:
             conn.execute("INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, metadata, frames) "
                          "VALUES (?,?,?)", (sop_instance_uid, metadata, frames))
