@@ -131,7 +131,7 @@ class SqliteIndex:
         return int(self.query("SELECT COALESCE(SUM(size), 0) FROM instances")[0][0])
 
     def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                        policy: DuplicatePolicy,
+                        policy: DuplicatePolicy, *,
                         web_metadata: tuple[str, str] | None = None) -> tuple[StoreResult, str | None]:
         """Index one placed file; returns only once the transaction holding it has committed.
 
