@@ -115,6 +115,28 @@ def test_hidden_study_equals_absent_for_another_institution(access_node: Any) ->
     assert any(e["action"] == "find" and "studies_withheld" in json.dumps(e) for e in events)
 
 
+def test_token_for_a_peer_takes_its_institution_and_no_more_than_its_permissions(access_node: Any) -> None:
+    node, study, _ = access_node
+    added = node.cli("peer", "add", "county", "--aet", "CTY_PACS", "--host", "127.0.0.1", "--port", "104",
+                     "--institution", "CTY001", "--permissions", "find")
+    assert added.returncode == 0, added.explain()
+    mismatch = node.cli("token", "create", "bad", "--peer", "county", "--institution", "PVT001")
+    assert mismatch.returncode != 0 and "differs" in mismatch.stderr
+    token = create_token_for_peer(node, "county-token", "county")
+    assert get(node, "/studies?" + "&".join(f"{k}={v}" for k, v in WANG.items()), token).status_code in (200, 204)
+    assert get(node, f"/studies/{study}", token).status_code == 404  # the peer may find, not get
+    events = [e for e in _audit(node) if e["peer_name"] == "county"]
+    assert any(e["action"] == "get" and e["outcome"] == "refused" and "not permitted" in e["detail"] for e in events)
+    assert node.cli("peer", "remove", "county").returncode == 0
+    assert get(node, "/studies", token).status_code == 401  # a removed peer's tokens act for nobody
+
+
+def create_token_for_peer(node: NodeProcess, name: str, peer: str) -> str:
+    result = node.cli("token", "create", name, "--peer", peer)
+    assert result.returncode == 0, result.explain()
+    return result.stdout.strip().splitlines()[-1]
+
+
 def test_token_without_store_permission_cannot_stow(access_node: Any) -> None:
     import requests
 

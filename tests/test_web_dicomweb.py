@@ -169,6 +169,9 @@ def test_qido_includefield_limit_offset_and_refused_fuzzymatching(web_node: Any)
     assert "00080080" in one_field
     fuzzy = get(node, "/studies?PatientName=wang&fuzzymatching=true", token)
     assert fuzzy.status_code == 400 and "fuzzymatching" in fuzzy.json()["error"]
+    assert get(node, "/studies?" + "&".join(f"PatientID=P{i}" for i in range(101)), token).status_code == 400
+    assert get(node, "/studies?PatientID=" + "9" * 5000, token).status_code == 400
+    assert get(node, "/studies?NotAnAttribute=1", token).status_code == 400
 
 
 def _bulk_uris(value: Any) -> list[str]:

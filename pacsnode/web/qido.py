@@ -30,6 +30,8 @@ DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
     Level.IMAGE: ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "NumberOfFrames", "SeriesInstanceUID",
                   "StudyInstanceUID"),
 }
+MAX_PARAMS = 100  # a QIDO query is a handful of keys; thousands are an attack on the parser
+MAX_VALUE = 4096
 CONTROL_PARAMS = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
 _NUMERIC = frozenset({"US", "UL", "SS", "SL", "FL", "FD", "IS", "DS", "UV", "SV"})
 
@@ -77,6 +79,9 @@ def parse(params: Iterable[tuple[str, str]], level: Level, fixed: Mapping[str, s
     items: dict[str, dict[str, str]] = {}
     include: list[str] = []
     limit, offset = max_results, 0
+    params = list(params)
+    if len(params) > MAX_PARAMS or any(len(v) > MAX_VALUE for _n, v in params):
+        raise InvalidQuery(f"at most {MAX_PARAMS} query parameters of at most {MAX_VALUE} characters each")
     for name, value in params:
         if name == "fuzzymatching":
             if value.lower() == "true":
