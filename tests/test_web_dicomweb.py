@@ -191,6 +191,20 @@ def _with_uris_replaced(value: Any) -> Any:
     return value
 
 
+def test_health_and_readiness_answer_without_a_token_and_wado_uri_checks_its_parameters(web_node: Any) -> None:
+    node, token, datasets = web_node
+    assert get(node, "/../healthz").text == "ok\n"
+    assert get(node, "/../readyz").status_code == 200
+    study, series, sop = _uids(datasets[0])
+    assert get(node, f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}").status_code == 401
+    assert get(node, f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}", token).status_code == 400
+    assert get(node, f"/wado?studyUID={study}&seriesUID={series}&objectUID={sop}", token).status_code == 400
+    wrong_series = f"/wado?requestType=WADO&studyUID={study}&seriesUID=1.2.3&objectUID={sop}"
+    assert get(node, wrong_series, token).status_code == 404
+    jpeg = f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=image/jpeg"
+    assert get(node, jpeg, token).status_code == 406
+
+
 def _listeners(port: int) -> int:
     """How many sockets listen on ``port`` (IPv4), from /proc/net/tcp."""
     count = 0

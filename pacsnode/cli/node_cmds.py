@@ -157,6 +157,9 @@ def _start_web(node: Any, reuse_port: bool) -> Any:
 
     web = WebServer(node, reuse_port=reuse_port)
     web.start()
+    if node.config.web.host not in ("127.0.0.1", "::1", "localhost") and not reuse_port:
+        click.echo(f"Warning: DICOMweb listens on {node.config.web.host} in plain HTTP; tokens and cookies "
+                   "cross the network in clear unless a TLS proxy is in front", err=True)
     return web
 
 
