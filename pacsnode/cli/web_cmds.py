@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from pacsnode.cli.app import main, open_node, print_json, print_table
+from pacsnode.cli.app import main, open_node
+from pacsnode.cli.output import print_json, print_table
 
 
 @main.group()
@@ -51,7 +52,12 @@ def token_create(ctx: click.Context, name: str, institution: str, peer_name: str
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def token_list(ctx: click.Context, as_json: bool) -> None:
-    """List tokens (never the tokens themselves)."""
+    """List tokens (never the tokens themselves).
+
+    \b
+    Example:
+      pacsnode token list --json
+    """
     from pacsnode.web import tokens
 
     node = open_node(ctx)
@@ -69,7 +75,12 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str) -> None:
-    """Revoke a token: the next request that shows it gets 401."""
+    """Revoke a token: the next request that shows it gets 401.
+
+    \b
+    Example:
+      pacsnode token revoke ohif
+    """
     from pacsnode.web import tokens
 
     node = open_node(ctx)
@@ -97,7 +108,12 @@ def user() -> None:
               help="admin may also STOW; physician and viewer read.")
 @click.pass_context
 def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None:
-    """Create a user; the password is read from standard input (one line), never from an option."""
+    """Create a user; the password is read from standard input (one line), never from an option.
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | pacsnode user add dr-li --institution PRV001 --role physician
+    """
     from pacsnode.web import users
 
     data = click.get_text_stream("stdin").readline()
@@ -114,7 +130,12 @@ def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def user_list(ctx: click.Context, as_json: bool) -> None:
-    """List users (never their password hashes)."""
+    """List users (never their password hashes).
+
+    \b
+    Example:
+      pacsnode user list --json
+    """
     from pacsnode.index.web_store import WebStore
 
     node = open_node(ctx)
