@@ -76,12 +76,27 @@ def test_accept_naming_another_transfer_syntax_is_406_never_silently_other_bytes
     study, series, sop = _uids(jpeg2000)
     stored = str(jpeg2000.file_meta.TransferSyntaxUID)
     path = f"/studies/{study}/series/{series}/instances/{sop}"
-    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
-    assert get(node, path, token, Accept=explicit).status_code == 406
+    jpeg_baseline = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    assert get(node, path, token, Accept=jpeg_baseline).status_code == 406
     same = get(node, path, token, Accept=f'multipart/related; type="application/dicom"; transfer-syntax={stored}')
     assert same.status_code == 200 and list(multipart_parts(same)) == [encoded(jpeg2000)]
     native = 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
     assert get(node, f"{path}/frames/1", token, Accept=native).status_code == 406
+
+
+def test_explicit_little_endian_asked_for_transcodes_encapsulated_instances(web_node: Any) -> None:
+    node, token, datasets = web_node
+    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    for ds in datasets[1:3]:  # JPEG 2000 and RLE
+        study, series, sop = _uids(ds)
+        response = get(node, f"/studies/{study}/series/{series}/instances/{sop}", token, Accept=explicit)
+        assert response.status_code == 200
+        (part,) = multipart_parts(response)
+        received = pydicom.dcmread(pydicom.filebase.DicomBytesIO(part))
+        assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        original = pydicom.dcmread(pydicom.filebase.DicomBytesIO(encoded(ds)))
+        assert (received.pixel_array == original.pixel_array).all()
+        assert received.SOPInstanceUID == ds.SOPInstanceUID
 
 
 def test_metadata_equals_pydicom_json_with_bulk_data_as_resolvable_uris(web_node: Any) -> None:

@@ -185,12 +185,14 @@ class Web:
             raise HttpError(406, 'WADO-RS retrieval here answers multipart/related; type="application/dicom"')
         rows = self.rows(caller, p["study"], p.get("series"), p.get("sop"))
         wanted = wado.requested_syntaxes(accept)
-        if wanted is not None and any(r.transfer_syntax not in wanted for r in rows):
-            raise HttpError(406, "instances are sent in their stored transfer syntax (no transcoding); "
-                                 f"stored: {', '.join(sorted({r.transfer_syntax for r in rows}))}")
+        transcode = [wanted is not None and r.transfer_syntax not in wanted for r in rows]
+        if any(transcode) and (wado.EXPLICIT_LE not in (wanted or ())
+                               or not all(wado.can_transcode(r.transfer_syntax) for r, t in zip(rows, transcode) if t)):
+            raise HttpError(406, "instances go in their stored transfer syntax or as Explicit VR Little Endian "
+                                 f"({wado.EXPLICIT_LE}); stored: {', '.join(sorted({r.transfer_syntax for r in rows}))}")
         root = self.node.storage.root
         boundary = wado.new_boundary()
-        return StreamingResponse(wado.multipart_files([root / r.path for r in rows], boundary),
+        return StreamingResponse(wado.multipart_files([root / r.path for r in rows], boundary, transcode=transcode),
                                  media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
 
     def metadata(self, request: Request) -> Response:

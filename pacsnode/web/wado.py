@@ -34,15 +34,51 @@ def new_boundary() -> str:
     return "pacsnode-" + secrets.token_hex(12)
 
 
-def multipart_files(paths: Sequence[Path], boundary: str, part_type: str = "application/dicom") -> Iterator[bytes]:
-    """One part per file, streamed in chunks."""
-    for path in paths:
-        yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode("ascii")
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def multipart_files(paths: Sequence[Path], boundary: str, part_type: str = "application/dicom",
+                    transcode: Sequence[bool] = ()) -> Iterator[bytes]:
+    """One part per file, streamed in chunks; files flagged in ``transcode`` go as Explicit VR LE."""
+    for number, path in enumerate(paths):
+        if number < len(transcode) and transcode[number]:
+            yield (f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={EXPLICIT_LE}\r\n\r\n"
+                   ).encode("ascii")
+            yield to_explicit_le(path)
+        else:
+            yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode("ascii")
+            with open(path, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield chunk
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def can_transcode(syntax: str) -> bool:
+    """Whether an instance stored in ``syntax`` can be sent as Explicit VR Little Endian here."""
+    if syntax in NATIVE_SYNTAXES:
+        return syntax != "1.2.840.10008.1.2.1.99"  # deflated: not worth a second code path
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def to_explicit_le(path: Path) -> bytes:
+    """The instance decoded (when encapsulated) and written as Explicit VR Little Endian, in memory."""
+    import io
+
+    from pydicom import dcmread
+
+    dataset = dcmread(str(path))
+    if dataset.file_meta.TransferSyntaxUID.is_compressed:
+        dataset.decompress(generate_instance_uid=False)  # decoding adds no loss: the same instance
+    dataset.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    out = io.BytesIO()
+    dataset.save_as(out, implicit_vr=False, little_endian=True)
+    return out.getvalue()
 
 
 def metadata_json(store: WebStore, rows: Iterable[InstanceRow], storage_root: Path, base_url: str) -> bytes:
@@ -90,8 +126,9 @@ def accepts(accept: str, media_type: str) -> bool:
 def requested_syntaxes(accept: str) -> set[str] | None:
     """Transfer syntaxes an Accept header names (``transfer-syntax=``); None = any (absent or ``*``).
 
-    pacsnode sends the stored bytes and never transcodes, so a request that names only other
-    syntaxes is answered 406 rather than with data in a syntax it did not ask for.
+    The stored bytes go out whenever their syntax is acceptable; instances may be transcoded to
+    Explicit VR Little Endian when that is asked for; anything else is 406, never data in a
+    syntax the client did not ask for.
     """
     named: set[str] = set()
     for option in accept.split(","):
