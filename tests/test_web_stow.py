@@ -8,6 +8,7 @@ study than the URL names, a 2 GB Content-Length, a chunked body over the limit.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import time
 from typing import Any, Iterator
 
@@ -134,3 +135,16 @@ def test_huge_declared_length_is_refused_unread_and_the_server_goes_on(stow_node
     fresh = _ct()
     fresh.SOPInstanceUID = fresh.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.10.1078.77.3"
     assert _post(node, token, multipart_body([("application/dicom", encoded(fresh))])).status_code == 200
+
+
+def test_a_full_quota_fails_the_part_with_out_of_resources(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "home", institution="PRV001")
+    node.init()
+    node.enable_web()
+    node.configure("store", "quota_bytes", 1000)  # smaller than any instance
+    with node:
+        token = create_token(node, "writer", "PRV001", "find,get,store")
+        response = _post(node, token, multipart_body([("application/dicom", encoded(_ct()))]))
+        assert response.status_code == 409 and _failures(response) == [(CT_SMALL, 0xA700)]
+        assert _stored_instances(node) == 0
+        _assert_nothing_left(node)
