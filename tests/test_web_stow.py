@@ -148,3 +148,20 @@ def test_a_full_quota_fails_the_part_with_out_of_resources(tmp_path: Path) -> No
         assert response.status_code == 409 and _failures(response) == [(CT_SMALL, 0xA700)]
         assert _stored_instances(node) == 0
         _assert_nothing_left(node)
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_nothing(stow_node: Any) -> None:
+    node, token = stow_node
+    before = _stored_instances(node)
+    body = multipart_body([("application/dicom", encoded(_ct()))])
+    with socket.create_connection((LOOPBACK, node.web_port), timeout=10) as conn:
+        conn.sendall((f"POST /dicom-web/studies HTTP/1.1\r\nHost: {LOOPBACK}\r\nAuthorization: Bearer {token}\r\n"
+                      'Content-Type: multipart/related; type="application/dicom"; boundary=TESTBOUNDARY\r\n'
+                      f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:len(body) // 2])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while any((node.home / "tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _stored_instances(node) == before
+    _assert_nothing_left(node)
+    assert get(node, "/../healthz").status_code == 200
