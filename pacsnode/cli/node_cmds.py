@@ -20,6 +20,7 @@ from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_p
 from pacsnode.defaults import RULE_FILES, default_text
 from pacsnode.errors import ConfigError, HomeError
 from pacsnode.model import Caller
+from pacsnode.web.ohif_install import study_path
 
 
 @main.command()
@@ -205,7 +206,7 @@ def studies(ctx: click.Context, patient_id: str | None, as_json: bool) -> None:
       pacsnode studies --patient-id P0001 --json
     """
     node = open_node(ctx)
-    rows = [asdict(s) for s in node.studies(patient_id=patient_id)]
+    rows = [{**asdict(s), "viewer_url": study_path(s.study_uid)} for s in node.studies(patient_id=patient_id)]
     node.close()
     if as_json:
         print_json(rows)
@@ -240,12 +241,18 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     node.close()
     data: dict[str, Any] = asdict(summary)
     data["series"] = series
+    data["viewer_url"] = study_path(summary.study_uid)
+    web = node.config.web
     if as_json:
         print_json(data)
         return
     keys = ("study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date", "study_time",
             "accession_number", "study_description", "institution_name", "modalities")
     print_fields([(key, data[key]) for key in keys])
+    if web.enabled:
+        click.echo(f"viewer {safe(f'http://{web.host}:{web.port}' + data['viewer_url'])}")
+    else:
+        click.echo(f"viewer {safe(data['viewer_url'])} (served when [web] enabled = true)")
     for item in series:
         click.echo(f"series {safe(item['series_number'])} {safe(item['modality'])} "
                    f"'{safe(item['series_description'])}' {safe(item['series_uid'])} ({item['instance_count']} instances)")

@@ -457,7 +457,8 @@ def create_app(node: Node) -> Starlette:
         Route(f"{BASE}/studies/{uid}/{{level:str}}", g(web.search), methods=["GET"]),
         Route(f"{BASE}/studies/{uid}/series/{series}/{{level:str}}", g(web.search), methods=["GET"]),
     ]
-    from pacsnode.web import metrics
+    from pacsnode.web import metrics, viewer
 
+    routes += viewer.routes(web)  # OHIF at /viewer/ (issue 14 item 7)
     node.after_store.append(metrics.on_store)
     return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
