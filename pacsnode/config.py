@@ -330,7 +330,7 @@ def load_config(home: Path) -> NodeConfig:
     return validate_home_paths(parse_config(data, home, source=str(path)), str(path))
 
 
-def render_config(aet: str, host: str, port: int, institution: str) -> str:
+def render_config(aet: str, host: str, port: int, institution: str, web_enabled: bool = False) -> str:
     """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
     return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
 # Every command refuses an unknown section or key and a value out of range, naming the nearest
@@ -380,7 +380,7 @@ require_client_certificate = false  # mutual authentication: peers must present 
 verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
 
 [web]
-enabled = false             # true: `serve` also answers DICOMweb (QIDO/WADO/STOW-RS) at http://HOST:PORT/dicom-web
+enabled = {"true" if web_enabled else "false"}             # true: `serve` also answers DICOMweb (QIDO/WADO/STOW-RS) at http://HOST:PORT/dicom-web
 host = "127.0.0.1"          # HTTP listening address (plain HTTP: keep it on loopback or behind a TLS proxy)
 port = 8042
 max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Length is refused (413) unread

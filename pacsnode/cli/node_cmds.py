@@ -29,8 +29,9 @@ from pacsnode.web.ohif_install import study_path
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listening address (set the LAN address in production).")
 @click.option("--institution", default="", help="Code of the hospital this node belongs to (as in recognition.toml).")
 @click.option("--force", is_flag=True, help="Overwrite the configuration of an existing home (data is kept).")
+@click.option("--web", is_flag=True, help="Also serve DICOMweb and the viewer ([web] enabled = true, 127.0.0.1:8042).")
 @click.pass_context
-def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool) -> None:
+def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool, web: bool) -> None:
     """Create a node home: pacsnode.toml, the rule files, the index and the storage folder.
 
     \b
@@ -44,7 +45,7 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
     validate_port(port, "--port")
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)  # patient data: only the node's own user (a folder made before init included)
-    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
+    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution, web_enabled=web), encoding="utf-8")
     for name in RULE_FILES:  # the shipped rules (package data), so an installed wheel has them too
         if force or not (home / name).exists():
             (home / name).write_text(default_text(name), encoding="utf-8")
