@@ -9,6 +9,7 @@ screenshot is still saved for reviewers (its path is printed).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -85,8 +86,9 @@ def test_viewer_is_only_served_after_login(viewer_node: NodeProcess) -> None:
     assert asset.status_code == 401 and "dicom-web" not in asset.text
     forged = requests.get(f"{base}/viewer/app-config.js", cookies={"pacsnode_session": "forged"}, timeout=30)
     assert forged.status_code == 401
-    audit = viewer_node.cli("audit", "--json", "--limit", "1000")
-    assert '"web-viewer"' in audit.stdout and "no session" in audit.stdout
+    audit = json.loads(viewer_node.cli("audit", "--json", "--limit", "1000").stdout)
+    refused = [e for e in audit if e["action"] == "web-auth" and e["outcome"] == "refused"]
+    assert any("viewer without a valid session" in json.dumps(e["detail"], ensure_ascii=False) for e in refused)
 
 
 def test_viewer_files_never_leave_the_build(viewer_node: NodeProcess) -> None:

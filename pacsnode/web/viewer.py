@@ -95,9 +95,9 @@ class Viewer:
     def serve(self, request: Request) -> Response:
         path = request.path_params.get("path", "")
         if not self._logged_in(request):
-            self.web.node.audit.record("web-viewer", "refused", detail={
-                "reason": "no session", "path": request.url.path[:200],
-                "host": request.client.host if request.client else ""})
+            # audited like every 401 of the web side: once per address and reason per interval
+            self.web._audit_unauthenticated(request.client.host if request.client else "",
+                                            "viewer without a valid session", request)
             if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
                 return RedirectResponse("/login", status_code=303, headers={"Cache-Control": "no-store"})
             return Response("login required\n", status_code=401, media_type="text/plain")
