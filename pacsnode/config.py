@@ -91,6 +91,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """How ``serve`` writes its log: human lines, or one JSON object per line for collectors."""
+
+    format: str = "text"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``pacsnode.toml`` says about one node."""
 
@@ -109,6 +116,7 @@ class NodeConfig:
     qc: QcSettings = field(default_factory=QcSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -235,6 +243,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_body_bytes": Key(int, 1_073_741_824, 1024, 64 * 1_073_741_824),
         "max_results": Key(int, 1000, 1, 1_000_000),
     },
+    "log": {  # serve's log lines: "text" for people, "json" (one object per line) for log collectors
+        "format": Key(str, "text", choices=("text", "json")),
+    },
 }
 
 
@@ -297,6 +308,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         qc=QcSettings(**section_values(data, "qc", source)),
         tls=_tls(section_values(data, "tls", source), home, source),
         web=WebSettings(**section_values(data, "web", source)),
+        log=LogSettings(**section_values(data, "log", source)),
     )
 
 
@@ -385,6 +397,9 @@ host = "127.0.0.1"          # HTTP listening address (plain HTTP: keep it on loo
 port = 8042
 max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Length is refused (413) unread
 max_results = 1000          # QIDO-RS answers at most this many matches per request
+
+[log]
+format = "text"             # serve's log: "text", or "json" (one JSON object per line, for log collectors)
 """
 
 

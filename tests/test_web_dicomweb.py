@@ -236,7 +236,7 @@ def test_every_worker_serves_http_too(tmp_path: Path) -> None:
     node.enable_web()
     node.configure("network", "workers", 2)
     with node:
-        token = create_token(node, "w", "PRV001")
+        token = create_token(node, "w", "PRV001", "find,get,metrics")
         deadline = time.monotonic() + 20
         while _listeners(node.web_port) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -256,7 +256,8 @@ def _sample(exposition: str, name: str) -> float:
 def test_metrics_need_a_token_and_count_requests_and_stores(web_node: Any) -> None:
     node, token, datasets = web_node
     assert get(node, "/../metrics").status_code == 401
-    scraped = get(node, "/../metrics", token)
+    assert get(node, "/../metrics", token).status_code == 403  # find/get/store is not enough
+    scraped = get(node, "/../metrics", create_token(node, "scraper", "PRV001", "metrics"))
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
     assert _sample(scraped.text, 'pacsnode_instances_stored_total{result="stored"}') >= len(datasets)
     assert _sample(scraped.text, "pacsnode_storage_free_bytes") > 0

@@ -88,6 +88,9 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     worker = worker_of is not None
     config = load_config(home_of(ctx))
+    from pacsnode import logformat
+
+    logformat.configure(level, config.log.format)  # [log] format = "json": one JSON object per line
     if aet is not None:
         validate_aet(aet, "--aet")
     config = config.with_overrides(port=port, aet=aet, host=host)
@@ -119,11 +122,10 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     if not worker:
-        click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
-                   + (f", {count} workers" if count > 1 else "") + ")", err=True)
+        logformat.status(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
+                         + (f", {count} workers" if count > 1 else "") + ")", config.log.format)
         if web is not None:
-            click.echo(f"DICOMweb on http://{config.web.host}:{web.port}/dicom-web", err=True)
-        sys.stderr.flush()
+            logformat.status(f"DICOMweb on http://{config.web.host}:{web.port}/dicom-web", config.log.format)
     while not stop.wait(0.5):
         if children and any(child.poll() is not None for child in children):
             logging.getLogger(__name__).error("a worker process exited; stopping")
@@ -131,7 +133,7 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
         if worker and os.getppid() != worker_of:  # the serving parent died (even by SIGKILL): stop too
             break
     if not worker:
-        click.echo("shutting down", err=True)
+        logformat.status("shutting down", config.log.format)
     if watcher is not None:
         watcher.stop()
     for child in children:

@@ -355,10 +355,17 @@ class Web:
 
     # -- operations ----------------------------------------------------------------------
     def metrics(self, request: Request) -> Response:
-        """Prometheus exposition; like every other route it needs a token or a session."""
+        """Prometheus exposition: a token with the ``metrics`` permission or an admin's session.
+
+        Counts and latencies tell an outsider how busy the node is and which rules refuse whom,
+        so a physician's session or a find/get token is not enough (403, audited).
+        """
         from pacsnode.web import metrics
 
-        self.caller(request)
+        caller = self.caller(request)
+        if caller.peer is None or "metrics" not in caller.peer.permissions:
+            self._audit(caller, "metrics", "refused", reason="needs the metrics permission (admin)")
+            raise HttpError(403, "/metrics needs a token with the metrics permission or an admin session")
         body, content_type = metrics.exposition(self.node)
         return Response(body, media_type=content_type)
 
@@ -460,5 +467,8 @@ def create_app(node: Node) -> Starlette:
     from pacsnode.web import metrics, viewer
 
     routes += viewer.routes(web)  # OHIF at /viewer/ (issue 14 item 7)
+    from pacsnode.web import node_metrics
+
+    node_metrics.install(node)  # DIMSE and service metrics through Node.observers
     node.after_store.append(metrics.on_store)
     return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])

@@ -59,6 +59,9 @@ def exposition(node: Any) -> tuple[bytes, str]:
         registry = REGISTRY  # type: ignore[assignment]
     extra = CollectorRegistry()
     extra.register(NodeCollector(node))  # type: ignore[arg-type]
+    from pacsnode.web.node_metrics import QcCollector
+
+    extra.register(QcCollector(node))  # type: ignore[arg-type]
     return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST
 
 

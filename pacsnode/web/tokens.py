@@ -19,7 +19,7 @@ from pacsnode.node import Node
 
 TOKEN_PREFIX = "pn_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-PERMISSIONS = frozenset({"find", "get", "store"})
+PERMISSIONS = frozenset({"find", "get", "store", "metrics"})  # metrics: read /metrics (operations)
 TOKEN_PATTERN = re.compile(r"^pn_[A-Za-z0-9_-]{43}$")
 
 

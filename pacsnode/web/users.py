@@ -25,7 +25,7 @@ from pacsnode.node import Node
 from pacsnode.web.tokens import NAME_PATTERN
 
 ROLES: dict[str, frozenset[str]] = {  # what each role may do over DICOMweb
-    "admin": frozenset({"find", "get", "store"}),
+    "admin": frozenset({"find", "get", "store", "metrics"}),
     "physician": frozenset({"find", "get"}),
     "viewer": frozenset({"find", "get"}),
 }
