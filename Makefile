@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACSNODE_HOME ?= pacsnode-data
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test venv dcmtk orthanc peers fonts viewer browser bench bench-quick samples clean
+.PHONY: run test venv dcmtk orthanc peers fonts viewer browser bench bench-quick bench-web samples clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -61,6 +61,10 @@ bench: venv peers
 
 bench-quick: venv peers
 	$(BIN)/python -m bench --quick
+
+# DICOMweb targets of issue 14 against Orthanc + orthanc-dicomweb (same run, same data); --quick for a short run.
+bench-web: venv peers
+	$(BIN)/python -m bench.web
 
 clean:
 	rm -rf $(VENV) .pytest_cache
