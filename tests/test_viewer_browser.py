@@ -126,11 +126,10 @@ def test_ohif_logs_in_lists_and_renders_the_ct_study(viewer_node: NodeProcess) -
             page.fill("input[name=username]", USER)
             page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")
-            page.wait_for_load_state()
+            page.wait_for_url(f"{base}/viewer/**")  # the form sends a person on to the viewer
             cookie = next(c for c in page.context.cookies() if c["name"] == "pacsnode_session")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["secure"]
-
-            page.goto(f"{base}/viewer/")  # OHIF's study list, filled by QIDO-RS with the session cookie
+            # OHIF's study list, filled by QIDO-RS with the session cookie
             name = page.get_by_text("王, 小明").first
             name.wait_for(timeout=30_000)
             shown = name.evaluate("e => e.textContent")

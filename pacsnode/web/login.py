@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from pacsnode.web import users
 from pacsnode.web.app import SESSION_COOKIE, HttpError
@@ -50,9 +50,10 @@ class Login:
             raise HttpError(413, "login form too large or without Content-Length")
         form = await request.form(max_files=0, max_fields=4)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
-        return await run_in_threadpool(self._login, name, password, host)
+        browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
+        return await run_in_threadpool(self._login, name, password, host, browser)
 
-    def _login(self, name: str, password: str, host: str) -> Response:
+    def _login(self, name: str, password: str, host: str, browser: bool = False) -> Response:
         who = name[:64]
         if self.throttle.blocked(f"user:{who}", f"host:{host}"):
             self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
@@ -65,7 +66,9 @@ class Login:
             raise HttpError(401, "wrong user name or password")
         session_id = users.open_session(self.web.store, name)
         self.web.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
-        response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
+        response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
+        if browser:  # a person at the form goes on to the viewer; always this fixed local path (no open redirect)
+            response = RedirectResponse("/viewer/", status_code=303, headers=_PAGE_HEADERS)
         response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
                             secure=True, httponly=True, samesite="strict")
         return response
