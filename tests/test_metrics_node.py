@@ -120,3 +120,19 @@ def test_json_log_lines_are_one_object_each(node: NodeProcess) -> None:
     for line in lines:
         entry = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(entry), line
+
+
+def test_dimse_metrics_are_summed_over_workers(tmp_path: Path) -> None:
+    served = NodeProcess(tmp_path / "home", institution="PRV001")
+    served.init()
+    served.enable_web()
+    served.configure("network", "workers", 2)
+    files = sorted((SAMPLE_DIR / "PRV001" / "P0002").rglob("*.dcm"))
+    with served:
+        for path in files:  # ten associations: the kernel spreads them over both processes
+            assert served.store([path]).returncode == 0
+        token = _token(served, "scraper", "metrics")
+        for _ in range(4):  # whichever process answers, it answers for all of them
+            samples = _samples(_scrape(served, token).text)
+            assert samples['pacsnode_store_total{status="stored"}'] == len(files)
+            assert samples['pacsnode_dimse_associations_total{caller="nobody"}'] >= len(files)
