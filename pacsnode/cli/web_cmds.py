@@ -136,10 +136,10 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       pacsnode user list --json
     """
-    from pacsnode.index.web_store import WebStore
+    from pacsnode.web import users
 
     node = open_node(ctx)
-    rows = WebStore(node.index).users()
+    rows = users.listing(node)
     node.close()
     if as_json:
         print_json(rows)

@@ -130,6 +130,14 @@ class SqliteIndex:
     def used_bytes(self) -> int:
         return int(self.query("SELECT COALESCE(SUM(size), 0) FROM instances")[0][0])
 
+    def study_count(self) -> int:
+        """How many studies the index holds (the ``pacsnode_studies`` metric)."""
+        return int(self.query("SELECT COUNT(*) FROM studies")[0][0])
+
+    def check_readable(self) -> None:
+        """Raise (sqlite3.Error) unless the index answers a read of its migrations (readiness probe)."""
+        self.query("SELECT 1 FROM migrations LIMIT 1")
+
     def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
                         policy: DuplicatePolicy, *,
                         web_metadata: tuple[str, str] | None = None) -> tuple[StoreResult, str | None]:
@@ -458,47 +466,16 @@ class SqliteIndex:
         conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
         conn.execute("DELETE FROM studies WHERE instance_count = 0")
 
-    # -- backup --------------------------------------------------------------------------
+    # -- backup (the SQL is in ``index/snapshot.py``) ---------------------------------------
     @staticmethod
     def forget_files_in_copy(path: Path, relative_paths: list[str]) -> dict[str, int]:
-        """In a backup copy of the index: drop the rows of files that could not be copied.
+        """See :func:`pacsnode.index.snapshot.forget_files_in_copy`."""
+        from pacsnode.index import snapshot
 
-        Keeps the copy consistent with the files next to it (a restore then checks clean).
-        Returns the copy's new counts of patients, studies, series and instances.
-        """
-        copy = SqliteIndex(path)
-        try:
-            pks = [int(r[0]) for start in range(0, len(relative_paths), 500)
-                   for r in copy.query(f"SELECT pk FROM instances WHERE path IN "
-                                       f"({','.join('?' * len(relative_paths[start:start + 500]))})",
-                                       tuple(relative_paths[start:start + 500]))]
-            copy.delete_instance_rows(pks)
-            conn = copy.connection()
-            counts = {table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                      for table in ("patients", "studies", "series", "instances")}
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            copy.close()
-        return counts
+        return snapshot.forget_files_in_copy(path, relative_paths)
 
     def backup_to(self, path: Path) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
-        """Copy the whole index to ``path`` at one instant, with SQLite's online backup API.
+        """See :func:`pacsnode.index.snapshot.backup_to`."""
+        from pacsnode.index import snapshot
 
-        The copy is taken in one step under one read transaction, so it is consistent while
-        the server keeps writing (WAL: the writer is not blocked). The copy is switched to a
-        self-contained rollback-journal file. Returns what the *copy* holds: every instance
-        file as (relative path, size, sha256), and counts of patients, studies, series and
-        instances, so that the caller copies exactly the files the snapshot points to.
-        """
-        target = sqlite3.connect(str(path), isolation_level=None)
-        try:
-            self.connection().backup(target)
-            target.execute("PRAGMA journal_mode=DELETE")
-            files = [(str(r[0]), int(r[1]), str(r[2]))
-                     for r in target.execute("SELECT path, size, sha256 FROM instances ORDER BY path")]
-            counts = {table: int(target.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                      for table in ("patients", "studies", "series", "instances")}
-        finally:
-            target.close()
-        return files, counts
+        return snapshot.backup_to(self, path)

@@ -374,7 +374,7 @@ class Web:
 
     def readyz(self, _request: Request) -> Response:
         try:
-            self.node.index.query("SELECT 1 FROM migrations LIMIT 1")
+            self.node.index.check_readable()
             if not self.node.storage.root.is_dir():
                 raise OSError("storage folder missing")
         except Exception as exc:

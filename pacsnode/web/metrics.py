@@ -41,7 +41,7 @@ class NodeCollector:
         free.add_metric([], usage.free)
         yield free
         studies = GaugeMetricFamily("pacsnode_studies", "Studies in the index")
-        studies.add_metric([], len(self.node.index.query("SELECT 1 FROM studies")))
+        studies.add_metric([], self.node.index.study_count())
         yield studies
 
 

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -75,6 +76,11 @@ class Throttle:
             if len(self._failures) > 100_000:  # bounded: forget the oldest keys
                 for key in list(self._failures)[:50_000]:
                     del self._failures[key]
+
+
+def listing(node: Node) -> list[dict[str, Any]]:
+    """Every user, without password hashes (``pacsnode user list``)."""
+    return WebStore(node.index).users()
 
 
 def verify(store: WebStore, name: str, password: str) -> bool:
