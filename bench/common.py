@@ -193,13 +193,16 @@ def orthanc_server(modalities: dict[str, list[object]] | None = None) -> Iterato
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def storescu(port: int, files: list[Path], aec: str, aet: str = "STORESCU") -> float:
-    """Send ``files`` over one association with storescu (TCP_NODELAY on); return seconds."""
+def storescu(port: int, files: list[Path], aec: str, aet: str = "STORESCU", extra: tuple[str, ...] = ()) -> float:
+    """Send ``files`` over one association with storescu (TCP_NODELAY on); return seconds.
+
+    ``extra``: more storescu options, e.g. ``+tls KEY CRT +cf CA`` for the TLS figure.
+    """
     env = DCMTK_ENV
     listing = Path(tempfile.mkstemp(suffix=".txt")[1])
     started = time.perf_counter()
-    result = subprocess.run([dcmtk("storescu"), "-aet", aet, "-aec", aec, "--max-pdu", "131072", "127.0.0.1", str(port),
-                             *map(str, files)], env=env, capture_output=True, text=True)
+    result = subprocess.run([dcmtk("storescu"), *extra, "-aet", aet, "-aec", aec, "--max-pdu", "131072",
+                             "127.0.0.1", str(port), *map(str, files)], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     listing.unlink(missing_ok=True)
     if result.returncode != 0:

@@ -178,6 +178,68 @@ def getscu(port: int, study_uid: str, tmp: Path) -> float:
     return elapsed
 
 
+def send_figure(files: list[Path]) -> list[Row]:
+    """Our requestor association (``pacsnode send``, C-MOVE's sibling): the same files sent by
+    ``send_files.send_instances`` in this process and by a direct storescu, to the same storescp.
+    Informative (no target in the issue); the CLI's ~0.6 s interpreter start-up is not inside."""
+    from pacsnode.dimse import sending
+    from pacsnode.dimse.send_files import send_instances
+    from pacsnode.model import Peer
+
+    locations = [sending.location_of_file(str(p), "1.2.840.10008.5.1.4.1.1.2", str(ExplicitVRLittleEndian))
+                 for p in files]
+    with storescp_server() as scp_port:
+        peer = Peer("storescp", "STORESCP", "127.0.0.1", scp_port)
+        direct = median([storescu(scp_port, files, "STORESCP") for _ in range(3)])
+        sent = []
+        for _ in range(3):
+            began = time.perf_counter()
+            outcome = send_instances(peer, "PACSNODE", locations, None)
+            sent.append(time.perf_counter() - began)
+            if outcome.sent != len(files):
+                raise RuntimeError(f"send_instances stored {outcome.sent} of {len(files)}")
+        took = median(sent)
+    return [Row(f"send of {len(files)} x 0.5 MB CT to storescp on our association (send_files)",
+                f"{len(files) / took:.0f} inst/s", f"direct storescu {len(files) / direct:.0f} inst/s",
+                direct / took, "-", None)]
+
+
+# -- TLS -------------------------------------------------------------------------------------
+def make_pki(folder: Path) -> dict[str, Path]:
+    """A throw-away CA signing a server and a client certificate (openssl command line)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=bench CA")
+    for name in ("node", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    return {name: folder / name for name in ("ca.crt", "node.key", "node.crt", "client.key", "client.crt")}
+
+
+def tls_figures(files: list[Path], repeat: int) -> list[Row]:
+    """C-STORE into pacsnode with ``storescu +tls`` (mutual authentication) vs plain TCP."""
+    with tempfile.TemporaryDirectory(prefix="bench-targets-tls-") as tmp:
+        pki = make_pki(Path(tmp))
+        tls_settings = {"enabled": "true", "certificate": f'"{pki["node.crt"]}"',
+                        "private_key": f'"{pki["node.key"]}"', "ca_certificates": f'"{pki["ca.crt"]}"',
+                        "require_client_certificate": "true"}
+        client = ("+tls", str(pki["client.key"]), str(pki["client.crt"]), "+cf", str(pki["ca.crt"]))
+        plain, tls = [], []
+        for _ in range(repeat):
+            with pacsnode_server() as (port, _home):
+                plain.append(len(files) / storescu(port, files, "PACSNODE"))
+            with pacsnode_server(settings=tls_settings) as (port, _home):
+                tls.append(len(files) / storescu(port, files, "PACSNODE", extra=client))
+    ours, anchor = median(tls), median(plain)
+    return [Row(f"C-STORE {len(files)} x 0.5 MB CT over mutual TLS (storescu +tls) vs plain TCP",
+                f"{ours:.0f} inst/s", f"plain {anchor:.0f} inst/s", ours / anchor, ">= 0.7", ours / anchor >= 0.7)]
+
+
 # -- memory ----------------------------------------------------------------------------------
 def big_instance(folder: Path, megabytes: int) -> Path:
     """One multi-frame instance of about ``megabytes`` MB (512x512 16-bit frames)."""
@@ -230,9 +292,20 @@ def memory_figures(megabytes: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["retrieve", "tls"], action="append",
+                        help="Only these figure groups (repeatable): retrieve (C-MOVE, C-GET, send), tls.")
     args = parser.parse_args(argv)
     quick = args.quick
     rows: list[Row] = []
+    if args.only:
+        if "retrieve" in args.only:
+            corpus = ct_corpus(100 if quick else 200)
+            rows += retrieve_figures(corpus) + send_figure(corpus)
+        if "tls" in args.only:
+            rows += tls_figures(ct_corpus(100 if quick else 200), 1 if quick else 3)
+        print_table("performance targets" + (" (quick sizes)" if quick else "") + f" ({', '.join(args.only)})",
+                    ["figure", "pacsnode", "anchor", "ratio", "target", "met"], [r.cells() for r in rows])
+        return rows
     big, small = ct_corpus(200), ct_corpus(300 if quick else 1000, 64, 64, name="small")
     repeat = 1 if quick else 3
     rates = ingest(big, repeat)
@@ -255,7 +328,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     f"{loaded:.0f} inst/s", f"empty {empty:.0f} inst/s", loaded / empty, ">= 0.9",
                     loaded / empty >= 0.9))
     rows += find_figures(10_000 if quick else 100_000, 2_000 if quick else 20_000, 3 if quick else 5)
-    rows += retrieve_figures(ct_corpus(100 if quick else 200))
+    corpus = ct_corpus(100 if quick else 200)
+    rows += retrieve_figures(corpus) + send_figure(corpus)
+    rows += tls_figures(big, repeat)
     rows += memory_figures(100 if quick else 500)
     print("(pacsnode fsyncs every instance before Success; storescp and Orthanc do not)")
     print_table("performance targets" + (" (quick sizes)" if quick else ""),

@@ -62,6 +62,9 @@ class NetworkSettings:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     strict_called_aet: bool = False
+    pdu_timeout: float = 30.0  # a PDU, once started, must arrive whole within this (slowloris)
+    max_associations_per_address: int = 32  # from one source address; lower keeps one host from taking all
+    max_pending_connections: int = 64  # connections that have not sent an A-ASSOCIATE-RQ yet
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dimse_timeout": Key(float, 60.0, **TIMEOUT),
         "network_timeout": Key(float, 60.0, **TIMEOUT),
         "strict_called_aet": Key(bool, False),
+        "pdu_timeout": Key(float, 30.0, **TIMEOUT),  # a started PDU must arrive whole within this
+        "max_associations_per_address": Key(int, 32, 1, 1000),
+        "max_pending_connections": Key(int, 64, 1, 10_000),  # connections without an A-ASSOCIATE-RQ yet
     },
     "tls": {
         "enabled": Key(bool, False),
@@ -370,6 +376,9 @@ acse_timeout = 30           # seconds (1 to 3600), as the two below
 dimse_timeout = 60
 network_timeout = 60
 strict_called_aet = false   # true: refuse associations whose called AE is not ours
+pdu_timeout = 30            # seconds a PDU may take once its first byte arrived (a byte every 2 s holds nothing)
+max_associations_per_address = 32  # per source address (per worker); lower keeps one host from taking all
+max_pending_connections = 64        # connections that have not sent an A-ASSOCIATE-RQ yet (per worker)
 
 [tls]
 enabled = false             # true: the DICOM port speaks TLS only (BCP 195)

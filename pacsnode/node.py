@@ -45,7 +45,7 @@ from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
 from pacsnode import maintenance
-from pacsnode.storage.filesystem import FileStorage
+from pacsnode.storage.filesystem import FileStorage, sha256_of
 from pacsnode.storage.home_lock import HomeLock
 from pacsnode.storage.tempfiles import temp_prefix
 
@@ -61,6 +61,10 @@ class ImportReport:
     replaced: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
     qc: dict[str, str] = field(default_factory=dict)
+
+
+COMMIT_PROCESSING_FAILURE = 0x0110  # Failure Reason (0008,1197), PS3.4 J.3.3.1.1
+COMMIT_NO_SUCH_INSTANCE = 0x0112
 
 
 class Node:
@@ -315,6 +319,34 @@ class Node:
                                detail={"keys": query_keys(query), "reason": str(exc)})
             raise
         return locations
+
+    def commitment(self, refs: list[tuple[str, str]], caller: Caller) -> list[tuple[str, str, int]]:
+        """Storage commitment (PS3.4 J): (SOP class, SOP instance, failure reason; 0 = committed).
+
+        Committed only when the instance is indexed with that SOP class, was delivered by
+        this caller's AE title, and its file still matches the recorded size and SHA-256
+        (read now). Anything else is 0x0112 "no such object instance" (so that a study the
+        caller may not see and one that is not here look the same), or 0x0110 "processing
+        failure" when the file is damaged. Audited as one event.
+        """
+        rows = self.index.instance_files(sorted({uid for _cls, uid in refs}))
+        results: list[tuple[str, str, int]] = []
+        for sop_class, sop_instance in refs:
+            row = rows.get(sop_instance)
+            if row is None or row["sop_class_uid"] != sop_class or row["calling_ae"] != caller.aet:
+                results.append((sop_class, sop_instance, COMMIT_NO_SUCH_INSTANCE))
+                continue
+            path = self.storage.absolute(row["path"])
+            try:
+                intact = path.stat().st_size == row["size"] and sha256_of(path) == row["sha256"]
+            except OSError:
+                intact = False
+            results.append((sop_class, sop_instance, 0 if intact else COMMIT_PROCESSING_FAILURE))
+        failed = [uid for _cls, uid, reason in results if reason]
+        self.audit.record("commitment", "committed" if not failed else "partial", peer_aet=caller.aet,
+                          peer_name=caller.peer.name if caller.peer else "",
+                          detail={"requested": len(refs), "failed": failed[:20], "failed_count": len(failed)})
+        return results
 
     def files_to_send(self, study_uid: str | None, paths: list[Path]) -> list[tuple[str, str, str]]:
         """(path, SOP class, transfer syntax) of a stored study, or of DICOM files on disk."""

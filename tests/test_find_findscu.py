@@ -25,7 +25,7 @@ from pynetdicom import AE
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from pacsnode.dimse.find import handle_find, handle_sop_extended
+from pacsnode.dimse.find import answer_find, find_failure, sop_extended_answers
 from pacsnode.errors import NotPermitted, TooManyResults
 from pacsnode.model import Caller
 from support import dcmtk, have_tool
@@ -46,22 +46,6 @@ INSTITUTION = "PRV001"
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-
-
-class FakeEvent:
-    """What handle_find reads from a pynetdicom Event; cancelled after ``cancel_after`` checks."""
-
-    def __init__(self, identifier: Dataset, extended: bytes = b"", cancel_after: int | None = None) -> None:
-        self.identifier = identifier
-        self.request = SimpleNamespace(AffectedSOPClassUID=STUDY_FIND)
-        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="FINDSCU", address="127.0.0.1"),
-                                     acceptor=SimpleNamespace(sop_class_extended={UID(STUDY_FIND): extended}))
-        self.cancel_after, self.checks = cancel_after, 0
-
-    @property
-    def is_cancelled(self) -> bool:
-        self.checks += 1
-        return self.cancel_after is not None and self.checks > self.cancel_after
 
 
 class FakeNode:
@@ -92,19 +76,14 @@ def statuses_of(results: list[tuple[Any, Any]]) -> list[int]:
     return [int(status.Status) if isinstance(status, Dataset) else int(status) for status, _ in results]
 
 
+CALLER = Caller.nobody("FINDSCU", "127.0.0.1")
+
+
 def test_handler_streams_matches_then_success() -> None:
     node = FakeNode([{"StudyInstanceUID": A}, {"StudyInstanceUID": B}])
-    results = list(handle_find(FakeEvent(study_identifier(), extended=b"\x00\x01"), node))  # type: ignore[arg-type]
-    assert statuses_of(results) == [0xFF00, 0xFF00, 0x0000]
-    assert [r.StudyInstanceUID for _, r in results[:2]] == [A, B]
+    results = list(answer_find(node, study_identifier(), STUDY_FIND, CALLER, True))  # type: ignore[arg-type]
+    assert [r.StudyInstanceUID for r in results] == [A, B]
     assert node.query.combined_datetime and node.query.case_insensitive_pn  # type: ignore[attr-defined]
-
-
-def test_handler_stops_on_cancel() -> None:
-    node = FakeNode([{"StudyInstanceUID": A}, {"StudyInstanceUID": B}, {"StudyInstanceUID": C}])
-    results = list(handle_find(FakeEvent(study_identifier(), cancel_after=1), node))  # type: ignore[arg-type]
-    assert statuses_of(results) == [0xFF00, 0xFE00]
-    assert results[-1][1] is None
 
 
 @pytest.mark.parametrize("identifier, error, status", [
@@ -115,16 +94,15 @@ def test_handler_stops_on_cancel() -> None:
 ], ids=["missing-level-identifier-mismatch", "too-many-out-of-resources", "not-permitted", "unexpected-unable"])
 def test_handler_failures_end_with_one_status_and_comment(identifier: Dataset, error: Exception | None,
                                                           status: int) -> None:
-    results = list(handle_find(FakeEvent(identifier), FakeNode(error=error)))  # type: ignore[arg-type]
-    assert statuses_of(results) == [status]
-    assert results[0][0].ErrorComment and results[0][1] is None
+    with pytest.raises(Exception) as raised:
+        list(answer_find(FakeNode(error=error), identifier, STUDY_FIND, CALLER, False))  # type: ignore[arg-type]
+    got, comment = find_failure(raised.value)
+    assert got == status and comment
 
 
 def test_sop_extended_accepts_combined_datetime_for_find_only() -> None:
-    event = SimpleNamespace(app_info={UID(STUDY_FIND): b"\x01\x01\x01\x01", UID(PATIENT_FIND): b"\x00\x01",
-                                      UID(STUDY_MOVE): b"\x01"})
-    assert handle_sop_extended(event) == {UID(STUDY_FIND): b"\x00\x01\x00\x00",  # type: ignore[arg-type]
-                                          UID(PATIENT_FIND): b"\x00\x01"}
+    asked = {STUDY_FIND: b"\x01\x01\x01\x01", PATIENT_FIND: b"\x00\x01", STUDY_MOVE: b"\x01"}
+    assert sop_extended_answers(asked) == {STUDY_FIND: b"\x00\x01\x00\x00", PATIENT_FIND: b"\x00\x01"}
 
 
 # -- interop ---------------------------------------------------------------------------------

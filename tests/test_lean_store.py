@@ -26,9 +26,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove, Ver
 
 from pacsnode.config import NetworkSettings, NodeConfig
 from pacsnode.dimse import pdu
-from pacsnode.dimse.lean import IMPLEMENTATION_CLASS_UID
+from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID
 from pacsnode.dimse.listener import Listener
-from pacsnode.dimse.server import build_ae, event_handlers
 from pacsnode.model import Peer
 from pacsnode.node import Node
 from support import dcmtk, have_tool
@@ -76,23 +75,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
     def start(**network: Any) -> Served:
         node = Node(NodeConfig(home=tmp_path / f"home{len(stoppers)}", port=0, network=NetworkSettings(**network)))
-        ae = build_ae(node)
-        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=event_handlers(node))
-        served: Served
-
-        def delegate(sock: socket.socket, address: Any) -> None:
-            served.delegated_to.append(address)
-            server.process_request(sock, address)
-
-        listener = Listener(node, delegate, host="127.0.0.1", port=0,
-                            delegated_count=lambda: len(ae.active_associations))
+        listener = Listener(node, host="127.0.0.1", port=0)
         served = Served(node, listener)
         listener.start()
 
         def stop() -> None:
             listener.stop(grace=1.0)
-            server.shutdown()
-            ae.shutdown()
             node.close()
 
         stoppers.append(stop)
@@ -316,7 +304,7 @@ def write_big_file(path: Path, side: int) -> int:
 
 
 # -- pynetdicom as the other side --------------------------------------------------------
-def test_move_association_goes_to_pynetdicom(serve: Callable[..., Served]) -> None:
+def test_move_association_is_served_by_the_engine(serve: Callable[..., Served]) -> None:
     served = serve()
     scu = PynetdicomAE(ae_title="MOVESCU")
     scu.add_requested_context(Verification)
@@ -329,7 +317,7 @@ def test_move_association_goes_to_pynetdicom(serve: Callable[..., Served]) -> No
     finally:
         assoc.release()
         scu.shutdown()
-    assert len(served.delegated_to) == 1 and served.listener.delegated == 1
+    assert served.delegated_to == []
 
 
 def test_pynetdicom_storage_scu_takes_the_lean_path(serve: Callable[..., Served]) -> None:
@@ -521,10 +509,9 @@ def test_peer_permissions_apply_on_the_lean_path(serve: Callable[..., Served]) -
 
 def test_two_listeners_share_a_port_with_reuse_port(serve: Callable[..., Served]) -> None:
     served = serve()
-    first = Listener(served.node, lambda sock, address: sock.close(), host="127.0.0.1", port=0, reuse_port=True)
+    first = Listener(served.node, host="127.0.0.1", port=0, reuse_port=True)
     first.start()
-    second = Listener(served.node, lambda sock, address: sock.close(), host="127.0.0.1", port=first.port,
-                      reuse_port=True)
+    second = Listener(served.node, host="127.0.0.1", port=first.port, reuse_port=True)
     try:
         second.start()
         assert second.port == first.port

@@ -17,15 +17,9 @@ from pynetdicom import pdu as pn_pdu
 
 from pacsnode.config import NetworkSettings, NodeConfig
 from pacsnode.dimse import pdu
-from pacsnode.dimse.lean import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
-    VERIFICATION,
-    file_meta,
-    lean_can_serve,
-    negotiate,
-)
-from pacsnode.dimse.listener import peek_associate_rq
+from pacsnode.dimse.listener import read_associate_rq
+from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, VERIFICATION, negotiate
+from pacsnode.dimse.receive import file_meta
 from support import dcmtk, have_tool
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -229,9 +223,11 @@ def test_ac_echoes_titles_and_announces_our_limits(tmp_path: Path) -> None:
     assert user.maximum_length == 65536
     assert (user.implementation_class_uid, user.implementation_version_name) == (IMPLEMENTATION_CLASS_UID,
                                                                                  IMPLEMENTATION_VERSION_NAME)
-    # user identity, extended negotiation, async window: not answered (PS3.7 D.3.3)
+    # user identity accepted without a response, no extended negotiation for storage (PS3.7 D.3.3);
+    # the asynchronous operations window is answered 1/1; role selection as proposed for storage
     assert user.user_identity_response is None and not user.extended_negotiations
-    assert user.async_operations_window is None and not user.role_selections
+    assert user.async_operations_window == (1, 1)
+    assert user.role_selections == (pdu.RoleSelection(CT, True, False),)
 
 
 @pytest.mark.parametrize(("strict", "called", "accepted"), [
@@ -250,21 +246,23 @@ def test_wrong_application_context_or_version_is_rejected(tmp_path: Path) -> Non
     assert negotiate(full_rq(protocol_version=2), config(tmp_path)) == pdu.AssociateRJ(1, 2, 2)
 
 
-@pytest.mark.parametrize(("abstracts", "roles", "lean"), [
-    ((VERIFICATION,), False, True),
-    ((VERIFICATION, CT, MR), False, True),
-    ((CT,), True, False),  # role selection: pynetdicom answers it
-    ((VERIFICATION, STUDY_FIND), False, True),
-    ((CT, STUDY_FIND, PATIENT_FIND), False, True),
-    ((STUDY_FIND, STUDY_MOVE), False, False),  # C-MOVE: pynetdicom
-    ((STUDY_FIND,), True, False),
-    (("1.2.3.4.5.6",), False, False),  # private SOP class: pynetdicom rejects the context
+@pytest.mark.parametrize(("abstracts", "roles", "accepted"), [
+    ((VERIFICATION, CT, MR), False, (0, 0, 0)),
+    ((CT,), True, (0,)),  # role selection: answered by the same engine
+    ((CT, STUDY_FIND, PATIENT_FIND), False, (0, 0, 0)),
+    ((STUDY_FIND, STUDY_MOVE, "1.2.840.10008.5.1.4.1.2.2.3"), False, (0, 0, 0)),  # C-MOVE, C-GET
+    (("1.2.840.10008.1.20.1",), False, (0,)),  # storage commitment push model
+    (("1.2.3.4.5.6",), False, (3,)),  # private SOP class: abstract syntax not supported
 ])
-def test_which_associations_take_the_lean_path(abstracts: tuple[str, ...], roles: bool, lean: bool) -> None:
+def test_one_engine_accepts_every_service(tmp_path: Path, abstracts: tuple[str, ...], roles: bool,
+                                          accepted: tuple[int, ...]) -> None:
     user = pdu.UserInformation(role_selections=(pdu.RoleSelection(CT, False, True),) if roles else ())
     rq = pdu.AssociateRQ("A", "B", tuple(pdu.PresentationContextRQ(2 * i + 1, a, (IMPLICIT,))
                                          for i, a in enumerate(abstracts)), user)
-    assert lean_can_serve(rq) is lean
+    ac = negotiate(rq, config(tmp_path))
+    assert isinstance(ac, pdu.AssociateAC)
+    assert tuple(pc.result for pc in ac.presentation_contexts) == accepted
+    assert ac.user_information.role_selections == ((pdu.RoleSelection(CT, False, True),) if roles else ())
 
 
 # -- a real A-ASSOCIATE-RQ from DCMTK ----------------------------------------------------
@@ -279,10 +277,8 @@ def test_parse_rq_captured_from_storescu() -> None:
             server.settimeout(10)
             sock, _address = server.accept()
             with sock:
-                raw = peek_associate_rq(sock, 10.0)
+                raw = read_associate_rq(sock, time.monotonic() + 10.0)
                 assert raw is not None
-                again = sock.recv(len(raw), socket.MSG_PEEK | socket.MSG_WAITALL)
-                assert again == raw  # peeking consumed nothing
         finally:
             proc.wait(10)
     rq = pdu.decode(raw)
@@ -295,17 +291,16 @@ def test_parse_rq_captured_from_storescu() -> None:
     assert all(pc.context_id % 2 == 1 for pc in rq.presentation_contexts)
     ct = next(pc for pc in rq.presentation_contexts if pc.abstract_syntax == CT)
     assert EXPLICIT in ct.transfer_syntaxes
-    assert lean_can_serve(rq)
     assert pdu.decode(rq.encode()) == rq
 
 
-def test_peek_times_out_on_a_partial_rq() -> None:
+def test_reading_the_rq_times_out_on_a_partial_rq() -> None:
     left, right = socket.socketpair()
     with left, right:
         left.sendall(full_rq().encode()[:20])
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            peek_associate_rq(right, 0.3)
+            read_associate_rq(right, time.monotonic() + 0.3)
         assert time.monotonic() - started < 2
         left.close()
 

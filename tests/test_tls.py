@@ -134,3 +134,121 @@ def test_tls_settings_are_validated_naming_the_key(tmp_path: Path) -> None:
         (tmp_path / "n.key").write_text("x")
         parse_config({"tls": {"enabled": True, "certificate": "n.crt", "private_key": "n.key",
                               "require_client_certificate": True}}, tmp_path)
+
+
+# -- C-MOVE and C-GET over TLS on the one engine (DCMTK 3.6.7's movescu/getscu have no TLS) ------
+def _client_tls(pki: Path) -> tuple[object, None]:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    return context, None
+
+
+def _stored_over_tls(tls_node: NodeProcess, pki: Path, count: int = 5) -> tuple[str, set[str]]:
+    files = [p for p in sample_files() if "CTY001" in str(p)][:count]
+    assert _dcmtk("storescu", tls_node.port, pki, *map(str, files)) == 0
+    study_uid = tls_node.index_rows("SELECT study_uid FROM studies")[0][0]
+    return study_uid, {row[0] for row in tls_node.index_rows("SELECT sop_instance_uid FROM instances")}
+
+
+def _study_identifier(study_uid: str) -> "object":
+    from pydicom.dataset import Dataset
+
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    return identifier
+
+
+def test_move_over_tls_to_a_tls_destination(tls_node: NodeProcess, pki: Path,
+                                            node_process: Callable[..., NodeProcess]) -> None:
+    """pynetdicom C-MOVE over mutual TLS; the sub-association to a --tls destination is TLS too."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+
+    dest = _tls_home(node_process(name="dest", aet="TLSDEST", institution="PRV001"), pki, "client")
+    dest.start()
+    study_uid, stored = _stored_over_tls(tls_node, pki)
+    tls_node.cli("peer", "add", "dest", "--aet", "TLSDEST", "--host", LOOPBACK, "--port", str(dest.port),
+                 "--institution", "PRV001", "--tls")
+    ae = AE(ae_title="TLSSCU")
+    ae.add_requested_context(Move)
+    assoc = ae.associate(LOOPBACK, tls_node.port, ae_title="PACSNODE", tls_args=_client_tls(pki))  # type: ignore[arg-type]
+    assert assoc.is_established
+    try:
+        answers = [status for status, _ in assoc.send_c_move(_study_identifier(study_uid), "TLSDEST", Move)]
+    finally:
+        assoc.release()
+    assert answers[-1].Status == 0x0000 and int(answers[-1].NumberOfCompletedSuboperations) == len(stored)
+    assert {row[0] for row in dest.index_rows("SELECT sop_instance_uid FROM instances")} == stored
+
+
+def test_move_to_a_tls_destination_that_cannot_be_verified_fails_closed(tls_node: NodeProcess, pki: Path) -> None:
+    """A destination registered with --tls but speaking plain TCP: nothing goes out in clear text."""
+    import socket as socket_
+
+    study_uid, stored = _stored_over_tls(tls_node, pki, count=2)
+    with socket_.create_server((LOOPBACK, 0)) as plain:
+        plain.settimeout(15)
+        tls_node.cli("peer", "add", "plain", "--aet", "PLAINDEST", "--host", LOOPBACK, "--port",
+                     str(plain.getsockname()[1]), "--institution", "PRV001", "--tls")
+        from pynetdicom import AE
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as Move
+
+        ae = AE(ae_title="TLSSCU")
+        ae.add_requested_context(Move)
+        assoc = ae.associate(LOOPBACK, tls_node.port, ae_title="PACSNODE", tls_args=_client_tls(pki))  # type: ignore[arg-type]
+        assert assoc.is_established
+        received = bytearray()
+
+        def listen() -> None:
+            conn, _ = plain.accept()
+            conn.settimeout(5)
+            conn.sendall(b"\x02\x00\x00\x00\x00\x04oops")  # not a TLS ServerHello
+            try:
+                while chunk := conn.recv(65536):
+                    received.extend(chunk)
+            except OSError:
+                pass
+            conn.close()
+
+        import threading
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        try:
+            answers = [status for status, _ in assoc.send_c_move(_study_identifier(study_uid), "PLAINDEST", Move)]
+        finally:
+            assoc.release()
+        listener.join(10)
+    assert answers[-1].Status != 0x0000 and int(answers[-1].NumberOfCompletedSuboperations) == 0
+    assert received[:1] == b"\x16"  # only a TLS ClientHello went out, never an A-ASSOCIATE-RQ
+    assert b"1.2.840.10008" not in bytes(received)
+
+
+def test_get_over_tls_with_pynetdicom(tls_node: NodeProcess, pki: Path) -> None:
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import CTImageStorage
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
+
+    study_uid, stored = _stored_over_tls(tls_node, pki)
+    got: list[str] = []
+
+    def on_store(event: "evt.Event") -> int:
+        got.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="TLSSCU")
+    ae.add_requested_context(Get)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(LOOPBACK, tls_node.port, ae_title="PACSNODE", tls_args=_client_tls(pki),  # type: ignore[arg-type]
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        answers = [status for status, _ in assoc.send_c_get(_study_identifier(study_uid), Get)]
+    finally:
+        assoc.release()
+    assert answers[-1].Status == 0x0000 and int(answers[-1].NumberOfCompletedSuboperations) == len(stored)
+    assert set(got) == stored

@@ -92,9 +92,6 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     count = workers if workers is not None else config.network.workers
     if count < 1:
         raise click.BadParameter("--workers must be at least 1")
-    if count > 1 and config.tls.enabled:
-        logging.getLogger(__name__).warning("TLS: one process serves the port (workers need our own listener)")
-        count = 1
     node = Node(config)
     node.home_lock.share(wait_seconds=5)  # held by every worker: restore refuses while we serve
     problem = node.own_institution_problem()

@@ -124,7 +124,7 @@ def get(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | No
       pacsnode get county --study 1.2.826.0.1.3680043.10.1078.2.1
     """
     from pacsnode.dimse import scu
-    from pacsnode.dimse.handlers import store_received
+    from pacsnode.dimse.scu_receive import store_received
 
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
@@ -142,30 +142,56 @@ def get(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | No
 @click.argument("peer_spec", metavar="PEER")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--study", "study_uid", default=None, help="Send this study from the node.")
+@click.option("--commit", is_flag=True, help="Then ask the peer for storage commitment and wait for its report.")
+@click.option("--commit-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds to wait for the storage commitment report.")
 @click.pass_context
-def send(ctx: click.Context, peer_spec: str, paths: tuple[Path, ...], study_uid: str | None) -> None:
-    """C-STORE a study of this node, or files, to a peer.
+def send(ctx: click.Context, peer_spec: str, paths: tuple[Path, ...], study_uid: str | None, commit: bool,
+         commit_timeout: float) -> None:
+    """C-STORE a study of this node, or files, to a peer (TLS if the peer is registered so).
 
     \b
     Example:
       pacsnode send county --study 1.2.826.0.1.3680043.10.1078.2.1
       pacsnode send ORTHANC@127.0.0.1:4242 sample_dicom/CTY001
+      pacsnode send county --study 1.2.3 --commit --commit-timeout 30
     """
-    from pacsnode.dimse import scu
+    from pacsnode.dimse import commit_scu, sending
+    from pacsnode.dimse.send_files import send_instances
 
     if bool(paths) == bool(study_uid):
         raise click.UsageError("give either --study UID or PATH..., not both")
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
-    local = scu.LocalAE.of(node.config)
+    config = node.config
     files = node.files_to_send(study_uid, list(paths))
     node.close()
+    locations, unreadable = [], 0
+    for path, sop_class, syntax in files:
+        try:
+            locations.append(sending.location_of_file(path, sop_class, syntax))
+        except sending.CannotSend as exc:
+            unreadable += 1
+            click.echo(f"{'failed':8} {path} ({exc})")
 
     def report(path: str, code: int | None, comment: str) -> None:
         text = "Success" if code == 0 else (f"0x{code:04X}" if code is not None else "failed")
         click.echo(f"{text:8} {path}" + (f" ({comment})" if comment and code != 0 else ""))
 
-    counts = scu.send(peer, local, files, progress=report)
-    click.echo(f"sent {counts['sent']}, warning {counts['warning']}, failed {counts['failed']}")
-    if counts["failed"]:
+    outcome = send_instances(peer, config.aet, locations, config, progress=report, commit=commit,
+                             commit_timeout=commit_timeout)
+    click.echo(f"sent {outcome.sent}, warning {outcome.warning}, failed {outcome.failed + unreadable}")
+    failed = bool(outcome.failed or unreadable)
+    if commit:
+        result = outcome.commitment
+        if result is None:
+            click.echo(f"storage commitment: no report ({outcome.commitment_error})")
+            failed = True
+        else:
+            click.echo(f"storage commitment {result.transaction_uid}: committed {len(result.committed)}, "
+                       f"failed {len(result.failed)}")
+            for _cls, uid, reason in result.failed:
+                click.echo(f"not committed: {uid} (0x{reason:04X} {commit_scu.FAILURE_REASONS.get(reason, '')})")
+            failed = failed or bool(result.failed) or len(result.committed) < len(outcome.stored)
+    if failed:
         ctx.exit(1)

@@ -1,18 +1,14 @@
-"""C-FIND SCP (Patient Root and Study Root) and its SOP Class Extended Negotiation.
+"""C-FIND SCP core (Patient Root and Study Root) and its SOP Class Extended Negotiation.
 
-The handler is an adapter: identifier → :class:`Query` (``dicom.query``), ``Node.find``,
-each match → a response identifier; domain errors become the status ``statuses`` names.
+``answer_find`` is the adapter: identifier → :class:`Query` (``dicom.query``), ``Node.find``,
+each match → a response identifier; domain errors become the status ``statuses`` names
+(``find_failure``). ``lean_find`` streams the answers on the wire.
 
 SOP Class Extended Negotiation (PS3.4 C.5.1.1, the Q/R service-class application
 information): for the two FIND SOP classes we answer relational queries 0 (not supported),
 combined date-time matching 1 when asked, fuzzy semantic PN matching 0, timezone adjustment
-0. pynetdicom puts that answer into the association's acceptor user information, so the
-find handler reads what was agreed from ``event.assoc.acceptor.sop_class_extended``; no
-state of our own per association.
-
-Both C-FIND paths share ``answer_find`` (the work), ``find_failure`` (error → status) and
-``sop_extended_answers`` (negotiation): pynetdicom's ``handle_find`` here, for TLS and
-associations the Listener delegates, and ``lean_find`` for the rest.
+0 (``policy.negotiate`` puts the answer into the A-ASSOCIATE-AC; the association
+remembers which FIND SOP classes agreed to combined date-time matching).
 """
 
 from __future__ import annotations
@@ -21,13 +17,10 @@ import logging
 from typing import Iterator, Mapping
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
-from pynetdicom.events import Event
 
 from pacsnode.dicom.private_hr import hr_block_byte, write_hr_block
 from pacsnode.dicom.query import build_response, model_for_sop_class, parse_identifier
 from pacsnode.dimse import statuses
-from pacsnode.dimse.handlers import caller_of
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import Caller
 from pacsnode.node import Node
@@ -59,25 +52,9 @@ def sop_extended_answers(app_info: Mapping[str, bytes]) -> dict[str, bytes]:
     return answers
 
 
-def handle_sop_extended(event: Event) -> dict[UID, bytes]:
-    """EVT_SOP_EXTENDED: accept combined date-time matching for the FIND SOP classes."""
-    asked = {str(uid): bytes(info) for uid, info in (getattr(event, "app_info", None) or {}).items()}
-    return {UID(uid): info for uid, info in sop_extended_answers(asked).items()}
-
-
 def combined_datetime_in(info: bytes) -> bool:
     """Whether an agreed extended negotiation answer accepts combined date-time matching."""
     return len(info) > COMBINED_DATETIME_BYTE and info[COMBINED_DATETIME_BYTE] == 1
-
-
-def combined_datetime_agreed(event: Event) -> bool:
-    """Whether this association agreed combined date-time matching for the request's SOP class."""
-    try:
-        agreed = event.assoc.acceptor.sop_class_extended
-        info = agreed.get(UID(str(event.request.AffectedSOPClassUID)), b"")
-    except AttributeError:
-        return False
-    return combined_datetime_in(info)
 
 
 def _find_status(exc: PacsnodeError) -> int:
@@ -105,10 +82,10 @@ def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
                 combined_datetime: bool) -> Iterator[Dataset]:
     """The response identifiers of one C-FIND request, one per match.
 
-    The core both C-FIND paths share (pynetdicom's ``handle_find``, the lean path's
-    ``lean_find``): parse the identifier for the SOP class's model, ask ``Node.find`` (which
-    checks access and audits), build each response, add the PACSNODE HR block when the
-    identifier asks for it. Raises what they raise; ``find_failure`` maps it to a status.
+    The core of the C-FIND service (``services.find``, streamed by ``lean_find``): parse
+    the identifier for the SOP class's model, ask ``Node.find`` (which checks access and
+    audits), build each response, add the PACSNODE HR block when the identifier asks for it.
+    Raises what they raise; ``find_failure`` maps it to a status.
     """
     query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
                              case_insensitive_pn=not node.config.query.case_sensitive_pn)
@@ -121,24 +98,3 @@ def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
         count += 1
         yield response
     LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
-
-
-def handle_find(event: Event, node: Node) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """C-FIND: translate the identifier, ask the node, stream matches; cancel between matches."""
-    count = 0
-    try:
-        caller = caller_of(event, node)
-        sop_class = str(event.request.AffectedSOPClassUID)
-        # event.identifier decodes here: a decoding error is caught below like any other
-        for response in answer_find(node, event.identifier, sop_class, caller, combined_datetime_agreed(event)):
-            if event.is_cancelled:
-                LOGGER.info("C-FIND cancelled by the peer after %d match(es)", count)
-                yield statuses.CANCEL, None
-                return
-            count += 1
-            yield statuses.PENDING, response
-    except Exception as exc:  # edge: keep the association and the server alive, say why
-        status, comment = find_failure(exc)
-        yield statuses.status_dataset(status, comment), None
-        return
-    yield statuses.SUCCESS, None

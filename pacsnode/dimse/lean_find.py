@@ -1,9 +1,9 @@
-"""C-FIND on the lean path (Patient Root and Study Root), sharing its core with pynetdicom's.
+"""C-FIND on the wire (Patient Root and Study Root): identifier codec, streamed responses, cancel.
 
-``pacsnode.dimse.lean`` reads the C-FIND-RQ and its identifier fragments; this module
-decodes the identifier in the context's transfer syntax, asks ``find.answer_find`` (the
-same core the pynetdicom handler runs: query parsing, ``Node.find`` with its access
-filter and audit, the PACSNODE HR block) and streams the responses:
+``association`` reads the C-FIND-RQ and ``services.find`` buffers its identifier; this
+module decodes the identifier in the context's transfer syntax, asks ``find.answer_find``
+(query parsing, ``Node.find`` with its access filter and audit, the PACSNODE HR block)
+and streams the responses:
 
 * every pending C-FIND-RSP has the same command set, so its PDU is encoded once per
   request; each match costs one dataset encoding;
@@ -15,9 +15,8 @@ filter and audit, the PACSNODE HR block) and streams the responses:
 * between matches the association polls its socket without blocking for a C-CANCEL-RQ
   (``cancelled``); a cancel ends the find with 0xFE00.
 
-Wire outcome is the one ``find.handle_find`` gives through pynetdicom: the same statuses,
-Error Comments and identifiers, including SOP Class Extended Negotiation (combined
-date-time matching) answered by ``find.sop_extended_answers``.
+Statuses and Error Comments come from ``find.find_failure``; SOP Class Extended
+Negotiation (combined date-time matching) is answered by ``find.sop_extended_answers``.
 """
 
 from __future__ import annotations
@@ -50,18 +49,11 @@ IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_LITTLE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BIG = "1.2.840.10008.1.2.2"
-# The syntaxes pynetdicom accepts for Q/R (``server.build_ae``: ALL_TRANSFER_SYNTAXES[:4]).
+# The syntaxes accepted for Q/R and commitment contexts (``policy.QUERY_TRANSFER_SYNTAXES``).
 FIND_TRANSFER_SYNTAXES = frozenset({IMPLICIT_LITTLE, EXPLICIT_LITTLE, DEFLATED_EXPLICIT_LITTLE, EXPLICIT_BIG})
 MAX_IDENTIFIER = 1 << 20  # a real identifier is well under 4 KB
 BATCH_BYTES = 8 * 1024  # measured with findscu: 1-16 KB alike, 64 KB 30% slower, 0 (no coalescing) 10%
 MAX_HELD = 4 << 20  # PDUs read (and held) while polling for a cancel; beyond this, TCP waits for us
-
-
-def extended_negotiations(rq: pdu.AssociateRQ, accepted: set[str]) -> tuple[pdu.ExtendedNegotiation, ...]:
-    """Our SOP Class Extended Negotiation answers for the accepted FIND SOP classes (PS3.7 D.3.3.5)."""
-    asked = {ext.sop_class_uid: ext.application_information for ext in rq.user_information.extended_negotiations
-             if ext.sop_class_uid in accepted}
-    return tuple(pdu.ExtendedNegotiation(uid, info) for uid, info in find.sop_extended_answers(asked).items())
 
 
 @dataclass(frozen=True)
@@ -180,7 +172,7 @@ class FindRequest:
 
 
 class FindService:
-    """Answer C-FIND requests for one lean association.
+    """Answer C-FIND requests for one association.
 
     ``send`` writes bytes to the peer; ``cancelled(message_id)`` says, without blocking,
     whether the peer has sent a C-CANCEL-RQ for that request. ``peer_max_pdu`` bounds every
@@ -259,6 +251,7 @@ class CancelWatch:
         self.held: deque[tuple[int, bytes]] = deque()
         self._held_bytes = 0
         self._command = bytearray()
+        self._sock = sock
         self._poller = select.poll()  # not select.select: it fails on descriptors >= 1024
         self._poller.register(sock, select.POLLIN)
 
@@ -266,7 +259,7 @@ class CancelWatch:
         if not self.held:
             self._held_bytes = 0
         cancelled = False
-        while not cancelled and self._held_bytes < MAX_HELD and self._poller.poll(0):
+        while not cancelled and self._held_bytes < MAX_HELD and self._readable():
             received = self.read_pdu()
             if received is None:
                 raise ConnectionResetError("peer closed during a C-FIND")
@@ -278,6 +271,11 @@ class CancelWatch:
             if pdu_type == pdu.P_DATA_TF:
                 cancelled = self._cancels(memoryview(body), message_id)
         return cancelled
+
+    def _readable(self) -> bool:
+        """Bytes wait: in the kernel, or already decrypted inside the TLS layer (poll cannot see those)."""
+        pending = getattr(self._sock, "pending", None)
+        return bool(pending is not None and pending()) or bool(self._poller.poll(0))
 
     def _cancels(self, body: memoryview, message_id: int) -> bool:
         """Whether the command fragments in ``body`` complete a C-CANCEL-RQ for ``message_id``.

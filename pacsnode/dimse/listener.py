@@ -1,20 +1,23 @@
-"""The node's listening socket: accept, look at the A-ASSOCIATE-RQ, pick the path.
+"""The node's listening socket: accept, (TLS handshake,) read the A-ASSOCIATE-RQ, serve.
 
-Each accepted connection gets a thread that *peeks* at the A-ASSOCIATE-RQ (``MSG_PEEK``:
-the bytes stay in the kernel) and decides:
+Every association is served by our own engine (``association.Association``), one thread
+each. Before a connection gets a thread it passes the admission limits (``[network]``):
 
-* every proposed context is Verification, a storage SOP class or Patient/Study Root
-  C-FIND, and no SCP/SCU role selection is proposed → the lean path
-  (``pacsnode.dimse.lean``) consumes the RQ and serves the association in this thread;
-* anything else (C-MOVE, C-GET, role selection, private SOP classes) → the untouched
-  socket goes to ``delegate(sock, address)``, which hands it to pynetdicom
-  (``ThreadedAssociationServer.process_request``); pynetdicom then reads the RQ itself.
+* ``max_pending_connections``: connections that have not yet sent a whole A-ASSOCIATE-RQ
+  (a port scan, a slowloris); beyond it a new connection is closed at once;
+* ``max_associations_per_address``: connections from one source address, whatever their
+  state; beyond it the connection is closed at once;
+* ``acse_timeout`` is one deadline for the TLS handshake and the whole RQ (not per read:
+  a byte every 2 s does not hold a slot);
+* ``max_associations``: established associations; beyond it A-ASSOCIATE-RJ (transient,
+  local limit exceeded).
 
-Usage (the lead's integration; tests do the same on 127.0.0.1:0)::
+Refusals are audited (``connection``/``association`` events); the RJ for a blank or
+non-printable calling AE title is the acceptance policy's (``policy.negotiate``).
 
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=event_handlers(node))
-    listener = Listener(node, lambda sock, addr: server.process_request(sock, addr),
-                        delegated_count=lambda: len(ae.active_associations))
+Usage (the server and tests do the same on 127.0.0.1:0)::
+
+    listener = Listener(node, tls_context=None)
     listener.start()
     ...
     listener.stop(grace=10.0)
@@ -23,51 +26,51 @@ Usage (the lead's integration; tests do the same on 127.0.0.1:0)::
 from __future__ import annotations
 
 import logging
-import select
 import socket
+import ssl
 import threading
 import time
-from typing import Any, Callable
+from collections import Counter
+from typing import Any
 
 from pacsnode.dimse import pdu
-from pacsnode.dimse.lean import LeanAssociation, lean_can_serve
+from pacsnode.dimse.association import Association
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
 
-Delegate = Callable[[socket.socket, Any], None]
-MAX_ASSOCIATE_RQ = 1 << 20  # an RQ larger than this is refused (real ones are a few KB)
+MAX_ASSOCIATE_RQ = 1 << 20  # an RQ larger than this is refused (real ones are a few KB; 128 contexts ~20 KB)
 REJECT_LINGER_SECONDS = 2.0
 ACCEPT_POLL_SECONDS = 0.5  # bounds how long stop() waits for the accept loop, not any latency
+REFUSAL_AUDIT_INTERVAL = 10.0  # at most one audited connection refusal per address and reason per interval
 
 
 class Listener:
-    """Accept associations on (host, port) and serve or delegate each (see module docstring).
+    """Accept associations on (host, port) and serve each (see module docstring).
 
     ``host``/``port`` default to the node's configuration (port 0 picks a free port, see
     ``port``). ``reuse_port`` sets SO_REUSEPORT so several worker processes can share the
-    port. ``delegated_count`` reports how many associations the delegate is running, so that
-    ``max_associations`` bounds both paths together (pynetdicom enforces its own limit too).
+    port. ``tls_context`` (``tls.server_context``) makes the port TLS-only.
     """
 
-    def __init__(self, node: Node, delegate: Delegate, *, host: str | None = None, port: int | None = None,
-                 reuse_port: bool = False, backlog: int = 128,
-                 delegated_count: Callable[[], int] | None = None) -> None:
+    def __init__(self, node: Node, *, host: str | None = None, port: int | None = None,
+                 reuse_port: bool = False, backlog: int = 128, tls_context: ssl.SSLContext | None = None) -> None:
         self.node = node
-        self.delegate = delegate
         self.host = node.config.host if host is None else host
         self.requested_port = node.config.port if port is None else port
         self.reuse_port = reuse_port
         self.backlog = backlog
-        self.delegated_count = delegated_count
-        self.delegated = 0  # how many connections went to the delegate (statistics, tests)
+        self.tls_context = tls_context
+        self.refused = 0  # connections closed by an admission limit (statistics, tests)
         self._sock: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Condition()
-        self._lean: set[LeanAssociation] = set()
-        self._undecided: set[socket.socket] = set()
+        self._associations: set[Association] = set()
+        self._pending: set[socket.socket] = set()
+        self._per_address: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
+        self._last_refusal_audit: dict[tuple[str, str], float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,8 +82,8 @@ class Listener:
         self._stopping.clear()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="pacsnode-accept", daemon=True)
         self._accept_thread.start()
-        LOGGER.info("pacsnode %s listening on %s:%d (lean C-STORE/C-FIND path)", self.node.config.aet, self.host,
-                    self.port)
+        LOGGER.info("pacsnode %s listening on %s:%d%s", self.node.config.aet, self.host, self.port,
+                    " (TLS)" if self.tls_context else "")
 
     @property
     def port(self) -> int:
@@ -88,15 +91,18 @@ class Listener:
 
     @property
     def active(self) -> int:
-        """Lean associations running now."""
+        """Associations running now."""
         with self._lock:
-            return len(self._lean)
+            return len(self._associations)
+
+    @property
+    def pending(self) -> int:
+        """Connections that have not sent a whole A-ASSOCIATE-RQ yet."""
+        with self._lock:
+            return len(self._pending)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, let lean associations finish for ``grace`` seconds, then abort the rest.
-
-        Delegated associations belong to pynetdicom: stop its server/AE separately.
-        """
+        """Stop accepting, let associations finish for ``grace`` seconds, then abort the rest."""
         self._stopping.set()
         if self._sock is not None:
             _shutdown(self._sock)  # wakes a blocked accept() at once on Linux
@@ -107,12 +113,12 @@ class Listener:
             self._sock.close()
         deadline = time.monotonic() + grace
         with self._lock:
-            while self._lean and (remaining := deadline - time.monotonic()) > 0:
+            while self._associations and (remaining := deadline - time.monotonic()) > 0:
                 self._lock.wait(remaining)
-            leftovers, undecided = list(self._lean), list(self._undecided)
+            leftovers, pending = list(self._associations), list(self._pending)
         for association in leftovers:
             association.abort()
-        for sock in undecided:
+        for sock in pending:
             _shutdown(sock)
         with self._lock:
             threads = list(self._threads)
@@ -124,6 +130,7 @@ class Listener:
     def _accept_loop(self) -> None:
         listening = self._sock
         assert listening is not None
+        network = self.node.config.network
         while not self._stopping.is_set():
             try:
                 sock, address = listening.accept()
@@ -135,86 +142,135 @@ class Listener:
                 LOGGER.error("accept failed: %s", exc)  # e.g. out of file descriptors: back off
                 time.sleep(0.1)
                 continue
+            with self._lock:
+                if len(self._pending) >= network.max_pending_connections:
+                    why = f"{len(self._pending)} connections have not sent an A-ASSOCIATE-RQ"
+                elif self._per_address[address[0]] >= network.max_associations_per_address:
+                    why = f"{self._per_address[address[0]]} connections from this address"
+                else:
+                    why = ""
+                    self._pending.add(sock)
+                    self._per_address[address[0]] += 1
+            if why:
+                self.refused += 1
+                self._refuse_connection(sock, address, why)
+                continue
             thread = threading.Thread(target=self._connection, args=(sock, address), name="pacsnode-assoc",
                                       daemon=True)
             with self._lock:
                 self._threads.add(thread)
-                self._undecided.add(sock)
             thread.start()
 
-    def _connection(self, sock: socket.socket, address: Any) -> None:
-        """Per-connection thread: peek, route, and (lean path) serve."""
+    def _refuse_connection(self, sock: socket.socket, address: Any, why: str) -> None:
+        """Close a connection over an admission limit at once; audit it (rate-limited per address)."""
         try:
-            self._route(sock, address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # RST, no TIME_WAIT
+        except OSError:
+            pass
+        sock.close()
+        LOGGER.warning("connection from %s refused: %s", address[0], why)
+        self._audit_refusal(address[0], why, why.split(" ", 1)[1])
+
+    def _audit_refusal(self, host: str, why: str, kind: str) -> None:
+        """Audit a refused connection, at most once per address and kind per interval (a flood of
+        refusals must not become a flood of audit writes)."""
+        key, now = (host, kind), time.monotonic()
+        with self._lock:
+            if now - self._last_refusal_audit.get(key, -REFUSAL_AUDIT_INTERVAL) < REFUSAL_AUDIT_INTERVAL:
+                return
+            self._last_refusal_audit[key] = now
+            if len(self._last_refusal_audit) > 10_000:  # many addresses: forget the old ones
+                self._last_refusal_audit = {key: now}
+        try:
+            self.node.audit.record("connection", "refused", detail={"host": host, "why": why})
+        except Exception:  # auditing must never take the accept loop down
+            LOGGER.exception("audit of a refused connection failed")
+
+    def _connection(self, sock: socket.socket, address: Any) -> None:
+        """Per-connection thread: handshake, read the RQ, admit, serve."""
+        try:
+            self._serve(sock, address)
         except Exception:  # edge: a connection must never take the listener down
             LOGGER.exception("connection from %s failed", address)
             _shutdown(sock)
             sock.close()
         finally:
             with self._lock:
-                self._undecided.discard(sock)
+                self._pending.discard(sock)
+                self._per_address[address[0]] -= 1
+                if self._per_address[address[0]] <= 0:
+                    del self._per_address[address[0]]
                 self._threads.discard(threading.current_thread())
 
-    def _route(self, sock: socket.socket, address: Any) -> None:
+    def _serve(self, sock: socket.socket, address: Any) -> None:
         network = self.node.config.network
+        deadline = time.monotonic() + network.acse_timeout
+        conn: socket.socket = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw = peek_associate_rq(sock, network.acse_timeout)
-            if raw is None:  # closed or silent before a whole RQ arrived
-                sock.close()
+            if self.tls_context is not None:
+                conn = _handshake(sock, self.tls_context, deadline)
+            raw = read_associate_rq(conn, deadline)
+            if raw is None:  # closed before a whole RQ arrived
+                conn.close()
                 return
             rq = pdu.decode_associate_rq(raw)
         except (pdu.PDUError, TimeoutError) as exc:
             LOGGER.warning("connection from %s: no valid A-ASSOCIATE-RQ (%s), aborting", address[0], exc)
-            _abort_and_close(sock)
+            self._audit_refusal(address[0], f"no valid A-ASSOCIATE-RQ: {exc}", type(exc).__name__)
+            _abort_and_close(conn)
             return
-        except OSError as exc:
-            LOGGER.debug("connection from %s lost before association: %s", address[0], exc)
-            sock.close()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: handshake refused
+            LOGGER.warning("connection from %s lost before association: %s", address[0], exc)
+            if isinstance(exc, ssl.SSLError):
+                self._audit_refusal(address[0], f"TLS: {exc}", "tls")
+            conn.close()
             return
-        if not lean_can_serve(rq) and not self._stopping.is_set():
-            with self._lock:
-                self._undecided.discard(sock)
-                self.delegated += 1
-            sock.settimeout(None)
-            self.delegate(sock, address)  # the socket is pynetdicom's now
-            return
+        certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
         with self._lock:
-            busy = len(self._lean) + (self.delegated_count() if self.delegated_count else 0)
+            self._pending.discard(sock)
+            busy = len(self._associations)
             admitted = not self._stopping.is_set() and busy < network.max_associations
-            association = LeanAssociation(sock, address, self.node, rq) if admitted else None
+            association = Association(conn, address, self.node, rq, certificate) if admitted else None
             if association is not None:
-                self._lean.add(association)
-                self._undecided.discard(sock)
-        try:
-            _recv_exact(sock, len(raw))  # consume the RQ we peeked at
-            if association is not None:
-                association.run()  # closes the socket whatever happens
-                return
-        except OSError as exc:
-            LOGGER.debug("connection from %s lost before association: %s", address[0], exc)
-            sock.close()
+                self._associations.add(association)
+        if association is None:
+            self._reject_busy(conn, address, rq, busy)
             return
+        try:
+            association.run()  # closes the socket whatever happens
         finally:
-            if association is not None:
-                with self._lock:
-                    self._lean.discard(association)
-                    self._lock.notify_all()
+            with self._lock:
+                self._associations.discard(association)
+                self._lock.notify_all()
+
+    def _reject_busy(self, conn: socket.socket, address: Any, rq: pdu.AssociateRQ, busy: int) -> None:
         stopping = self._stopping.is_set()
-        LOGGER.warning("association from %s@%s rejected: %s", rq.calling_ae.strip(), address[0],
-                       "server stopping" if stopping else f"{busy} associations running")
+        why = "server stopping" if stopping else f"{busy} associations running"
+        LOGGER.warning("association from %s@%s rejected: %s", rq.calling_ae.strip(), address[0], why)
+        try:
+            self.node.audit.record("association", "rejected", peer_aet=rq.calling_ae.strip()[:16],
+                                   detail={"host": address[0], "why": why})
+        except Exception:
+            LOGGER.exception("audit of a rejected association failed")
         reason = pdu.RJ_PRESENTATION_CONGESTION if stopping else pdu.RJ_PRESENTATION_LIMIT
-        _reject_and_close(sock, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION, reason))
+        _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION, reason))
 
 
-def peek_associate_rq(sock: socket.socket, timeout: float) -> bytes | None:
-    """The whole A-ASSOCIATE-RQ PDU, read with MSG_PEEK so the socket still holds it.
+def _handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float) -> ssl.SSLSocket:
+    """The server side of the TLS handshake, within the negotiation deadline."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    return context.wrap_socket(sock, server_side=True)
 
-    None if the peer closed first; TimeoutError after ``timeout`` seconds; PDUError if the
-    first PDU is not an A-ASSOCIATE-RQ or claims an absurd length.
+
+def read_associate_rq(sock: socket.socket, deadline: float) -> bytes | None:
+    """The whole A-ASSOCIATE-RQ PDU, read before ``deadline`` (monotonic).
+
+    None if the peer closed first; TimeoutError after the deadline, however slowly the
+    bytes trickle in; PDUError if the first PDU is not an A-ASSOCIATE-RQ or claims an
+    absurd length (checked before its body is read).
     """
-    deadline = time.monotonic() + timeout
-    header = _peek(sock, pdu.HEADER_SIZE, deadline)
+    header = _recv_before(sock, pdu.HEADER_SIZE, deadline)
     if header is None:
         return None
     pdu_type, length = pdu.HEADER.unpack(header)
@@ -222,52 +278,29 @@ def peek_associate_rq(sock: socket.socket, timeout: float) -> bytes | None:
         raise pdu.PDUError(f"first PDU has type 0x{pdu_type:02x}, not A-ASSOCIATE-RQ")
     if length > MAX_ASSOCIATE_RQ:
         raise pdu.PDUError(f"A-ASSOCIATE-RQ of {length} bytes is too large")
-    return _peek(sock, pdu.HEADER_SIZE + length, deadline)
+    body = _recv_before(sock, length, deadline)
+    return None if body is None else header + body
 
 
-def _peek(sock: socket.socket, size: int, deadline: float) -> bytes | None:
-    flags = socket.MSG_PEEK | getattr(socket, "MSG_WAITALL", 0)
-    while True:
+def _recv_before(sock: socket.socket, size: int, deadline: float) -> bytes | None:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("A-ASSOCIATE-RQ not complete within the ACSE timeout")
         sock.settimeout(remaining)
-        data = sock.recv(size, flags)
-        if len(data) == size:
-            return data
-        if not data or _hung_up(sock):
-            return None
-        time.sleep(0.002)  # part of it is there: MSG_WAITALL|MSG_PEEK may return early, poll
-
-
-def _hung_up(sock: socket.socket) -> bool:
-    """Whether the peer shut its side although unread bytes are still queued (Linux POLLRDHUP).
-
-    A peek never consumes: a peer that sent part of an RQ and closed looks like one still
-    sending, and its thread would poll every 2 ms until the ACSE timeout (and hold up stop()).
-    """
-    rdhup = getattr(select, "POLLRDHUP", 0)
-    if not rdhup:
-        return False
-    poller = select.poll()
-    poller.register(sock, rdhup)
-    return any(event & (rdhup | select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
-
-
-def _recv_exact(sock: socket.socket, size: int) -> None:
-    buffer = memoryview(bytearray(size))
-    got = 0
-    while got < size:
-        count = sock.recv_into(buffer[got:])
+        count = sock.recv_into(view[got:], size - got)
         if not count:
-            raise ConnectionError("peer closed while we consumed its A-ASSOCIATE-RQ")
+            return None
         got += count
+    return bytes(buffer)
 
 
 def _shutdown(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
+    except (OSError, ValueError):
         pass
 
 
@@ -275,9 +308,10 @@ def _abort_and_close(sock: socket.socket) -> None:
     """Send A-ABORT, then drain briefly so the close does not reset the abort away."""
     try:
         sock.sendall(pdu.Abort(pdu.ABORT_SOURCE_PROVIDER, pdu.ABORT_UNRECOGNIZED_PDU).encode())
-        sock.shutdown(socket.SHUT_WR)
+        if not isinstance(sock, ssl.SSLSocket):
+            sock.shutdown(socket.SHUT_WR)
         _drain(sock, REJECT_LINGER_SECONDS)
-    except OSError:
+    except (OSError, ValueError):
         pass
     sock.close()
 
@@ -298,6 +332,6 @@ def _reject_and_close(sock: socket.socket, reject: pdu.AssociateRJ) -> None:
     try:
         sock.sendall(reject.encode())
         _drain(sock, REJECT_LINGER_SECONDS)
-    except OSError:
+    except (OSError, ValueError):
         pass
     sock.close()

@@ -1,8 +1,8 @@
-"""DICOM Upper Layer PDUs (PS3.8 9.3) and DIMSE command sets (PS3.7 E), as plain bytes.
+"""DICOM Upper Layer PDUs (PS3.8 9.3), as plain bytes (DIMSE command sets: ``commands``).
 
-The lean receive path (``pacsnode.dimse.lean``) speaks the wire itself instead of going
-through pynetdicom's reactor threads and PDU objects. This module is its codec and nothing
-else: no sockets, no state. Every decoder raises :class:`PDUError` on malformed input, so a
+The engine (``association``, ``outgoing``) speaks the wire itself instead of going through
+pynetdicom's reactor threads and PDU objects. This module is its codec and nothing else:
+no sockets, no state. Every decoder raises :class:`PDUError` on malformed input, so a
 caller has exactly one exception to turn into an A-ABORT.
 
 P-DATA-TF is the hot path: :func:`iter_pdvs` walks the PDVs of a received PDU body in place
@@ -87,8 +87,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">L")
 
 
-class PDUError(ValueError):
-    """A PDU, item or command set is malformed: the association must be aborted."""
+from pacsnode.dimse.commands import PDUError  # noqa: E402  (one exception for both halves of the codec)
 
 
 # -- items ------------------------------------------------------------------------------
@@ -324,6 +323,12 @@ def _text(view: memoryview) -> str:
         raise PDUError("non-ASCII text in an item") from None
 
 
+def _title(view: memoryview) -> str:
+    """An AE title field, every byte kept (latin-1) so that the acceptance policy, not the
+    decoder, judges a non-ASCII or control character (A-ASSOCIATE-RJ rather than A-ABORT)."""
+    return bytes(view).decode("latin-1").rstrip("\0 ")
+
+
 def _u16_prefixed(view: memoryview, offset: int) -> tuple[memoryview, int]:
     if offset + 2 > len(view):
         raise PDUError("truncated length-prefixed field")
@@ -338,7 +343,7 @@ def _decode_associate(pdu_type: int, view: memoryview) -> AssociateRQ | Associat
     if len(view) < 68:
         raise PDUError(f"A-ASSOCIATE PDU of {len(view)} bytes is shorter than its fixed fields")
     (version,) = _U16.unpack_from(view, 0)
-    called, calling = _text(view[4:20]), _text(view[20:36])
+    called, calling = _title(view[4:20]), _title(view[20:36])
     application_context = ""
     rq_contexts: list[PresentationContextRQ] = []
     ac_contexts: list[PresentationContextAC] = []
@@ -512,128 +517,7 @@ def _encode_user_information(user: UserInformation) -> bytes:
     return _item(ITEM_USER_INFORMATION, b"".join(subs))
 
 
-def encode_message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int) -> bytes:
-    """The P-DATA-TF PDUs carrying one DIMSE message, none longer than the peer's maximum.
-
-    ``peer_max_pdu`` is the maximum length the peer announced (0: unlimited); it bounds the
-    variable part of each P-DATA-TF, PDV headers included (PS3.8 D.1).
-    """
-    message = encode_fragments(context_id, command, True, peer_max_pdu)
-    if dataset is None:
-        return message
-    return message + encode_fragments(context_id, dataset, False, peer_max_pdu)
-
-
-def encode_fragments(context_id: int, payload: bytes, is_command: bool, peer_max_pdu: int) -> bytes:
-    """One command set or dataset as P-DATA-TF PDUs of one PDV each, the last one flagged.
-
-    Lets a sender encode the constant part of a message (a C-FIND-RSP Pending command) once.
-    """
-    limit = peer_max_pdu - 6 if peer_max_pdu else 0
-    if peer_max_pdu and limit < 1:
-        raise PDUError(f"peer maximum PDU length {peer_max_pdu} cannot carry a PDV")
-    base = MCH_COMMAND if is_command else 0
-    size = len(payload)
-    step = limit or max(size, 1)
-    out: list[bytes] = []
-    for offset in range(0, max(size, 1), step):
-        chunk = payload[offset:offset + step]
-        last = MCH_LAST if offset + step >= size else 0
-        out.append(HEADER.pack(P_DATA_TF, len(chunk) + 6) + _PDV.pack(len(chunk) + 2, context_id, base | last)
-                   + chunk)
-    return b"".join(out)
-
-
-# -- DIMSE command sets (PS3.7 E: group 0000, always Implicit VR Little Endian) ---------
-COMMAND_GROUP_LENGTH = 0x00000000
-AFFECTED_SOP_CLASS_UID = 0x00000002
-COMMAND_FIELD = 0x00000100
-MESSAGE_ID = 0x00000110
-MESSAGE_ID_BEING_RESPONDED_TO = 0x00000120
-MOVE_DESTINATION = 0x00000600
-PRIORITY = 0x00000700
-COMMAND_DATASET_TYPE = 0x00000800
-STATUS = 0x00000900
-ERROR_COMMENT = 0x00000902
-AFFECTED_SOP_INSTANCE_UID = 0x00001000
-MOVE_ORIGINATOR_AET = 0x00001030
-MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
-
-C_STORE_RQ = 0x0001
-C_STORE_RSP = 0x8001
-C_FIND_RQ = 0x0020
-C_FIND_RSP = 0x8020
-C_ECHO_RQ = 0x0030
-C_ECHO_RSP = 0x8030
-C_CANCEL_RQ = 0x0FFF
-NO_DATASET = 0x0101
-DATASET_PRESENT = 0x0001  # any value but 0x0101 says "a dataset follows" (PS3.7 E.2)
-
-_ELEMENT = struct.Struct("<HHL")
-_VR_OF = {  # the command elements we write, by tag
-    COMMAND_GROUP_LENGTH: "UL", AFFECTED_SOP_CLASS_UID: "UI", COMMAND_FIELD: "US", MESSAGE_ID: "US",
-    MESSAGE_ID_BEING_RESPONDED_TO: "US", MOVE_DESTINATION: "AE", PRIORITY: "US", COMMAND_DATASET_TYPE: "US",
-    STATUS: "US", ERROR_COMMENT: "LO", AFFECTED_SOP_INSTANCE_UID: "UI", MOVE_ORIGINATOR_AET: "AE",
-    MOVE_ORIGINATOR_MESSAGE_ID: "US",
-}
-
-
-class Command(dict[int, bytes]):
-    """A decoded command set: tag → raw value bytes, with typed accessors."""
-
-    def us(self, tag: int, default: int | None = None) -> int | None:
-        value = self.get(tag)
-        if value is None:
-            return default
-        if len(value) != 2:
-            raise PDUError(f"command element ({tag >> 16:04x},{tag & 0xFFFF:04x}) is not a US")
-        return int.from_bytes(value, "little")
-
-    def text(self, tag: int) -> str:
-        try:
-            return self.get(tag, b"").decode("ascii").rstrip("\0 ").strip()
-        except UnicodeDecodeError:
-            raise PDUError("non-ASCII text in a command set") from None
-
-
-def decode_command(data: bytes | bytearray | memoryview) -> Command:
-    """Parse a command set (every element must be in group 0000)."""
-    view = memoryview(data)
-    command, offset, size = Command(), 0, len(view)
-    while offset < size:
-        if size - offset < 8:
-            raise PDUError("truncated command element")
-        group, element, length = _ELEMENT.unpack_from(view, offset)
-        end = offset + 8 + length
-        if group != 0 or end > size:
-            raise PDUError(f"bad command element ({group:04x},{element:04x}) length {length}")
-        command[element] = bytes(view[offset + 8:end])
-        offset = end
-    if COMMAND_FIELD not in command:
-        raise PDUError("command set without a Command Field")
-    return command
-
-
-def encode_command(elements: dict[int, int | str]) -> bytes:
-    """Encode a command set from tag → value (US/UL ints, UI/AE/LO strings), group length first."""
-    parts = []
-    for tag in sorted(elements):
-        if tag == COMMAND_GROUP_LENGTH:
-            continue
-        value, vr = elements[tag], _VR_OF[tag]
-        if vr == "US":
-            raw = int(value).to_bytes(2, "little")
-        elif vr == "UL":
-            raw = int(value).to_bytes(4, "little")
-        else:
-            raw = str(value).encode("ascii", "replace")
-            if len(raw) % 2:
-                raw += b"\0" if vr == "UI" else b" "
-        parts.append(_ELEMENT.pack(0, tag & 0xFFFF, len(raw)) + raw)
-    body = b"".join(parts)
-    return _ELEMENT.pack(0, 0, 4) + len(body).to_bytes(4, "little") + body
-
-
-def error_comment(text: str) -> str:
-    """An Error Comment (0000,0902) value: LO, ASCII, at most 64 characters, no backslash."""
-    return text.replace("\\", "/").encode("ascii", "replace").decode()[:64]
+# The DIMSE command codec and message framing live in ``commands``; their names stay reachable as ``pdu.X``.
+from pacsnode.dimse.commands import *  # noqa: E402,F401,F403
+from pacsnode.dimse.commands import (  # noqa: E402,F401
+    Command, decode_command, encode_command, encode_fragments, encode_message, error_comment)

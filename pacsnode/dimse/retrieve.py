@@ -1,44 +1,37 @@
-"""C-MOVE and C-GET SCP handlers.
+"""C-MOVE and C-GET SCP: sub-operations that stream stored files as they are on disk.
 
-pynetdicom runs the sub-operations (opening the C-MOVE store association, counting
-completed/failed/warning, building the Failed SOP Instance UID List); these generators
-feed it. Two things are ours:
+Both decode the identifier, ask ``Node.retrieve`` (access for the caller, and for a move
+the destination too), then run one C-STORE sub-operation per instance:
 
-* the contexts proposed to a move destination: for every SOP class, the stored transfer
-  syntax alone and, separately, the uncompressed syntaxes, so that a destination that does
-  not take the stored syntax still gets the instance;
-* the fallback when only an uncompressed context was accepted for a compressed instance:
-  decompress with pydicom (pillow and any installed pylibjpeg plugins), or let the
-  sub-operation fail and be counted, never hang.
+* C-GET on this very association, on a storage context for which the requester took the
+  SCP role (role selection), each C-STORE-RSP awaited before the next;
+* C-MOVE on one outgoing association to the destination (``outgoing``), honouring its TLS
+  setting and failing closed.
+
+Each instance goes out as the bytes on disk when the accepted syntax is the stored one,
+else transcoded with pydicom, else counted as a failed sub-operation (``sending``): never
+a hang. A Pending response with the counts follows every sub-operation; a C-CANCEL-RQ
+ends the run with 0xFE00; the final response carries the Failed SOP Instance UID List.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-import threading
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Callable
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import build_context, evt
-from pynetdicom.association import Association
-from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
 
 from pacsnode.dicom.query import parse_identifier
-from pacsnode.dimse import statuses
-from pacsnode.dimse.handlers import caller_of
-from pacsnode.dimse.scu import wait_for_reactor
-from pacsnode.dimse.sockets import set_nodelay
+from pacsnode.dimse import lean_find, outgoing, pdu, sending, statuses
+from pacsnode.dimse.session import BufferSink, Request, Session, Sink
 from pacsnode.errors import PacsnodeError
-from pacsnode.model import InformationModel, InstanceLocation
-from pacsnode.node import Node
+from pacsnode.model import InformationModel, InstanceLocation, Peer
 
 LOGGER = logging.getLogger(__name__)
-UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-MAX_CONTEXTS = 128
+
+SendOne = Callable[[InstanceLocation], str]  # 'success' | 'warning' | 'failure'
 
 
 def model_of(sop_class_uid: str) -> InformationModel:
@@ -46,111 +39,194 @@ def model_of(sop_class_uid: str) -> InformationModel:
     return InformationModel.PATIENT_ROOT if ".5.1.4.1.2.1." in sop_class_uid else InformationModel.STUDY_ROOT
 
 
-def proposed_contexts(locations: list[InstanceLocation]) -> list[PresentationContext]:
-    """Contexts for a move destination: stored syntax alone, then uncompressed, per SOP class."""
-    contexts: list[PresentationContext] = []
-    seen: set[tuple[str, str]] = set()
-    for loc in locations:
-        syntax = loc.transfer_syntax or ExplicitVRLittleEndian
-        for key, syntaxes in (((loc.sop_class_uid, syntax), [syntax]),
-                              ((loc.sop_class_uid, "uncompressed"), UNCOMPRESSED)):
-            if key in seen or (key[1] == "uncompressed" and syntax in UNCOMPRESSED and
-                               (loc.sop_class_uid, "uncompressed") in seen):
-                continue
-            seen.add(key)
-            contexts.append(build_context(loc.sop_class_uid, syntaxes))
-    return contexts[:MAX_CONTEXTS]
+@dataclass
+class Counts:
+    """Sub-operation counts and the instances that failed (PS3.4 C.4.2.1.4/C.4.3.1.3)."""
+
+    total: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.completed - self.failed - self.warning
+
+    def elements(self, with_remaining: bool) -> dict[int, int | str]:
+        counts: dict[int, int | str] = {pdu.NUMBER_OF_COMPLETED: self.completed, pdu.NUMBER_OF_FAILED: self.failed,
+                                        pdu.NUMBER_OF_WARNING: self.warning}
+        if with_remaining:
+            counts[pdu.NUMBER_OF_REMAINING] = self.remaining
+        return counts
+
+    def final_status(self) -> int:
+        if self.failed == 0 and self.warning == 0:
+            return statuses.SUCCESS
+        if self.completed == 0 and self.warning == 0:
+            return statuses.QR_FAILED_SUBOPS_ALL
+        return statuses.WARNING_SUBOPS
 
 
-def load_for(location: InstanceLocation, accepted: list[PresentationContext]) -> Dataset:
-    """Read an instance, decompressing it when the peer accepted only uncompressed syntaxes for it."""
-    dataset = dcmread(location.path)
-    syntax = UID(location.transfer_syntax or ExplicitVRLittleEndian)
-    if not syntax.is_compressed:
-        return dataset
-    offered = {UID(cx.transfer_syntax[0]) for cx in accepted
-               if cx.abstract_syntax == location.sop_class_uid and cx.transfer_syntax}
-    if syntax in offered or not offered & set(UNCOMPRESSED):
-        return dataset  # exact match, or nothing better: pynetdicom counts the failure
+def _retrieve(session: Session, request: Request, identifier: bytes | None, action: str,
+              destination: Peer | None) -> list[InstanceLocation]:
+    """Decode the identifier and ask the node; PacsnodeError/_Failure become the final status."""
+    if identifier is None:
+        raise _Failure(statuses.QR_UNABLE_TO_PROCESS, f"identifier longer than {lean_find.MAX_IDENTIFIER} bytes")
     try:
-        dataset.decompress()
-    except Exception as exc:  # no decoder installed for this syntax
-        LOGGER.warning("cannot decompress %s for sending: %s", location.sop_instance_uid, exc)
-    return dataset
+        dataset = lean_find.DatasetCodec.of(request.transfer_syntax).decode(identifier)
+        for _element in dataset.iterall():  # malformed values raise here, not mid-run
+            pass
+    except Exception as exc:  # pydicom raises many kinds on malformed bytes
+        raise _Failure(statuses.QR_UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") from exc
+    query = parse_identifier(dataset, model_of(request.sop_class), retrieve=True)
+    node = session.node
+    if destination is not None and "destination" in inspect.signature(node.retrieve).parameters:
+        return node.retrieve(query, session.caller(), action, destination=destination)  # type: ignore[call-arg]
+    return node.retrieve(query, session.caller(), action)
 
 
-def _sub_operations(event: Event, locations: list[InstanceLocation], accepted: list[PresentationContext],
-                    store_association: list[Association] | None = None) -> Iterator[tuple[int, Dataset | None]]:
+class _Failure(Exception):
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status, self.comment = status, comment
+
+
+def _final(session: Session, request: Request, field_: int, status: int, counts: Counts, comment: str = "",
+           with_remaining: bool = False) -> None:
+    dataset = None
+    if counts.failed_uids:
+        failed = Dataset()
+        failed.FailedSOPInstanceUIDList = counts.failed_uids
+        dataset = lean_find.DatasetCodec.of(request.transfer_syntax).encode(failed)
+    session.respond(request, field_, status, comment, counts.elements(with_remaining), dataset)
+
+
+def _run(session: Session, request: Request, field_: int, locations: list[InstanceLocation],
+         send_one: SendOne) -> None:
+    """The sub-operations, Pending after each, cancel between them, then the final response."""
+    counts = Counts(len(locations))
     for location in locations:
-        if event.is_cancelled:
-            yield statuses.CANCEL, None
+        if session.cancelled(request.message_id):
+            LOGGER.info("%s cancelled by the peer after %d sub-operation(s)", session.label(),
+                        counts.completed + counts.failed + counts.warning)
+            _final(session, request, field_, statuses.CANCEL, counts, with_remaining=True)
+            return
+        outcome = send_one(location)
+        if outcome == "success":
+            counts.completed += 1
+        elif outcome == "warning":
+            counts.warning += 1
+        else:
+            counts.failed += 1
+            counts.failed_uids.append(location.sop_instance_uid)
+        session.respond(request, field_, statuses.PENDING, "", counts.elements(True))
+    _final(session, request, field_, counts.final_status(), counts)
+
+
+def get(session: Session, request: Request) -> Sink:
+    """C-GET-RQ: the identifier is buffered, then the instances come back on this association."""
+    def answer(identifier: bytes | None) -> None:
+        session.stats["retrieves"] += 1
+        try:
+            locations = _retrieve(session, request, identifier, "get", None)
+        except (PacsnodeError, _Failure) as exc:
+            status = exc.status if isinstance(exc, _Failure) else statuses.query_status(exc)
+            _final(session, request, pdu.C_GET_RSP, status, Counts(0), str(exc))
+            return
+        caller = session.caller()
+        session.node.audit.record("get", "started", peer_aet=caller.aet,
+                                  peer_name=caller.peer.name if caller.peer else "",
+                                  study_uid=locations[0].study_uid if locations else "",
+                                  detail={"instances": len(locations)})
+        sendable = {cid: ctx for cid, ctx in session.contexts.items() if ctx[0] in session.scp_roles}
+        _run(session, request, pdu.C_GET_RSP, locations,
+             lambda location: _store_here(session, request, location, sendable))
+
+    return BufferSink(lean_find.MAX_IDENTIFIER, answer)
+
+
+def _store_here(session: Session, request: Request, location: InstanceLocation,
+                sendable: dict[int, tuple[str, str]]) -> str:
+    """One C-GET sub-operation: C-STORE-RQ on this association, then its C-STORE-RSP."""
+    chosen = sending.choose_context(location.sop_class_uid, location.transfer_syntax, sendable)
+    if chosen is None:
+        LOGGER.warning("C-GET: no context with the SCP role for %s (%s)", location.sop_instance_uid,
+                       location.sop_class_uid)
+        return "failure"
+    context_id, syntax = chosen
+    message_id = session.next_message_id()
+    started = False
+    try:
+        for chunk in sending.iter_store_pdus(location, context_id, syntax, message_id, session.peer_max_pdu):
+            started = True
+            session.send(chunk)  # type: ignore[arg-type]
+    except sending.CannotSend as exc:
+        if started:  # half a dataset is on the wire: the association cannot go on
+            raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc
+        LOGGER.warning("C-GET sub-operation for %s failed: %s", location.sop_instance_uid, exc)
+        return "failure"
+    response = session.await_response(message_id, pdu.C_STORE_RSP, cancel_of=request.message_id)
+    if response is None:
+        return "failure"
+    return sending.store_outcome(response.us(pdu.STATUS, 0xFFFF) or 0)
+
+
+def move(session: Session, request: Request) -> Sink:
+    """C-MOVE-RQ: the identifier is buffered, then one outgoing association sends the instances."""
+    def answer(identifier: bytes | None) -> None:
+        session.stats["retrieves"] += 1
+        node, caller = session.node, session.caller()
+        try:
+            node.require_permission(caller, "move")
+            destination = node.move_destination(request.command.text(pdu.MOVE_DESTINATION))
+        except PacsnodeError as exc:
+            LOGGER.warning("C-MOVE refused: %s", exc)
+            node.audit.record("move", "refused", peer_aet=caller.aet, detail=str(exc))
+            _final(session, request, pdu.C_MOVE_RSP, statuses.query_status(exc), Counts(0), str(exc))
             return
         try:
-            dataset = load_for(location, accepted)
-            if store_association:  # C-MOVE: pynetdicom sends it on an association with a running reactor
-                wait_for_reactor(store_association[0])
-            yield statuses.PENDING, dataset
-        except (OSError, PacsnodeError) as exc:
-            LOGGER.error("cannot read %s: %s", location.sop_instance_uid, exc)
-            failed = Dataset()
-            failed.SOPInstanceUID = location.sop_instance_uid
-            yield statuses.PENDING, failed  # counted as a failed sub-operation
+            locations = _retrieve(session, request, identifier, "move", destination)
+        except (PacsnodeError, _Failure) as exc:
+            status = exc.status if isinstance(exc, _Failure) else statuses.query_status(exc)
+            _final(session, request, pdu.C_MOVE_RSP, status, Counts(0), str(exc))
+            return
+        node.audit.record("move", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
+                          study_uid=locations[0].study_uid if locations else "",
+                          detail={"destination": destination.aet, "instances": len(locations)})
+        if not locations:
+            _final(session, request, pdu.C_MOVE_RSP, statuses.SUCCESS, Counts(0))
+            return
+        _move_to(session, request, destination, locations)
+
+    return BufferSink(lean_find.MAX_IDENTIFIER, answer)
 
 
-def handle_move(event: Event, node: Node) -> Iterator[Any]:
-    """C-MOVE: destination, number of sub-operations, then one dataset per instance."""
-    caller = caller_of(event, node)
+def _move_to(session: Session, request: Request, destination: Peer, locations: list[InstanceLocation]) -> None:
+    """Open the association to the destination, run the sub-operations on it, release it."""
+    node = session.node
+    originator = (session.rq.calling_ae.strip(), request.message_id)
     try:
-        destination = node.move_destination(str(event.move_destination).strip())
-    except PacsnodeError as exc:
-        LOGGER.warning("C-MOVE refused: %s", exc)
-        node.audit.record("move", "refused", peer_aet=caller.aet, detail=str(exc))
-        yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
+        association = outgoing.open_for_sending(destination, node.config.aet, locations, node.config,
+                                                timeout=node.config.network.dimse_timeout)
+    except (PacsnodeError, OSError) as exc:
+        LOGGER.warning("C-MOVE to %s: cannot open the association: %s", destination.aet, exc)
+        counts = Counts(len(locations), failed=len(locations),
+                        failed_uids=[loc.sop_instance_uid for loc in locations])
+        _final(session, request, pdu.C_MOVE_RSP, statuses.QR_FAILED_SUBOPS_ALL, counts,
+               f"cannot reach {destination.aet}: {exc}")
         return
+
+    def send_one(location: InstanceLocation) -> str:
+        try:
+            return sending.store_outcome(association.send_stored(location, move_originator=originator).status)
+        except sending.CannotSend as exc:  # this instance only: the association goes on
+            LOGGER.warning("C-MOVE sub-operation for %s failed: %s", location.sop_instance_uid, exc)
+        except PacsnodeError as exc:  # the association is lost: every remaining sub-operation fails
+            LOGGER.warning("C-MOVE to %s: %s", destination.aet, exc)
+        return "failure"
+
     try:
-        query = parse_identifier(event.identifier, model_of(str(event.request.AffectedSOPClassUID)), retrieve=True)
-        locations = node.retrieve(query, caller, "move")
-    except PacsnodeError as exc:
-        # pynetdicom (3.0) opens the sub-operation association after the count and before the
-        # first status, so a refusal still needs a destination with one context it can open
-        # (Verification); the status *dataset* comes first so its Error Comment reaches the peer.
-        yield destination.host, destination.port, {
-            "contexts": [build_context(Verification)], "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
-        yield 1
-        yield statuses.status_dataset(statuses.query_status(exc), str(exc)), None
-        return
-    accepted: list[PresentationContext] = []
-    store_association: list[Association] = []
-    ready = threading.Event()
-
-    def remember_accepted(accept_event: Event) -> None:
-        accepted.extend(accept_event.assoc.accepted_contexts)
-        store_association.append(accept_event.assoc)
-        ready.set()
-
-    node.audit.record("move", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
-                      study_uid=locations[0].study_uid if locations else "",
-                      detail={"destination": destination.aet, "instances": len(locations)})
-    yield destination.host, destination.port, {
-        "contexts": proposed_contexts(locations),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ACCEPTED, remember_accepted)],
-    }
-    yield len(locations)
-    yield from _sub_operations(event, locations, accepted, store_association)
-
-
-def handle_get(event: Event, node: Node) -> Iterator[Any]:
-    """C-GET: number of sub-operations, then one dataset per instance, on this association."""
-    caller = caller_of(event, node)
-    try:
-        query = parse_identifier(event.identifier, model_of(str(event.request.AffectedSOPClassUID)), retrieve=True)
-        locations = node.retrieve(query, caller, "get")
-    except PacsnodeError as exc:
-        yield 1
-        yield statuses.status_dataset(statuses.query_status(exc), str(exc)), None
-        return
-    node.audit.record("get", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
-                      study_uid=locations[0].study_uid if locations else "",
-                      detail={"instances": len(locations)})
-    yield len(locations)
-    yield from _sub_operations(event, locations, list(event.assoc.accepted_contexts))
+        _run(session, request, pdu.C_MOVE_RSP, locations, send_one)
+    finally:
+        association.release()

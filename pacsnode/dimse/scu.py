@@ -1,7 +1,11 @@
-"""Outgoing DICOM: echo, store, find, move and get towards a peer.
+"""Outgoing DICOM through pynetdicom: echo, find, move and get towards a peer.
 
-Every association opened here sets TCP_NODELAY (see ``sockets``) and proposes a large
-maximum PDU; errors become ``PeerError`` with a message that says what the peer did.
+C-STORE (``pacsnode send``) no longer goes through here: ``send_files`` streams stored bytes
+on our own association (``outgoing``). Every association opened here sets TCP_NODELAY (see
+``sockets``), proposes a large maximum PDU, and uses TLS when the peer is registered with
+``--tls`` (pynetdicom wraps the socket before connecting; a failed handshake is an error,
+never a clear-text retry); errors become ``PeerError`` with a message that says what the
+peer did.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, build_role, evt
 from pynetdicom.association import Association
@@ -93,6 +96,9 @@ def associate(ae: AE, peer: Peer, local: LocalAE | None = None, **kwargs: Any) -
     if not assoc.is_established:
         if assoc.is_rejected:
             raise PeerError(f"{peer.aet}@{peer.host}:{peer.port} rejected the association")
+        if tls_args is not None:  # pynetdicom logs the SSL error and reports only a failed association
+            raise PeerError(f"cannot associate with {peer.aet}@{peer.host}:{peer.port} over TLS (handshake failed, "
+                            "certificate not trusted, or no answer); nothing was sent in clear text")
         raise PeerError(f"cannot associate with {peer.aet}@{peer.host}:{peer.port} (no answer or aborted)")
     try:
         yield assoc
@@ -211,45 +217,3 @@ def get(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, on_instance
             if progress:
                 progress(state)
     return state
-
-
-# -- C-STORE --------------------------------------------------------------------------------
-def send(peer: Peer, calling_aet: LocalAE | str, files: list[tuple[str, str, str]],
-         progress: Callable[[str, int | None, str], None] | None = None) -> dict[str, int]:
-    """C-STORE files ``(path, sop_class_uid, transfer_syntax)``; report each outcome via ``progress``.
-
-    Proposes, per SOP class, the file's own syntax and the uncompressed ones; a file whose
-    syntax was not accepted is re-encoded by pynetdicom (uncompressed) or counted failed.
-    """
-    local = LocalAE.coerce(calling_aet)
-    ae = new_ae(local.aet, timeout=60.0)
-    seen: set[tuple[str, str]] = set()
-    for _path, sop_class, syntax in files:
-        for key in ((sop_class, syntax), (sop_class, "uncompressed")):
-            if key in seen or len(ae.requested_contexts) >= 128:
-                continue
-            seen.add(key)
-            syntaxes = [syntax] if key[1] != "uncompressed" else ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-            ae.add_requested_context(sop_class, syntaxes)
-    counts = {"sent": 0, "failed": 0, "warning": 0}
-    with associate(ae, peer, local) as assoc:
-        for path, _sop_class, _syntax in files:
-            try:
-                dataset = dcmread(path)
-                wait_for_reactor(assoc)
-                status = assoc.send_c_store(dataset)
-                code = int(status.Status) if status and "Status" in status else None
-                comment = str(status.get("ErrorComment", "") or "") if status else "no response"
-            except (ValueError, AttributeError, OSError) as exc:
-                code, comment = None, str(exc)
-            if code == 0:
-                counts["sent"] += 1
-            elif code is not None and code in (0xB000, 0xB006, 0xB007):
-                counts["warning"] += 1
-            else:
-                counts["failed"] += 1
-            if progress:
-                progress(path, code, comment)
-            if not assoc.is_established:
-                raise PeerError(f"{peer.aet} aborted the association during C-STORE")
-    return counts

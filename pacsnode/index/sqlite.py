@@ -381,6 +381,17 @@ class SqliteIndex:
         sql += " ORDER BY se.series_number, i.instance_number"
         return [InstanceLocation(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.query(sql, params)]
 
+    def instance_files(self, sop_instance_uids: list[str]) -> dict[str, sqlite3.Row]:
+        """Stored-file rows of the listed instances (storage commitment), by SOP Instance UID."""
+        rows: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(sop_instance_uids), 500):  # SQLite's host-parameter limit
+            chunk = sop_instance_uids[start:start + 500]
+            for row in self.query(
+                    "SELECT sop_instance_uid, sop_class_uid, path, size, sha256, calling_ae FROM instances "
+                    f"WHERE sop_instance_uid IN ({','.join('?' * len(chunk))})", chunk):
+                rows[row["sop_instance_uid"]] = row
+        return rows
+
     def all_instance_files(self) -> list[sqlite3.Row]:
         return self.query("SELECT pk, sop_instance_uid, path, size, sha256 FROM instances")
 

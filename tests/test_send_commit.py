@@ -1,0 +1,135 @@
+"""``pacsnode send PEER ... --commit`` and the storage commitment messages on our own associations.
+
+Against a real ``pacsnode serve`` (the engine's Storage Commitment SCP), and against pynetdicom
+playing the requester that receives a report on a new association, or an SCP that never reports.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel
+
+from pacsnode.dimse import commit_scu, outgoing, sending
+from pacsnode.model import InstanceLocation, Peer
+from support import LOOPBACK, NodeProcess, free_port, sample_files
+
+pytestmark = pytest.mark.interop
+
+
+def _location(path: Path) -> InstanceLocation:
+    ds = dcmread(path, stop_before_pixels=True)
+    return InstanceLocation(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID),
+                            str(path))
+
+
+@pytest.fixture
+def archive(node_process: Callable[..., NodeProcess]) -> NodeProcess:
+    target = node_process(name="archive", aet="ARCHIVE")
+    target.cli("peer", "add", "sender", "--aet", "SENDER", "--host", LOOPBACK, "--port", "1")
+    return target.start()
+
+
+def test_send_commit_prints_every_instance_committed_by_pacsnode(
+        archive: NodeProcess, node_process: Callable[..., NodeProcess]) -> None:
+    sender = node_process(name="sender", aet="SENDER")
+    sender.cli("peer", "add", "archive", "--aet", "ARCHIVE", "--host", LOOPBACK, "--port", str(archive.port))
+    files = [str(p) for p in sample_files()[:4]]
+    sent = sender.cli("send", "archive", *files, "--commit", "--commit-timeout", "30")
+    assert sent.returncode == 0, sent.explain()
+    assert "sent 4, warning 0, failed 0" in sent.stdout
+    assert "committed 4, failed 0" in sent.stdout
+    assert len(archive.index_rows("SELECT 1 FROM instances")) == 4
+
+
+def test_commitment_failures_come_back_with_their_reason(archive: NodeProcess) -> None:
+    stored = _location(sample_files()[0])
+    contexts = sending.proposed_contexts([stored]) + [commit_scu.commitment_context(5)]
+    peer = Peer("archive", "ARCHIVE", LOOPBACK, archive.port)
+    with outgoing.open_association(peer, "SENDER", contexts) as assoc:
+        assert assoc.send_stored(stored).status == 0
+        result = commit_scu.request_commitment(assoc, [(stored.sop_class_uid, stored.sop_instance_uid),
+                                                       (stored.sop_class_uid, "1.2.3.4.5.6.7.404")], timeout=30)
+    assert result.committed == [(stored.sop_class_uid, stored.sop_instance_uid)]
+    assert result.failed == [(stored.sop_class_uid, "1.2.3.4.5.6.7.404", 0x0112)]
+
+
+class _PynetdicomSCP:
+    """A pynetdicom Storage + Storage Commitment SCP that answers N-ACTION and never reports."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.ae = AE(ae_title="SILENT")
+        self.ae.add_supported_context(StorageCommitmentPushModel)
+        for uid in {_location(p).sop_class_uid for p in sample_files()[:2]}:
+            self.ae.add_supported_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        handlers = [(evt.EVT_C_STORE, lambda event: 0x0000),
+                    (evt.EVT_N_ACTION, lambda event: (0x0000, None))]
+        self.server = self.ae.start_server((LOOPBACK, self.port), block=False, evt_handlers=handlers)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_send_commit_gives_up_after_its_timeout_when_no_report_comes(
+        node_process: Callable[..., NodeProcess]) -> None:
+    scp = _PynetdicomSCP()
+    try:
+        sender = node_process(name="sender", aet="SENDER")
+        sender.cli("peer", "add", "silent", "--aet", "SILENT", "--host", LOOPBACK, "--port", str(scp.port))
+        started = time.monotonic()
+        sent = sender.cli("send", "silent", *map(str, sample_files()[:2]), "--commit", "--commit-timeout", "2")
+        elapsed = time.monotonic() - started
+    finally:
+        scp.stop()
+    assert sent.returncode == 1, sent.explain()
+    assert "sent 2" in sent.stdout and "storage commitment: no report" in sent.stdout
+    assert "within 2 s" in sent.stdout
+    assert elapsed < 20
+
+
+def test_send_report_delivers_the_report_on_a_new_association_with_role_selection() -> None:
+    received: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, Dataset | None]:
+        received.append({"event_type": event.event_type, "dataset": event.event_information,
+                         "roles": [(cx.as_scu, cx.as_scp) for cx in event.assoc.accepted_contexts
+                                   if cx.abstract_syntax == StorageCommitmentPushModel]})
+        done.set()
+        return 0x0000, None
+
+    ae = AE(ae_title="REQUESTER")
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    port = free_port()
+    server = ae.start_server((LOOPBACK, port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        status = commit_scu.send_report(Peer("requester", "REQUESTER", LOOPBACK, port), "PACSNODE", "1.2.3.99",
+                                        [("1.2.840.10008.5.1.4.1.1.2", "1.2.3.1")],
+                                        [("1.2.840.10008.5.1.4.1.1.2", "1.2.3.2", 0x0112)])
+        assert done.wait(5)
+    finally:
+        server.shutdown()
+    assert status == 0
+    assert received[0]["event_type"] == commit_scu.EVENT_SOME_FAILED
+    # role selection took: on the association we requested, the requester acts only as SCU
+    assert received[0]["roles"] == [(True, False)]
+    report = received[0]["dataset"]
+    assert report.TransactionUID == "1.2.3.99"
+    assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in report.FailedSOPSequence] == [("1.2.3.2", 0x0112)]
+    assert [i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence] == ["1.2.3.1"]
+
+
+def test_the_report_dataset_round_trips() -> None:
+    ds = commit_scu.report_dataset("1.2.3", [("1.2", "1.2.3.1")], [("1.2", "1.2.3.2", 0x0110)])
+    raw = sending.encode_dataset(ds, sending.IMPLICIT_VR_LITTLE_ENDIAN)
+    back = commit_scu._decode(raw, sending.IMPLICIT_VR_LITTLE_ENDIAN)
+    assert back.TransactionUID == "1.2.3"
+    assert back.FailedSOPSequence[0].FailureReason == 0x0110
