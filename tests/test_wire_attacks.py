@@ -252,6 +252,29 @@ def test_connections_without_an_rq_are_capped_and_cost_no_thread_each(node: Node
     assert echo_works(node)
 
 
+def test_silent_connections_from_two_hosts_do_not_lock_out_a_real_peer(node: NodeProcess) -> None:
+    """Two hosts, 32 silent connections each (the per-address cap), took all 64 pending slots:
+    every real peer was refused for acse_timeout, again and again. A real peer sends its RQ at
+    once, so the connection silent the longest is cut to make room for it."""
+    node.start()
+    silent = []
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            for _ in range(32):
+                sock = socket.socket()
+                sock.bind((host, 0))
+                sock.connect((LOOPBACK, node.port))
+                silent.append(sock)
+        time.sleep(1.5)  # PENDING_EVICT_SECONDS: they are all silent for longer than a real peer
+        for _ in range(3):
+            assert node.echo().returncode == 0  # DCMTK echoscu
+            assert echo_works(node)  # raw RQ
+        assert any(row[0] == "refused" and "cut to make room" in row[2] for row in audit_rows(node, "connection"))
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 def test_dcmtk_still_works_under_the_default_limits(node: NodeProcess) -> None:
     if shutil.which("echoscu") is None:
         pytest.skip("DCMTK echoscu is needed")

@@ -4,7 +4,11 @@ Every association is served by our own engine (``association.Association``), one
 each. Before a connection gets a thread it passes the admission limits (``[network]``):
 
 * ``max_pending_connections``: connections that have not yet sent a whole A-ASSOCIATE-RQ
-  (a port scan, a slowloris); beyond it a new connection is closed at once;
+  (a port scan, a slowloris). When they are all taken, the one silent the longest is cut
+  (if silent for ``PENDING_EVICT_SECONDS``) to make room; only when every one of them is
+  younger is the new connection closed at once. Otherwise two hosts with 32 silent
+  connections each held every slot for ``acse_timeout`` and locked out every real peer,
+  which sends its RQ within milliseconds of connecting;
 * ``max_associations_per_address``: connections from one source address, whatever their
   state; beyond it the connection is closed at once;
 * ``acse_timeout`` is one deadline for the TLS handshake and the whole RQ (not per read:
@@ -43,6 +47,7 @@ MAX_ASSOCIATE_RQ = 1 << 20  # an RQ larger than this is refused (real ones are a
 REJECT_LINGER_SECONDS = 2.0
 ACCEPT_POLL_SECONDS = 0.5  # bounds how long stop() waits for the accept loop, not any latency
 REFUSAL_AUDIT_INTERVAL = 10.0  # at most one audited connection refusal per address and reason per interval
+PENDING_EVICT_SECONDS = 1.0  # a pending connection silent this long may be cut when all slots are taken
 
 
 class Listener:
@@ -67,7 +72,7 @@ class Listener:
         self._stopping = threading.Event()
         self._lock = threading.Condition()
         self._associations: set[Association] = set()
-        self._pending: set[socket.socket] = set()
+        self._pending: dict[socket.socket, float] = {}  # connected at (monotonic), oldest first
         self._per_address: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
         self._last_refusal_audit: dict[tuple[str, str], float] = {}
@@ -143,14 +148,20 @@ class Listener:
                 time.sleep(0.1)
                 continue
             with self._lock:
-                if len(self._pending) >= network.max_pending_connections:
-                    why = f"{len(self._pending)} connections have not sent an A-ASSOCIATE-RQ"
-                elif self._per_address[address[0]] >= network.max_associations_per_address:
+                evicted = None
+                if self._per_address[address[0]] >= network.max_associations_per_address:
                     why = f"{self._per_address[address[0]]} connections from this address"
+                elif len(self._pending) >= network.max_pending_connections and not (
+                        evicted := self._evict_oldest_pending(network.max_pending_connections)):
+                    why = f"{len(self._pending)} connections have not sent an A-ASSOCIATE-RQ"
                 else:
                     why = ""
-                    self._pending.add(sock)
+                    self._pending[sock] = time.monotonic()
                     self._per_address[address[0]] += 1
+            if evicted is not None:
+                _shutdown(evicted[0])  # its thread sees the close, audits nothing more, cleans up
+                self._audit_refusal(evicted[1], "silent connection cut to make room (pending connections full)",
+                                    "evicted")
             if why:
                 self.refused += 1
                 self._refuse_connection(sock, address, why)
@@ -160,6 +171,24 @@ class Listener:
             with self._lock:
                 self._threads.add(thread)
             thread.start()
+
+    def _evict_oldest_pending(self, limit: int) -> tuple[socket.socket, str] | None:
+        """With every pending slot taken, drop the connection silent the longest (caller holds the lock).
+
+        Only one silent for ``PENDING_EVICT_SECONDS``: a real peer's RQ follows its connect
+        within milliseconds, so a flood of fresh connections cannot cut it off either.
+        """
+        if len(self._pending) < limit:
+            return None
+        oldest, since = next(iter(self._pending.items()))  # dicts keep insertion order
+        if time.monotonic() - since < PENDING_EVICT_SECONDS:
+            return None
+        del self._pending[oldest]
+        try:
+            host = str(oldest.getpeername()[0])
+        except OSError:
+            host = ""
+        return oldest, host
 
     def _refuse_connection(self, sock: socket.socket, address: Any, why: str) -> None:
         """Close a connection over an admission limit at once; audit it (rate-limited per address)."""
@@ -196,7 +225,7 @@ class Listener:
             sock.close()
         finally:
             with self._lock:
-                self._pending.discard(sock)
+                self._pending.pop(sock, None)
                 self._per_address[address[0]] -= 1
                 if self._per_address[address[0]] <= 0:
                     del self._per_address[address[0]]
@@ -228,7 +257,7 @@ class Listener:
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
         with self._lock:
-            self._pending.discard(sock)
+            self._pending.pop(sock, None)
             busy = len(self._associations)
             admitted = not self._stopping.is_set() and busy < network.max_associations
             association = Association(conn, address, self.node, rq, certificate) if admitted else None
