@@ -113,8 +113,10 @@ def test_findscu_with_a_blank_calling_ae_is_rejected_and_finds_nothing(node: Nod
 
 
 @pytest.mark.parametrize("calling", [b"\0" * 16, b" " * 16, b"\x01EVIL" + b" " * 11, b"CT\x1b[2J" + b" " * 10,
-                                     "ÉCOLE".encode("latin-1").ljust(16), b"A\\B".ljust(16)],
-                         ids=["nuls", "spaces", "control", "escape", "non-ascii", "backslash"])
+                                     "ÉCOLE".encode("latin-1").ljust(16), b"A\\B".ljust(16),
+                                     b"\0\0\0PEER".ljust(16), b"PEER\0\0X".ljust(16)],
+                         ids=["nuls", "spaces", "control", "escape", "non-ascii", "backslash", "leading-nuls",
+                              "inner-nuls"])
 def test_raw_rq_with_an_unusable_calling_ae_is_rejected_calling_ae_not_recognized(node: NodeProcess,
                                                                                  calling: bytes) -> None:
     node.start()
