@@ -277,6 +277,32 @@ def test_silent_connections_from_two_hosts_do_not_lock_out_a_real_peer(node: Nod
             sock.close()
 
 
+def test_one_unregistered_host_cannot_take_every_association_slot(node: NodeProcess) -> None:
+    """An unregistered AE held all 32 associations (max_associations = per-address cap) from one
+    host, and every registered peer got A-ASSOCIATE-RJ. A quarter of the slots stays for registered peers."""
+    added = node.cli("peer", "add", "ward", "--aet", "WARD_WS", "--host", LOOPBACK, "--port", "1",
+                     "--institution", "PRV001")
+    assert added.returncode == 0, added.explain()
+    node.start()
+    held = []
+    try:
+        for _ in range(32):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect((LOOPBACK, node.port))
+            sock.sendall(rq_bytes(b"HOG".ljust(16)))
+            if isinstance(read_pdu(sock), pdu.AssociateAC):
+                held.append(sock)
+            else:
+                sock.close()
+        assert 0 < len(held) < 32
+        assert node.echo(aet="WARD_WS").returncode == 0  # DCMTK echoscu as the registered peer
+        assert node.echo(aet="OTHER").returncode != 0  # another stranger waits like the hog's extras
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_dcmtk_still_works_under_the_default_limits(node: NodeProcess) -> None:
     if shutil.which("echoscu") is None:
         pytest.skip("DCMTK echoscu is needed")

@@ -14,7 +14,10 @@ each. Before a connection gets a thread it passes the admission limits (``[netwo
 * ``acse_timeout`` is one deadline for the TLS handshake and the whole RQ (not per read:
   a byte every 2 s does not hold a slot);
 * ``max_associations``: established associations; beyond it A-ASSOCIATE-RJ (transient,
-  local limit exceeded).
+  local limit exceeded). Callers that are nobody (no registered peer: any AE title may
+  echo, and store under ``accept_from = "any"``) never take the last quarter of them
+  (``stranger_slots``): one unregistered host used to take all 32 and refuse every
+  registered peer.
 
 Refusals are audited (``connection``/``association`` events); the RJ for a blank or
 non-printable calling AE title is the acceptance policy's (``policy.negotiate``).
@@ -38,7 +41,7 @@ from collections import Counter
 from typing import Any
 
 from pacsnode.dimse import pdu
-from pacsnode.dimse.association import Association
+from pacsnode.dimse.association import Association, identify
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class Listener:
         self._stopping = threading.Event()
         self._lock = threading.Condition()
         self._associations: set[Association] = set()
+        self._strangers: set[Association] = set()  # of those, the ones whose caller is nobody
         self._pending: dict[socket.socket, float] = {}  # connected at (monotonic), oldest first
         self._per_address: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
@@ -256,21 +260,26 @@ class Listener:
             conn.close()
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
+        stranger = identify(self.node, rq.calling_ae.strip(), address[0], certificate).peer is None
         with self._lock:
             self._pending.pop(sock, None)
             busy = len(self._associations)
-            admitted = not self._stopping.is_set() and busy < network.max_associations
+            admitted = not self._stopping.is_set() and busy < network.max_associations and not (
+                stranger and len(self._strangers) >= stranger_slots(network.max_associations))
             association = Association(conn, address, self.node, rq, certificate) if admitted else None
             if association is not None:
                 self._associations.add(association)
+                if stranger:
+                    self._strangers.add(association)
         if association is None:
-            self._reject_busy(conn, address, rq, busy)
+            self._reject_busy(conn, address, rq, busy if not stranger else len(self._strangers))
             return
         try:
             association.run()  # closes the socket whatever happens
         finally:
             with self._lock:
                 self._associations.discard(association)
+                self._strangers.discard(association)
                 self._lock.notify_all()
 
     def _reject_busy(self, conn: socket.socket, address: Any, rq: pdu.AssociateRQ, busy: int) -> None:
@@ -284,6 +293,13 @@ class Listener:
             LOGGER.exception("audit of a rejected association failed")
         reason = pdu.RJ_PRESENTATION_CONGESTION if stopping else pdu.RJ_PRESENTATION_LIMIT
         _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION, reason))
+
+
+def stranger_slots(max_associations: int) -> int:
+    """How many associations callers that are nobody may hold at once: all but a quarter kept
+    for registered peers (24 of the default 32: 20 unregistered modalities storing at once
+    still fit), at least one."""
+    return max(1, max_associations - max(1, max_associations // 4))
 
 
 def _handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float) -> ssl.SSLSocket:
