@@ -298,8 +298,9 @@ class Listener:
 def stranger_slots(max_associations: int) -> int:
     """How many associations callers that are nobody may hold at once: all but a quarter kept
     for registered peers (24 of the default 32: 20 unregistered modalities storing at once
-    still fit), at least one."""
-    return max(1, max_associations - max(1, max_associations // 4))
+    still fit); below 4 nothing is kept (a back-to-back association may meet the last one
+    still closing)."""
+    return max(1, max_associations - max_associations // 4)
 
 
 def _handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float) -> ssl.SSLSocket:
