@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 PACSNODE_HOME ?= pacsnode-data
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test venv dcmtk orthanc peers fonts bench bench-quick samples clean
+.PHONY: run test venv dcmtk orthanc peers fonts viewer browser bench bench-quick bench-web samples clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -24,6 +24,7 @@ dcmtk:
 
 orthanc:
 	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc; }
+	@test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc-dicomweb; }
 
 peers: dcmtk orthanc
 
@@ -32,13 +33,24 @@ peers: dcmtk orthanc
 fonts:
 	@command -v fc-list >/dev/null 2>&1 && [ -n "$$(fc-list :lang=zh file)" ] || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq fontconfig fonts-wqy-zenhei; }
 
+# The OHIF viewer served at /viewer/: the pinned @ohif/app from the npm registry, checked against the
+# sha512 pinned in pacsnode/web/ohif_install.py, into ~/.cache/pacsnode/ohif (never into the repository).
+viewer: venv
+	$(BIN)/python scripts/fetch_ohif.py
+
+# Debian's Chromium for the browser test (Playwright drives it through executable_path; Playwright's own
+# browser download is never used) and a font with Chinese glyphs for patient names.
+browser: fonts
+	@test -x /usr/bin/chromium || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium; }
+
 # Set up a node home with the sample studies and serve it in the foreground (Ctrl-C stops it).
-run: venv fonts
-	test -f $(PACSNODE_HOME)/pacsnode.toml || $(BIN)/pacsnode --home $(PACSNODE_HOME) init --institution PRV001
+run: venv fonts viewer
+	test -f $(PACSNODE_HOME)/pacsnode.toml || $(BIN)/pacsnode --home $(PACSNODE_HOME) init --institution PRV001 --web
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) import sample_dicom
+	@echo "viewer: http://127.0.0.1:8042/viewer/ (log in as a user made with: pacsnode user add NAME --institution PRV001 --role physician, on home $(PACSNODE_HOME))"
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) serve
 
-test: venv peers fonts
+test: venv peers fonts viewer browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 samples: venv
@@ -49,6 +61,10 @@ bench: venv peers
 
 bench-quick: venv peers
 	$(BIN)/python -m bench --quick
+
+# DICOMweb targets of issue 14 against Orthanc + orthanc-dicomweb (same run, same data); --quick for a short run.
+bench-web: venv peers
+	$(BIN)/python -m bench.web
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -167,7 +167,8 @@ def orthanc_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def orthanc_server(modalities: dict[str, list[object]] | None = None) -> Iterator[tuple[int, int]]:
+def orthanc_server(modalities: dict[str, list[object]] | None = None,
+                   extra: dict[str, object] | None = None) -> Iterator[tuple[int, int]]:
     """Orthanc with its own config on free ports; yields (dicom_port, http_port)."""
     binary = orthanc_binary()
     if binary is None:
@@ -181,6 +182,7 @@ def orthanc_server(modalities: dict[str, list[object]] | None = None) -> Iterato
         "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True,
         "DicomCheckCalledAet": False, "StableAge": 3600, "LimitFindResults": 0,
     }
+    config.update(extra or {})  # plugins (bench/web.py: orthanc-dicomweb)
     (tmp / "orthanc.json").write_text(json.dumps(config))
     proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=DCMTK_ENV)

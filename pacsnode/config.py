@@ -85,11 +85,20 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    """Reserved for DICOMweb (issue 14): validated today, not served yet."""
+    """DICOMweb (PS3.18) beside DIMSE: where it listens and how much one request may carry."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8042
+    max_body_bytes: int = 1_073_741_824  # one STOW-RS request body; a larger Content-Length is refused unread
+    max_results: int = 1000  # QIDO-RS answers at most this many matches per request (limit is capped here)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How ``serve`` writes its log: human lines, or one JSON object per line for collectors."""
+
+    format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class NodeConfig:
     qc: QcSettings = field(default_factory=QcSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -233,10 +243,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "require_client_certificate": Key(bool, False),
         "verify_peer_hostname": Key(bool, False),
     },
-    "web": {  # reserved for DICOMweb (issue 14): declared so that a [web] table is not refused
-        "enabled": Key(bool, False, reserved=True),
-        "host": Key(str, "127.0.0.1", reserved=True),
-        "port": Key(int, 8042, 1, 65535, reserved=True),
+    "web": {  # DICOMweb (issue 14), served by `pacsnode serve` at /dicom-web when enabled
+        "enabled": Key(bool, False),
+        "host": Key(str, "127.0.0.1"),
+        "port": Key(int, 8042, 1, 65535),
+        "max_body_bytes": Key(int, 1_073_741_824, 1024, 64 * 1_073_741_824),
+        "max_results": Key(int, 1000, 1, 1_000_000),
+    },
+    "log": {  # serve's log lines: "text" for people, "json" (one object per line) for log collectors
+        "format": Key(str, "text", choices=("text", "json")),
     },
 }
 
@@ -303,6 +318,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         qc=QcSettings(**section_values(data, "qc", source)),
         tls=_tls(section_values(data, "tls", source), home, source),
         web=WebSettings(**section_values(data, "web", source)),
+        log=LogSettings(**section_values(data, "log", source)),
     )
 
 
@@ -336,7 +352,7 @@ def load_config(home: Path) -> NodeConfig:
     return validate_home_paths(parse_config(data, home, source=str(path)), str(path))
 
 
-def render_config(aet: str, host: str, port: int, institution: str) -> str:
+def render_config(aet: str, host: str, port: int, institution: str, web_enabled: bool = False) -> str:
     """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
     return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
 # Every command refuses an unknown section or key and a value out of range, naming the nearest
@@ -388,10 +404,15 @@ ca_certificates = ""        # CA certificates that sign the peers' certificates 
 require_client_certificate = false  # mutual authentication: peers must present a certificate
 verify_peer_hostname = false        # outgoing: check the peer certificate names the peer's host
 
-[web]                       # reserved for DICOMweb (not served yet): validated, otherwise unused
-enabled = false
-host = "127.0.0.1"
+[web]
+enabled = {"true" if web_enabled else "false"}             # true: `serve` also answers DICOMweb (QIDO/WADO/STOW-RS) at http://HOST:PORT/dicom-web
+host = "127.0.0.1"          # HTTP listening address (plain HTTP: keep it on loopback or behind a TLS proxy)
 port = 8042
+max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Length is refused (413) unread
+max_results = 1000          # QIDO-RS answers at most this many matches per request
+
+[log]
+format = "text"             # serve's log: "text", or "json" (one JSON object per line, for log collectors)
 """
 
 

@@ -168,10 +168,12 @@ class Peer:
 
 
 class CallerKind(str, enum.Enum):
-    """What kind of party a Caller is. Web users and API tokens will be kinds of their own."""
+    """What kind of party a Caller is."""
 
     LOCAL_ADMIN = "local-admin"  # the CLI on the node's machine: no association can be this
     PEER = "peer"  # a registered peer whose AE title, host and certificate checked out
+    TOKEN = "token"  # an HTTP client that showed a valid, unrevoked bearer token (DICOMweb)
+    WEB_USER = "web-user"  # a person logged in through the web form (session cookie)
     NOBODY = "nobody"  # anything else: a blank, padded, unknown or spoofed AE title
 
 
@@ -198,8 +200,8 @@ class Caller:
     def __post_init__(self) -> None:
         if self._token is not _BUILT_HERE:
             raise TypeError("build a Caller with Caller.local_admin(), Caller.registered() or Caller.nobody()")
-        if (self.kind is CallerKind.PEER) != (self.peer is not None):
-            raise TypeError("a peer Caller carries its Peer, and only a peer Caller does")
+        if (self.kind in (CallerKind.PEER, CallerKind.TOKEN, CallerKind.WEB_USER)) != (self.peer is not None):
+            raise TypeError("a peer or token Caller carries its Peer, and only those do")
 
     @classmethod
     def local_admin(cls) -> "Caller":
@@ -215,6 +217,38 @@ class Caller:
     def nobody(cls, aet: str = "", host: str = "", refused: str = "") -> "Caller":
         """Anybody else: may echo, and store only where ``accept_from = "any"``."""
         return cls(CallerKind.NOBODY, aet=aet, host=host, refused=refused, _token=_BUILT_HERE)
+
+    @classmethod
+    def web_token(cls, token_name: str, institution: str, permissions: frozenset[str],
+                  peer: Peer | None = None, host: str = "") -> "Caller":
+        """An HTTP client whose bearer token checked out (``pacsnode token create``).
+
+        It is decided exactly like a registered peer of ``institution`` (the one door of
+        ``Regional``): the token's Peer is the registered peer it was issued for (``--peer``),
+        or a peer-shaped stand-in named ``token:NAME`` that has no AE title and no address.
+        """
+        stand_in = peer or Peer(name=f"token:{token_name}", aet="", host="", port=0,
+                                institution=institution, permissions=permissions, check_host=False)
+        if peer is not None:
+            stand_in = Peer(name=peer.name, aet=peer.aet, host=peer.host, port=peer.port, institution=institution,
+                            permissions=permissions & peer.permissions, check_host=peer.check_host, tls=peer.tls)
+        return cls(CallerKind.TOKEN, aet=stand_in.aet, host=host, peer=stand_in, _token=_BUILT_HERE)
+
+    @classmethod
+    def web_user(cls, user_name: str, institution: str, role: str, permissions: frozenset[str],
+                 host: str = "") -> "Caller":
+        """A person logged in through the web form; decided like a peer of ``institution``.
+
+        ``role`` (admin, physician, viewer) is recorded for the audit trail and decides the
+        permissions; a web "admin" is never the local admin, which only the CLI can be.
+        """
+        stand_in = Peer(name=f"user:{user_name}", aet="", host="", port=0, institution=institution,
+                        permissions=permissions, check_host=False)
+        return cls(CallerKind.WEB_USER, aet="", host=host, peer=stand_in, refused="", _token=_BUILT_HERE)
+
+    @property
+    def is_token(self) -> bool:
+        return self.kind is CallerKind.TOKEN
 
     @property
     def is_local_admin(self) -> bool:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import (ConfigError, InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound,
                              StorageFull, UnknownMoveDestination)
+from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
@@ -66,6 +68,7 @@ class ImportReport:
 
 COMMIT_PROCESSING_FAILURE = 0x0110  # Failure Reason (0008,1197), PS3.4 J.3.3.1.1
 COMMIT_NO_SUCH_INSTANCE = 0x0112
+_STORED = {StoreResult.STORED.value, StoreResult.REPLACED.value}  # results that wrote bytes
 
 
 class Node:
@@ -86,6 +89,7 @@ class Node:
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
+        self.observers: list[Observer] = []  # metrics: associations, service latency (pacsnode.observe)
         self.regional_store = RegionalStore(self.index)
         self.regional = Regional.load(config, self.regional_store)
         self._audit_scope_overrides()
@@ -126,7 +130,10 @@ class Node:
         """
         problem = identity.calling_aet_problem(calling_aet)
         candidates = [] if problem else self.peers.all_by_aet(calling_aet.strip(" "))
-        return identity.identify(candidates, calling_aet, host, peer_certificate)
+        caller = identity.identify(candidates, calling_aet, host, peer_certificate)
+        if self.observers:
+            notify(self.observers, Event("association", "peer" if caller.peer else "nobody"))
+        return caller
 
     def require_permission(self, caller: Caller, action: str) -> None:
         """Nobody may echo, and store when ``[store] accept_from = "any"``; peers per their flags."""
@@ -162,15 +169,18 @@ class Node:
         transaction, undo the file on failure. Success is only returned after the commit.
         """
         placed: str | None = None
+        started, size, status = time.perf_counter(), 0, "failed"
         try:
             try:
                 self.require_permission(caller, "store")
             except NotPermitted as exc:
                 self._audit_caller(caller, "store", "refused", detail={"reason": str(exc)})
+                status = "refused"
                 raise
             facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
             policy = self.config.store.duplicates
             if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):
+                status = StoreResult.DUPLICATE.value
                 return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
             size = temp_path.stat().st_size
             used = self.index.used_bytes() if self.storage.quota_bytes else 0
@@ -182,12 +192,16 @@ class Node:
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
             placed = stored.relative_path
-            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy)
+            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy,
+                                                        web_metadata=self.web_metadata_of(stored.relative_path))
             placed = None  # the index owns it now
             if orphan:
                 self.storage.remove(orphan)
             outcome = StoreOutcome(result, facts.sop_instance_uid, facts.study_uid)
-        except BaseException:
+            status = result.value
+        except BaseException as exc:
+            if status == "failed" and isinstance(exc, PacsnodeError):
+                status = type(exc).__name__  # InvalidInstance, SopClassMismatch, StorageFull...
             if placed is not None:
                 self.storage.remove(placed)
             raise
@@ -196,12 +210,31 @@ class Node:
                 temp_path.unlink()
             except FileNotFoundError:
                 pass
+            if self.observers:
+                notify(self.observers, Event("store", status, time.perf_counter() - started,
+                                             size if status in _STORED else 0))
         for hook in self.after_store:
             try:
                 hook(outcome, facts)
             except Exception:  # a hook must never undo an acknowledged store
                 LOGGER.exception("after-store hook failed")
         return outcome
+
+    def web_metadata_of(self, relative_path: str) -> tuple[str, str] | None:
+        """DICOMweb's metadata and frame table of a placed file, when DICOMweb is on (issue 14).
+
+        Built here so that it is indexed in the instance's own transaction; a file it cannot
+        describe is still stored (DICOMweb builds the metadata on first request instead).
+        """
+        if not self.config.web.enabled:
+            return None
+        from pacsnode.dicom import web_metadata
+
+        try:
+            return web_metadata.build(self.storage.absolute(relative_path))
+        except Exception:  # never refuse a valid store because of its web view
+            LOGGER.warning("DICOMweb metadata of %s not built at ingest", relative_path, exc_info=True)
+            return None
 
     def _qc_on_store(self, outcome: StoreOutcome, _facts: InstanceFacts) -> None:
         """A new or replaced instance sends an accepted study back to pending."""
@@ -259,23 +292,38 @@ class Node:
         return found[0], self.index.study_series(study_uid)
 
     # -- query/retrieve ------------------------------------------------------------------
-    def find(self, query: Query, caller: Caller) -> Iterator[dict[str, Any]]:
-        """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find)."""
+    def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find).
+
+        ``page_limit`` (QIDO-RS paging) returns at most that many + 1 matches in order instead
+        of refusing a query with more than ``[query] max_results``.
+        """
         from pacsnode.index import matching
 
+        started = time.perf_counter()
         try:
             self.require_permission(caller, "find")
             allowed, denied = self.regional.access(query, caller)
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
-                                         limit=self.config.query.max_results))
+                                         limit=self.config.query.max_results if page_limit is None else page_limit,
+                                         truncate=page_limit is not None))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
+            self._observe("find", "refused", started)
             raise
         detail: dict[str, Any] = {"level": query.level.value, "keys": query_keys(query), "matches": len(matches)}
         if denied:
             detail["studies_withheld"] = denied  # access reason → count: why a peer saw less
         self._audit_caller(caller, "find", "answered", detail=detail)
+        self._observe("find", "answered", started, withheld=denied)
         return iter(matches)
+
+    def _observe(self, kind: str, status: str, started: float, withheld: dict[str, int] | None = None) -> None:
+        if not self.observers:
+            return
+        notify(self.observers, Event(kind, status, time.perf_counter() - started))
+        for reason, count in (withheld or {}).items():
+            notify(self.observers, Event("withheld", str(reason), count=int(count)))
 
     def _audit_caller(self, caller: Caller, action: str, outcome: str, study_uid: str = "",
                       detail: dict[str, Any] | str = "") -> None:
@@ -306,6 +354,7 @@ class Node:
         """
         from pacsnode.index import matching
 
+        started = time.perf_counter()
         try:
             self.require_permission(caller, action)
             allowed = self.visible_study_uids(query, caller)
@@ -314,11 +363,15 @@ class Node:
             if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
                 decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
                 reason = decision.reason if decision else "no_patient_match"
+                if self.observers:
+                    notify(self.observers, Event("withheld", reason, count=len(denied)))
                 raise NotPermitted(f"{reason}: study {denied[0]} refused to {caller.aet}")
         except PacsnodeError as exc:
             self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
                                detail={"keys": query_keys(query), "reason": str(exc)})
+            self._observe(action, "refused", started)
             raise
+        self._observe(action, "answered", started)
         return locations
 
     def commitment(self, refs: list[tuple[str, str]], caller: Caller) -> list[tuple[str, str, int]]:

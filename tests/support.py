@@ -287,6 +287,7 @@ class NodeProcess:
         self.institution = institution
         self.start_timeout = start_timeout
         self.port = 0
+        self.web_port = 0  # DICOMweb's HTTP port once enable_web() ran
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_index = 0
         self.stderr_path = home.parent / f"{home.name}-serve-0.err"
@@ -311,6 +312,18 @@ class NodeProcess:
         set_config(self.home, section, key, value)
         return self
 
+    def enable_web(self) -> "NodeProcess":
+        """Serve DICOMweb too, on a free port (``[web] enabled``); ``start`` waits for it."""
+        if not (self.home / "pacsnode.toml").exists():
+            self.init()
+        self.web_port = free_port()
+        self.configure("web", "enabled", True).configure("web", "port", self.web_port)
+        return self
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.web_port}/dicom-web"
+
     def start(self) -> "NodeProcess":
         if not (self.home / "pacsnode.toml").exists():
             self.init()
@@ -334,7 +347,7 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if port_accepts(self.port):
+            if port_accepts(self.port) and (not self.web_port or port_accepts(self.web_port)):
                 return True
             time.sleep(0.05)
         self.stop()

@@ -51,8 +51,9 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 class Orthanc:
     """An Orthanc process with its own configuration and storage; ``stop`` always ends it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
         self.folder = folder
+        self.extra = extra or {}  # more configuration (plugins, DicomWeb servers: test_orthanc_dicomweb)
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,6 +73,7 @@ class Orthanc:
             # Orthanc's default (Latin1) turns 王^小明 into "^" in its answers and "王*" into "*".
             "DefaultEncoding": "Utf8", "HttpTimeout": 60, "DicomScuTimeout": 30,
         }
+        config.update(self.extra)
         (self.folder / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
         log = open(self.folder / "orthanc.log", "wb")
         self.proc = subprocess.Popen([ORTHANC, str(self.folder / "orthanc.json")], stdout=log,

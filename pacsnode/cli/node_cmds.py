@@ -20,6 +20,7 @@ from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_p
 from pacsnode.defaults import RULE_FILES, default_text
 from pacsnode.errors import ConfigError, HomeError
 from pacsnode.model import Caller
+from pacsnode.web.ohif_install import study_path
 
 
 @main.command()
@@ -28,8 +29,9 @@ from pacsnode.model import Caller
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listening address (set the LAN address in production).")
 @click.option("--institution", default="", help="Code of the hospital this node belongs to (as in recognition.toml).")
 @click.option("--force", is_flag=True, help="Overwrite the configuration of an existing home (data is kept).")
+@click.option("--web", is_flag=True, help="Also serve DICOMweb and the viewer ([web] enabled = true, 127.0.0.1:8042).")
 @click.pass_context
-def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool) -> None:
+def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool, web: bool) -> None:
     """Create a node home: pacsnode.toml, the rule files, the index and the storage folder.
 
     \b
@@ -43,7 +45,7 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
     validate_port(port, "--port")
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)  # patient data: only the node's own user (a folder made before init included)
-    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution), encoding="utf-8")
+    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution, web_enabled=web), encoding="utf-8")
     for name in RULE_FILES:  # the shipped rules (package data), so an installed wheel has them too
         if force or not (home / name).exists():
             (home / name).write_text(default_text(name), encoding="utf-8")
@@ -86,6 +88,9 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     logging.getLogger("pynetdicom").setLevel(max(level, logging.WARNING))
     worker = worker_of is not None
     config = load_config(home_of(ctx))
+    from pacsnode import logformat
+
+    logformat.configure(level, config.log.format)  # [log] format = "json": one JSON object per line
     if aet is not None:
         validate_aet(aet, "--aet")
     config = config.with_overrides(port=port, aet=aet, host=host)
@@ -104,6 +109,7 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
             "set \"registered\" once the modalities are registered peers", config.host)
     server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
     server.start()
+    web = _start_web(node, reuse_port=count > 1 or worker)
     children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
     watcher = None
     if not worker and config.qc.watch_stable:
@@ -113,9 +119,10 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     if not worker:
-        click.echo(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
-                   + (f", {count} workers" if count > 1 else "") + ")", err=True)
-        sys.stderr.flush()
+        logformat.status(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
+                         + (f", {count} workers" if count > 1 else "") + ")", config.log.format)
+        if web is not None:
+            logformat.status(f"DICOMweb on http://{config.web.host}:{web.port}/dicom-web", config.log.format)
     while not stop.wait(0.5):
         if children and any(child.poll() is not None for child in children):
             logging.getLogger(__name__).error("a worker process exited; stopping")
@@ -123,12 +130,14 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
         if worker and os.getppid() != worker_of:  # the serving parent died (even by SIGKILL): stop too
             break
     if not worker:
-        click.echo("shutting down", err=True)
+        logformat.status("shutting down", config.log.format)
     if watcher is not None:
         watcher.stop()
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+    if web is not None:
+        web.stop()
     server.stop()
     for child in children:
         try:
@@ -136,6 +145,23 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
         except subprocess.TimeoutExpired:
             child.kill()
     node.close()
+
+
+def _start_web(node: Any, reuse_port: bool) -> Any:
+    """DICOMweb beside DIMSE when ``[web] enabled`` (every worker serves HTTP too)."""
+    if not node.config.web.enabled:
+        return None
+    from pacsnode.web import metrics_dir
+
+    metrics_dir.prepare(node.config.home, clean=not reuse_port or os.environ.get(metrics_dir.ENV) is None)
+    from pacsnode.web.server import WebServer
+
+    web = WebServer(node, reuse_port=reuse_port)
+    web.start()
+    if node.config.web.host not in ("127.0.0.1", "::1", "localhost") and not reuse_port:
+        click.echo(f"Warning: DICOMweb listens on {node.config.web.host} in plain HTTP; tokens and cookies "
+                   "cross the network in clear unless a TLS proxy is in front", err=True)
+    return web
 
 
 def _spawn_workers(ctx: click.Context, home: Path, port: int, count: int) -> list[subprocess.Popen[bytes]]:
@@ -180,7 +206,7 @@ def studies(ctx: click.Context, patient_id: str | None, as_json: bool) -> None:
       pacsnode studies --patient-id P0001 --json
     """
     node = open_node(ctx)
-    rows = [asdict(s) for s in node.studies(patient_id=patient_id)]
+    rows = [{**asdict(s), "viewer_url": study_path(s.study_uid)} for s in node.studies(patient_id=patient_id)]
     node.close()
     if as_json:
         print_json(rows)
@@ -215,12 +241,18 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
     node.close()
     data: dict[str, Any] = asdict(summary)
     data["series"] = series
+    data["viewer_url"] = study_path(summary.study_uid)
+    web = node.config.web
     if as_json:
         print_json(data)
         return
     keys = ("study_uid", "patient_id", "issuer_of_patient_id", "patient_name", "study_date", "study_time",
             "accession_number", "study_description", "institution_name", "modalities")
     print_fields([(key, data[key]) for key in keys])
+    if web.enabled:
+        click.echo(f"viewer {safe(f'http://{web.host}:{web.port}' + data['viewer_url'])}")
+    else:
+        click.echo(f"viewer {safe(data['viewer_url'])} (served when [web] enabled = true)")
     for item in series:
         click.echo(f"series {safe(item['series_number'])} {safe(item['modality'])} "
                    f"'{safe(item['series_description'])}' {safe(item['series_uid'])} ({item['instance_count']} instances)")

@@ -356,14 +356,15 @@ def _allowed(where: Where, allowed_study_uids: Collection[str] | None) -> None:
 
 # -- find ------------------------------------------------------------------------------------
 def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str] | None = None,
-         limit: int = 0) -> Iterator[dict[str, Any]]:
+         limit: int = 0, truncate: bool = False) -> Iterator[dict[str, Any]]:
     """Matches of a C-FIND ``query``: one dict per patient/study/series/instance at its level.
 
     Keys are DICOM keywords (values str, int, or a list of item dicts for sequences) plus
     ``_patient_id``, ``_issuer`` and, from STUDY down, ``_study_uid``. ``allowed_study_uids``
     (None = all) hides every other study, the patients left without a visible study, and
     keeps them out of patient-level counts. With ``limit`` > 0, more matches than ``limit``
-    raise :class:`TooManyResults` before anything is returned. The rows are read at once,
+    raise :class:`TooManyResults` before anything is returned, or with ``truncate`` (QIDO-RS
+    paging) the first ``limit`` + 1 are returned, the extra one saying that more exist. The rows are read at once,
     so no read transaction stays open while responses travel.
     """
     if allowed_study_uids is not None and not allowed_study_uids:
@@ -381,7 +382,7 @@ def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str
         sql += " LIMIT ?"
         params.append(limit + 1)
     rows = [dict(row) for row in index.query(sql, params)]
-    if limit > 0 and len(rows) > limit:
+    if limit > 0 and len(rows) > limit and not truncate:
         LOGGER.warning("C-FIND at %s level matched more than the limit of %d; refused", level.value, limit)
         raise TooManyResults(f"more than {limit} matches; narrow the query (e.g. a date range)")
     return _matches(index, query, rows, allowed_study_uids)

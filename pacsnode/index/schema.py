@@ -247,6 +247,51 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE peers SET check_host = 1 WHERE host != ''
         """,
     ),
+    (
+        # Issue 14 (DICOMweb): bearer tokens (only their SHA-256 is kept: a token is 256 random
+        # bits, so a fast hash is enough and a stolen index yields no usable token), and per
+        # instance the DICOM JSON metadata and frame offsets built at ingest, in the same
+        # transaction as the instance row, so that /metadata and /frames read no file headers.
+        "0010_web_tokens_instance_metadata",
+        """
+        CREATE TABLE web_tokens (
+            name TEXT PRIMARY KEY,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            institution TEXT NOT NULL DEFAULT '',
+            peer_name TEXT NOT NULL DEFAULT '',
+            permissions TEXT NOT NULL DEFAULT 'find,get',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE instance_metadata (
+            sop_instance_uid TEXT PRIMARY KEY,
+            metadata TEXT NOT NULL,
+            frames TEXT NOT NULL DEFAULT ''
+        );
+        """,
+    ),
+    (
+        # Issue 14 item 6: people who log in to the web side (argon2id password hashes) and their
+        # sessions (only the SHA-256 of the session id is kept, like tokens).
+        "0011_web_users_sessions",
+        """
+        CREATE TABLE web_users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            institution TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE web_sessions (
+            session_sha256 TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL REFERENCES web_users (name) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+        CREATE INDEX web_sessions_user ON web_sessions (user_name);
+        """,
+    ),
 ]
 
 

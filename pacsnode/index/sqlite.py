@@ -131,7 +131,8 @@ class SqliteIndex:
         return int(self.query("SELECT COALESCE(SUM(size), 0) FROM instances")[0][0])
 
     def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                        policy: DuplicatePolicy) -> tuple[StoreResult, str | None]:
+                        policy: DuplicatePolicy, *,
+                        web_metadata: tuple[str, str] | None = None) -> tuple[StoreResult, str | None]:
         """Index one placed file; returns only once the transaction holding it has committed.
 
         Returns the result and, when the policy replaced an older copy (or dropped this one),
@@ -142,8 +143,11 @@ class SqliteIndex:
         other associations queue up, and the next thread to get the write lock commits all
         of them in one transaction, each inside its own savepoint so that one failing
         instance fails alone. One association sees no difference; many share the fsync.
+
+        ``web_metadata`` (DICOM JSON, frame offsets JSON) is DICOMweb's view of the instance,
+        written in the same transaction so that an indexed instance always has it.
         """
-        pending = _Pending((facts, stored, calling_ae, policy))
+        pending = _Pending((facts, stored, calling_ae, policy, web_metadata))
         with self._queue_lock:
             self._queue.append(pending)
         with self._write_lock:
@@ -180,8 +184,17 @@ class SqliteIndex:
                 item.done = True
 
     def _record(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                policy: DuplicatePolicy, now: str) -> tuple[StoreResult, str | None]:
+                policy: DuplicatePolicy, web_metadata: tuple[str, str] | None,
+                now: str) -> tuple[StoreResult, str | None]:
         """The statements for one instance, inside the caller's transaction."""
+        result = self._record_rows(conn, facts, stored, calling_ae, policy, now)
+        if web_metadata is not None and result[0] is not StoreResult.DUPLICATE:
+            conn.execute("INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, metadata, frames) VALUES (?,?,?)",
+                         (facts.sop_instance_uid, *web_metadata))
+        return result
+
+    def _record_rows(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
+                     policy: DuplicatePolicy, now: str) -> tuple[StoreResult, str | None]:
         existing = conn.execute(
             "SELECT i.pk, i.path, i.size, s.study_pk FROM instances i JOIN series s ON s.pk = i.series_pk "
             "WHERE i.sop_instance_uid = ?", (facts.sop_instance_uid,)).fetchone()

@@ -36,8 +36,12 @@ class RenderError(QcError):
     """An image cannot be displayed (unreadable file, no decoder, corrupt pixel data)."""
 
 
-def render_instance(path: str | Path, frame: int | None = None) -> Image.Image:
-    """Render ``frame`` (default: the middle frame) of the image at ``path`` as L or RGB."""
+def render_instance(path: str | Path, frame: int | None = None,
+                    window: tuple[float, float] | None = None) -> Image.Image:
+    """Render ``frame`` (default: the middle frame) of the image at ``path`` as L or RGB.
+
+    ``window`` (center, width) replaces the instance's own VOI (DICOMweb ``/rendered?window=``).
+    """
     try:
         ds = dcmread(str(path))
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
@@ -46,6 +50,11 @@ def render_instance(path: str | Path, frame: int | None = None) -> Image.Image:
     index = (frames - 1) // 2 if frame is None else frame
     array, photometric = _decode(ds, index)
     view = frame_view(ds, index)
+    if window is not None:
+        for keyword in ("VOILUTSequence", "VOILUTFunction"):
+            if keyword in view:
+                delattr(view, keyword)
+        view.WindowCenter, view.WindowWidth = window
     if photometric.startswith("MONOCHROME"):
         return Image.fromarray(_grey(array, view, photometric), "L")
     if photometric == "PALETTE COLOR":

@@ -1,0 +1,147 @@
+"""DICOMweb credentials: ``token create/list/revoke`` (click glue over ``pacsnode.web.tokens``)."""
+
+from __future__ import annotations
+
+import click
+
+from pacsnode.cli.app import main, open_node
+from pacsnode.cli.output import print_json, print_table
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for DICOMweb clients (QIDO/WADO/STOW-RS).
+
+    \b
+    Example:
+      pacsnode token create viewer-cty --institution CTY001
+      pacsnode token list
+      pacsnode token revoke viewer-cty
+    """
+
+
+@token.command(name="create")
+@click.argument("name")
+@click.option("--institution", default="", help="Institution the token acts for (as in recognition.toml).")
+@click.option("--peer", "peer_name", default="", help="Registered peer the token acts as (its institution).")
+@click.option("--permissions", default="find,get", show_default=True,
+              help="Comma list of find (QIDO), get (WADO), store (STOW).")
+@click.pass_context
+def token_create(ctx: click.Context, name: str, institution: str, peer_name: str, permissions: str) -> None:
+    """Issue a token; it is printed once, alone on the last line, and only its hash is kept.
+
+    A token of another institution is decided like a peer of that institution: it needs
+    patient context and a relationship, exactly as on DIMSE.
+
+    \b
+    Example:
+      TOKEN=$(pacsnode token create ohif --institution PROV001 --permissions find,get | tail -1)
+    """
+    from pacsnode.web import tokens
+
+    node = open_node(ctx)
+    try:
+        value = tokens.create(node, name, institution, peer_name, tokens.parse_permissions(permissions))
+    finally:
+        node.close()
+    click.echo(f"token {name} created; it is shown once, keep it secret:", err=True)
+    click.echo(value)
+
+
+@token.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """List tokens (never the tokens themselves).
+
+    \b
+    Example:
+      pacsnode token list --json
+    """
+    from pacsnode.web import tokens
+
+    node = open_node(ctx)
+    rows = [{"name": t.name, "institution": t.institution, "peer": t.peer_name,
+             "permissions": ",".join(sorted(t.permissions)), "created_at": t.created_at,
+             "revoked_at": t.revoked_at} for t in tokens.listing(node)]
+    node.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "institution", "peer", "permissions", "created_at", "revoked_at"])
+
+
+@token.command(name="revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke a token: the next request that shows it gets 401.
+
+    \b
+    Example:
+      pacsnode token revoke ohif
+    """
+    from pacsnode.web import tokens
+
+    node = open_node(ctx)
+    try:
+        tokens.revoke(node, name)
+    finally:
+        node.close()
+    click.echo(f"token {name} revoked")
+
+
+@main.group()
+def user() -> None:
+    """People who log in to the web side (minimal accounts; the workspace builds the full ones).
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | pacsnode user add dr-li --institution PRV001 --role physician
+    """
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--institution", required=True, help="Institution the user belongs to (as in recognition.toml).")
+@click.option("--role", required=True, type=click.Choice(["admin", "physician", "viewer"]),
+              help="admin may also STOW; physician and viewer read.")
+@click.pass_context
+def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None:
+    """Create a user; the password is read from standard input (one line), never from an option.
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | pacsnode user add dr-li --institution PRV001 --role physician
+    """
+    from pacsnode.web import users
+
+    data = click.get_text_stream("stdin").readline()
+    password = data[:-1] if data.endswith("\n") else data
+    node = open_node(ctx)
+    try:
+        users.add(node, name, institution, role, password)
+    finally:
+        node.close()
+    click.echo(f"user {name} added ({role}, {institution})")
+
+
+@user.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def user_list(ctx: click.Context, as_json: bool) -> None:
+    """List users (never their password hashes).
+
+    \b
+    Example:
+      pacsnode user list --json
+    """
+    from pacsnode.index.web_store import WebStore
+
+    node = open_node(ctx)
+    rows = WebStore(node.index).users()
+    node.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "institution", "role", "created_at", "disabled_at"])

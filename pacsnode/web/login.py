@@ -1,0 +1,83 @@
+"""The browser login: a form, a session cookie (Secure, HttpOnly, SameSite=Strict), logout.
+
+The session authenticates reads only (``Web.caller`` refuses a cookie on anything but GET),
+so no cross-site request can change data. Wrong passwords are audited and throttled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from pacsnode.web import users
+from pacsnode.web.app import SESSION_COOKIE, HttpError
+
+if TYPE_CHECKING:
+    from pacsnode.web.app import Web
+
+MAX_LOGIN_BODY = 8192
+LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>pacsnode</title></head><body>
+<form method="post" action="/login"><h1>pacsnode</h1>
+<label>User <input name="username" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Log in</button></form></body></html>"""
+
+
+_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                 "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'"}
+
+
+class Login:
+    """The login routes of one node's web service."""
+
+    def __init__(self, web: "Web") -> None:
+        self.web = web
+        self.throttle = users.Throttle()
+
+    def form(self, _request: Request) -> Response:
+        return Response(LOGIN_FORM, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    async def submit(self, request: Request) -> Response:
+        host = request.client.host if request.client else ""
+        origin = request.headers.get("origin", "")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            raise HttpError(403, "login from another origin refused")
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > MAX_LOGIN_BODY:
+            raise HttpError(413, "login form too large or without Content-Length")
+        form = await request.form(max_files=0, max_fields=4)
+        name, password = str(form.get("username", "")), str(form.get("password", ""))
+        browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
+        return await run_in_threadpool(self._login, name, password, host, browser)
+
+    def _login(self, name: str, password: str, host: str, browser: bool = False) -> Response:
+        who = name[:64]
+        if self.throttle.blocked(f"user:{who}", f"host:{host}"):
+            self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
+                                   detail={"reason": "too many failed logins", "host": host})
+            raise HttpError(429, "too many failed logins; try again later")
+        if not users.verify(self.web.store, name, password):
+            self.throttle.fail(f"user:{who}", f"host:{host}")
+            self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
+                                   detail={"reason": "wrong user name or password", "host": host})
+            raise HttpError(401, "wrong user name or password")
+        session_id = users.open_session(self.web.store, name)
+        self.web.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
+        response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
+        if browser:  # a person at the form goes on to the viewer; always this fixed local path (no open redirect)
+            response = RedirectResponse("/viewer/", status_code=303, headers=_PAGE_HEADERS)
+        response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
+                            secure=True, httponly=True, samesite="strict")
+        return response
+
+    def logout(self, request: Request) -> Response:
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if cookie:
+            self.web.store.end_session(users.digest(cookie))
+        response = Response("logged out\n", media_type="text/plain")
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+

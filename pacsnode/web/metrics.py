@@ -1,0 +1,92 @@
+"""Prometheus ``/metrics`` (prometheus-client; multiprocess mode when ``serve`` runs workers).
+
+What is counted here: HTTP requests by route and status with their latency, instances stored
+by result and bytes (every store, DIMSE C-STORE and STOW-RS alike, through a ``Node.after_store``
+hook), and at scrape time the free space of the storage filesystem and the number of studies.
+DIMSE association and C-FIND/C-MOVE latency metrics belong in ``pacsnode/dimse`` and are not
+here yet.
+
+Multiprocess mode: ``serve`` calls ``metrics_dir.prepare(home)`` before anything imports
+prometheus_client, so that every worker (they inherit the environment) writes its samples
+under ``<home>/metrics`` and any worker's ``/metrics`` answers for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any, Iterator
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+from pacsnode.web.metrics_dir import ENV
+
+HTTP_REQUESTS = Counter("pacsnode_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+HTTP_SECONDS = Histogram("pacsnode_http_request_seconds", "HTTP request latency", ["route"])
+STORED = Counter("pacsnode_instances_stored_total", "Instances stored (C-STORE, STOW-RS, import)", ["result"])
+
+
+class NodeCollector:
+    """Values read at scrape time: storage free bytes, studies indexed."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        usage = shutil.disk_usage(self.node.storage.root)
+        free = GaugeMetricFamily("pacsnode_storage_free_bytes", "Free bytes on the storage filesystem")
+        free.add_metric([], usage.free)
+        yield free
+        studies = GaugeMetricFamily("pacsnode_studies", "Studies in the index")
+        studies.add_metric([], len(self.node.index.query("SELECT 1 FROM studies")))
+        yield studies
+
+
+def on_store(outcome: Any, _facts: Any) -> None:
+    """A ``Node.after_store`` hook counting what was stored, by result."""
+    STORED.labels(outcome.result.value).inc()
+
+
+def exposition(node: Any) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if os.environ.get(ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+        registry = REGISTRY  # type: ignore[assignment]
+    extra = CollectorRegistry()
+    extra.register(NodeCollector(node))  # type: ignore[arg-type]
+    from pacsnode.web.node_metrics import QcCollector
+
+    extra.register(QcCollector(node))  # type: ignore[arg-type]
+    return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Pure ASGI: counts each HTTP request by the endpoint that answered it (bounded labels)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "unmatched") if endpoint else "unmatched"
+            HTTP_REQUESTS.labels(route, scope.get("method", ""), str(status["code"])).inc()
+            HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,58 @@
+"""Run the DICOMweb application with uvicorn in a thread beside the DIMSE server.
+
+``serve`` owns the process; this module binds the HTTP socket itself (SO_REUSEPORT when
+several workers share the port, as the DIMSE listener does) and hands it to uvicorn, so that
+every worker process answers HTTP too and the kernel spreads connections over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import uvicorn
+
+from pacsnode.node import Node
+from pacsnode.web.app import create_app
+
+LOGGER = logging.getLogger(__name__)
+
+
+class WebServer:
+    """uvicorn serving ``create_app(node)`` on ``[web] host:port`` until ``stop``."""
+
+    def __init__(self, node: Node, reuse_port: bool = False, port: int | None = None) -> None:
+        self.node = node
+        self.host = node.config.web.host
+        self.port = port if port is not None else node.config.web.port
+        self.reuse_port = reuse_port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+        self.port = sock.getsockname()[1]
+        self._socket = sock
+        config = uvicorn.Config(create_app(self.node), lifespan="off", log_level="warning", access_log=False,
+                                server_header=False, timeout_keep_alive=5, limit_concurrency=256)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="pacsnode-web", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._socket is not None:
+            self._socket.close()

@@ -1,0 +1,111 @@
+"""People who log in to the web side: accounts (argon2id), sessions, and the Caller they become.
+
+A minimal account model (the physician workspace builds the full one): a name, an institution
+and a role. Passwords are hashed with argon2-cffi's ``PasswordHasher`` (argon2id, its
+maintained defaults). A session id is 256 random bits handed to the browser in a cookie; the
+index keeps its SHA-256 and an expiry. Failed logins are counted per user name and per
+address, and refused for a while once too many (audited by the caller of this module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from pacsnode.errors import ConfigError
+from pacsnode.index.web_store import WebStore
+from pacsnode.model import Caller
+from pacsnode.node import Node
+from pacsnode.web.tokens import NAME_PATTERN
+
+ROLES: dict[str, frozenset[str]] = {  # what each role may do over DICOMweb
+    "admin": frozenset({"find", "get", "store", "metrics"}),
+    "physician": frozenset({"find", "get"}),
+    "viewer": frozenset({"find", "get"}),
+}
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024
+SESSION_HOURS = 8
+FAILURES_ALLOWED = 5
+FAILURE_WINDOW_S = 900.0
+_HASHER = PasswordHasher()
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))  # an unknown user costs the same time as a known one
+
+
+def add(node: Node, name: str, institution: str, role: str, password: str) -> None:
+    """Create an account; the password is hashed here and never stored or logged in clear."""
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"user name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if role not in ROLES:
+        raise ConfigError(f"--role {role!r}: use one of {', '.join(ROLES)}")
+    if not institution:
+        raise ConfigError("--institution is required: a user acts for one institution")
+    node.require_known_institution(institution, "--institution")
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ConfigError(f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    WebStore(node.index).add_user(name, _HASHER.hash(password), institution, role)
+    node.audit.record("user-add", "done", peer_name=f"user:{name}", detail={"institution": institution, "role": role})
+
+
+class Throttle:
+    """Failed logins per key (user name, address) in a sliding window, in this process."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(len([t for t in self._failures.get(k, []) if now - t < FAILURE_WINDOW_S]) >= FAILURES_ALLOWED
+                       for k in keys)
+
+    def fail(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_S]
+                self._failures[key] = recent + [now]
+            if len(self._failures) > 100_000:  # bounded: forget the oldest keys
+                for key in list(self._failures)[:50_000]:
+                    del self._failures[key]
+
+
+def verify(store: WebStore, name: str, password: str) -> bool:
+    """Whether ``password`` is ``name``'s; the same work whether or not the user exists."""
+    row = store.user(name) if NAME_PATTERN.match(name) else None
+    try:
+        _HASHER.verify(row["password_hash"] if row else _DUMMY_HASH, password[:MAX_PASSWORD])
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    if row is None:
+        return False
+    if _HASHER.check_needs_rehash(row["password_hash"]):
+        store.set_password_hash(name, _HASHER.hash(password))
+    return True
+
+
+def digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("ascii", "replace")).hexdigest()
+
+
+def open_session(store: WebStore, name: str) -> str:
+    session_id = secrets.token_urlsafe(32)
+    expires = datetime.now(timezone.utc) + timedelta(hours=SESSION_HOURS)
+    store.add_session(digest(session_id), name, expires.isoformat(timespec="microseconds"))
+    return session_id
+
+
+def session_caller(store: WebStore, session_id: str, host: str = "") -> Caller | None:
+    if not session_id or len(session_id) > 100:
+        return None
+    row = store.session_user(digest(session_id))
+    if row is None:
+        return None
+    return Caller.web_user(row["name"], row["institution"], row["role"], ROLES.get(row["role"], frozenset()), host)
