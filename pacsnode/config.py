@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -282,6 +283,9 @@ def setting(data: dict[str, Any], section: str, key: str, source: str) -> Any:
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be of type {kind.__name__}")
+    if kind is float and not math.isfinite(value):  # nan passes every range comparison; inf is no deadline
+        raise ConfigError(f"{where} is not a finite number"
+                          + (f"; use {spec.minimum:g} to {spec.maximum:g}" if spec.maximum is not None else ""))
     if spec.choices and value not in spec.choices:
         raise ConfigError(f"{where}; use one of {', '.join(repr(c) for c in spec.choices)}{_nearest(value, spec.choices)}")
     if spec.minimum is not None and value < spec.minimum:

@@ -8,6 +8,7 @@ or click.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import json
@@ -446,7 +447,10 @@ class Node:
     # -- peers ---------------------------------------------------------------------------
     def add_peer(self, peer: Peer, replace: bool = False) -> None:
         """Register a peer once what a typo would turn into a hole is checked: AE title, host,
-        port, institution (known to recognition.toml or this node's own); AE titles unique."""
+        port, institution (known to recognition.toml or this node's own); AE titles unique.
+        Leading/trailing spaces are not part of an AE title (PS3.5 6.2): " CTY_PACS" was stored
+        as a second peer next to CTY_PACS, passing the uniqueness check."""
+        peer = dataclasses.replace(peer, aet=peer.aet.strip(" "))
         validate_aet(peer.aet, "--aet")
         validate_host(peer.host, "--host")
         validate_port(peer.port, "--port")

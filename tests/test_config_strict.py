@@ -4,6 +4,7 @@ name; a node institution recognition.toml does not know is refused at ``serve``,
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -86,3 +87,18 @@ def test_serve_refuses_an_institution_the_rules_do_not_know_and_init_warns(tmp_p
     assert served.returncode != 0
     lines = served.stderr.strip().splitlines()
     assert len(lines) == 1 and "institution" in lines[0] and "PRV001" in lines[0], served.stderr
+
+
+@pytest.mark.parametrize("key", ["acse_timeout", "dimse_timeout", "network_timeout"])
+@pytest.mark.parametrize("value", ["nan", "-nan", "inf"])
+@pytest.mark.parametrize("command", [("peer", "list"), ("serve",)])
+def test_a_timeout_that_is_not_a_finite_number_is_refused(node_process: Callable[..., NodeProcess], key: str,
+                                                          value: str, command: tuple[str, ...]) -> None:
+    """TOML has nan and inf: nan passed every range comparison and `serve` started with no deadline
+    of ours (pynetdicom quietly substituted its own); a hostile-peer deadline must never be nan."""
+    proc = node_process()
+    text = (proc.home / "pacsnode.toml").read_text(encoding="utf-8")
+    (proc.home / "pacsnode.toml").write_text(re.sub(rf"(?m)^{key} = [0-9.]+", f"{key} = {value}", text),
+                                             encoding="utf-8")
+    line = _one_line_error(proc, *command)
+    assert key in line and ("finite" in line or "at most" in line), line

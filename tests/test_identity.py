@@ -235,6 +235,14 @@ def test_a_second_peer_cannot_take_a_registered_ae_title(served: NodeProcess) ->
     assert [(p["name"], p["port"]) for p in peers if p["aet"] == "PRV_WS"] == [("workstation", 2)]
 
 
+@pytest.mark.parametrize("padded", [" PRV_WS", "PRV_WS ", "  PRV_WS   "])
+def test_a_space_padded_ae_title_is_the_same_title_for_uniqueness(served: NodeProcess, padded: str) -> None:
+    twin = served.cli("peer", "add", "twin", "--aet", padded, "--host", LOOPBACK, "--port", "1", "--institution", OWN)
+    assert twin.returncode != 0 and "PRV_WS" in twin.stderr, twin.explain()
+    peers = json.loads(served.cli("peer", "list", "--json").stdout)
+    assert [p["name"] for p in peers if p["aet"].strip() == "PRV_WS"] == ["workstation"]
+
+
 @pytest.mark.parametrize("args, named", [
     (("--host", "10.0.0 .7"), "host"),
     (("--host", "no-such-host.invalid"), "host"),

@@ -113,8 +113,10 @@ def test_findscu_with_a_blank_calling_ae_is_rejected_and_finds_nothing(node: Nod
 
 
 @pytest.mark.parametrize("calling", [b"\0" * 16, b" " * 16, b"\x01EVIL" + b" " * 11, b"CT\x1b[2J" + b" " * 10,
-                                     "ÉCOLE".encode("latin-1").ljust(16), b"A\\B".ljust(16)],
-                         ids=["nuls", "spaces", "control", "escape", "non-ascii", "backslash"])
+                                     "ÉCOLE".encode("latin-1").ljust(16), b"A\\B".ljust(16),
+                                     b"\0\0\0PEER".ljust(16), b"PEER\0\0X".ljust(16)],
+                         ids=["nuls", "spaces", "control", "escape", "non-ascii", "backslash", "leading-nuls",
+                              "inner-nuls"])
 def test_raw_rq_with_an_unusable_calling_ae_is_rejected_calling_ae_not_recognized(node: NodeProcess,
                                                                                  calling: bytes) -> None:
     node.start()
@@ -250,6 +252,55 @@ def test_connections_without_an_rq_are_capped_and_cost_no_thread_each(node: Node
             sock.close()
     time.sleep(0.5)
     assert echo_works(node)
+
+
+def test_silent_connections_from_two_hosts_do_not_lock_out_a_real_peer(node: NodeProcess) -> None:
+    """Two hosts, 32 silent connections each (the per-address cap), took all 64 pending slots:
+    every real peer was refused for acse_timeout, again and again. A real peer sends its RQ at
+    once, so the connection silent the longest is cut to make room for it."""
+    node.start()
+    silent = []
+    try:
+        for host in ("127.0.0.2", "127.0.0.3"):
+            for _ in range(32):
+                sock = socket.socket()
+                sock.bind((host, 0))
+                sock.connect((LOOPBACK, node.port))
+                silent.append(sock)
+        time.sleep(1.5)  # PENDING_EVICT_SECONDS: they are all silent for longer than a real peer
+        for _ in range(3):
+            assert node.echo().returncode == 0  # DCMTK echoscu
+            assert echo_works(node)  # raw RQ
+        assert any(row[0] == "refused" and "cut to make room" in row[2] for row in audit_rows(node, "connection"))
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_one_unregistered_host_cannot_take_every_association_slot(node: NodeProcess) -> None:
+    """An unregistered AE held all 32 associations (max_associations = per-address cap) from one
+    host, and every registered peer got A-ASSOCIATE-RJ. A quarter of the slots stays for registered peers."""
+    added = node.cli("peer", "add", "ward", "--aet", "WARD_WS", "--host", LOOPBACK, "--port", "1",
+                     "--institution", "PRV001")
+    assert added.returncode == 0, added.explain()
+    node.start()
+    held = []
+    try:
+        for _ in range(32):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect((LOOPBACK, node.port))
+            sock.sendall(rq_bytes(b"HOG".ljust(16)))
+            if isinstance(read_pdu(sock), pdu.AssociateAC):
+                held.append(sock)
+            else:
+                sock.close()
+        assert 0 < len(held) < 32
+        assert node.echo(aet="WARD_WS").returncode == 0  # DCMTK echoscu as the registered peer
+        assert node.echo(aet="OTHER").returncode != 0  # another stranger waits like the hog's extras
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_dcmtk_still_works_under_the_default_limits(node: NodeProcess) -> None:

@@ -4,13 +4,20 @@ Every association is served by our own engine (``association.Association``), one
 each. Before a connection gets a thread it passes the admission limits (``[network]``):
 
 * ``max_pending_connections``: connections that have not yet sent a whole A-ASSOCIATE-RQ
-  (a port scan, a slowloris); beyond it a new connection is closed at once;
+  (a port scan, a slowloris). When they are all taken, the one silent the longest is cut
+  (if silent for ``PENDING_EVICT_SECONDS``) to make room; only when every one of them is
+  younger is the new connection closed at once. Otherwise two hosts with 32 silent
+  connections each held every slot for ``acse_timeout`` and locked out every real peer,
+  which sends its RQ within milliseconds of connecting;
 * ``max_associations_per_address``: connections from one source address, whatever their
   state; beyond it the connection is closed at once;
 * ``acse_timeout`` is one deadline for the TLS handshake and the whole RQ (not per read:
   a byte every 2 s does not hold a slot);
 * ``max_associations``: established associations; beyond it A-ASSOCIATE-RJ (transient,
-  local limit exceeded).
+  local limit exceeded). Callers that are nobody (no registered peer: any AE title may
+  echo, and store under ``accept_from = "any"``) never take the last quarter of them
+  (``stranger_slots``): one unregistered host used to take all 32 and refuse every
+  registered peer.
 
 Refusals are audited (``connection``/``association`` events); the RJ for a blank or
 non-printable calling AE title is the acceptance policy's (``policy.negotiate``).
@@ -34,7 +41,7 @@ from collections import Counter
 from typing import Any
 
 from pacsnode.dimse import pdu
-from pacsnode.dimse.association import Association
+from pacsnode.dimse.association import Association, identify
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ MAX_ASSOCIATE_RQ = 1 << 20  # an RQ larger than this is refused (real ones are a
 REJECT_LINGER_SECONDS = 2.0
 ACCEPT_POLL_SECONDS = 0.5  # bounds how long stop() waits for the accept loop, not any latency
 REFUSAL_AUDIT_INTERVAL = 10.0  # at most one audited connection refusal per address and reason per interval
+PENDING_EVICT_SECONDS = 1.0  # a pending connection silent this long may be cut when all slots are taken
 
 
 class Listener:
@@ -67,7 +75,8 @@ class Listener:
         self._stopping = threading.Event()
         self._lock = threading.Condition()
         self._associations: set[Association] = set()
-        self._pending: set[socket.socket] = set()
+        self._strangers: set[Association] = set()  # of those, the ones whose caller is nobody
+        self._pending: dict[socket.socket, float] = {}  # connected at (monotonic), oldest first
         self._per_address: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
         self._last_refusal_audit: dict[tuple[str, str], float] = {}
@@ -143,14 +152,20 @@ class Listener:
                 time.sleep(0.1)
                 continue
             with self._lock:
-                if len(self._pending) >= network.max_pending_connections:
-                    why = f"{len(self._pending)} connections have not sent an A-ASSOCIATE-RQ"
-                elif self._per_address[address[0]] >= network.max_associations_per_address:
+                evicted = None
+                if self._per_address[address[0]] >= network.max_associations_per_address:
                     why = f"{self._per_address[address[0]]} connections from this address"
+                elif len(self._pending) >= network.max_pending_connections and not (
+                        evicted := self._evict_oldest_pending(network.max_pending_connections)):
+                    why = f"{len(self._pending)} connections have not sent an A-ASSOCIATE-RQ"
                 else:
                     why = ""
-                    self._pending.add(sock)
+                    self._pending[sock] = time.monotonic()
                     self._per_address[address[0]] += 1
+            if evicted is not None:
+                _shutdown(evicted[0])  # its thread sees the close, audits nothing more, cleans up
+                self._audit_refusal(evicted[1], "silent connection cut to make room (pending connections full)",
+                                    "evicted")
             if why:
                 self.refused += 1
                 self._refuse_connection(sock, address, why)
@@ -160,6 +175,24 @@ class Listener:
             with self._lock:
                 self._threads.add(thread)
             thread.start()
+
+    def _evict_oldest_pending(self, limit: int) -> tuple[socket.socket, str] | None:
+        """With every pending slot taken, drop the connection silent the longest (caller holds the lock).
+
+        Only one silent for ``PENDING_EVICT_SECONDS``: a real peer's RQ follows its connect
+        within milliseconds, so a flood of fresh connections cannot cut it off either.
+        """
+        if len(self._pending) < limit:
+            return None
+        oldest, since = next(iter(self._pending.items()))  # dicts keep insertion order
+        if time.monotonic() - since < PENDING_EVICT_SECONDS:
+            return None
+        del self._pending[oldest]
+        try:
+            host = str(oldest.getpeername()[0])
+        except OSError:
+            host = ""
+        return oldest, host
 
     def _refuse_connection(self, sock: socket.socket, address: Any, why: str) -> None:
         """Close a connection over an admission limit at once; audit it (rate-limited per address)."""
@@ -196,7 +229,7 @@ class Listener:
             sock.close()
         finally:
             with self._lock:
-                self._pending.discard(sock)
+                self._pending.pop(sock, None)
                 self._per_address[address[0]] -= 1
                 if self._per_address[address[0]] <= 0:
                     del self._per_address[address[0]]
@@ -227,21 +260,26 @@ class Listener:
             conn.close()
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
+        stranger = identify(self.node, rq.calling_ae.strip(), address[0], certificate).peer is None
         with self._lock:
-            self._pending.discard(sock)
+            self._pending.pop(sock, None)
             busy = len(self._associations)
-            admitted = not self._stopping.is_set() and busy < network.max_associations
+            admitted = not self._stopping.is_set() and busy < network.max_associations and not (
+                stranger and len(self._strangers) >= stranger_slots(network.max_associations))
             association = Association(conn, address, self.node, rq, certificate) if admitted else None
             if association is not None:
                 self._associations.add(association)
+                if stranger:
+                    self._strangers.add(association)
         if association is None:
-            self._reject_busy(conn, address, rq, busy)
+            self._reject_busy(conn, address, rq, busy if not stranger else len(self._strangers))
             return
         try:
             association.run()  # closes the socket whatever happens
         finally:
             with self._lock:
                 self._associations.discard(association)
+                self._strangers.discard(association)
                 self._lock.notify_all()
 
     def _reject_busy(self, conn: socket.socket, address: Any, rq: pdu.AssociateRQ, busy: int) -> None:
@@ -255,6 +293,14 @@ class Listener:
             LOGGER.exception("audit of a rejected association failed")
         reason = pdu.RJ_PRESENTATION_CONGESTION if stopping else pdu.RJ_PRESENTATION_LIMIT
         _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION, reason))
+
+
+def stranger_slots(max_associations: int) -> int:
+    """How many associations callers that are nobody may hold at once: all but a quarter kept
+    for registered peers (24 of the default 32: 20 unregistered modalities storing at once
+    still fit); below 4 nothing is kept (a back-to-back association may meet the last one
+    still closing)."""
+    return max(1, max_associations - max_associations // 4)
 
 
 def _handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float) -> ssl.SSLSocket:

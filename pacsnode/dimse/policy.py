@@ -64,8 +64,10 @@ def calling_ae_acceptable(title: str) -> bool:
 
     The decoder keeps every byte (latin-1) and strips trailing NUL/space padding, so 16
     spaces or 16 NULs arrive here as "", a control character or non-ASCII byte as itself.
+    Leading spaces are insignificant (PS3.5 6.2); leading NULs are not padding: such a title
+    was accepted here and then identified as nobody, instead of being rejected.
     """
-    stripped = title.strip(" \0")
+    stripped = title.strip(" ")
     return bool(stripped) and all(0x20 <= ord(ch) <= 0x7E and ch != "\\" for ch in stripped)
 
 
