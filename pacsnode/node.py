@@ -25,8 +25,8 @@ from pacsnode import identity
 from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import (ConfigError, InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound,
-                             StorageFull, UnknownMoveDestination)
+from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
+                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
@@ -343,29 +343,49 @@ class Node:
                 "valid_until": advice.valid_until.strftime("%Y%m%d") if advice.valid_until else "",
                 "item": advice.item_code, "producer": self.regional.producer_of(rows[0]) if rows else ""}
 
-    def retrieve(self, query: Query, caller: Caller, action: str) -> list[InstanceLocation]:
-        """Instances a C-MOVE/C-GET identifier names, if ``caller`` may have every one of them.
+    def retrieve(self, query: Query, caller: Caller, action: str,
+                 destination: Peer | None = None) -> list[InstanceLocation]:
+        """Instances a C-MOVE/C-GET identifier names that ``caller`` (and ``destination``) may have.
 
-        Asking for something outside access is refused as a whole (a clear failure, never an
-        empty success that looks like "nothing there").
+        Hidden equals absent (THREATS.md rule 4): studies outside the caller's access are left
+        out exactly like studies this node does not hold, and a retrieve left with nothing is
+        refused with one generic answer (:class:`NothingToRetrieve`, 0x0124) whichever the
+        cause; only the audit trail says which. For a C-MOVE every study is then decided for
+        ``destination`` too, as if it had asked with this request's patient context: one it
+        may not receive refuses the whole move (:class:`DestinationNotAuthorized`, 0x0124)
+        before anything is sent.
         """
         from pacsnode.index import matching
 
         started = time.perf_counter()
+        detail: dict[str, Any] = {"keys": query_keys(query)}
+        if destination is not None:
+            detail["destination"] = destination.aet
+            detail["destination_institution"] = destination.institution
         try:
             self.require_permission(caller, action)
-            allowed = self.visible_study_uids(query, caller)
-            locations = matching.match_instances(self.index, query, self.storage.root)
-            denied = sorted({loc.study_uid for loc in locations} - allowed) if allowed is not None else []
-            if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
-                decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
-                reason = decision.reason if decision else "no_patient_match"
-                if self.observers:
-                    notify(self.observers, Event("withheld", reason, count=len(denied)))
-                raise NotPermitted(f"{reason}: study {denied[0]} refused to {caller.aet}")
+            allowed, withheld = self.regional.access(query, caller)
+            locations = matching.match_instances(self.index, query, self.storage.root, allowed_study_uids=allowed)
+            if withheld and self.observers:
+                for why, count in withheld.items():
+                    notify(self.observers, Event("withheld", why, count=count))
+            if not locations:
+                if withheld:
+                    detail["studies_withheld"] = withheld
+                reason = ", ".join(sorted(withheld)) if withheld else "no_match"
+                raise NothingToRetrieve(f"{reason}: nothing {caller.aet} may retrieve matches")
+            if destination is not None:
+                refused = self.regional.destination_refusals(query, destination, {loc.study_uid for loc in locations})
+                if refused:
+                    detail["destination_refused"] = {uid: d.reason for uid, d in refused.items()}
+                    reason = next(iter(refused.values())).reason
+                    raise DestinationNotAuthorized(f"{reason}: destination {destination.aet} may not receive it")
         except PacsnodeError as exc:
-            self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
-                               detail={"keys": query_keys(query), "reason": str(exc)})
+            detail["reason"] = exc.audit_reason if isinstance(exc, NothingToRetrieve) else str(exc)
+            study_uid = query.value("StudyInstanceUID")[:64]
+            if isinstance(exc, DestinationNotAuthorized):
+                study_uid = next(iter(detail["destination_refused"]))
+            self._audit_caller(caller, action, "refused", study_uid=study_uid, detail=detail)
             self._observe(action, "refused", started)
             raise
         self._observe(action, "answered", started)

@@ -20,7 +20,7 @@ from typing import Iterable
 from pacsnode.config import NodeConfig
 from pacsnode.errors import MissingPatientContext
 from pacsnode.index.regional_store import RegionalStore, StudyRow
-from pacsnode.model import Caller, OtherPatientId, Query
+from pacsnode.model import Caller, OtherPatientId, Peer, Query
 from pacsnode.recognition import (
     AccessDecision,
     Advice,
@@ -159,6 +159,28 @@ class Regional:
         decisions = self.decisions(query, caller, now or datetime.now(timezone.utc))
         denied = Counter(d.reason for d in decisions.values() if not d.allowed)
         return {uid for uid, decision in decisions.items() if decision.allowed}, dict(denied)
+
+    def destination_refusals(self, query: Query, destination: Peer, study_uids: Iterable[str],
+                             now: datetime | None = None) -> dict[str, AccessDecision]:
+        """The studies a C-MOVE destination may not receive, decided as if it had asked itself.
+
+        The destination is the party that receives the data (THREATS.md rule 2), so it gets the
+        caller's decision path with the request's own patient context. A destination without
+        an institution is unknown (default deny) unless it is registered as this node's own
+        institution; a query that names no patient names nobody for it either.
+        """
+        wanted = sorted(set(study_uids))
+        as_caller = Caller(aet=destination.aet, host=destination.host, peer=destination)
+        if self.is_local(as_caller):
+            return {}
+        try:
+            decisions = self.decisions(query, as_caller, now or datetime.now(timezone.utc))
+        except MissingPatientContext:
+            return {uid: AccessDecision(False, "no_patient_context", "the request names no patient")
+                    for uid in wanted}
+        missing = AccessDecision(False, "unavailable", "the destination's decision does not cover the study")
+        return {uid: decisions.get(uid, missing) for uid in wanted
+                if not decisions.get(uid, missing).allowed}
 
     # -- advice --------------------------------------------------------------------------
     def advice(self, study_uid: str, viewer_institution: str, now: datetime | None = None) -> Advice | None:

@@ -30,7 +30,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from support import LOOPBACK, NodeProcess, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, ToolResult, dcmtk, free_port, have_tool, run_tool
+from support import (LOOPBACK, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, NodeProcess, Storescp, ToolResult, dcmtk, free_port,
+                     have_tool, run_tool)
 
 pytestmark = [
     pytest.mark.interop,
@@ -54,6 +55,7 @@ NODES = {"provincial": ("PRV001", "PRV_PACS"), "county": ("CTY001", "CTY_PACS"),
 AET = {inst: aet for inst, aet in NODES.values()} | {"PVT001": "PVT_PACS"}
 PEER_NAME = {inst: name for name, (inst, _aet) in NODES.items()} | {"PVT001": "private"}
 VIEWER_AET = "CTY_VIEW"  # a county workstation registered at the provincial node as a move destination
+HIDDEN_EQUALS_ABSENT = "no study matches that this caller may retrieve"  # errors.NothingToRetrieve.MESSAGE
 TIER = {"3A": 3, "3B": 3, "3": 3, "2A": 2, "2B": 2, "2": 2, "1": 1, "unrated": 0, "independent": 0}
 
 
@@ -302,7 +304,7 @@ def test_private_clinic_cannot_move_a_study(region: Region, tmp_path: Path) -> N
                                         tmp_path)
     assert status not in (0x0000, 0xFF00, 0xB000)
     assert status == 0x0124
-    assert comment.startswith("no_relationship")
+    assert comment == HIDDEN_EQUALS_ABSENT  # the wire does not say the study exists; the audit trail does
     assert received == set()
 
 
@@ -311,6 +313,61 @@ def test_alliance_peer_retrieves_a_study(region: Region, tmp_path: Path) -> None
                                         tmp_path)
     assert (status, comment) == (0x0000, "")
     assert received == instance_uids(PRV_MR)
+
+
+def _register_raw_peer(node: NodeProcess, name: str, aet: str, port: int, institution: str) -> None:
+    """A peer row written straight into the index, as an old registration (or a region file that
+    dropped its institution) leaves it: ``peer add`` may refuse to create it today."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(node.home / "index.sqlite"), timeout=30)
+    try:
+        with conn:
+            conn.execute("INSERT INTO peers (name, aet, host, port, institution) VALUES (?,?,?,?,?)",
+                         (name, aet, LOOPBACK, port, institution))
+    finally:
+        conn.close()
+
+
+DESTINATIONS = [("another-institution", "PVT_DEST", "PVT001"), ("no-institution", "NOINST_DEST", ""),
+                ("outside-the-region", "FAR_DEST", "SHA001")]
+
+
+@pytest.mark.parametrize("case, aet, institution", DESTINATIONS, ids=[d[0] for d in DESTINATIONS])
+def test_move_to_a_destination_that_may_not_see_the_study_sends_nothing(
+        region: Region, tmp_path: Path, case: str, aet: str, institution: str) -> None:
+    """CTY_PACS may have PRV_MR (alliance); the destination it names is decided as if it had asked."""
+    provincial = region.nodes["PRV001"]
+    destination = Storescp(tmp_path / "storescp", aet).start()
+    name = f"dest-{case}"
+    try:
+        if institution in INSTITUTIONS:
+            _ok(provincial.cli("peer", "add", name, "--aet", aet, "--host", LOOPBACK, "--port",
+                               str(destination.port), "--institution", institution, "--permissions", "echo"))
+        else:
+            _register_raw_peer(provincial, name, aet, destination.port, institution)
+        status, comment, received = movescu(provincial, "CTY_PACS", aet, free_port(), PRV_MR, tmp_path / "movescu")
+        assert status == 0x0124, comment
+        assert aet in comment
+        assert received == set() and destination.received() == {}
+    finally:
+        destination.stop()
+        provincial.cli("peer", "remove", name)
+    refusals = [e for e in _events(region, "PRV001", "--peer", "county")
+                if (e["action"], e["outcome"]) == ("move", "refused") and e["detail"].get("destination") == aet]
+    assert refusals, "the refused move is audited"
+    event = refusals[-1]
+    assert (event["peer_aet"], event["study_uid"]) == ("CTY_PACS", PRV_MR)
+    expected = "no_relationship" if institution == "PVT001" else "unknown_peer"
+    assert event["detail"]["destination_refused"] == {PRV_MR: expected}
+
+
+def test_hidden_and_missing_studies_answer_the_same_across_nodes(region: Region, tmp_path: Path) -> None:
+    """PVT_PACS asks the provincial node for its MR study (outside access) and for a study nobody has."""
+    provincial = region.nodes["PRV001"]
+    hidden = movescu(provincial, "PVT_PACS", "PVT_PACS", region.pvt_port, PRV_MR, tmp_path / "hidden")
+    missing = movescu(provincial, "PVT_PACS", "PVT_PACS", region.pvt_port, UID_ROOT + "404", tmp_path / "missing")
+    assert hidden == missing == (0x0124, HIDDEN_EQUALS_ABSENT, set())
 
 
 def test_rejected_study_is_invisible_to_peers_until_restored(region: Region, tmp_path: Path) -> None:
@@ -359,7 +416,7 @@ def test_consultation_share_lets_the_private_clinic_find_that_one_study(region: 
         assert (status, received) == (0x0000, instance_uids(TWN_DX))
         status, comment, received = movescu(township, "PVT_PACS", "PVT_PACS", region.pvt_port, UID_ROOT + "9",
                                             tmp_path / "move-unshared")
-        assert (status, received) == (0x0124, set()) and comment.startswith("no_relationship")
+        assert (status, received, comment) == (0x0124, set(), HIDDEN_EQUALS_ABSENT)
         shares = region.json("TWN001", "share", "list", "--json")
         assert [(s["study_uid"], s["institution"], s["revoked_at"]) for s in shares] == [(TWN_DX, "PVT001", "")]
     finally:

@@ -109,7 +109,7 @@ def handle_move(event: Event, node: Node) -> Iterator[Any]:
         return
     try:
         query = parse_identifier(event.identifier, model_of(str(event.request.AffectedSOPClassUID)), retrieve=True)
-        locations = node.retrieve(query, caller, "move")
+        locations = node.retrieve(query, caller, "move", destination=destination)
     except PacsnodeError as exc:
         # pynetdicom (3.0) opens the sub-operation association after the count and before the
         # first status, so a refusal still needs a destination with one context it can open
