@@ -26,17 +26,21 @@ from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
-                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, UnknownMoveDestination)
+                             NotPermitted, PacsnodeError, PeerNotFound, RecognitionError, StorageFull,
+                             UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.dicom.iocm import KOS_SOP_CLASS, rejection_note
 from pacsnode.model import (
     Caller,
     CheckReport,
+    DeliveryKind,
     InstanceFacts,
     InstanceLocation,
     Peer,
+    Provenance,
     Query,
     ReceivedFile,
     StoreOutcome,
@@ -44,9 +48,11 @@ from pacsnode.model import (
     StudySummary,
 )
 from pacsnode.physician import PhysicianDesk
+from pacsnode.qc import CheckOutcome
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
 from pacsnode import maintenance
+from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.filesystem import FileStorage
 from pacsnode.storage.home_lock import HomeLock
 from pacsnode.storage.tempfiles import temp_prefix
@@ -95,6 +101,8 @@ class Node:
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
         self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
+        self.rejections = RejectionDesk(self.regional_store, self.audit, self.qc)
+        self.qc.extra_checks.append(self._provenance_finding)
 
     def _audit_scope_overrides(self) -> None:
         """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
@@ -158,15 +166,35 @@ class Node:
         return Path(name)
 
     # -- storing -------------------------------------------------------------------------
+    def provenance_of(self, caller: Caller, retrieved: bool = False) -> Provenance:
+        """Who is delivering, as a fact for the index: admin import, own institution, peer, or nobody.
+
+        ``retrieved``: this node fetched the instance from ``caller``'s peer (C-GET as SCU).
+        """
+        if caller.is_local_admin:
+            return Provenance(DeliveryKind.IMPORT, aet=caller.aet)
+        peer = caller.peer
+        if peer is None:
+            return Provenance(DeliveryKind.UNREGISTERED, aet=caller.aet)
+        kind = DeliveryKind.RETRIEVED if retrieved else (
+            DeliveryKind.OWN if self.config.institution and peer.institution == self.config.institution
+            else DeliveryKind.PEER)
+        return Provenance(kind, aet=caller.aet, peer=peer.name, institution=peer.institution)
+
     def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
-                   expected_sop_instance: str | None = None, received: ReceivedFile | None = None) -> StoreOutcome:
+                   expected_sop_instance: str | None = None, received: ReceivedFile | None = None,
+                   provenance: Provenance | None = None) -> StoreOutcome:
         """Store a received file; ``temp_path`` is consumed (placed or removed) whatever happens.
 
         The order is fixed: validate and extract, place the file (fsync, rename), index in one
-        transaction, undo the file on failure. Success is only returned after the commit.
+        transaction (with who delivered it: ``provenance``, by default built from ``caller``),
+        undo the file on failure. Success is only returned after the commit. An IOCM rejection
+        note is applied before Success too (again when it is sent twice: the retry of a note
+        whose first application failed).
         """
         placed: str | None = None
         started, size, status = time.perf_counter(), 0, "failed"
+        provenance = provenance or self.provenance_of(caller)
         try:
             try:
                 self.require_permission(caller, "store")
@@ -175,8 +203,11 @@ class Node:
                 status = "refused"
                 raise
             facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
+            note = rejection_note(temp_path) if facts.sop_class_uid == KOS_SOP_CLASS else None
             policy = self.config.store.duplicates
             if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):
+                if note is not None:
+                    self.rejections.apply(note, provenance, caller)
                 status = StoreResult.DUPLICATE.value
                 return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
             size = temp_path.stat().st_size
@@ -189,12 +220,14 @@ class Node:
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
             placed = stored.relative_path
-            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy,
+            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy, provenance,
                                                         web_metadata=self.web_metadata_of(stored.relative_path))
             placed = None  # the index owns it now
             if orphan:
                 self.storage.remove(orphan)
             outcome = StoreOutcome(result, facts.sop_instance_uid, facts.study_uid)
+            if note is not None:
+                self.rejections.apply(note, provenance, caller)
             status = result.value
         except BaseException as exc:
             if status == "failed" and isinstance(exc, PacsnodeError):
@@ -283,10 +316,54 @@ class Node:
         return self.index.studies(patient_id=patient_id)
 
     def study(self, study_uid: str) -> tuple[StudySummary, list[dict[str, object]]]:
+        """A study as the local admin sees it: every instance, hidden ones flagged with why."""
         found = self.index.studies(study_uids=[study_uid])
         if not found:
             raise NotFound(f"no study {study_uid} in this node")
-        return found[0], self.index.study_series(study_uid)
+        series = self.index.study_series(study_uid)
+        hidden = self.regional_store.hidden_instances(study_uid)
+        for item in series:
+            for instance in item["instances"]:  # type: ignore[union-attr]
+                why = hidden.get(instance["sop_instance_uid"])  # type: ignore[index]
+                instance["rejected"] = why or {}  # type: ignore[index]
+        return found[0], series
+
+    # -- provenance ----------------------------------------------------------------------
+    def vouch_producer(self, study_uid: str, producer: str, note: str, vouched_by: str) -> str:
+        """An admin states that ``producer`` made a study its deliverers do not vouch for (audited).
+
+        It covers every instance received until now; copies that arrive later need their own.
+        """
+        producer, note = producer.strip(), note.strip()
+        if not self.index.studies(study_uids=[study_uid]):
+            raise NotFound(f"no study {study_uid} in this node")
+        if not note:
+            raise RecognitionError("a vouch needs a --note saying how the producer was verified")
+        region = self.regional.region
+        if region is None or region.institution(producer) is None:
+            raise RecognitionError(f"{producer!r} is not an institution in {self.config.recognition_path.name}")
+        at = self.regional_store.add_vouch(study_uid, producer, note, vouched_by)
+        self.audit.record("recognition-vouch", "vouched", study_uid=study_uid,
+                          detail={"producer": producer, "note": note, "by": vouched_by, "covers_until": at})
+        return at
+
+    def provenance(self, study_uid: str) -> dict[str, Any]:
+        """How a study arrived, what it claims, and whether the one vouches for the other."""
+        rows = self.regional_store.studies_by_uid([study_uid])
+        if not rows:
+            raise NotFound(f"no study {study_uid} in this node")
+        vouched, why = self.regional.vouching(rows[0])
+        return {"study_uid": study_uid, "producer": self.regional.producer_of(rows[0]), "vouched": vouched,
+                "explanation": why, "deliveries": self.regional_store.deliveries(study_uid),
+                "vouches": self.regional_store.vouches(study_uid)}
+
+    def _provenance_finding(self, study_uid: str) -> list[CheckOutcome]:
+        """QC-PROVENANCE: the producer the headers claim is vouched for by who delivered the study."""
+        rows = self.regional_store.studies_by_uid([study_uid])
+        if not rows or self.regional.region is None:
+            return []
+        vouched, why = self.regional.vouching(rows[0])
+        return [CheckOutcome("QC-PROVENANCE", "warn", vouched, why)]
 
     # -- query/retrieve ------------------------------------------------------------------
     def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -303,7 +380,8 @@ class Node:
             allowed, denied = self.regional.access(query, caller)
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
                                          limit=self.config.query.max_results if page_limit is None else page_limit,
-                                         truncate=page_limit is not None))
+                                         truncate=page_limit is not None,
+                                         hide_rejected=not self.regional.is_local(caller)))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
             self._observe("find", "refused", started)
@@ -365,7 +443,10 @@ class Node:
         try:
             self.require_permission(caller, action)
             allowed, withheld = self.regional.access(query, caller)
-            locations = matching.match_instances(self.index, query, self.storage.root, allowed_study_uids=allowed)
+            local = self.regional.is_local(caller) and (
+                destination is None or self.regional.is_local(Caller.registered(destination, destination.host)))
+            locations = matching.match_instances(self.index, query, self.storage.root, allowed_study_uids=allowed,
+                                                 hide_rejected=not local)
             if withheld and self.observers:
                 for why, count in withheld.items():
                     notify(self.observers, Event("withheld", why, count=count))

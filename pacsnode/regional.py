@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Iterable
 
@@ -21,6 +22,7 @@ from pacsnode.config import NodeConfig
 from pacsnode.errors import MissingPatientContext
 from pacsnode.index.regional_store import RegionalStore, StudyRow
 from pacsnode.model import Caller, OtherPatientId, Peer, Query
+from pacsnode.recognition.provenance import Delivery, Vouch, producer_vouched
 from pacsnode.recognition import (
     AccessDecision,
     Advice,
@@ -170,7 +172,7 @@ class Regional:
         institution; a query that names no patient names nobody for it either.
         """
         wanted = sorted(set(study_uids))
-        as_caller = Caller(aet=destination.aet, host=destination.host, peer=destination)
+        as_caller = Caller.registered(destination, destination.host)
         if self.is_local(as_caller):
             return {}
         try:
@@ -189,8 +191,16 @@ class Regional:
         rows = self.store.studies_by_uid([study_uid])
         if not rows:
             return None
-        return recognition_advice(self.region, self.facts_of(rows[0]), viewer_institution,
-                                  now or datetime.now(timezone.utc))
+        vouched, why = self.vouching(rows[0])
+        facts = replace(self.facts_of(rows[0]), producer_vouched=vouched, provenance=why)
+        return recognition_advice(self.region, facts, viewer_institution, now or datetime.now(timezone.utc))
+
+    def vouching(self, row: StudyRow) -> tuple[bool, str]:
+        """Does who delivered the study vouch for the producer its headers claim? (provenance over claims)"""
+        deliveries = [Delivery(d["kind"], d["institution"], d["who"], d["last_received_at"])
+                      for d in self.store.deliveries(row.study_uid)]
+        vouches = [Vouch(v["producer"], v["vouched_at"]) for v in self.store.vouches(row.study_uid)]
+        return producer_vouched(self.producer_of(row), deliveries, vouches)
 
     def item_code(self, row: StudyRow) -> str:
         if self.region is None:

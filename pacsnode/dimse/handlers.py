@@ -78,8 +78,9 @@ def store_received(event: Event, node: Node, peer: Peer) -> int | Dataset:
     try:
         with open(temp, "wb") as handle:
             handle.write(event.encoded_dataset(include_meta=True))
-        node.store_file(temp, Caller.registered(peer, peer.host),
-                        expected_sop_class=str(event.context.abstract_syntax))
+        caller = Caller.registered(peer, peer.host)
+        node.store_file(temp, caller, expected_sop_class=str(event.context.abstract_syntax),
+                        provenance=node.provenance_of(caller, retrieved=True))
     except PacsnodeError as exc:
         return statuses.status_dataset(statuses.store_status(exc), str(exc))
     except Exception as exc:  # edge: say why, keep the association
