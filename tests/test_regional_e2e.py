@@ -750,7 +750,7 @@ def _find_at(node: NodeProcess, calling: str, level: str, keys: list[str], out: 
 def test_a_rejection_note_hides_images_from_peers_but_not_from_the_local_admin(region: Region, tmp_path: Path) -> None:
     provincial = region.nodes["PRV001"]
     _ok(provincial.cli("peer", "add", "prv-mr", "--aet", "PRV_MR1", "--host", LOOPBACK, "--port", "104",
-                       "--institution", "PRV001", "--permissions", "echo,store"))  # the provincial MR modality
+                       "--institution", "PRV001", "--permissions", "echo,store,find"))  # the provincial MR modality
     files = [SAMPLE_DIR / name for series in STUDIES[PRV_MR]["series"] for name in series["files"]]
     headers = {str(h.SOPInstanceUID): h for h in (dcmread(f, stop_before_pixels=True) for f in files)}
     images = [h for h in headers.values() if h.Modality == "MR"]
@@ -805,4 +805,18 @@ def test_a_rejection_note_hides_images_from_peers_but_not_from_the_local_admin(r
     outcomes = {(e["outcome"], e["peer_aet"]) for e in _events(region, "PRV001", "--study", PRV_MR)
                 if e["action"] == "iocm-reject"}
     assert {("refused", "NOBODY"), ("applied", "PRV_MR1")} <= outcomes
+    local = _find_at(provincial, "PRV_MR1", "IMAGE", [*keys, "InstanceAvailability"], tmp_path / "local")
+    availability = {str(r.SOPInstanceUID): str(r.InstanceAvailability) for r in local}
+    assert availability == {uid: ("UNAVAILABLE" if uid in (*two, late_uid) else "ONLINE")
+                            for uid in in_series | {late_uid}}  # this hospital still sees them, flagged
+
+    qc = region.json("PRV001", "qc", "show", PRV_MR, "--json")
+    assert qc["status"] == "pending"  # the accepted study goes back to QC without the rejected images
+    rerun = _ok(provincial.cli("qc", "run", PRV_MR)).stdout
+    checked = region.json("PRV001", "qc", "show", PRV_MR, "--json")
+    assert f"{PRV_MR}: {checked['status']}" in rerun
+    assert checked["status"] == "accepted", checked  # judged on what peers see
+    status, failed, _until = expected_advice(PRV_MR, "CTY001")
+    explained = region.explain(PRV_MR, "CTY001")
+    assert (explained["status"], set(explained["failed"])) == (status, failed)
 
