@@ -675,8 +675,10 @@ def test_priors_across_nodes_read_every_code_back_whole(region: Region, made: di
     from pacsnode.recognition import CONDITION_CODES
 
     # every code a peer can be sent, whole: viewer_unknown alone never leaves a node (an unknown
-    # institution is refused at the door before any advice is computed)
-    assert set(CONDITION_CODES) - seen - {"out_of_scope", "qc_not_accepted"} == {"viewer_unknown"}
+    # institution is refused at the door before any advice is computed); producer_not_vouched goes
+    # on the wire in test_a_producer_claim_is_trusted_only_when_the_deliverer_vouches_for_it
+    assert set(CONDITION_CODES) - seen - {"out_of_scope", "qc_not_accepted", "producer_not_vouched"} == {
+        "viewer_unknown"}
 
 
 def test_out_of_scope_comes_from_geography_on_the_wire(region: Region, tmp_path: Path) -> None:
@@ -723,6 +725,9 @@ def test_a_producer_claim_is_trusted_only_when_the_deliverer_vouches_for_it(
     assert explained["status"] == "NOT_ELIGIBLE"
     assert set(explained["failed"]) == expected_failed | {"producer_not_vouched"}
     assert aet in condition["explanation"] and "PRV001" in condition["explanation"]
+    answer = findscu(township, "CTY_PACS", patient_keys() + HR_KEYS, tmp_path / "on-the-wire")
+    assert hr_block(answer.by_uid()[study_uid])["failed"] == expected_failed | {"producer_not_vouched"}
+    assert b"PRODUCER_NOT_VOUCHED" in b"".join(p.read_bytes() for p in (tmp_path / "on-the-wire").glob("rsp*"))
     finding = region.json("TWN001", "qc", "show", study_uid, "--json")
     assert [o["passed"] for o in finding["outcomes"] if o["code"] == "QC-PROVENANCE"] == [False]
 
