@@ -119,3 +119,37 @@ def test_provenance_of_each_caller(open_node: Callable[..., Node]) -> None:  # n
     assert node.provenance_of(Caller(aet=WORKSTATION.aet, peer=WORKSTATION)).kind is DeliveryKind.OWN
     assert node.provenance_of(Caller(aet=PROVINCIAL.aet, peer=PROVINCIAL), retrieved=True).kind is \
         DeliveryKind.RETRIEVED
+
+
+def _query(level: str, model: str, **keys: str) -> object:
+    from pydicom.dataset import Dataset
+
+    from pacsnode.dicom.query import parse_identifier
+    from pacsnode.model import InformationModel
+
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return parse_identifier(ds, InformationModel.PATIENT_ROOT if model == "patient" else InformationModel.STUDY_ROOT)
+
+
+def test_peer_counts_leave_rejected_instances_out_at_every_level(county: Node, tmp_path: Path) -> None:  # noqa: F811
+    county.import_paths([copy_county(tmp_path)])
+    images = _images(county, CT_CHEST)
+    note = rejection_note(images[0][3], [i[:3] for i in images[:2]], tmp_path / "note.dcm")
+    assert _send(county, note, Caller(aet=WORKSTATION.aet, peer=WORKSTATION), tmp_path) is StoreResult.STORED
+    peer = Caller(aet=PROVINCIAL.aet, host="127.0.0.1", peer=PROVINCIAL)
+    admin = Caller(aet="")
+    patient = {"PatientID": "P0815", "IssuerOfPatientID": "CTY001"}
+    counts = {"NumberOfPatientRelatedStudies": "", "NumberOfPatientRelatedInstances": "",
+              "NumberOfPatientRelatedSeries": ""}
+    seen = list(county.find(_query("PATIENT", "patient", **patient, **counts), peer))  # type: ignore[arg-type]
+    local = list(county.find(_query("PATIENT", "patient", **patient, **counts), admin))  # type: ignore[arg-type]
+    assert len(seen) == len(local) == 1
+    assert int(local[0]["NumberOfPatientRelatedInstances"]) - int(seen[0]["NumberOfPatientRelatedInstances"]) == 3
+    study = {"StudyInstanceUID": CT_CHEST, "NumberOfStudyRelatedInstances": "", "SOPClassesInStudy": ""}
+    seen = list(county.find(_query("STUDY", "study", **study), peer))  # type: ignore[arg-type]
+    local = list(county.find(_query("STUDY", "study", **study), admin))  # type: ignore[arg-type]
+    assert int(local[0]["NumberOfStudyRelatedInstances"]) - int(seen[0]["NumberOfStudyRelatedInstances"]) == 3
+    assert "1.2.840.10008.5.1.4.1.1.88.59" not in seen[0]["SOPClassesInStudy"]  # the note is hidden too
