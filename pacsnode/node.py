@@ -26,8 +26,7 @@ from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
-                             NotPermitted, PacsnodeError, PeerNotFound, RecognitionError, StorageFull,
-                             UnknownMoveDestination)
+                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
@@ -36,7 +35,6 @@ from pacsnode.dicom.iocm import KOS_SOP_CLASS, rejection_note
 from pacsnode.model import (
     Caller,
     CheckReport,
-    DeliveryKind,
     InstanceFacts,
     InstanceLocation,
     Peer,
@@ -48,10 +46,10 @@ from pacsnode.model import (
     StudySummary,
 )
 from pacsnode.physician import PhysicianDesk
-from pacsnode.qc import CheckOutcome
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
 from pacsnode import maintenance
+from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.filesystem import FileStorage
 from pacsnode.storage.home_lock import HomeLock
@@ -102,7 +100,8 @@ class Node:
         self.after_store.append(self._qc_on_store)
         self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
         self.rejections = RejectionDesk(self.regional_store, self.audit, self.qc)
-        self.qc.extra_checks.append(self._provenance_finding)
+        self.provenance = ProvenanceDesk(config, self.index, self.regional, self.regional_store, self.audit)
+        self.qc.extra_checks.append(self.provenance.finding)
 
     def _audit_scope_overrides(self) -> None:
         """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
@@ -167,19 +166,8 @@ class Node:
 
     # -- storing -------------------------------------------------------------------------
     def provenance_of(self, caller: Caller, retrieved: bool = False) -> Provenance:
-        """Who is delivering, as a fact for the index: admin import, own institution, peer, or nobody.
-
-        ``retrieved``: this node fetched the instance from ``caller``'s peer (C-GET as SCU).
-        """
-        if caller.is_local_admin:
-            return Provenance(DeliveryKind.IMPORT, aet=caller.aet)
-        peer = caller.peer
-        if peer is None:
-            return Provenance(DeliveryKind.UNREGISTERED, aet=caller.aet)
-        kind = DeliveryKind.RETRIEVED if retrieved else (
-            DeliveryKind.OWN if self.config.institution and peer.institution == self.config.institution
-            else DeliveryKind.PEER)
-        return Provenance(kind, aet=caller.aet, peer=peer.name, institution=peer.institution)
+        """Who is delivering ``caller``'s instances, as recorded at ingest (see ProvenanceDesk.of)."""
+        return self.provenance.of(caller, retrieved)
 
     def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
                    expected_sop_instance: str | None = None, received: ReceivedFile | None = None,
@@ -327,43 +315,6 @@ class Node:
                 why = hidden.get(instance["sop_instance_uid"])  # type: ignore[index]
                 instance["rejected"] = why or {}  # type: ignore[index]
         return found[0], series
-
-    # -- provenance ----------------------------------------------------------------------
-    def vouch_producer(self, study_uid: str, producer: str, note: str, vouched_by: str) -> str:
-        """An admin states that ``producer`` made a study its deliverers do not vouch for (audited).
-
-        It covers every instance received until now; copies that arrive later need their own.
-        """
-        producer, note = producer.strip(), note.strip()
-        if not self.index.studies(study_uids=[study_uid]):
-            raise NotFound(f"no study {study_uid} in this node")
-        if not note:
-            raise RecognitionError("a vouch needs a --note saying how the producer was verified")
-        region = self.regional.region
-        if region is None or region.institution(producer) is None:
-            raise RecognitionError(f"{producer!r} is not an institution in {self.config.recognition_path.name}")
-        at = self.regional_store.add_vouch(study_uid, producer, note, vouched_by)
-        self.audit.record("recognition-vouch", "vouched", study_uid=study_uid,
-                          detail={"producer": producer, "note": note, "by": vouched_by, "covers_until": at})
-        return at
-
-    def provenance(self, study_uid: str) -> dict[str, Any]:
-        """How a study arrived, what it claims, and whether the one vouches for the other."""
-        rows = self.regional_store.studies_by_uid([study_uid])
-        if not rows:
-            raise NotFound(f"no study {study_uid} in this node")
-        vouched, why = self.regional.vouching(rows[0])
-        return {"study_uid": study_uid, "producer": self.regional.producer_of(rows[0]), "vouched": vouched,
-                "explanation": why, "deliveries": self.regional_store.deliveries(study_uid),
-                "vouches": self.regional_store.vouches(study_uid)}
-
-    def _provenance_finding(self, study_uid: str) -> list[CheckOutcome]:
-        """QC-PROVENANCE: the producer the headers claim is vouched for by who delivered the study."""
-        rows = self.regional_store.studies_by_uid([study_uid])
-        if not rows or self.regional.region is None:
-            return []
-        vouched, why = self.regional.vouching(rows[0])
-        return [CheckOutcome("QC-PROVENANCE", "warn", vouched, why)]
 
     # -- query/retrieve ------------------------------------------------------------------
     def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:

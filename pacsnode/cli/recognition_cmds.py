@@ -159,7 +159,7 @@ def vouch(ctx: click.Context, study_uid: str, producer: str, note: str, vouched_
       pacsnode recognition vouch 1.2.3 --producer PRV001 --note "phoned PRV001 radiology, ticket 4711"
     """
     node = open_node(ctx)
-    at = node.vouch_producer(study_uid, producer, note, vouched_by)
+    at = node.provenance.vouch(study_uid, producer, note, vouched_by)
     node.close()
     click.echo(f"vouched: {study_uid} produced by {producer} (covers instances received until {at})")
 
@@ -176,7 +176,7 @@ def provenance(ctx: click.Context, study_uid: str, as_json: bool) -> None:
       pacsnode recognition provenance 1.2.3
     """
     node = open_node(ctx)
-    data = node.provenance(study_uid)
+    data = node.provenance.describe(study_uid)
     node.close()
     if as_json:
         print_json(data)
