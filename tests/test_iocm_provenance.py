@@ -77,8 +77,8 @@ def test_who_may_reject_what(county: Node, tmp_path: Path) -> None:  # noqa: F81
     county.import_paths([copy_county(tmp_path)])
     image = [i for i in _images(county, CT_CHEST) if i[1] != "1.2.840.10008.5.1.4.1.1.104.1"][0]
     note = rejection_note(image[3], [image[:3]], tmp_path / "note.dcm")
-    provincial = Caller(aet=PROVINCIAL.aet, host="127.0.0.1", peer=PROVINCIAL)
-    workstation = Caller(aet=WORKSTATION.aet, host="127.0.0.1", peer=WORKSTATION)
+    provincial = Caller.registered(PROVINCIAL, "127.0.0.1")
+    workstation = Caller.registered(WORKSTATION, "127.0.0.1")
     note_uid = str(dcmread(note).SOPInstanceUID)
 
     assert _send(county, note, provincial, tmp_path) is StoreResult.STORED  # stored, but PRV001 did not deliver it
@@ -98,7 +98,7 @@ def test_a_key_object_that_is_no_rejection_is_an_ordinary_instance(county: Node,
     county.import_paths([copy_county(tmp_path)])
     image = _images(county, CT_CHEST)[0]
     of_interest = rejection_note(image[3], [image[:3]], tmp_path / "kos.dcm", code="113000")
-    assert _send(county, of_interest, Caller(aet=WORKSTATION.aet, peer=WORKSTATION), tmp_path) is StoreResult.STORED
+    assert _send(county, of_interest, Caller.registered(WORKSTATION, "127.0.0.1"), tmp_path) is StoreResult.STORED
     assert _hidden(county, CT_CHEST) == {}
 
 
@@ -108,16 +108,16 @@ def test_a_rejection_note_cannot_reject_itself(county: Node, tmp_path: Path) -> 
     selfish = rejection_note(image[3], [(image[0], image[1], "1.2.3.4.5")], tmp_path / "self.dcm",
                              sop_instance_uid="1.2.3.4.5")
     with pytest.raises(InvalidInstance, match="itself"):
-        _send(county, selfish, Caller(aet=WORKSTATION.aet, peer=WORKSTATION), tmp_path)
+        _send(county, selfish, Caller.registered(WORKSTATION, "127.0.0.1"), tmp_path)
     assert not county.index.has_instance("1.2.3.4.5")
 
 
 def test_provenance_of_each_caller(open_node: Callable[..., Node]) -> None:  # noqa: F811
     node = open_node()
-    assert node.provenance_of(Caller(aet="FORGER")).kind is DeliveryKind.UNREGISTERED
-    assert node.provenance_of(Caller(aet=PROVINCIAL.aet, peer=PROVINCIAL)).institution == "PRV001"
-    assert node.provenance_of(Caller(aet=WORKSTATION.aet, peer=WORKSTATION)).kind is DeliveryKind.OWN
-    assert node.provenance_of(Caller(aet=PROVINCIAL.aet, peer=PROVINCIAL), retrieved=True).kind is \
+    assert node.provenance_of(Caller.nobody("FORGER")).kind is DeliveryKind.UNREGISTERED
+    assert node.provenance_of(Caller.registered(PROVINCIAL, "127.0.0.1")).institution == "PRV001"
+    assert node.provenance_of(Caller.registered(WORKSTATION, "127.0.0.1")).kind is DeliveryKind.OWN
+    assert node.provenance_of(Caller.registered(PROVINCIAL, "127.0.0.1"), retrieved=True).kind is \
         DeliveryKind.RETRIEVED
 
 
@@ -138,9 +138,9 @@ def test_peer_counts_leave_rejected_instances_out_at_every_level(county: Node, t
     county.import_paths([copy_county(tmp_path)])
     images = _images(county, CT_CHEST)
     note = rejection_note(images[0][3], [i[:3] for i in images[:2]], tmp_path / "note.dcm")
-    assert _send(county, note, Caller(aet=WORKSTATION.aet, peer=WORKSTATION), tmp_path) is StoreResult.STORED
-    peer = Caller(aet=PROVINCIAL.aet, host="127.0.0.1", peer=PROVINCIAL)
-    admin = Caller(aet="")
+    assert _send(county, note, Caller.registered(WORKSTATION, "127.0.0.1"), tmp_path) is StoreResult.STORED
+    peer = Caller.registered(PROVINCIAL, "127.0.0.1")
+    admin = Caller.local_admin()
     patient = {"PatientID": "P0815", "IssuerOfPatientID": "CTY001"}
     counts = {"NumberOfPatientRelatedStudies": "", "NumberOfPatientRelatedInstances": "",
               "NumberOfPatientRelatedSeries": ""}
