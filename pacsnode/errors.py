@@ -71,3 +71,21 @@ class PeerError(PacsnodeError):
 
 class RecognitionError(PacsnodeError):
     """A physician decision or share request breaks the rules (e.g. decline without consent)."""
+
+
+class NothingToRetrieve(NotPermitted):
+    """A C-MOVE/C-GET matches no study the caller may have (DICOM 0x0124).
+
+    One answer for "outside access" and "not in this node" (hidden equals absent, THREATS.md
+    rule 4): the wire gets this generic message, the audit trail gets the real reason.
+    """
+
+    MESSAGE = "no study matches that this caller may retrieve"
+
+    def __init__(self, audit_reason: str = "") -> None:
+        super().__init__(self.MESSAGE)
+        self.audit_reason = audit_reason or "no_match"
+
+
+class DestinationNotAuthorized(NotPermitted):
+    """A C-MOVE destination may not receive a study the caller may see (DICOM 0x0124): nothing is sent."""

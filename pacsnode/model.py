@@ -364,3 +364,28 @@ class AuditEvent:
     study_uid: str = ""
     detail: str = ""
     at: datetime | None = None
+
+
+class DeliveryKind(str, enum.Enum):
+    """How an instance reached this node: a fact recorded at ingest (DESIGN.md "Who is asking")."""
+
+    PEER = "peer"  # a registered peer of another institution stored it
+    OWN = "own"  # a registered peer of this node's own institution (its modality, workstation)
+    RETRIEVED = "retrieved"  # this node fetched it from a peer (C-GET; a C-MOVE arrives as PEER/OWN)
+    IMPORT = "import"  # the local admin imported it from disk
+    UNREGISTERED = "unregistered"  # an AE that is no registered peer (accept_from = "any")
+    UNKNOWN = "unknown"  # stored before provenance was recorded
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who delivered an instance, as opposed to what its header claims about its producer.
+
+    ``institution`` is the delivering peer's registered institution ("" for import and
+    unregistered AEs); ``aet`` and ``peer`` name the association partner for the record.
+    """
+
+    kind: DeliveryKind
+    aet: str = ""
+    peer: str = ""
+    institution: str = ""

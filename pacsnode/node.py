@@ -26,18 +26,20 @@ from pacsnode import identity
 from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import (ConfigError, InvalidInstance, NotFound, NotPermitted, PacsnodeError, PeerNotFound,
-                             StorageFull, UnknownMoveDestination)
+from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
+                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.dicom.iocm import KOS_SOP_CLASS, rejection_note
 from pacsnode.model import (
     Caller,
     CheckReport,
     InstanceFacts,
     InstanceLocation,
     Peer,
+    Provenance,
     Query,
     ReceivedFile,
     StoreOutcome,
@@ -48,6 +50,8 @@ from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
 from pacsnode import maintenance
+from pacsnode.provenance_desk import ProvenanceDesk
+from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.filesystem import FileStorage, sha256_of
 from pacsnode.storage.home_lock import HomeLock
 from pacsnode.storage.tempfiles import temp_prefix
@@ -103,6 +107,9 @@ class Node:
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
         self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
+        self.rejections = RejectionDesk(self.regional_store, self.audit, self.qc)
+        self.provenance = ProvenanceDesk(config, self.index, self.regional, self.regional_store, self.audit)
+        self.qc.extra_checks.append(self.provenance.finding)
 
     def _audit_scope_overrides(self) -> None:
         """Audit every manual scope override of recognition.toml (``in_scope`` set against geography
@@ -166,15 +173,24 @@ class Node:
         return Path(name)
 
     # -- storing -------------------------------------------------------------------------
+    def provenance_of(self, caller: Caller, retrieved: bool = False) -> Provenance:
+        """Who is delivering ``caller``'s instances, as recorded at ingest (see ProvenanceDesk.of)."""
+        return self.provenance.of(caller, retrieved)
+
     def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
-                   expected_sop_instance: str | None = None, received: ReceivedFile | None = None) -> StoreOutcome:
+                   expected_sop_instance: str | None = None, received: ReceivedFile | None = None,
+                   provenance: Provenance | None = None) -> StoreOutcome:
         """Store a received file; ``temp_path`` is consumed (placed or removed) whatever happens.
 
         The order is fixed: validate and extract, place the file (fsync, rename), index in one
-        transaction, undo the file on failure. Success is only returned after the commit.
+        transaction (with who delivered it: ``provenance``, by default built from ``caller``),
+        undo the file on failure. Success is only returned after the commit. An IOCM rejection
+        note is applied before Success too (again when it is sent twice: the retry of a note
+        whose first application failed).
         """
         placed: str | None = None
         started, size, status = time.perf_counter(), 0, "failed"
+        provenance = provenance or self.provenance_of(caller)
         try:
             try:
                 self.require_permission(caller, "store")
@@ -183,8 +199,11 @@ class Node:
                 status = "refused"
                 raise
             facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
+            note = rejection_note(temp_path) if facts.sop_class_uid == KOS_SOP_CLASS else None
             policy = self.config.store.duplicates
             if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):
+                if note is not None:
+                    self.rejections.apply(note, provenance, caller)
                 status = StoreResult.DUPLICATE.value
                 return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
             size = temp_path.stat().st_size
@@ -197,12 +216,14 @@ class Node:
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
             placed = stored.relative_path
-            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy,
+            result, orphan = self.index.record_instance(facts, stored, caller.aet, policy, provenance,
                                                         web_metadata=self.web_metadata_of(stored.relative_path))
             placed = None  # the index owns it now
             if orphan:
                 self.storage.remove(orphan)
             outcome = StoreOutcome(result, facts.sop_instance_uid, facts.study_uid)
+            if note is not None:
+                self.rejections.apply(note, provenance, caller)
             status = result.value
         except BaseException as exc:
             if status == "failed" and isinstance(exc, PacsnodeError):
@@ -291,10 +312,17 @@ class Node:
         return self.index.studies(patient_id=patient_id)
 
     def study(self, study_uid: str) -> tuple[StudySummary, list[dict[str, object]]]:
+        """A study as the local admin sees it: every instance, hidden ones flagged with why."""
         found = self.index.studies(study_uids=[study_uid])
         if not found:
             raise NotFound(f"no study {study_uid} in this node")
-        return found[0], self.index.study_series(study_uid)
+        series = self.index.study_series(study_uid)
+        hidden = self.regional_store.hidden_instances(study_uid)
+        for item in series:
+            for instance in item["instances"]:  # type: ignore[union-attr]
+                why = hidden.get(instance["sop_instance_uid"])  # type: ignore[index]
+                instance["rejected"] = why or {}  # type: ignore[index]
+        return found[0], series
 
     # -- query/retrieve ------------------------------------------------------------------
     def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -311,7 +339,8 @@ class Node:
             allowed, denied = self.regional.access(query, caller)
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
                                          limit=self.config.query.max_results if page_limit is None else page_limit,
-                                         truncate=page_limit is not None))
+                                         truncate=page_limit is not None,
+                                         hide_rejected=not self.regional.is_local(caller)))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})
             self._observe("find", "refused", started)
@@ -363,29 +392,52 @@ class Node:
                         "item": advice.item_code, "producer": self.regional.producer_of(row)}
         return out
 
-    def retrieve(self, query: Query, caller: Caller, action: str) -> list[InstanceLocation]:
-        """Instances a C-MOVE/C-GET identifier names, if ``caller`` may have every one of them.
+    def retrieve(self, query: Query, caller: Caller, action: str,
+                 destination: Peer | None = None) -> list[InstanceLocation]:
+        """Instances a C-MOVE/C-GET identifier names that ``caller`` (and ``destination``) may have.
 
-        Asking for something outside access is refused as a whole (a clear failure, never an
-        empty success that looks like "nothing there").
+        Hidden equals absent (THREATS.md rule 4): studies outside the caller's access are left
+        out exactly like studies this node does not hold, and a retrieve left with nothing is
+        refused with one generic answer (:class:`NothingToRetrieve`, 0x0124) whichever the
+        cause; only the audit trail says which. For a C-MOVE every study is then decided for
+        ``destination`` too, as if it had asked with this request's patient context: one it
+        may not receive refuses the whole move (:class:`DestinationNotAuthorized`, 0x0124)
+        before anything is sent.
         """
         from pacsnode.index import matching
 
         started = time.perf_counter()
+        detail: dict[str, Any] = {"keys": query_keys(query)}
+        if destination is not None:
+            detail["destination"] = destination.aet
+            detail["destination_institution"] = destination.institution
         try:
             self.require_permission(caller, action)
-            allowed = self.visible_study_uids(query, caller)
-            locations = matching.match_instances(self.index, query, self.storage.root)
-            denied = sorted({loc.study_uid for loc in locations} - allowed) if allowed is not None else []
-            if denied:  # name the access rule's reason (first: the Error Comment keeps 64 characters)
-                decision = self.regional.decisions(query, caller, datetime.now(timezone.utc)).get(denied[0])
-                reason = decision.reason if decision else "no_patient_match"
-                if self.observers:
-                    notify(self.observers, Event("withheld", reason, count=len(denied)))
-                raise NotPermitted(f"{reason}: study {denied[0]} refused to {caller.aet}")
+            allowed, withheld = self.regional.access(query, caller)
+            local = self.regional.is_local(caller) and (
+                destination is None or self.regional.is_local(Caller.registered(destination, destination.host)))
+            locations = matching.match_instances(self.index, query, self.storage.root, allowed_study_uids=allowed,
+                                                 hide_rejected=not local)
+            if withheld and self.observers:
+                for why, count in withheld.items():
+                    notify(self.observers, Event("withheld", why, count=count))
+            if not locations:
+                if withheld:
+                    detail["studies_withheld"] = withheld
+                reason = ", ".join(sorted(withheld)) if withheld else "no_match"
+                raise NothingToRetrieve(f"{reason}: nothing {caller.aet} may retrieve matches")
+            if destination is not None:
+                refused = self.regional.destination_refusals(query, destination, {loc.study_uid for loc in locations})
+                if refused:
+                    detail["destination_refused"] = {uid: d.reason for uid, d in refused.items()}
+                    reason = next(iter(refused.values())).reason
+                    raise DestinationNotAuthorized(f"{reason}: destination {destination.aet} may not receive it")
         except PacsnodeError as exc:
-            self._audit_caller(caller, action, "refused", study_uid=query.value("StudyInstanceUID")[:64],
-                               detail={"keys": query_keys(query), "reason": str(exc)})
+            detail["reason"] = exc.audit_reason if isinstance(exc, NothingToRetrieve) else str(exc)
+            study_uid = query.value("StudyInstanceUID")[:64]
+            if isinstance(exc, DestinationNotAuthorized):
+                study_uid = next(iter(detail["destination_refused"]))
+            self._audit_caller(caller, action, "refused", study_uid=study_uid, detail=detail)
             self._observe(action, "refused", started)
             raise
         self._observe(action, "answered", started)

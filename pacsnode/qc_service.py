@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pacsnode.audit import AuditLog
 from pacsnode.errors import InvalidInstance, NotFound
@@ -68,6 +68,8 @@ class QcDesk:
         self.rules: QcRules = load_rules(rules_path) if rules_path.is_file() else default_rules()
         self.auto_accept = auto_accept
         self._lock = threading.Lock()
+        #: Findings the node adds from what the files cannot show (e.g. provenance), per study.
+        self.extra_checks: list[Callable[[str], list[CheckOutcome]]] = []
 
     # -- state ---------------------------------------------------------------------------
     def current(self, study_uid: str) -> QcDecision | None:
@@ -87,7 +89,7 @@ class QcDesk:
                                   "reason": decision.reason_code, "note": decision.note})
 
     def instances(self, study_uid: str) -> list[QcInstance]:
-        locations = self.index.locations(study_uid)
+        locations = self.index.locations(study_uid, visible_only=True)  # rejected instances are not judged
         if not locations:
             raise NotFound(f"no study {study_uid} in this node")
         out = []
@@ -103,6 +105,8 @@ class QcDesk:
         """Run every check on a study and move its status as the checks justify."""
         with self._lock:
             outcomes = run_checks(self.instances(study_uid), self.rules)
+            for extra in self.extra_checks:
+                outcomes.extend(extra(study_uid))
             current = self.current(study_uid)
             decision = auto_decision(current, outcomes, auto_accept=self.auto_accept, at=datetime.now(timezone.utc))
             if decision is current and current is not None:

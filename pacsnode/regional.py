@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Iterable
 
 from pacsnode.config import NodeConfig
 from pacsnode.errors import MissingPatientContext
 from pacsnode.index.regional_store import RegionalStore, StudyRow
-from pacsnode.model import Caller, OtherPatientId, Query
+from pacsnode.model import Caller, OtherPatientId, Peer, Query
+from pacsnode.recognition.provenance import Delivery, Vouch, producer_vouched
 from pacsnode.recognition import (
     AccessDecision,
     Advice,
@@ -162,6 +164,28 @@ class Regional:
         denied = Counter(d.reason for d in decisions.values() if not d.allowed)
         return {uid for uid, decision in decisions.items() if decision.allowed}, dict(denied)
 
+    def destination_refusals(self, query: Query, destination: Peer, study_uids: Iterable[str],
+                             now: datetime | None = None) -> dict[str, AccessDecision]:
+        """The studies a C-MOVE destination may not receive, decided as if it had asked itself.
+
+        The destination is the party that receives the data (THREATS.md rule 2), so it gets the
+        caller's decision path with the request's own patient context. A destination without
+        an institution is unknown (default deny) unless it is registered as this node's own
+        institution; a query that names no patient names nobody for it either.
+        """
+        wanted = sorted(set(study_uids))
+        as_caller = Caller.registered(destination, destination.host)
+        if self.is_local(as_caller):
+            return {}
+        try:
+            decisions = self.decisions(query, as_caller, now or datetime.now(timezone.utc))
+        except MissingPatientContext:
+            return {uid: AccessDecision(False, "no_patient_context", "the request names no patient")
+                    for uid in wanted}
+        missing = AccessDecision(False, "unavailable", "the destination's decision does not cover the study")
+        return {uid: decisions.get(uid, missing) for uid in wanted
+                if not decisions.get(uid, missing).allowed}
+
     # -- advice --------------------------------------------------------------------------
     def advice(self, study_uid: str, viewer_institution: str, now: datetime | None = None) -> Advice | None:
         if self.region is None:
@@ -169,8 +193,16 @@ class Regional:
         rows = self.store.studies_by_uid([study_uid])
         if not rows:
             return None
-        return recognition_advice(self.region, self.facts_of(rows[0]), viewer_institution,
-                                  now or datetime.now(timezone.utc))
+        vouched, why = self.vouching(rows[0])
+        facts = replace(self.facts_of(rows[0]), producer_vouched=vouched, provenance=why)
+        return recognition_advice(self.region, facts, viewer_institution, now or datetime.now(timezone.utc))
+
+    def vouching(self, row: StudyRow) -> tuple[bool, str]:
+        """Does who delivered the study vouch for the producer its headers claim? (provenance over claims)"""
+        deliveries = [Delivery(d["kind"], d["institution"], d["who"], d["last_received_at"])
+                      for d in self.store.deliveries(row.study_uid)]
+        vouches = [Vouch(v["producer"], v["vouched_at"]) for v in self.store.vouches(row.study_uid)]
+        return producer_vouched(self.producer_of(row), deliveries, vouches)
 
     def advice_many(self, study_uids: Iterable[str], viewer_institution: str,
                     now: datetime | None = None) -> dict[str, tuple[Advice, StudyRow]]:

@@ -425,3 +425,46 @@ class NodeProcess:
 
     def temp_files(self) -> list[Path]:
         return sorted(p for p in (self.home / "tmp").glob("*") if p.is_file())
+
+
+# -- DCMTK storescp as a move destination ---------------------------------------------------
+class Storescp:
+    """``storescp`` on a free loopback port writing into its own folder; always stopped."""
+
+    def __init__(self, folder: Path, aet: str, *options: str) -> None:
+        self.folder, self.aet, self.options = folder, aet, options
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Storescp":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [dcmtk("storescp"), "-aet", self.aet, "-od", str(self.folder), *self.options, str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, "TCP_NODELAY": "1"})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None and not port_accepts(self.port):
+                time.sleep(0.02)
+            if self.proc.poll() is None and port_accepts(self.port):
+                return self
+            self.stop()
+        pytest.fail(f"storescp {self.aet} did not start")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def clear(self) -> None:
+        for path in self.folder.iterdir():
+            path.unlink()
+
+    def received(self) -> dict[str, Dataset]:
+        """SOP Instance UID → the file storescp wrote (header and pixels)."""
+        return {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in sorted(self.folder.iterdir()))}

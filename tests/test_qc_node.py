@@ -204,8 +204,9 @@ def test_rejected_study_is_hidden_from_another_institution_until_restored(county
     assert found(county, provincial, StudyInstanceUID=CT_CHEST) == set()
     assert found(county, workstation, **CHEN_AT_COUNTY) == {CT_CHEST}  # local staff still see it, to fix it
     assert CT_CHEST in found(county, Caller.local_admin())
-    with pytest.raises(NotPermitted, match="unavailable"):
+    with pytest.raises(NotPermitted, match="no study matches") as refused:  # hidden equals absent on the wire
         county.retrieve(study_query(StudyInstanceUID=CT_CHEST), provincial, "move")
+    assert refused.value.audit_reason.startswith("unavailable")  # the audit trail keeps the cause
     with pytest.raises(PacsnodeError, match="restore it first"):
         county.qc.accept(CT_CHEST, "3", "Dr Li")
     assert county.qc.run(CT_CHEST)[0].status.value == "rejected"  # re-running checks does not un-reject

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from support import LOOPBACK, NodeProcess, SAMPLE_DIR, free_port, have_tool, port_accepts
+from support import LOOPBACK, NodeProcess, SAMPLE_DIR, Storescp, have_tool
 from support import dcmtk as dcmtk_path
 
 pytestmark = [
@@ -131,49 +130,6 @@ def write_big_study(folder: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-# -- DCMTK storescp as a move destination -------------------------------------------------------
-class Storescp:
-    """``storescp`` on a free loopback port writing into its own folder; always stopped."""
-
-    def __init__(self, folder: Path, aet: str, *options: str) -> None:
-        self.folder, self.aet, self.options = folder, aet, options
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "Storescp":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                [dcmtk_path("storescp"), "-aet", self.aet, "-od", str(self.folder), *self.options, str(self.port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=DCMTK_ENV)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None and not port_accepts(self.port):
-                time.sleep(0.02)
-            if self.proc.poll() is None and port_accepts(self.port):
-                return self
-            self.stop()
-        pytest.fail(f"storescp {self.aet} did not start")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def clear(self) -> None:
-        for path in self.folder.iterdir():
-            path.unlink()
-
-    def received(self) -> dict[str, Dataset]:
-        """SOP Instance UID → the file storescp wrote (header and pixels)."""
-        return {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in sorted(self.folder.iterdir()))}
 
 
 @dataclass
@@ -307,37 +263,50 @@ def test_move_to_unknown_destination_is_a801_and_sends_nothing(site: Site, dest:
     assert dest.received() == {}
 
 
-def test_move_of_nothing_is_success_with_zero_counts(site: Site, dest: Storescp) -> None:
-    output = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={UID}.999.999")
+HIDDEN_EQUALS_ABSENT = "no study matches that this caller may retrieve"  # errors.NothingToRetrieve.MESSAGE
+MISSING_STUDY = f"{UID}.999.999"
+
+
+def test_move_of_nothing_is_refused_like_a_hidden_study(site: Site, dest: Storescp) -> None:
+    output = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={MISSING_STUDY}")
     last = final(output, "C-MOVE RSP")
-    assert (last.status, last.completed, last.failed) == (0x0000, 0, 0)
+    assert (last.status, last.completed) == (0x0124, 0)
+    assert _ERROR_COMMENT.findall(output)[-1] == HIDDEN_EQUALS_ABSENT
     assert dest.received() == {}
 
 
-def test_move_refused_for_a_peer_without_access_has_error_comment(site: Site, dest: Storescp) -> None:
-    """The county may not have the private clinic's study: a failure that says why, never an empty success."""
-    output = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={STUDY_PRIVATE}",
-                     aet="CTY_PACS")
-    last = final(output, "C-MOVE RSP")
-    assert last.status == 0x0124  # Refused: Not Authorized
-    assert last.completed == 0
+def _answer(output: str, kind: str) -> tuple[int, int | None, str]:
+    last = final(output, kind)
     comments = _ERROR_COMMENT.findall(output)
-    assert comments and STUDY_PRIVATE[:40] in comments[-1]
+    return last.status, last.completed, comments[-1] if comments else ""
+
+
+def test_a_hidden_study_and_a_missing_one_look_the_same_to_a_peer(site: Site, dest: Storescp, tmp_path: Path) -> None:
+    """The county may not have the private clinic's study: C-MOVE and C-GET answer exactly as for no study.
+
+    Choice: both are 0x0124 Refused with one generic Error Comment (never Success with zero
+    sub-operations, which a viewer shows as a completed transfer); the audit trail keeps the cause.
+    """
+    hidden = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={STUDY_PRIVATE}",
+                     aet="CTY_PACS")
+    missing = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={MISSING_STUDY}",
+                      aet="CTY_PACS")
+    assert _answer(hidden, "C-MOVE RSP") == _answer(missing, "C-MOVE RSP") == (0x0124, 0, HIDDEN_EQUALS_ABSENT)
     assert dest.received() == {}
+    got_hidden = getscu(site, tmp_path / "hidden", "-S", "QueryRetrieveLevel=STUDY",
+                        f"StudyInstanceUID={STUDY_PRIVATE}", aet="CTY_PACS")
+    got_missing = getscu(site, tmp_path / "missing", "-S", "QueryRetrieveLevel=STUDY",
+                         f"StudyInstanceUID={MISSING_STUDY}", aet="CTY_PACS")
+    assert _answer(got_hidden, "C-GET RSP") == _answer(got_missing, "C-GET RSP") == (0x0124, 0, HIDDEN_EQUALS_ABSENT)
+    assert list((tmp_path / "hidden").iterdir()) == list((tmp_path / "missing").iterdir()) == []
+    audit = json.loads(site.node.cli("audit", "--json", "--peer", "county").stdout)
+    reasons = {e["study_uid"]: json.loads(e["detail"])["reason"] for e in audit if e["outcome"] == "refused"}
+    assert reasons[STUDY_PRIVATE].startswith("no_relationship") and reasons[MISSING_STUDY].startswith("no_match")
     # the same peer may have a study it has a relationship with (PRV001 → CTY001, same alliance)
     output = movescu(site, "-S", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={STUDY_CONTRAST}",
                      aet="CTY_PACS")
     assert final(output, "C-MOVE RSP").status == 0x0000
     assert set(dest.received()) == set(site.instances(STUDY_CONTRAST))
-
-
-def test_get_refused_for_a_peer_without_access(site: Site, tmp_path: Path) -> None:
-    output = getscu(site, tmp_path, "-S", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={STUDY_PRIVATE}",
-                    aet="CTY_PACS")
-    last = final(output, "C-GET RSP")
-    assert last.status == 0x0124 and last.completed == 0
-    assert _ERROR_COMMENT.findall(output)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_move_to_implicit_only_destination_transcodes(site: Site) -> None:

@@ -30,7 +30,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from support import LOOPBACK, NodeProcess, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, ToolResult, dcmtk, free_port, have_tool, run_tool
+from iocm_factory import rejection_note
+from support import (LOOPBACK, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, NodeProcess, Storescp, ToolResult, dcmtk, free_port,
+                     have_tool, run_tool, write_instance)
 
 pytestmark = [
     pytest.mark.interop,
@@ -54,6 +56,7 @@ NODES = {"provincial": ("PRV001", "PRV_PACS"), "county": ("CTY001", "CTY_PACS"),
 AET = {inst: aet for inst, aet in NODES.values()} | {"PVT001": "PVT_PACS"}
 PEER_NAME = {inst: name for name, (inst, _aet) in NODES.items()} | {"PVT001": "private"}
 VIEWER_AET = "CTY_VIEW"  # a county workstation registered at the provincial node as a move destination
+HIDDEN_EQUALS_ABSENT = "no study matches that this caller may retrieve"  # errors.NothingToRetrieve.MESSAGE
 TIER = {"3A": 3, "3B": 3, "3": 3, "2A": 2, "2B": 2, "2": 2, "1": 1, "unrated": 0, "independent": 0}
 
 
@@ -219,6 +222,7 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
 
     def prepare(inst: str) -> None:
         node = nodes[inst].init()
+        node.configure("store", "accept_from", "any")  # the forged-producer and IOCM tests store as nobody
         _ok(node.cli("import", str(SAMPLE_DIR / inst)))
         node.start()
 
@@ -302,7 +306,7 @@ def test_private_clinic_cannot_move_a_study(region: Region, tmp_path: Path) -> N
                                         tmp_path)
     assert status not in (0x0000, 0xFF00, 0xB000)
     assert status == 0x0124
-    assert comment.startswith("no_relationship")
+    assert comment == HIDDEN_EQUALS_ABSENT  # the wire does not say the study exists; the audit trail does
     assert received == set()
 
 
@@ -311,6 +315,61 @@ def test_alliance_peer_retrieves_a_study(region: Region, tmp_path: Path) -> None
                                         tmp_path)
     assert (status, comment) == (0x0000, "")
     assert received == instance_uids(PRV_MR)
+
+
+def _register_raw_peer(node: NodeProcess, name: str, aet: str, port: int, institution: str) -> None:
+    """A peer row written straight into the index, as an old registration (or a region file that
+    dropped its institution) leaves it: ``peer add`` may refuse to create it today."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(node.home / "index.sqlite"), timeout=30)
+    try:
+        with conn:
+            conn.execute("INSERT INTO peers (name, aet, host, port, institution) VALUES (?,?,?,?,?)",
+                         (name, aet, LOOPBACK, port, institution))
+    finally:
+        conn.close()
+
+
+DESTINATIONS = [("another-institution", "PVT_DEST", "PVT001"), ("no-institution", "NOINST_DEST", ""),
+                ("outside-the-region", "FAR_DEST", "SHA001")]
+
+
+@pytest.mark.parametrize("case, aet, institution", DESTINATIONS, ids=[d[0] for d in DESTINATIONS])
+def test_move_to_a_destination_that_may_not_see_the_study_sends_nothing(
+        region: Region, tmp_path: Path, case: str, aet: str, institution: str) -> None:
+    """CTY_PACS may have PRV_MR (alliance); the destination it names is decided as if it had asked."""
+    provincial = region.nodes["PRV001"]
+    destination = Storescp(tmp_path / "storescp", aet).start()
+    name = f"dest-{case}"
+    try:
+        if institution in INSTITUTIONS:
+            _ok(provincial.cli("peer", "add", name, "--aet", aet, "--host", LOOPBACK, "--port",
+                               str(destination.port), "--institution", institution, "--permissions", "echo"))
+        else:
+            _register_raw_peer(provincial, name, aet, destination.port, institution)
+        status, comment, received = movescu(provincial, "CTY_PACS", aet, free_port(), PRV_MR, tmp_path / "movescu")
+        assert status == 0x0124, comment
+        assert aet in comment
+        assert received == set() and destination.received() == {}
+    finally:
+        destination.stop()
+        provincial.cli("peer", "remove", name)
+    refusals = [e for e in _events(region, "PRV001", "--peer", "county")
+                if (e["action"], e["outcome"]) == ("move", "refused") and e["detail"].get("destination") == aet]
+    assert refusals, "the refused move is audited"
+    event = refusals[-1]
+    assert (event["peer_aet"], event["study_uid"]) == ("CTY_PACS", PRV_MR)
+    expected = "no_relationship" if institution == "PVT001" else "unknown_peer"
+    assert event["detail"]["destination_refused"] == {PRV_MR: expected}
+
+
+def test_hidden_and_missing_studies_answer_the_same_across_nodes(region: Region, tmp_path: Path) -> None:
+    """PVT_PACS asks the provincial node for its MR study (outside access) and for a study nobody has."""
+    provincial = region.nodes["PRV001"]
+    hidden = movescu(provincial, "PVT_PACS", "PVT_PACS", region.pvt_port, PRV_MR, tmp_path / "hidden")
+    missing = movescu(provincial, "PVT_PACS", "PVT_PACS", region.pvt_port, UID_ROOT + "404", tmp_path / "missing")
+    assert hidden == missing == (0x0124, HIDDEN_EQUALS_ABSENT, set())
 
 
 def test_rejected_study_is_invisible_to_peers_until_restored(region: Region, tmp_path: Path) -> None:
@@ -359,7 +418,7 @@ def test_consultation_share_lets_the_private_clinic_find_that_one_study(region: 
         assert (status, received) == (0x0000, instance_uids(TWN_DX))
         status, comment, received = movescu(township, "PVT_PACS", "PVT_PACS", region.pvt_port, UID_ROOT + "9",
                                             tmp_path / "move-unshared")
-        assert (status, received) == (0x0124, set()) and comment.startswith("no_relationship")
+        assert (status, received, comment) == (0x0124, set(), HIDDEN_EQUALS_ABSENT)
         shares = region.json("TWN001", "share", "list", "--json")
         assert [(s["study_uid"], s["institution"], s["revoked_at"]) for s in shares] == [(TWN_DX, "PVT001", "")]
     finally:
@@ -616,8 +675,10 @@ def test_priors_across_nodes_read_every_code_back_whole(region: Region, made: di
     from pacsnode.recognition import CONDITION_CODES
 
     # every code a peer can be sent, whole: viewer_unknown alone never leaves a node (an unknown
-    # institution is refused at the door before any advice is computed)
-    assert set(CONDITION_CODES) - seen - {"out_of_scope", "qc_not_accepted"} == {"viewer_unknown"}
+    # institution is refused at the door before any advice is computed); producer_not_vouched goes
+    # on the wire in test_a_producer_claim_is_trusted_only_when_the_deliverer_vouches_for_it
+    assert set(CONDITION_CODES) - seen - {"out_of_scope", "qc_not_accepted", "producer_not_vouched"} == {
+        "viewer_unknown"}
 
 
 def test_out_of_scope_comes_from_geography_on_the_wire(region: Region, tmp_path: Path) -> None:
@@ -627,3 +688,140 @@ def test_out_of_scope_comes_from_geography_on_the_wire(region: Region, tmp_path:
     why = {c["code"]: c for c in explained["conditions"]}["out_of_scope"]
     assert not why["holds"] and "530102" in why["explanation"] and "520000" in why["explanation"]
     assert {c["code"]: c for c in region.explain(TWN_DX, "CTY001")["conditions"]}["out_of_scope"]["holds"]
+
+
+# -- provenance over claims (issue 10 item 8); these run last: they add studies and moves -----------
+def _copy_with_new_uids(study_uid: str, folder: Path) -> tuple[str, list[Path]]:
+    """The sample study's files with new study, series and instance UIDs (the headers still claim PRV001)."""
+    new_study = f"2.25.{int.from_bytes(folder.name.encode()[:12].ljust(12, b'0'), 'big')}{len(folder.parts)}"
+    paths = []
+    for n, series in enumerate(STUDIES[study_uid]["series"]):
+        new_series = f"{new_study}.{n + 1}"
+        for m, name in enumerate(series["files"]):
+            paths.append(write_instance(SAMPLE_DIR / name, folder / f"{n}-{m}.dcm", study_uid=new_study,
+                                        series_uid=new_series, sop_instance_uid=f"{new_series}.{m + 1}"))
+    return new_study, paths
+
+
+DELIVERERS = [("unregistered-ae", "FORGER", False), ("peer-of-another-institution", "CTY_PACS", False),
+              ("peer-of-the-producer", "PRV_PACS", True)]
+
+
+@pytest.mark.parametrize("case, aet, vouches", DELIVERERS, ids=[d[0] for d in DELIVERERS])
+def test_a_producer_claim_is_trusted_only_when_the_deliverer_vouches_for_it(
+        region: Region, tmp_path: Path, case: str, aet: str, vouches: bool) -> None:
+    """A copy of the provincial MR study with new UIDs is stored at the township by ``aet``."""
+    township = region.nodes["TWN001"]
+    study_uid, paths = _copy_with_new_uids(PRV_MR, tmp_path / case)
+    stored = township.store(paths, aet=aet)
+    assert stored.returncode == 0 and {r.status for r in stored.store_responses} == {0}, stored.explain()
+    assert f"{study_uid}: accepted" in _ok(township.cli("qc", "run", study_uid)).stdout
+    _status, expected_failed, _until = expected_advice(PRV_MR, "CTY001")
+    explained = region.json("TWN001", "recognition", "explain", study_uid, "--for", "CTY001", "--json")
+    condition = next(c for c in explained["conditions"] if c["code"] == "producer_not_vouched")
+    if vouches:
+        assert set(explained["failed"]) == expected_failed and condition["holds"]
+        return
+    assert explained["status"] == "NOT_ELIGIBLE"
+    assert set(explained["failed"]) == expected_failed | {"producer_not_vouched"}
+    assert aet in condition["explanation"] and "PRV001" in condition["explanation"]
+    answer = findscu(township, "CTY_PACS", patient_keys() + HR_KEYS, tmp_path / "on-the-wire")
+    assert hr_block(answer.by_uid()[study_uid])["failed"] == expected_failed | {"producer_not_vouched"}
+    assert b"PRODUCER_NOT_VOUCHED" in b"".join(p.read_bytes() for p in (tmp_path / "on-the-wire").glob("rsp*"))
+    finding = region.json("TWN001", "qc", "show", study_uid, "--json")
+    assert [o["passed"] for o in finding["outcomes"] if o["code"] == "QC-PROVENANCE"] == [False]
+
+    _ok(township.cli("recognition", "vouch", study_uid, "--producer", "PRV001", "--note", "phoned PRV001 radiology",
+                     "--by", "Dr Zhang"))
+    vouched = region.json("TWN001", "recognition", "explain", study_uid, "--for", "CTY001", "--json")
+    assert set(vouched["failed"]) == expected_failed
+    events = _events(region, "TWN001", "--study", study_uid)
+    assert [(e["outcome"], e["detail"]["producer"], e["detail"]["by"]) for e in events
+            if e["action"] == "recognition-vouch"] == [("vouched", "PRV001", "Dr Zhang")]
+
+
+# -- IOCM rejection notes (issue 12 item 4) ---------------------------------------------------------
+def _find_at(node: NodeProcess, calling: str, level: str, keys: list[str], out: Path) -> list[Dataset]:
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["findscu", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
+            "-k", f"QueryRetrieveLevel={level}"]
+    for key in keys:
+        args += ["-k", key]
+    result = run_tool([*args, LOOPBACK, str(node.port)], timeout=60)
+    assert result.returncode == 0, result.explain()
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_a_rejection_note_hides_images_from_peers_but_not_from_the_local_admin(region: Region, tmp_path: Path) -> None:
+    provincial = region.nodes["PRV001"]
+    _ok(provincial.cli("peer", "add", "prv-mr", "--aet", "PRV_MR1", "--host", LOOPBACK, "--port", "104",
+                       "--institution", "PRV001", "--permissions", "echo,store,find"))  # the provincial MR modality
+    files = [SAMPLE_DIR / name for series in STUDIES[PRV_MR]["series"] for name in series["files"]]
+    headers = {str(h.SOPInstanceUID): h for h in (dcmread(f, stop_before_pixels=True) for f in files)}
+    images = [h for h in headers.values() if h.Modality == "MR"]
+    series_uid = str(images[0].SeriesInstanceUID)
+    in_series = {str(h.SOPInstanceUID) for h in headers.values() if str(h.SeriesInstanceUID) == series_uid}
+    two = sorted(in_series)[:2]
+    late_uid = f"{series_uid}.9999"
+    template = next(f for f in files if str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) == two[0])
+    late = write_instance(template, tmp_path / "late.dcm", sop_instance_uid=late_uid, series_uid=series_uid,
+                          InstanceNumber=99)
+    refs = [(series_uid, str(headers[uid].SOPClassUID), uid) for uid in two]
+    refs.append((series_uid, str(headers[two[0]].SOPClassUID), late_uid))  # not held yet: kept, applied on arrival
+    keys = [f"StudyInstanceUID={PRV_MR}", f"SeriesInstanceUID={series_uid}", "SOPInstanceUID"]
+
+    forged = rejection_note(template, refs[:1], tmp_path / "forged.dcm")
+    assert provincial.store([forged], aet="NOBODY").returncode == 0
+    seen = {str(r.SOPInstanceUID) for r in _find_at(provincial, "CTY_PACS", "IMAGE", keys, tmp_path / "f0")}
+    assert two[0] in seen  # an unregistered AE's note rejects nothing
+
+    note = rejection_note(template, refs, tmp_path / "kos.dcm")
+    sent = provincial.store([note, late], aet="PRV_MR1")
+    assert {r.status for r in sent.store_responses} == {0} and len(sent.store_responses) == 2, sent.explain()
+
+    seen = {str(r.SOPInstanceUID) for r in _find_at(provincial, "CTY_PACS", "IMAGE", keys, tmp_path / "f1")}
+    assert seen == in_series - set(two)
+    series = _find_at(provincial, "CTY_PACS", "SERIES", [f"StudyInstanceUID={PRV_MR}", "SeriesInstanceUID",
+                                                         "NumberOfSeriesRelatedInstances"], tmp_path / "f2")
+    counts = {str(r.SeriesInstanceUID): int(r.NumberOfSeriesRelatedInstances) for r in series}
+    assert counts == {  # recounted without the two images; the notes' own series are hidden too
+        uid: len([h for h in headers.values() if str(h.SeriesInstanceUID) == uid]) - (2 if uid == series_uid else 0)
+        for uid in {str(h.SeriesInstanceUID) for h in headers.values()}}
+    study = _find_at(provincial, "CTY_PACS", "STUDY", [f"StudyInstanceUID={PRV_MR}", "NumberOfStudyRelatedInstances",
+                                                       "NumberOfStudyRelatedSeries"], tmp_path / "f3")
+    assert [(int(r.NumberOfStudyRelatedInstances), int(r.NumberOfStudyRelatedSeries)) for r in study] == [
+        (len(headers) - 2, len(counts))]
+
+    status, comment, received = movescu(provincial, "CTY_PACS", VIEWER_AET, region.viewer_port, PRV_MR,
+                                        tmp_path / "moved")
+    assert (status, comment) == (0x0000, "")
+    assert received == set(headers) - set(two)
+
+    shown = _ok(provincial.cli("study", "show", PRV_MR)).stdout
+    for uid in (*two, late_uid):
+        line = next(line for line in shown.splitlines() if uid in line)
+        assert "REJECTED 113001 Rejected for Quality Reasons (sent by prv-mr)" in line
+    data = region.json("PRV001", "study", "show", PRV_MR, "--json")
+    flagged = {i["sop_instance_uid"]: i["rejected"].get("hidden") for s in data["series"] for i in s["instances"]
+               if i["rejected"]}
+    assert flagged == {two[0]: "rejected", two[1]: "rejected", late_uid: "rejected",
+                       str(dcmread(note).SOPInstanceUID): "rejection-note",
+                       str(dcmread(forged).SOPInstanceUID): "rejection-note"}
+    outcomes = {(e["outcome"], e["peer_aet"]) for e in _events(region, "PRV001", "--study", PRV_MR)
+                if e["action"] == "iocm-reject"}
+    assert {("refused", "NOBODY"), ("applied", "PRV_MR1")} <= outcomes
+    local = _find_at(provincial, "PRV_MR1", "IMAGE", [*keys, "InstanceAvailability"], tmp_path / "local")
+    availability = {str(r.SOPInstanceUID): str(r.InstanceAvailability) for r in local}
+    assert availability == {uid: ("UNAVAILABLE" if uid in (*two, late_uid) else "ONLINE")
+                            for uid in in_series | {late_uid}}  # this hospital still sees them, flagged
+
+    qc = region.json("PRV001", "qc", "show", PRV_MR, "--json")
+    assert qc["status"] == "pending"  # the accepted study goes back to QC without the rejected images
+    rerun = _ok(provincial.cli("qc", "run", PRV_MR)).stdout
+    checked = region.json("PRV001", "qc", "show", PRV_MR, "--json")
+    assert f"{PRV_MR}: {checked['status']}" in rerun
+    assert checked["status"] == "accepted", checked  # judged on what peers see
+    status, failed, _until = expected_advice(PRV_MR, "CTY001")
+    explained = region.explain(PRV_MR, "CTY001")
+    assert (explained["status"], set(explained["failed"])) == (status, failed)
+

@@ -257,8 +257,12 @@ def study_show(ctx: click.Context, uid: str, as_json: bool) -> None:
         click.echo(f"series {safe(item['series_number'])} {safe(item['modality'])} "
                    f"'{safe(item['series_description'])}' {safe(item['series_uid'])} ({item['instance_count']} instances)")
         for inst in item["instances"]:
+            rejected = inst.get("rejected") or {}
+            flag = (f" REJECTED {safe(rejected['reason_code'])} {safe(rejected['reason_meaning'])} "
+                    f"(sent by {safe(rejected['sent_by'])})" if rejected.get("hidden") == "rejected" else
+                    " REJECTION NOTE" if rejected.get("hidden") else "")  # hidden from peers
             click.echo(f"  #{safe(inst['instance_number'])} {safe(inst['sop_instance_uid'])} {inst['size']} B "
-                       f"{safe(inst['transfer_syntax'])}")
+                       f"{safe(inst['transfer_syntax'])}{flag}")
 
 
 @main.command()

@@ -141,6 +141,54 @@ def decide(ctx: click.Context, study_uid: str, decision: str | None, reasons: tu
     click.echo(f"decision {decision_id} recorded: {decision} {study_uid}")
 
 
+@recognition.command(name="vouch")
+@click.argument("study_uid")
+@click.option("--producer", required=True, help="The producing institution's code (as in recognition.toml).")
+@click.option("--note", required=True, help="How the producer was verified (kept in the audit trail).")
+@click.option("--by", "vouched_by", default="admin", show_default=True, help="Who vouches.")
+@click.pass_context
+def vouch(ctx: click.Context, study_uid: str, producer: str, note: str, vouched_by: str) -> None:
+    """Vouch that PRODUCER made a study its deliverers do not vouch for (audited).
+
+    Recognition trusts the producer a study claims only when who delivered it vouches for it
+    (a peer of that institution, an admin import); this is the explicit exception. It covers
+    the instances received until now, not copies that arrive later.
+
+    \b
+    Example:
+      pacsnode recognition vouch 1.2.3 --producer PRV001 --note "phoned PRV001 radiology, ticket 4711"
+    """
+    node = open_node(ctx)
+    at = node.provenance.vouch(study_uid, producer, note, vouched_by)
+    node.close()
+    click.echo(f"vouched: {study_uid} produced by {producer} (covers instances received until {at})")
+
+
+@recognition.command(name="provenance")
+@click.argument("study_uid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def provenance(ctx: click.Context, study_uid: str, as_json: bool) -> None:
+    """Who delivered a study, the producer it claims, and whether the one vouches for the other.
+
+    \b
+    Example:
+      pacsnode recognition provenance 1.2.3
+    """
+    node = open_node(ctx)
+    data = node.provenance.describe(study_uid)
+    node.close()
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"producer {data['producer'] or '(unknown)'}: {'vouched' if data['vouched'] else 'NOT vouched'}"
+               f" ({data['explanation']})")
+    for d in data["deliveries"]:
+        click.echo(f"  {d['instances']} instance(s) by {d['kind']} {d['who'] or '-'} "
+                   f"[{d['institution'] or 'no institution'}], last {d['last_received_at']}")
+    for v in data["vouches"]:
+        click.echo(f"  vouched {v['producer']} by {v['vouched_by']} at {v['vouched_at']}: {v['note']}")
+
 @main.group()
 def share() -> None:
     """Consultation shares: let another institution see one study.

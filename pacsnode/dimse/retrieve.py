@@ -16,7 +16,6 @@ ends the run with 0xFE00; the final response carries the Failed SOP Instance UID
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -81,9 +80,7 @@ def _retrieve(session: Session, request: Request, identifier: bytes | None, acti
         raise _Failure(statuses.QR_UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") from exc
     query = parse_identifier(dataset, model_of(request.sop_class), retrieve=True)
     node = session.node
-    if destination is not None and "destination" in inspect.signature(node.retrieve).parameters:
-        return node.retrieve(query, session.caller(), action, destination=destination)  # type: ignore[call-arg]
-    return node.retrieve(query, session.caller(), action)
+    return node.retrieve(query, session.caller(), action, destination=destination)
 
 
 class _Failure(Exception):

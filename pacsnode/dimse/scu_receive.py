@@ -26,7 +26,8 @@ def store_received(event: Event, node: Node, peer: Peer) -> int | Dataset:
     try:
         with open(temp, "wb") as handle:
             handle.write(event.encoded_dataset(include_meta=True))
-        node.store_file(temp, Caller.registered(peer, peer.host),
+        caller = Caller.registered(peer, peer.host)
+        node.store_file(temp, caller, provenance=node.provenance_of(caller, retrieved=True),
                         expected_sop_class=str(event.context.abstract_syntax))
     except PacsnodeError as exc:
         return statuses.status_dataset(statuses.store_status(exc), str(exc))

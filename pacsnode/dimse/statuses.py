@@ -39,6 +39,7 @@ _QUERY: list[tuple[type[BaseException], int]] = [
     (errors.UnknownMoveDestination, QR_MOVE_DESTINATION_UNKNOWN),
     (errors.TooManyResults, QR_OUT_OF_RESOURCES_MATCHES),
     (errors.InvalidQuery, QR_IDENTIFIER_MISMATCH),
+    (errors.DestinationNotAuthorized, REFUSED_NOT_AUTHORIZED),  # the Error Comment names the destination
     (errors.NotPermitted, REFUSED_NOT_AUTHORIZED),
     (errors.NotFound, QR_UNABLE_TO_PROCESS),
     (errors.StorageFull, REFUSED_OUT_OF_RESOURCES),

@@ -215,7 +215,7 @@ def _allowed(where: Where, allowed_study_uids: Collection[str] | None) -> None:
 
 # -- find ------------------------------------------------------------------------------------
 def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str] | None = None,
-         limit: int = 0, truncate: bool = False) -> Iterator[dict[str, Any]]:
+         limit: int = 0, truncate: bool = False, hide_rejected: bool = False) -> Iterator[dict[str, Any]]:
     """Matches of a C-FIND ``query``: one dict per patient/study/series/instance at its level.
 
     Keys are DICOM keywords (values str, int, or a list of item dicts for sequences) plus
@@ -225,13 +225,20 @@ def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str
     raise :class:`TooManyResults` before anything is returned, or with ``truncate`` (QIDO-RS
     paging) the first ``limit`` + 1 are returned, the extra one saying that more exist. The rows are read at once,
     so no read transaction stays open while responses travel.
+
+    ``hide_rejected`` (every peer) is the normal view of IOCM: hidden instances (rejected,
+    rejection notes) are not matched, series and studies left with none are not either, and
+    the counts are recounted without them. Otherwise (local callers) hidden instances come
+    back flagged with Instance Availability UNAVAILABLE.
     """
     if allowed_study_uids is not None and not allowed_study_uids:
         return iter(())
     level = query.level
     where = query_where(query, ALIASES[level])
     _allowed(where, allowed_study_uids)
-    select = ", ".join(_select_columns(level))
+    if hide_rejected:
+        where.add(_VISIBLE[level])
+    select = ", ".join(_visible_columns(level) if hide_rejected else _select_columns(level))
     sql = f"SELECT {select} FROM {_FROM[level]} WHERE {where.sql()}"
     if level is Level.PATIENT:
         sql += " GROUP BY p.pk"
@@ -244,13 +251,48 @@ def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str
     if limit > 0 and len(rows) > limit and not truncate:
         LOGGER.warning("C-FIND at %s level matched more than the limit of %d; refused", level.value, limit)
         raise TooManyResults(f"more than {limit} matches; narrow the query (e.g. a date range)")
-    return _matches(index, query, rows, allowed_study_uids)
+    return _matches(index, query, rows, allowed_study_uids, hide_rejected)
+
+
+# -- the normal view (IOCM): what peers see of hidden instances ---------------------------------
+_VISIBLE_IN_STUDY = ("SELECT 1 FROM instances vi JOIN series vse ON vse.pk = vi.series_pk "
+                     "WHERE vse.study_pk = s.pk AND vi.hidden = ''")
+_VISIBLE = {
+    Level.PATIENT: f"EXISTS ({_VISIBLE_IN_STUDY})",
+    Level.STUDY: f"EXISTS ({_VISIBLE_IN_STUDY})",
+    Level.SERIES: "EXISTS (SELECT 1 FROM instances vi WHERE vi.series_pk = se.pk AND vi.hidden = '')",
+    Level.IMAGE: "i.hidden = ''",
+}
+_VISIBLE_COUNTS = {
+    "NumberOfStudyRelatedInstances": ("SELECT COUNT(*) FROM instances vi JOIN series vse ON vse.pk = vi.series_pk "
+                                      "WHERE vse.study_pk = s.pk AND vi.hidden = ''"),
+    "NumberOfStudyRelatedSeries": ("SELECT COUNT(DISTINCT vi.series_pk) FROM instances vi JOIN series vse "
+                                   "ON vse.pk = vi.series_pk WHERE vse.study_pk = s.pk AND vi.hidden = ''"),
+    "NumberOfSeriesRelatedInstances": "SELECT COUNT(*) FROM instances vi WHERE vi.series_pk = se.pk AND vi.hidden = ''",
+}
+
+
+def _visible_columns(level: Level) -> list[str]:
+    """The SELECT of :func:`_select_columns` with every count recounted over visible instances."""
+    columns = []
+    for column in _select_columns(level):
+        keyword = column.rsplit(" AS ", 1)[-1].strip('"')
+        if keyword in _VISIBLE_COUNTS:
+            column = f'({_VISIBLE_COUNTS[keyword]}) AS "{keyword}"'
+        elif keyword == "NumberOfPatientRelatedSeries":
+            column = f'SUM(({_VISIBLE_COUNTS["NumberOfStudyRelatedSeries"]})) AS "{keyword}"'
+        elif keyword == "NumberOfPatientRelatedInstances":
+            column = f'SUM(({_VISIBLE_COUNTS["NumberOfStudyRelatedInstances"]})) AS "{keyword}"'
+        columns.append(column)
+    return columns
 
 
 def _select_columns(level: Level) -> list[str]:
     aliases = ALIASES[level]
     columns = [f'{col.expr} AS "{kw}"' for kw, col in COLUMNS.items() if col.alias in aliases]
     columns.append("p.pk AS _p_pk")
+    if level is Level.IMAGE:
+        columns.append("i.hidden AS _hidden")
     if level is Level.PATIENT:
         columns += ['COUNT(s.pk) AS "NumberOfPatientRelatedStudies"',
                     'SUM(s.series_count) AS "NumberOfPatientRelatedSeries"',
@@ -261,29 +303,29 @@ def _select_columns(level: Level) -> list[str]:
 
 
 def _matches(index: SqliteIndex, query: Query, rows: list[dict[str, Any]],
-             allowed: Collection[str] | None) -> Iterator[dict[str, Any]]:
+             allowed: Collection[str] | None, hide_rejected: bool = False) -> Iterator[dict[str, Any]]:
     wanted = {key.keyword: key for key in query.keys}
     for start in range(0, len(rows), BATCH):
         batch = rows[start:start + BATCH]
-        _add_extras(index, query, batch, wanted, allowed)
+        _add_extras(index, query, batch, wanted, allowed, hide_rejected)
         for row in batch:
             row["_patient_id"] = row["PatientID"]
             row["_issuer"] = row["IssuerOfPatientID"]
             if "StudyInstanceUID" in row:
                 row["_study_uid"] = row["StudyInstanceUID"]
-            row["InstanceAvailability"] = "ONLINE"
+            row["InstanceAvailability"] = "UNAVAILABLE" if row.pop("_hidden", "") else "ONLINE"  # IOCM flag
             row.pop("_p_pk", None)
             row.pop("_s_pk", None)
             yield row
 
 
 def _add_extras(index: SqliteIndex, query: Query, rows: list[dict[str, Any]], wanted: dict[str, QueryKey],
-                allowed: Collection[str] | None) -> None:
+                allowed: Collection[str] | None, hide_rejected: bool = False) -> None:
     """Values that need another table, fetched once per batch and only when asked for."""
     patient_pks = sorted({row["_p_pk"] for row in rows})
     study_pks = sorted({row["_s_pk"] for row in rows if "_s_pk" in row})
     if query.level is not Level.PATIENT and any(k.startswith("NumberOfPatientRelated") for k in wanted):
-        counts = _patient_counts(index, patient_pks, allowed)
+        counts = _patient_counts(index, patient_pks, allowed, hide_rejected)
         for row in rows:
             row.update(counts.get(row["_p_pk"], {}))
     if "OtherPatientIDsSequence" in wanted:
@@ -296,7 +338,7 @@ def _add_extras(index: SqliteIndex, query: Query, rows: list[dict[str, Any]], wa
             for row in rows:
                 row[keyword] = codes.get(row["_s_pk"], [])
     if "SOPClassesInStudy" in wanted and study_pks:
-        classes = _sop_classes(index, study_pks)
+        classes = _sop_classes(index, study_pks, hide_rejected)
         for row in rows:
             row["SOPClassesInStudy"] = "\\".join(classes.get(row["_s_pk"], []))
 
@@ -306,12 +348,17 @@ def _in_json(expr: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
 
 
 def _patient_counts(index: SqliteIndex, patient_pks: list[int],
-                    allowed: Collection[str] | None) -> dict[int, dict[str, int]]:
+                    allowed: Collection[str] | None, hide_rejected: bool = False) -> dict[int, dict[str, int]]:
     where = Where()
     where.add(*_in_json("s.patient_pk", patient_pks))
     _allowed(where, allowed)
+    series, instances = "SUM(s.series_count)", "SUM(s.instance_count)"
+    if hide_rejected:
+        where.add(_VISIBLE[Level.STUDY])
+        series = f"SUM(({_VISIBLE_COUNTS['NumberOfStudyRelatedSeries']}))"
+        instances = f"SUM(({_VISIBLE_COUNTS['NumberOfStudyRelatedInstances']}))"
     rows = index.query(
-        "SELECT s.patient_pk, COUNT(*), SUM(s.series_count), SUM(s.instance_count) FROM studies s "
+        f"SELECT s.patient_pk, COUNT(*), {series}, {instances} FROM studies s "
         f"WHERE {where.sql()} GROUP BY s.patient_pk", where.params)
     return {r[0]: {"NumberOfPatientRelatedStudies": r[1], "NumberOfPatientRelatedSeries": r[2],
                    "NumberOfPatientRelatedInstances": r[3]} for r in rows}
@@ -341,8 +388,10 @@ def _codes(index: SqliteIndex, study_pks: list[int], kind: str, key: QueryKey) -
     return out
 
 
-def _sop_classes(index: SqliteIndex, study_pks: list[int]) -> dict[int, list[str]]:
+def _sop_classes(index: SqliteIndex, study_pks: list[int], hide_rejected: bool = False) -> dict[int, list[str]]:
     clause, params = _in_json("se.study_pk", study_pks)
+    if hide_rejected:
+        clause += " AND i.hidden = ''"
     rows = index.query("SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instances i JOIN series se "
                        f"ON se.pk = i.series_pk WHERE {clause} ORDER BY 1, 2", params)
     out: dict[int, list[str]] = {}
@@ -353,11 +402,12 @@ def _sop_classes(index: SqliteIndex, study_pks: list[int]) -> dict[int, list[str
 
 # -- retrieve --------------------------------------------------------------------------------
 def match_instances(index: SqliteIndex, query: Query, storage_root: Path, *,
-                    allowed_study_uids: Collection[str] | None = None) -> list[InstanceLocation]:
+                    allowed_study_uids: Collection[str] | None = None,
+                    hide_rejected: bool = False) -> list[InstanceLocation]:
     """Every instance under the entities a C-MOVE/C-GET identifier names, with absolute paths.
 
     A query that names nothing (only universal keys) is refused rather than sending the
-    whole archive.
+    whole archive. ``hide_rejected`` leaves out hidden instances (IOCM normal view).
     """
     where = query_where(query, ALIASES[Level.IMAGE])
     if not where.clauses:
@@ -365,6 +415,8 @@ def match_instances(index: SqliteIndex, query: Query, storage_root: Path, *,
     if allowed_study_uids is not None and not allowed_study_uids:
         return []
     _allowed(where, allowed_study_uids)
+    if hide_rejected:
+        where.add(_VISIBLE[Level.IMAGE])
     rows = index.query(
         "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
         f"FROM {_FROM[Level.IMAGE]} WHERE {where.sql()} "

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pacsnode.dicom.sop_classes import is_image_sop_class
+from pacsnode.index import rejections
+from pacsnode.index.rejections import RejectedRef
 from pacsnode.index.schema import utc_now
 from pacsnode.index.sqlite import SqliteIndex
 
@@ -240,3 +242,37 @@ class RegionalStore:
             "WHERE s.updated_at < ? AND (q.checked_at IS NULL OR q.checked_at = '' OR q.checked_at < s.updated_at)",
             (before,))
         return [r[0] for r in rows]
+
+    # -- provenance ----------------------------------------------------------------------
+    def deliveries(self, study_uid: str) -> list[dict[str, Any]]:
+        """How copies of a study arrived: one row per (kind, institution, deliverer), with the last arrival."""
+        rows = self.index.query(
+            "SELECT i.delivered_by, i.delivered_institution, i.delivered_peer, i.calling_ae, MAX(i.received_at), "
+            "COUNT(*) FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk "
+            "WHERE s.study_uid = ? AND i.hidden = '' GROUP BY 1, 2, 3, 4 ORDER BY 5", (study_uid,))
+        return [{"kind": r[0] or "unknown", "institution": r[1],
+                 "who": r[2] if r[2] == r[3] or not r[3] else (f"{r[2]} ({r[3]})" if r[2] else r[3]),
+                 "last_received_at": r[4], "instances": r[5]} for r in rows]
+
+    def vouches(self, study_uid: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.index.query(
+            "SELECT producer, note, vouched_by, vouched_at FROM producer_vouches WHERE study_uid=? ORDER BY pk",
+            (study_uid,))]
+
+    def add_vouch(self, study_uid: str, producer: str, note: str, vouched_by: str) -> str:
+        """Record an admin's vouch; returns its time (it covers instances received up to then)."""
+        at = utc_now()
+        with self.index.write() as conn:
+            conn.execute("INSERT INTO producer_vouches (study_uid, producer, note, vouched_by, vouched_at) "
+                         "VALUES (?,?,?,?,?)", (study_uid, producer, note, vouched_by, at))
+        return at
+
+    # -- IOCM rejection notes ------------------------------------------------------------
+    def record_rejection(self, note_uid: str, refs: list[RejectedRef], reason: tuple[str, str],
+                         sender: dict[str, str]) -> dict[str, Any]:
+        """Keep a rejection note and hide what it may reject, in one transaction (see index.rejections)."""
+        with self.index.write() as conn:
+            return rejections.record_note(conn, note_uid, refs, reason, sender, utc_now())
+
+    def hidden_instances(self, study_uid: str) -> dict[str, dict[str, str]]:
+        return rejections.hidden_instances(self.index.connection(), study_uid)

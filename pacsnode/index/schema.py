@@ -292,6 +292,52 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX web_sessions_user ON web_sessions (user_name);
         """,
     ),
+    (
+        # Who delivered each instance (THREATS.md rule 5). Rows stored before this migration
+        # keep delivered_by '' ("unknown"): they vouch for no producer until an admin vouches.
+        "0012_instance_provenance",
+        """
+        ALTER TABLE instances ADD COLUMN delivered_by TEXT NOT NULL DEFAULT '';
+        ALTER TABLE instances ADD COLUMN delivered_peer TEXT NOT NULL DEFAULT '';
+        ALTER TABLE instances ADD COLUMN delivered_institution TEXT NOT NULL DEFAULT '';
+
+        CREATE TABLE producer_vouches (
+            pk INTEGER PRIMARY KEY,
+            study_uid TEXT NOT NULL,
+            producer TEXT NOT NULL,
+            note TEXT NOT NULL,
+            vouched_by TEXT NOT NULL DEFAULT '',
+            vouched_at TEXT NOT NULL
+        );
+        CREATE INDEX producer_vouches_study ON producer_vouches (study_uid)
+        """,
+    ),
+    (
+        # IOCM rejection notes: one row per (note, referenced instance), kept when the instance
+        # is not here yet and applied when it arrives. instances.hidden is '' (normal view),
+        # 'rejected' or 'rejection-note': peers never see a hidden instance.
+        "0013_iocm_rejections",
+        """
+        ALTER TABLE instances ADD COLUMN hidden TEXT NOT NULL DEFAULT '';
+
+        CREATE TABLE rejections (
+            pk INTEGER PRIMARY KEY,
+            note_uid TEXT NOT NULL,
+            sop_instance_uid TEXT NOT NULL,
+            study_uid TEXT NOT NULL DEFAULT '',
+            series_uid TEXT NOT NULL DEFAULT '',
+            reason_code TEXT NOT NULL,
+            reason_meaning TEXT NOT NULL DEFAULT '',
+            sender_kind TEXT NOT NULL DEFAULT '',
+            sender_aet TEXT NOT NULL DEFAULT '',
+            sender_peer TEXT NOT NULL DEFAULT '',
+            sender_institution TEXT NOT NULL DEFAULT '',
+            received_at TEXT NOT NULL,
+            UNIQUE (note_uid, sop_instance_uid)
+        );
+        CREATE INDEX rejections_instance ON rejections (sop_instance_uid)
+        """,
+    ),
 ]
 
 

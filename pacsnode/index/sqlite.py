@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pacsnode.errors import IndexError_, StorageFull
+from pacsnode.index import rejections
 from pacsnode.index.schema import migrate, utc_now
 from pacsnode.model import (
     DuplicatePolicy,
     InstanceFacts,
     InstanceLocation,
+    Provenance,
     StoredFile,
     StoreResult,
     StudySummary,
@@ -139,7 +141,7 @@ class SqliteIndex:
         self.query("SELECT 1 FROM migrations LIMIT 1")
 
     def record_instance(self, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                        policy: DuplicatePolicy, *,
+                        policy: DuplicatePolicy, provenance: Provenance | None = None, *,
                         web_metadata: tuple[str, str] | None = None) -> tuple[StoreResult, str | None]:
         """Index one placed file; returns only once the transaction holding it has committed.
 
@@ -152,10 +154,13 @@ class SqliteIndex:
         of them in one transaction, each inside its own savepoint so that one failing
         instance fails alone. One association sees no difference; many share the fsync.
 
+        ``provenance`` (who delivered it) is recorded with the row; a rejection note kept for
+        this SOP Instance UID hides it in the same transaction.
+
         ``web_metadata`` (DICOM JSON, frame offsets JSON) is DICOMweb's view of the instance,
         written in the same transaction so that an indexed instance always has it.
         """
-        pending = _Pending((facts, stored, calling_ae, policy, web_metadata))
+        pending = _Pending((facts, stored, calling_ae, policy, provenance, web_metadata))
         with self._queue_lock:
             self._queue.append(pending)
         with self._write_lock:
@@ -192,17 +197,17 @@ class SqliteIndex:
                 item.done = True
 
     def _record(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                policy: DuplicatePolicy, web_metadata: tuple[str, str] | None,
+                policy: DuplicatePolicy, provenance: Provenance | None, web_metadata: tuple[str, str] | None,
                 now: str) -> tuple[StoreResult, str | None]:
         """The statements for one instance, inside the caller's transaction."""
-        result = self._record_rows(conn, facts, stored, calling_ae, policy, now)
+        result = self._record_rows(conn, facts, stored, calling_ae, policy, provenance, now)
         if web_metadata is not None and result[0] is not StoreResult.DUPLICATE:
             conn.execute("INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, metadata, frames) VALUES (?,?,?)",
                          (facts.sop_instance_uid, *web_metadata))
         return result
 
     def _record_rows(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
-                     policy: DuplicatePolicy, now: str) -> tuple[StoreResult, str | None]:
+                     policy: DuplicatePolicy, provenance: Provenance | None, now: str) -> tuple[StoreResult, str | None]:
         existing = conn.execute(
             "SELECT i.pk, i.path, i.size, s.study_pk FROM instances i JOIN series s ON s.pk = i.series_pk "
             "WHERE i.sop_instance_uid = ?", (facts.sop_instance_uid,)).fetchone()
@@ -219,16 +224,18 @@ class SqliteIndex:
                 (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
                  stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
                  facts.specific_character_set, calling_ae, now, int(facts.deidentified), existing["pk"]))
+            self._record_provenance(conn, int(existing["pk"]), provenance)
             self._refresh_counts(conn, {existing["study_pk"], study_pk})
             old = existing["path"] if existing["path"] != stored.relative_path else None
             return StoreResult.REPLACED, old
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO instances (sop_instance_uid, series_pk, sop_class_uid, instance_number, "
             "transfer_syntax, path, size, sha256, number_of_frames, lossy, specific_character_set, "
             "calling_ae, received_at, deidentified) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
              facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
              int(facts.lossy), facts.specific_character_set, calling_ae, now, int(facts.deidentified)))
+        self._record_provenance(conn, int(cursor.lastrowid or 0), provenance)
         conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
         conn.execute(
             "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
@@ -237,6 +244,15 @@ class SqliteIndex:
         if new_series:
             self._refresh_modalities(conn, study_pk)
         return StoreResult.STORED, None
+
+    @staticmethod
+    def _record_provenance(conn: sqlite3.Connection, instance_pk: int, provenance: Provenance | None) -> None:
+        """Who delivered this copy, then any kept rejection note that names it (same transaction)."""
+        if provenance is not None:
+            conn.execute("UPDATE instances SET delivered_by=?, delivered_peer=?, delivered_institution=? WHERE pk=?",
+                         (provenance.kind.value, provenance.peer or provenance.aet, provenance.institution,
+                          instance_pk))
+        rejections.apply_on_arrival(conn, instance_pk)
 
     def _upsert_patient(self, conn: sqlite3.Connection, facts: InstanceFacts) -> int:
         row = conn.execute("SELECT pk, patient_name, birth_date, sex FROM patients WHERE patient_id=? AND issuer=?",
@@ -369,7 +385,8 @@ class SqliteIndex:
         for se in series:
             instances = self.query(
                 "SELECT sop_instance_uid, sop_class_uid, instance_number, transfer_syntax, size, sha256, path, "
-                "calling_ae, received_at FROM instances WHERE series_pk=? ORDER BY instance_number, sop_instance_uid",
+                "calling_ae, received_at, delivered_by, delivered_institution, hidden FROM instances "
+                "WHERE series_pk=? ORDER BY instance_number, sop_instance_uid",
                 (se["pk"],))
             item = {k: se[k] for k in se.keys() if k not in ("pk", "study_pk")}
             item["instances"] = [dict(i) for i in instances]
@@ -387,8 +404,11 @@ class SqliteIndex:
         return [(r[0], r[1]) for r in rows]
 
     def locations(self, study_uid: str, series_uid: str | None = None,
-                  sop_instance_uids: list[str] | None = None) -> list[InstanceLocation]:
-        """Instance files of a study (or one series, or listed instances), for retrieval."""
+                  sop_instance_uids: list[str] | None = None, visible_only: bool = False) -> list[InstanceLocation]:
+        """Instance files of a study (or one series, or listed instances), for retrieval.
+
+        ``visible_only`` leaves out what peers never see (rejected instances, rejection notes).
+        """
         sql = ("SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
                "FROM instances i JOIN series se ON se.pk=i.series_pk JOIN studies s ON s.pk=se.study_pk "
                "WHERE s.study_uid=?")
@@ -399,6 +419,8 @@ class SqliteIndex:
         if sop_instance_uids:
             sql += f" AND i.sop_instance_uid IN ({','.join('?' * len(sop_instance_uids))})"
             params.extend(sop_instance_uids)
+        if visible_only:
+            sql += " AND i.hidden = ''"
         sql += " ORDER BY se.series_number, i.instance_number"
         return [InstanceLocation(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.query(sql, params)]
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from pacsnode.recognition.catalog import resolve_item
 from pacsnode.recognition.facts import StudyFacts
+from pacsnode.recognition.provenance import PRODUCER_NOT_VOUCHED
 from pacsnode.recognition.region import ExamItem, Institution, Region, rank, tier
 
 HR_ELIGIBLE = "HR_ELIGIBLE"
@@ -36,8 +37,8 @@ LEVEL_RULE = "level_rule"
 
 #: Every condition code, in the order conditions are listed.
 CONDITION_CODES: tuple[str, ...] = (
-    ITEM_NOT_LISTED, ITEM_MISMATCH, NO_IMAGES, PRODUCER_UNKNOWN, PRODUCER_NOT_QUALIFIED, QC_NOT_ACCEPTED, LOSSY,
-    INCOMPLETE, NO_STUDY_DATE, OUTSIDE_WINDOW, VIEWER_UNKNOWN, OUT_OF_SCOPE, LEVEL_RULE,
+    ITEM_NOT_LISTED, ITEM_MISMATCH, NO_IMAGES, PRODUCER_UNKNOWN, PRODUCER_NOT_VOUCHED, PRODUCER_NOT_QUALIFIED,
+    QC_NOT_ACCEPTED, LOSSY, INCOMPLETE, NO_STUDY_DATE, OUTSIDE_WINDOW, VIEWER_UNKNOWN, OUT_OF_SCOPE, LEVEL_RULE,
 )
 
 #: The decline reason (``reasons.REASON_CODES``) a physician would usually record when a
@@ -99,6 +100,9 @@ def recognition_advice(region: Region, study: StudyFacts, viewer_institution: st
         _consistent(item, study),
         _images(item, study),
         _known(PRODUCER_UNKNOWN, "producer", study.producer, producer),
+        Condition(PRODUCER_NOT_VOUCHED, study.producer_vouched,
+                  study.provenance or ("provenance vouches for the producer" if study.producer_vouched
+                                       else "no delivery vouches for the producer")),
         _qualified(region, study, item, producer),
         _qc(region, study),
         Condition(LOSSY, not study.lossy,

@@ -55,6 +55,11 @@ class StudyFacts:
     image_modalities: tuple[str, ...] | None = None
     image_body_parts: tuple[str, ...] | None = None
 
+    #: Does who delivered the study vouch for ``producer``? (recognition.provenance); the
+    #: explanation says who delivered it. Default True so table tests need not say.
+    producer_vouched: bool = True
+    provenance: str = ""
+
     @property
     def images_of(self) -> tuple[str, ...]:
         """The modalities the study holds images of (upper-case)."""
