@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pacsnode.errors import IndexError_, StorageFull
-from pacsnode.index import rejections
+from pacsnode.index import delivery
 from pacsnode.index.schema import migrate, utc_now
 from pacsnode.model import (
     DuplicatePolicy,
@@ -224,7 +224,7 @@ class SqliteIndex:
                 (series_pk, facts.sop_class_uid, facts.instance_number, facts.transfer_syntax,
                  stored.relative_path, stored.size, stored.sha256, facts.number_of_frames, int(facts.lossy),
                  facts.specific_character_set, calling_ae, now, int(facts.deidentified), existing["pk"]))
-            self._record_provenance(conn, int(existing["pk"]), provenance)
+            delivery.record_delivery(conn, int(existing["pk"]), provenance)
             self._refresh_counts(conn, {existing["study_pk"], study_pk})
             old = existing["path"] if existing["path"] != stored.relative_path else None
             return StoreResult.REPLACED, old
@@ -235,7 +235,7 @@ class SqliteIndex:
             (facts.sop_instance_uid, series_pk, facts.sop_class_uid, facts.instance_number,
              facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
              int(facts.lossy), facts.specific_character_set, calling_ae, now, int(facts.deidentified)))
-        self._record_provenance(conn, int(cursor.lastrowid or 0), provenance)
+        delivery.record_delivery(conn, int(cursor.lastrowid or 0), provenance)
         conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
         conn.execute(
             "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
@@ -244,15 +244,6 @@ class SqliteIndex:
         if new_series:
             self._refresh_modalities(conn, study_pk)
         return StoreResult.STORED, None
-
-    @staticmethod
-    def _record_provenance(conn: sqlite3.Connection, instance_pk: int, provenance: Provenance | None) -> None:
-        """Who delivered this copy, then any kept rejection note that names it (same transaction)."""
-        if provenance is not None:
-            conn.execute("UPDATE instances SET delivered_by=?, delivered_peer=?, delivered_institution=? WHERE pk=?",
-                         (provenance.kind.value, provenance.peer or provenance.aet, provenance.institution,
-                          instance_pk))
-        rejections.apply_on_arrival(conn, instance_pk)
 
     def _upsert_patient(self, conn: sqlite3.Connection, facts: InstanceFacts) -> int:
         row = conn.execute("SELECT pk, patient_name, birth_date, sex FROM patients WHERE patient_id=? AND issuer=?",
