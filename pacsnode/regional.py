@@ -199,10 +199,19 @@ class Regional:
 
     def vouching(self, row: StudyRow) -> tuple[bool, str]:
         """Does who delivered the study vouch for the producer its headers claim? (provenance over claims)"""
-        deliveries = [Delivery(d["kind"], d["institution"], d["who"], d["last_received_at"])
-                      for d in self.store.deliveries(row.study_uid)]
-        vouches = [Vouch(v["producer"], v["vouched_at"]) for v in self.store.vouches(row.study_uid)]
-        return producer_vouched(self.producer_of(row), deliveries, vouches)
+        return self.vouching_many([row])[row.study_uid]
+
+    def vouching_many(self, rows: list[StudyRow]) -> dict[str, tuple[bool, str]]:
+        """:meth:`vouching` for many studies in two index queries."""
+        uids = [row.study_uid for row in rows]
+        deliveries = self.store.deliveries_many(uids)
+        vouches = self.store.vouches_many(uids)
+        return {row.study_uid: producer_vouched(
+            self.producer_of(row),
+            [Delivery(d["kind"], d["institution"], d["who"], d["last_received_at"])
+             for d in deliveries.get(row.study_uid, [])],
+            [Vouch(v["producer"], v["vouched_at"]) for v in vouches.get(row.study_uid, [])])
+            for row in rows}
 
     def advice_many(self, study_uids: Iterable[str], viewer_institution: str,
                     now: datetime | None = None) -> dict[str, tuple[Advice, StudyRow]]:
@@ -218,8 +227,12 @@ class Regional:
         uids = list(dict.fromkeys(study_uids))
         out: dict[str, tuple[Advice, StudyRow]] = {}
         for start in range(0, len(uids), ADVICE_BATCH):
-            for row in self.store.studies_by_uid(uids[start:start + ADVICE_BATCH]):
-                out[row.study_uid] = (recognition_advice(self.region, self.facts_of(row), viewer_institution, at), row)
+            rows = self.store.studies_by_uid(uids[start:start + ADVICE_BATCH])
+            vouching = self.vouching_many(rows)
+            for row in rows:
+                vouched, why = vouching[row.study_uid]
+                facts = replace(self.facts_of(row), producer_vouched=vouched, provenance=why)
+                out[row.study_uid] = (recognition_advice(self.region, facts, viewer_institution, at), row)
         return out
 
     def item_code(self, row: StudyRow) -> str:

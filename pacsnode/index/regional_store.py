@@ -246,18 +246,41 @@ class RegionalStore:
     # -- provenance ----------------------------------------------------------------------
     def deliveries(self, study_uid: str) -> list[dict[str, Any]]:
         """How copies of a study arrived: one row per (kind, institution, deliverer), with the last arrival."""
+        return self.deliveries_many([study_uid]).get(study_uid, [])
+
+    def deliveries_many(self, study_uids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`deliveries` for many studies in one query (the C-FIND HR block asks for all matches)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not study_uids:
+            return out
+        marks = ",".join("?" * len(study_uids))
         rows = self.index.query(
-            "SELECT i.delivered_by, i.delivered_institution, i.delivered_peer, i.calling_ae, MAX(i.received_at), "
-            "COUNT(*) FROM instances i JOIN series se ON se.pk = i.series_pk JOIN studies s ON s.pk = se.study_pk "
-            "WHERE s.study_uid = ? AND i.hidden = '' GROUP BY 1, 2, 3, 4 ORDER BY 5", (study_uid,))
-        return [{"kind": r[0] or "unknown", "institution": r[1],
-                 "who": r[2] if r[2] == r[3] or not r[3] else (f"{r[2]} ({r[3]})" if r[2] else r[3]),
-                 "last_received_at": r[4], "instances": r[5]} for r in rows]
+            "SELECT s.study_uid, i.delivered_by, i.delivered_institution, i.delivered_peer, i.calling_ae, "
+            "MAX(i.received_at), COUNT(*) FROM instances i JOIN series se ON se.pk = i.series_pk "
+            f"JOIN studies s ON s.pk = se.study_pk WHERE s.study_uid IN ({marks}) AND i.hidden = '' "
+            "GROUP BY 1, 2, 3, 4, 5 ORDER BY 6", tuple(study_uids))
+        for r in rows:
+            out.setdefault(r[0], []).append({
+                "kind": r[1] or "unknown", "institution": r[2],
+                "who": r[3] if r[3] == r[4] or not r[4] else (f"{r[3]} ({r[4]})" if r[3] else r[4]),
+                "last_received_at": r[5], "instances": r[6]})
+        return out
 
     def vouches(self, study_uid: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.index.query(
-            "SELECT producer, note, vouched_by, vouched_at FROM producer_vouches WHERE study_uid=? ORDER BY pk",
-            (study_uid,))]
+        return self.vouches_many([study_uid]).get(study_uid, [])
+
+    def vouches_many(self, study_uids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`vouches` for many studies in one query."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not study_uids:
+            return out
+        marks = ",".join("?" * len(study_uids))
+        for r in self.index.query(
+                "SELECT study_uid, producer, note, vouched_by, vouched_at FROM producer_vouches "
+                f"WHERE study_uid IN ({marks}) ORDER BY pk", tuple(study_uids)):
+            row = dict(r)
+            out.setdefault(row.pop("study_uid"), []).append(row)
+        return out
 
     def add_vouch(self, study_uid: str, producer: str, note: str, vouched_by: str) -> str:
         """Record an admin's vouch; returns its time (it covers instances received up to then)."""
