@@ -32,7 +32,9 @@ PHYSICIAN = ("physician",)
 PEER_TIMEOUT_S = 30  # scu.new_ae's connection timeout for each peer's C-FIND
 METHODS = ("signature", "e-sign", "verbal-witnessed")  # how the patient was informed (RECOGNITION.md)
 MAX_ID = 64
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+# same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a form POST,
+# which check_csrf refuses; same-origin still sends no Referer to another site.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
                 "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
                                            "form-action 'self'; frame-ancestors 'none'"}
 CSS = """body{font-family:"WenQuanYi Zen Hei",sans-serif;margin:1.5em;color:#222}
