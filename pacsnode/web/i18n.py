@@ -45,6 +45,11 @@ ZH: Mapping[str, str] = {
     "reason.P1": "患者或家属要求", "reason.P2": "检验未通过室间质评", "reason.P3": "时间过久，参考价值不足",
     "reason.P4": "医师认为有必要", "reason.L1": "其他不可预见情况", "reason.T1": "超出有效期",
     "reason.Q1": "图像质量不足", "reason.B1": "部位或项目不符", "reason.X1": "图像或报告无法获取",
+    "nav.qc": "质控审核", "qc.title": "质控审核队列", "qc.all": "全部", "qc.study": "检查质控",
+    "qc.checks": "质控检查项", "qc.preview": "预览图", "qc.accept": "通过", "qc.grade": "等级",
+    "qc.reject": "退回", "qc.reason": "退回原因", "qc.restore": "恢复", "qc.note": "备注", "qc.done": "已保存：",
+    "qc.status.pending": "待审核", "qc.status.accepted": "已通过", "qc.status.rejected": "已退回",
+    "qc.status.needs-fix": "需修正", "qc.failed": "未通过检查", "qc.open": "审核",
 }
 
 EN: Mapping[str, str] = {
@@ -79,6 +84,11 @@ EN: Mapping[str, str] = {
     "cond.item_mismatch": "Body part or item mismatch", "cond.no_study_date": "No study date",
     "cond.outside_window": "Outside the validity window", "cond.viewer_unknown": "Your institution is not in the region",
     "cond.out_of_scope": "Outside the mark's geographic scope", "cond.level_rule": "Institution level rule not met",
+    "nav.qc": "QC review", "qc.title": "QC queue", "qc.all": "all", "qc.study": "Study QC", "qc.checks": "Checks",
+    "qc.preview": "Contact sheet", "qc.accept": "Accept", "qc.grade": "Grade", "qc.reject": "Reject",
+    "qc.reason": "Reason", "qc.restore": "Restore", "qc.note": "Note", "qc.done": "Recorded: ",
+    "qc.status.pending": "pending", "qc.status.accepted": "accepted", "qc.status.rejected": "rejected",
+    "qc.status.needs-fix": "needs fix", "qc.failed": "Failed checks", "qc.open": "Review",
 }
 
 CATALOGS: Mapping[str, Mapping[str, str]] = {"zh": ZH, "en": EN}

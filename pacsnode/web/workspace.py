@@ -71,10 +71,10 @@ class Workspace:
             date=lambda v: _display_date(v, lang), **context)
         return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-    def page_user(self, request: Request) -> WorkspaceUser | Response:
-        """The physician, or the response a browser should see instead (login, or a 403 page)."""
+    def page_user(self, request: Request, roles: tuple[str, ...] = PHYSICIAN) -> WorkspaceUser | Response:
+        """The user (of one of ``roles``), or the response a browser should see instead (login, or a 403 page)."""
         try:
-            return require(self.web, request, PHYSICIAN)
+            return require(self.web, request, roles)
         except HttpError as exc:
             if exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
@@ -240,9 +240,11 @@ class Workspace:
 
 def routes(web: Web) -> list[Route]:
     """The workspace's routes, for ``create_app``."""
+    from pacsnode.web.workspace_qc import qc_routes
+
     ws = Workspace(web)
     g = _guard
-    return [
+    return [*qc_routes(ws),
         Route("/workspace.css", ws.css), Route("/lang", ws.switch_language),
         Route("/patients", g(ws.patients), methods=["GET"]), Route("/api/patients", g(ws.api_patients), methods=["GET"]),
         Route("/decide", g(ws.decide_form), methods=["GET"]), Route("/decide", g(ws.decide_submit), methods=["POST"]),
