@@ -3,7 +3,7 @@ their statuses and the unreachable peer, accept one, decline another with reason
 a refused decision shows why; a POST without the CSRF token is refused; a physician of another
 institution is refused by URL. Debian's /usr/bin/chromium through Playwright's executable_path
 (the viewer lane's harness: same binary and flags). A screenshot of each page is saved under the
-test's tmp dir and its path printed, for reviewers.
+test's tmp dir and its path printed, for reviewers (the QC queue and a study's contact sheet too).
 """
 
 from __future__ import annotations
@@ -116,6 +116,17 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
             refused = other.goto(f"{origin}/decide?study={CR_CHEST}")
             assert refused is not None and refused.status == 403
             other.screenshot(path=str(shots / "07-other-institution.png"))
+
+            qc = browser.new_context().new_page()  # QC review: the queue, a study's checks and contact sheet
+            _log_in(qc, origin, "qc-zhou")
+            qc.goto(f"{origin}/qc?status=all")
+            qc.screenshot(path=str(shots / "08-qc-queue.png"), full_page=True)
+            qc.click(f'tr.qc-row[data-study="{CR_CHEST}"] a.review')
+            deadline = time.monotonic() + 20  # the sheet is rendered on demand (wait_for_function needs eval: CSP)
+            while not qc.evaluate("document.querySelector('#preview').naturalWidth") and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert qc.evaluate("document.querySelector('#preview').naturalWidth") > 0, "no contact sheet"
+            qc.screenshot(path=str(shots / "09-qc-study.png"), full_page=True)
         finally:
             browser.close()
     print(f"\nworkspace screenshots: {shots}")
@@ -127,4 +138,5 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
     assert [e for e in events if e["action"] == "workspace" and "CSRF" in json.dumps(e["detail"])]
     assert [e for e in events if e["action"] == "workspace" and e["peer_name"] == "user:dr-li"]
     assert sorted(p.name for p in shots.iterdir()) == [f"0{i}-{n}.png" for i, n in enumerate(
-        ["login", "priors", "accepted", "refused", "declined", "english", "other-institution"], 1)]
+        ["login", "priors", "accepted", "refused", "declined", "english", "other-institution", "qc-queue", "qc-study"],
+        1)]
