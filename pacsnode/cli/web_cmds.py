@@ -104,8 +104,8 @@ def user() -> None:
 @user.command(name="add")
 @click.argument("name")
 @click.option("--institution", required=True, help="Institution the user belongs to (as in recognition.toml).")
-@click.option("--role", required=True, type=click.Choice(["admin", "physician", "viewer"]),
-              help="admin may also STOW; physician and viewer read.")
+@click.option("--role", required=True, type=click.Choice(["admin", "physician", "qc", "programme", "viewer"]),
+              help="admin may also STOW; physician, qc and viewer read; programme reads reports only.")
 @click.pass_context
 def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None:
     """Create a user; the password is read from standard input (one line), never from an option.
@@ -145,3 +145,45 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
         print_json(rows)
     else:
         print_table(rows, ["name", "institution", "role", "created_at", "disabled_at"])
+
+
+@user.command(name="disable")
+@click.argument("name")
+@click.pass_context
+def user_disable(ctx: click.Context, name: str) -> None:
+    """Disable a user: the account can no longer log in and its open sessions end.
+
+    \b
+    Example:
+      pacsnode user disable dr-li
+    """
+    from pacsnode.web import users
+
+    node = open_node(ctx)
+    try:
+        users.disable(node, name)
+    finally:
+        node.close()
+    click.echo(f"user {name} disabled")
+
+
+@user.command(name="passwd")
+@click.argument("name")
+@click.pass_context
+def user_passwd(ctx: click.Context, name: str) -> None:
+    """Set a new password, read from standard input (one line); the user's sessions end.
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | pacsnode user passwd dr-li
+    """
+    from pacsnode.web import users
+
+    data = click.get_text_stream("stdin").readline()
+    password = data[:-1] if data.endswith("\n") else data
+    node = open_node(ctx)
+    try:
+        users.set_password(node, name, password)
+    finally:
+        node.close()
+    click.echo(f"password of {name} changed")

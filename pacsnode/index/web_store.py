@@ -102,6 +102,18 @@ class WebStore:
                  "created_at": r["created_at"], "disabled_at": r["disabled_at"]}
                 for r in self.index.query("SELECT * FROM web_users ORDER BY name")]
 
+    def disable_user(self, name: str) -> None:
+        with self.index.write() as conn:
+            cursor = conn.execute("UPDATE web_users SET disabled_at = ? WHERE name = ? AND disabled_at = ''",
+                                  (utc_now(), name))
+            if cursor.rowcount == 0:
+                raise NotFound(f"no active user named {name!r}")
+            conn.execute("DELETE FROM web_sessions WHERE user_name = ?", (name,))
+
+    def end_sessions_of(self, name: str) -> None:
+        with self.index.write() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE user_name = ?", (name,))
+
     def set_password_hash(self, name: str, password_hash: str) -> None:
         with self.index.write() as conn:
             conn.execute("UPDATE web_users SET password_hash = ? WHERE name = ?", (password_hash, name))

@@ -471,4 +471,7 @@ def create_app(node: Node) -> Starlette:
 
     node_metrics.install(node)  # DIMSE and service metrics through Node.observers
     node.after_store.append(metrics.on_store)
+    from pacsnode.web import workspace
+
+    routes += workspace.routes(web)  # the recognition workspace (issue 15)
     return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])

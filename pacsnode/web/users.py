@@ -29,6 +29,8 @@ ROLES: dict[str, frozenset[str]] = {  # what each role may do over DICOMweb
     "admin": frozenset({"find", "get", "store", "metrics"}),
     "physician": frozenset({"find", "get"}),
     "viewer": frozenset({"find", "get"}),
+    "qc": frozenset({"find", "get"}),  # QC staff review studies (issue 15)
+    "programme": frozenset(),  # the programme office reads reports, not images
 }
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
@@ -115,3 +117,22 @@ def session_caller(store: WebStore, session_id: str, host: str = "") -> Caller |
     if row is None:
         return None
     return Caller.web_user(row["name"], row["institution"], row["role"], ROLES.get(row["role"], frozenset()), host)
+
+
+def disable(node: Node, name: str) -> None:
+    """Disable an account: its sessions stop working at once (``session_user`` checks), audited."""
+    WebStore(node.index).disable_user(name)
+    node.audit.record("user-disable", "done", peer_name=f"user:{name}")
+
+
+def set_password(node: Node, name: str, password: str) -> None:
+    """Replace a password (hashed here) and end the user's sessions, audited."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ConfigError(f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    store = WebStore(node.index)
+    if store.user(name) is None:
+        from pacsnode.errors import NotFound
+        raise NotFound(f"no active user named {name!r}")
+    store.set_password_hash(name, _HASHER.hash(password))
+    store.end_sessions_of(name)
+    node.audit.record("user-passwd", "done", peer_name=f"user:{name}")
