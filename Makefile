@@ -47,7 +47,7 @@ browser: fonts
 run: venv fonts viewer
 	test -f $(PACSNODE_HOME)/pacsnode.toml || $(BIN)/pacsnode --home $(PACSNODE_HOME) init --institution PRV001 --web
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) import sample_dicom
-	@echo "viewer: http://127.0.0.1:8042/viewer/ (log in as a user made with: pacsnode user add NAME --institution PRV001 --role physician, on home $(PACSNODE_HOME))"
+	@echo "log in as admin with the password init printed on its first run; workspace users: pacsnode user add NAME --institution PRV001 --role physician (on home $(PACSNODE_HOME))"
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) serve
 
 test: venv peers fonts viewer browser

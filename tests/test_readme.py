@@ -67,6 +67,9 @@ def test_readme_quick_start_commands_work_as_written(tmp_path: Path) -> None:
     for line in node_lines[:2]:
         done = _shell(_as_run_here(line, port), env)
         assert done.returncode == 0, done.explain()
+        if " init " in line:  # the quick start's promise: a first admin, its password printed once
+            assert re.search(r"^admin account admin \(PRV001\), password shown only this once: \S{16,}$",
+                             done.output, re.M), done.explain()
     serve = _as_run_here(node_lines[2], port) + f" --port {port}"
     server = subprocess.Popen(["bash", "-c", f"exec {serve}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, start_new_session=True)

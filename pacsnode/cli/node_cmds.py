@@ -51,10 +51,32 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
             (home / name).write_text(default_text(name), encoding="utf-8")
     node = open_node(ctx)
     problem = node.own_institution_problem()
-    node.close()
-    if problem:
-        click.echo(f"Warning: {problem}; `pacsnode serve` refuses to start until it is fixed", err=True)
-    click.echo(f"initialised {home} as {aet} on {host}:{port}" + (f" for institution {institution}" if institution else ""))
+    try:
+        if problem:
+            click.echo(f"Warning: {problem}; `pacsnode serve` refuses to start until it is fixed", err=True)
+        click.echo(f"initialised {home} as {aet} on {host}:{port}"
+                   + (f" for institution {institution}" if institution else ""))
+        if web:
+            _first_admin(node, institution, problem)
+    finally:
+        node.close()
+
+
+def _first_admin(node: Any, institution: str, problem: str) -> None:
+    """The web side's first account, its generated password shown this once (issue 15)."""
+    from pacsnode.web import users
+
+    if not institution or problem:
+        click.echo("No admin account created: it needs a known --institution; add one with "
+                   "`pacsnode user add admin --institution CODE --role admin`", err=True)
+        return
+    made = users.first_admin(node, institution)
+    if made is None:
+        click.echo("admin account kept: an active admin exists and its password is unchanged")
+        return
+    name, password = made
+    click.echo(f"admin account {name} ({institution}), password shown only this once: {password}")
+    click.echo(f"change it after your first login: pacsnode user passwd {name}")
 
 
 @main.command()
@@ -122,7 +144,9 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
         logformat.status(f"pacsnode {config.aet} listening on {config.host}:{server.port} (home {config.home}"
                          + (f", {count} workers" if count > 1 else "") + ")", config.log.format)
         if web is not None:
-            logformat.status(f"DICOMweb on http://{config.web.host}:{web.port}/dicom-web", config.log.format)
+            site = f"http://{config.web.host}:{web.port}"
+            logformat.status(f"DICOMweb on {site}/dicom-web", config.log.format)
+            logformat.status(f"workspace: {site}/patients  viewer: {site}/viewer/", config.log.format)
     while not stop.wait(0.5):
         if children and any(child.poll() is not None for child in children):
             logging.getLogger(__name__).error("a worker process exited; stopping")

@@ -136,3 +136,27 @@ def set_password(node: Node, name: str, password: str) -> None:
     store.set_password_hash(name, _HASHER.hash(password))
     store.end_sessions_of(name)
     node.audit.record("user-passwd", "done", peer_name=f"user:{name}")
+
+
+FIRST_ADMIN = "admin"
+
+
+def first_admin(node: Node, institution: str) -> tuple[str, str] | None:
+    """Create the node's first ``admin`` account with a generated password, once.
+
+    ``init`` never prompts (scripts and tests run it), so the password is generated here and
+    returned for the caller to print once; only its argon2 hash is stored. Returns None when an
+    active admin already exists (``init --force`` must not reset a password someone uses). When
+    the name ``admin`` is taken by another role or a disabled account, ``admin-2``, ``admin-3``…
+    is used instead of touching it.
+    """
+    store = WebStore(node.index)
+    accounts = store.users()
+    if any(a["role"] == "admin" and not a["disabled_at"] for a in accounts):
+        return None
+    taken = {a["name"] for a in accounts}
+    name = next(n for n in (FIRST_ADMIN, *(f"{FIRST_ADMIN}-{i}" for i in range(2, len(taken) + 3)))
+                if n not in taken)
+    password = secrets.token_urlsafe(18)  # 24 characters, 144 bits
+    add(node, name, institution, "admin", password)
+    return name, password
