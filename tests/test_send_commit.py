@@ -133,3 +133,18 @@ def test_the_report_dataset_round_trips() -> None:
     back = commit_scu._decode(raw, sending.IMPLICIT_VR_LITTLE_ENDIAN)
     assert back.TransactionUID == "1.2.3"
     assert back.FailedSOPSequence[0].FailureReason == 0x0110
+
+
+def test_send_commit_names_what_the_peer_did_not_commit_and_exits_non_zero(
+        archive: NodeProcess, node_process: Callable[..., NodeProcess]) -> None:
+    first, second = sample_files()[:2]
+    held = archive.cli("import", str(first))  # already there, delivered by someone else: not ours to commit
+    assert held.returncode == 0, held.explain()
+    sender = node_process(name="sender", aet="SENDER")
+    sender.cli("peer", "add", "archive", "--aet", "ARCHIVE", "--host", LOOPBACK, "--port", str(archive.port))
+    sent = sender.cli("send", "archive", str(first), str(second), "--commit", "--commit-timeout", "30")
+    uid = _location(first).sop_instance_uid
+    assert sent.returncode == 1, sent.explain()
+    assert "sent 2, warning 0, failed 0" in sent.stdout, sent.explain()  # the duplicate was answered Success
+    assert "committed 1, failed 1" in sent.stdout, sent.explain()
+    assert f"not committed: {uid} (0x0112 no such object instance)" in sent.stdout, sent.explain()
