@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -132,6 +133,12 @@ def test_dimse_metrics_are_summed_over_workers(tmp_path: Path) -> None:
         for path in files:  # ten associations: the kernel spreads them over both processes
             assert served.store([path]).returncode == 0
         token = _token(served, "scraper", "metrics")
+        # The other worker's count becomes visible through its metrics file; give it a moment under
+        # load (seen once: 9 of 10 right after the last storescu returned), then demand it exactly.
+        deadline = time.monotonic() + 5.0
+        while (_samples(_scrape(served, token).text).get('pacsnode_store_total{status="stored"}') != len(files)
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
         for _ in range(4):  # whichever process answers, it answers for all of them
             samples = _samples(_scrape(served, token).text)
             assert samples['pacsnode_store_total{status="stored"}'] == len(files)

@@ -130,8 +130,10 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
             "[store] accept_from = \"any\" on %s: any calling AE may store (never query or retrieve); "
             "set \"registered\" once the modalities are registered peers", config.host)
     server = DicomServer(node, reuse_port=count > 1 or worker, clean_temp=not worker)
-    server.start()
+    # The web side first: it installs the metrics observers on the node, and a worker's DIMSE
+    # listener takes associations the moment it is bound (stores before then went uncounted).
     web = _start_web(node, reuse_port=count > 1 or worker)
+    server.start()
     children = [] if worker else _spawn_workers(ctx, config.home, server.port, count - 1)
     watcher = None
     if not worker and config.qc.watch_stable:
