@@ -15,8 +15,12 @@ from pacsnode.index.sqlite import SqliteIndex
 
 def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, peer_name: str,
                  study_uid: str, detail: str) -> None:
-    """Append one audit row, stamped now (UTC), in its own write transaction."""
-    with index.write() as conn:
+    """Append one audit row, stamped now (UTC), in its own write transaction.
+
+    Without an fsync of its own (``durable=False``): the row survives a crash of the process,
+    and the next durable commit (an instance, a decision) takes it to the disk.
+    """
+    with index.write(durable=False) as conn:
         conn.execute(
             "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail) "
             "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail))
