@@ -32,6 +32,7 @@ LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
 DICOM_JSON = "application/dicom+json; charset=utf-8"
 SESSION_COOKIE = "pacsnode_session"
+FRAMES_IN_ONE_BODY = 16 << 20  # frames up to this many bytes go as one body, larger ones are streamed
 AUTH_AUDIT_INTERVAL = 10.0  # seconds between two audited 401s of one address and reason
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -221,9 +222,13 @@ class Web:
                                  "pacsnode does not transcode")
         boundary = wado.new_boundary()
         chosen = [runs[n - 1] for n in numbers]
-        return StreamingResponse(
-            wado.multipart_frames(self.node.storage.root / rows[0].path, chosen, boundary, media, syntax),
-            media_type=f'multipart/related; type="{media}"; boundary={boundary}')
+        parts = wado.multipart_frames(self.node.storage.root / rows[0].path, chosen, boundary, media, syntax)
+        content_type = f'multipart/related; type="{media}"; boundary={boundary}'
+        if sum(length for frame in chosen for _offset, length in frame) <= FRAMES_IN_ONE_BODY:
+            # A viewer asks for one frame at a time: one body read here, in the worker thread, is
+            # sent in one write; streaming it cost a thread hop per chunk, more than the read.
+            return Response(b"".join(parts), media_type=content_type)
+        return StreamingResponse(parts, media_type=content_type)
 
     def bulkdata(self, request: Request) -> Response:
         caller = self.caller(request)
