@@ -21,7 +21,10 @@ from pacsnode.recognition import Advice, DecisionInput, normalise_reasons, valid
 from pacsnode.recognition.advice import HR_ELIGIBLE
 from pacsnode.regional import Regional
 
-REPORT_GROUPS = ("institution", "modality", "item")
+REPORT_GROUPS = ("institution", "modality", "item", "month", "day", "all")
+# what a row is grouped by: a column of the shown/decision rows, or a slice of its UTC timestamp
+_GROUP_COLUMN = {"institution": "producer", "modality": "modality", "item": "item_code"}
+_TIME_SLICE = {"month": 7, "day": 10}
 
 
 @dataclass(frozen=True)
@@ -128,15 +131,14 @@ class PhysicianDesk:
         """
         if by not in REPORT_GROUPS:
             raise RecognitionError(f"--by {by!r}: use one of {', '.join(REPORT_GROUPS)}")
-        key = {"institution": "producer", "modality": "modality", "item": "item_code"}[by]
         groups: dict[str, Counter[str]] = defaultdict(Counter)
         reasons: dict[str, Counter[str]] = defaultdict(Counter)
         for row in self.store.advice_shown(since, until):
-            counts = groups[row[key] or "(unknown)"]
+            counts = groups[_group_of(row, by, "at")]
             counts["shown"] += 1
             counts["eligible_shown"] += row["status"] == HR_ELIGIBLE
         for row in self.store.decisions(since, until):
-            group = row[key] or "(unknown)"
+            group = _group_of(row, by, "decided_at")
             eligible = row["advice_status"] == HR_ELIGIBLE
             groups[group][row["decision"] + ("d" if row["decision"] == "decline" else "ed")] += 1
             if eligible:
@@ -154,6 +156,16 @@ class PhysicianDesk:
                         "recognition_rate": round(c["eligible_accept"] / decided, 4) if decided else None,
                         "rate_all": round(c["accepted"] / total, 4) if total else None})
         return out
+
+
+def _group_of(row: dict[str, Any], by: str, time_column: str) -> str:
+    """The report group of a shown-advice or decision row: a column, a month or day of its UTC
+    timestamp (the dates the ``--from``/``--to`` filters compare), or ``all`` for the total."""
+    if by == "all":
+        return "all"
+    if by in _TIME_SLICE:
+        return str(row[time_column] or "")[:_TIME_SLICE[by]] or "(unknown)"
+    return row[_GROUP_COLUMN[by]] or "(unknown)"
 
 
 def report_csv(rows: list[dict[str, Any]]) -> str:

@@ -267,8 +267,9 @@ def report() -> None:
 @report.command(name="recognition")
 @click.option("--from", "since", default=None, help="From date (YYYY-MM-DD).")
 @click.option("--to", "until", default=None, help="Until date (YYYY-MM-DD), inclusive.")
-@click.option("--by", type=click.Choice(["institution", "modality", "item"]), default="institution",
-              show_default=True)
+@click.option("--by", type=click.Choice(["institution", "modality", "item", "month", "day", "all"]),
+              default="institution", show_default=True,
+              help="Group by producing institution, modality, catalog item, UTC month or day, or all together.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 @click.pass_context

@@ -479,4 +479,7 @@ def create_app(node: Node) -> Starlette:
     from pacsnode.web import workspace
 
     routes += workspace.routes(web)  # the recognition workspace (issue 15)
+    from pacsnode.web import programme
+
+    routes += programme.routes(web)  # the programme report (issue 15 item 5)
     return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])

@@ -91,6 +91,10 @@ EN: Mapping[str, str] = {
     "qc.status.needs-fix": "needs fix", "qc.failed": "Failed checks", "qc.open": "Review",
 }
 
+from pacsnode.web.i18n_report import REPORT_EN, REPORT_ZH  # noqa: E402  (the programme report, issue 15 item 5)
+
+ZH = {**ZH, **REPORT_ZH}
+EN = {**EN, **REPORT_EN}
 CATALOGS: Mapping[str, Mapping[str, str]] = {"zh": ZH, "en": EN}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +33,7 @@ PHYSICIAN = ("physician",)
 PEER_TIMEOUT_S = 30  # scu.new_ae's connection timeout for each peer's C-FIND
 METHODS = ("signature", "e-sign", "verbal-witnessed")  # how the patient was informed (RECOGNITION.md)
 MAX_ID = 64
+LANG_RETURN_PATHS = ("/patients", "/qc", "/report")  # where the language switch may send a user back to
 # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a form POST,
 # which check_csrf refuses; same-origin still sends no Referer to another site.
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
@@ -84,9 +86,13 @@ class Workspace:
         return Response(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     def switch_language(self, request: Request) -> Response:
-        """Remember the chosen language and go back to the priors page (a fixed path: no open redirect)."""
+        """Remember the chosen language and go back to the page the switch was on when it is one of
+        ours (a fixed list of paths: no open redirect), else to the priors page."""
         lang = i18n.language(request.query_params.get("to"))
-        response = RedirectResponse("/patients", status_code=303)
+        referer = urlsplit(request.headers.get("referer", ""))
+        same_site = referer.netloc == request.headers.get("host", "")
+        back = referer.path if same_site and referer.path in LANG_RETURN_PATHS else "/patients"
+        response = RedirectResponse(back, status_code=303)
         response.set_cookie(i18n.LANG_COOKIE, lang, max_age=365 * 86400, path="/", samesite="strict", httponly=True)
         return response
 
