@@ -111,6 +111,11 @@ def test_json_twin_is_what_report_recognition_json_prints(ws: NodeProcess) -> No
                            "--to", (today + timedelta(days=1)).isoformat())  # qc report's --to is exclusive
     later = {"from": (today + timedelta(days=1)).isoformat()}  # nothing decided after today
     assert requests.get(f"{base(ws)}/api/report", params=later, cookies=office, timeout=30).json() == []
+    total = _cli_json(ws, "report", "recognition", "--by", "all")  # the new groupings, counted here
+    assert [(r["all"], r["accepted"], r["declined"], r["recognition_rate"], r["rate_all"], r["declined_by_reason"])
+            for r in total] == [("all", 1, 1, 1.0, 0.5, {"T1": 1})]
+    days = _cli_json(ws, "report", "recognition", "--by", "day")
+    assert [(r["day"], r["accepted"], r["declined"]) for r in days] == [(today.isoformat(), 1, 1)]
     whole = requests.get(f"{base(ws)}/report.json", cookies=office, timeout=30)
     assert whole.headers["content-disposition"].startswith("attachment")
     doc = whole.json()
