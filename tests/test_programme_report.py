@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from support import PACSNODE, NodeProcess
+from support import PACSNODE, REPO, NodeProcess
 from workspace_helpers import CR_CHEST, CT_HEAD, PASSWORD, audit, base, login, workspace_node
 
 pytestmark = [pytest.mark.web]
@@ -38,6 +38,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     try:
         add_user(node, "office-sun", "PRV001", "programme")
         add_user(node, "office-cty", "CTY001", "programme")
+        add_user(node, "boss-li", "PRV001", "admin")
         doctor = login(node, "dr-wang")
         shown = requests.get(f"{base(node)}/api/patients", params={"patient_id": "P0001", "issuer": "CTY001"},
                              cookies=doctor, timeout=120)
@@ -168,6 +169,8 @@ def test_only_programme_and_admin_users_of_this_institution_read_the_report(ws: 
         cookies = login(ws, user)
         for path in ("/report", "/report.csv", "/report.json", "/api/report", "/api/report/qc"):
             assert requests.get(f"{base(ws)}{path}", cookies=cookies, timeout=30).status_code == 403, (user, path)
+    admin = login(ws, "boss-li")
+    assert requests.get(f"{base(ws)}/report", cookies=admin, timeout=60).status_code == 200
     stranger = requests.get(f"{base(ws)}/report", allow_redirects=False, timeout=30)
     assert stranger.status_code == 303 and stranger.headers["location"] == "/login"
     assert requests.get(f"{base(ws)}/api/report", timeout=30).status_code == 401
@@ -175,7 +178,7 @@ def test_only_programme_and_admin_users_of_this_institution_read_the_report(ws: 
     assert {"user:dr-wang", "user:qc-zhou"} <= refused
     assert [e for e in audit(ws) if e["peer_name"] == "user:office-cty" and "has no workspace" in e["detail"]]
     shown = [e for e in audit(ws) if e["action"] == "web-report"]
-    assert shown and {e["peer_name"] for e in shown} == {"user:office-sun"}
+    assert {e["peer_name"] for e in shown} == {"user:office-sun", "user:boss-li"}
 
 
 def test_language_switch_returns_to_the_report(ws: NodeProcess) -> None:
@@ -189,3 +192,32 @@ def test_language_switch_returns_to_the_report(ws: NodeProcess) -> None:
     assert elsewhere.headers["location"] == "/patients"
     html = requests.get(f"{base(ws)}/report", cookies={**office, "pacsnode_lang": "en"}, timeout=30).text
     assert 'id="nav-report"' in html and "Mutual recognition report" in html
+
+
+# -- without a server: the pieces the page is made of -----------------------------------------------
+def test_every_message_of_the_report_page_is_in_both_catalogs() -> None:
+    from pacsnode.web import i18n
+    from pacsnode.web.i18n_report import REPORT_ZH
+
+    templates = REPO / "pacsnode" / "web" / "templates"
+    used = set(re.findall(r"t\('([a-z_.]+)'\)", (templates / "report.html").read_text(encoding="utf-8")))
+    used |= {"nav.report", "report.over_time", "report.no_decision", "report.none", "report.bad_date",
+             "report.bad_range", "report.bad_period", *(f"report.by_{by}" for by in ("institution", "modality", "item")),
+             *(f"report.period.{p}" for p in ("month", "day"))}
+    assert not used - set(i18n.ZH) and not used - set(i18n.EN), (used - set(i18n.ZH), used - set(i18n.EN))
+    assert set(REPORT_ZH) <= set(i18n.EN), "every Chinese message has its English twin"
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_defused() -> None:
+    from pacsnode.web.programme import safe_csv
+
+    got = list(csv.reader(io.StringIO(safe_csv('institution,shown\r\n=HYPERLINK("x"),1\r\n+1,2\r\n@SUM(A1),3\r\nCTY001,4\r\n'))))
+    assert got == [["institution", "shown"], ["'=HYPERLINK(\"x\")", "1"], ["'+1", "2"], ["'@SUM(A1)", "3"], ["CTY001", "4"]]
+
+
+def test_chart_labels_from_dicom_headers_cannot_inject_markup() -> None:
+    from pacsnode.web.svg_charts import Bar, bar_chart, column_chart
+
+    hostile = '</text><script>alert(1)</script><text x="'
+    for chart in (bar_chart("c", "t", [Bar(hostile, 0.5, "50%")], 1.0), column_chart("c", "t", [Bar(hostile, None, "")])):
+        assert "<script" not in chart and "&lt;script&gt;" in chart
