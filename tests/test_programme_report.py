@@ -72,6 +72,10 @@ def _cells(html: str, table: str, group: str) -> dict[str, str]:
     return {m[0]: m[1].strip() for m in re.findall(r'<td class="([a-z-]+)">(.*?)</td>', row.group(1), re.S)}
 
 
+def _pct_of(accepted: int, not_accepted: int) -> str:
+    return f"{100 * accepted / (accepted + not_accepted):.1f}%"
+
+
 def test_report_page_shows_the_rate_the_decisions_make_with_svg_charts(ws: NodeProcess) -> None:
     office = login(ws, "office-sun")
     page = requests.get(f"{base(ws)}/report", cookies=office, timeout=60)
@@ -88,7 +92,8 @@ def test_report_page_shows_the_rate_the_decisions_make_with_svg_charts(ws: NodeP
     month = datetime.now(timezone.utc).strftime("%Y-%m")
     assert _cells(html, "by-month", month)["rate-all"] == "50.0%"
     assert re.search(r'<tr class="reason" data-code="T1">.*?<td class="count">1</td>', html, re.S)
-    assert _cells(html, "qc", "PRV001")["qc-rejected"] == "1"  # the rejected PRV001 CT head
+    qc_prv = _cells(html, "qc", "PRV001")  # the rejected PRV001 CT head
+    assert qc_prv["qc-rejected"] == "1" and qc_prv["pass-rate"] == _pct_of(int(qc_prv["qc-accepted"]), 1)
     charts = re.findall(r'<svg [^>]*id="(chart-[a-z]+)"', html)
     assert charts == ["chart-month", "chart-institution", "chart-modality", "chart-item", "chart-reasons", "chart-qc"]
     bar = re.search(r'<svg [^>]*id="chart-institution".*?</svg>', html, re.S)

@@ -207,7 +207,10 @@ def test_physician_decides_on_priors_of_two_nodes_report_shows_the_rate_qc_rejec
             assert not _county_sees(region, PRV_MR), "a study rejected in QC must vanish from the peer's C-FIND"
 
             office.goto(f"{origin}/report")
-            assert _cell(office, "qc", "PRV001", "qc-rejected") == "1"
+            # the provincial node's 4 studies were accepted on import; one of them is now rejected: 3 of 4
+            assert [_cell(office, "qc", "PRV001", c) for c in ("qc-accepted", "qc-rejected", "pass-rate")] == \
+                ["3", "1", "75.0%"]
+            assert office.query_selector('svg#chart-qc g.bar[data-label^="PRV001"]').get_attribute("data-value") == "0.75"
             office.screenshot(path=str(SHOTS / "08-report-after-qc.png"), full_page=True)
         finally:
             browser.close()

@@ -126,6 +126,14 @@ def safe_csv(text: str) -> str:
     return out.getvalue()
 
 
+def review_pass_rate(group: dict[str, Any]) -> float | None:
+    """Accepted of the studies a reviewer decided (accepted, rejected, needs-fix) in one ``qc report``
+    group: what the office calls the QC pass rate. ``pass_rate`` there counts automatic checks only,
+    so a study a reviewer rejected for motion would not lower it."""
+    reviewed = group["accepted"] + group["rejected"] + group["needs_fix"]
+    return round(group["accepted"] / reviewed, 4) if reviewed else None
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -204,12 +212,12 @@ class ProgrammePages:
                             "chart": bar_chart("chart-reasons", t("report.declines"),
                                                [Bar(f"{c} {t('reason.' + c)}", n, str(n)) for c, n in reasons],
                                                None, t("report.none"))}
-        qc_rows = [{**r, "label": self._label("institution", str(r["institution"]), lang)}
-                   for r in data["qc"]["groups"]]
+        qc_rows = [{**r, "label": self._label("institution", str(r["institution"]), lang),
+                    "review_pass_rate": review_pass_rate(r)} for r in data["qc"]["groups"]]
         views["qc"] = {"rows": qc_rows,
                        "chart": bar_chart("chart-qc", t("report.qc"),
-                                          [Bar(r["label"], r["pass_rate"], _pct(r["pass_rate"])) for r in qc_rows],
-                                          1.0, t("report.none"))}
+                                          [Bar(r["label"], r["review_pass_rate"], _pct(r["review_pass_rate"]))
+                                           for r in qc_rows], 1.0, t("report.none"))}
         return views
 
     # -- downloads and JSON twins --------------------------------------------------------
@@ -264,7 +272,8 @@ class ProgrammePages:
             audit_refusal(self.ws.web, request, user.name, f"qc report by {by[:20]!r}")
             raise HttpError(400, f"by {by[:20]!r}: use one of {', '.join(QC_GROUPS)}")
         self._audit(user, f"api-qc:{by}", filters)
-        return JSONResponse(self.node.qc.report(filters.since, filters.until, by), headers={"Cache-Control": "no-store"})
+        return JSONResponse(self.node.qc.report(filters.since, filters.until, by),
+                            headers={"Cache-Control": "no-store"})
 
 
 def _query(filters: Filters) -> str:
