@@ -168,15 +168,22 @@ def orthanc_binary() -> str | None:
 
 @contextlib.contextmanager
 def orthanc_server(modalities: dict[str, list[object]] | None = None,
-                   extra: dict[str, object] | None = None) -> Iterator[tuple[int, int]]:
-    """Orthanc with its own config on free ports; yields (dicom_port, http_port)."""
+                   extra: dict[str, object] | None = None,
+                   data_dir: Path | None = None) -> Iterator[tuple[int, int]]:
+    """Orthanc with its own config on free ports; yields (dicom_port, http_port).
+
+    ``data_dir``: keep Orthanc's storage and index there (created if missing) instead of a
+    temporary folder, so a long load (100k studies through REST, ~8 min) is reused by later runs.
+    """
     binary = orthanc_binary()
     if binary is None:
         raise RuntimeError("Orthanc is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
+    db = tmp / "db" if data_dir is None else Path(data_dir).resolve()
+    db.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     config = {
-        "Name": "bench", "StorageDirectory": str(tmp / "db"), "IndexDirectory": str(tmp / "db"),
+        "Name": "bench", "StorageDirectory": str(db), "IndexDirectory": str(db),
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "DicomModalities": modalities or {}, "Plugins": [],
         "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True,

@@ -2,6 +2,7 @@
 
 Usage: python -m bench.query [--quick] [--sizes N,N,...] [--orthanc-sizes N,N,...] [--[no-]million]
                              [--orthanc-budget SECONDS] [--runs R] [--move-count N] [--move-runs R]
+                             [--orthanc-data DIR]
 
 Default: pacsnode 10k and 100k studies (plus the Orthanc sizes, for side-by-side rows), then
 1M instances (10 per study); Orthanc 5k and 20k. ``--quick``: pacsnode 2k and 10k, Orthanc 2k.
@@ -13,7 +14,10 @@ servers in the same order, so at a common size both hold exactly the same studie
   ``InstanceFacts`` + ``StoredFile``; C-FIND never opens the files, so none are written);
 * Orthanc: tiny generated DICOM files POSTed to ``/instances`` by a thread pool (it has no
   faster public way in); a size whose projected load time passes ``--orthanc-budget`` is
-  skipped, and the notes say so.
+  skipped, and the notes say so. ``--orthanc-data DIR`` keeps Orthanc's storage and index in
+  DIR and records there how many of the synthetic studies it holds (``bench-studies.txt``): a
+  later run reuses them and loads only the rest (100k studies take ~8 min through REST). A size
+  smaller than what DIR holds has no Orthanc column (the data would differ).
 
 At each size pacsnode is restarted (its start-up time, ``serve`` until the port accepts, is
 measured there, median of 3 in full mode), then for each query both servers answer ``--runs``
@@ -184,6 +188,20 @@ def load_orthanc(http_port: int, start: int, end: int, workers: int = 8) -> floa
     return time.perf_counter() - began
 
 
+LOADED_MARK = "bench-studies.txt"  # in --orthanc-data: how many of study(0..) Orthanc holds
+
+
+def orthanc_loaded(data_dir: Path | None) -> int:
+    """How many synthetic studies (``study(0)``, ``study(1)``, ...) a kept Orthanc data folder holds."""
+    mark = data_dir / LOADED_MARK if data_dir is not None else None
+    return int(mark.read_text()) if mark is not None and mark.is_file() else 0
+
+
+def mark_orthanc_loaded(data_dir: Path | None, count: int) -> None:
+    if data_dir is not None:
+        (data_dir / LOADED_MARK).write_text(str(count))
+
+
 def rest(http_port: int, method: str, path: str, body: Any = None) -> Any:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{http_port}{path}", data=data, method=method)
@@ -194,11 +212,15 @@ def rest(http_port: int, method: str, path: str, body: Any = None) -> Any:
 
 # -- pacsnode -------------------------------------------------------------------------------------
 def set_toml(home: Path, key: str, value: str) -> None:
-    """Set ``key = value`` in the pacsnode.toml ``init`` wrote (every key is written there once)."""
+    """Set ``key = value`` in the pacsnode.toml ``init`` wrote: in the first section that has it.
+
+    ``[query]`` comes before ``[web]``, which has a ``max_results`` of its own (QIDO's).
+    """
     path = home / "pacsnode.toml"
-    text, count = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", f"{key} = {value}", path.read_text(encoding="utf-8"))
+    text, count = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", f"{key} = {value}", path.read_text(encoding="utf-8"),
+                          count=1)
     if count != 1:
-        raise RuntimeError(f"{key} not found once in {path}")
+        raise RuntimeError(f"{key} not found in {path}")
     path.write_text(text, encoding="utf-8")
 
 
@@ -333,16 +355,16 @@ class Results:
 
 
 @contextmanager
-def maybe_orthanc(enabled: bool) -> Iterator[tuple[int, int] | None]:
+def maybe_orthanc(enabled: bool, data_dir: Path | None = None) -> Iterator[tuple[int, int] | None]:
     if not enabled:
         yield None
         return
-    with orthanc_server() as ports:
+    with orthanc_server(data_dir=data_dir) as ports:
         yield ports
 
 
 def run(sizes: list[int], orthanc_sizes: list[int], runs: int, budget: float, million: bool,
-        move_files: list[Path], move_runs: int, startup_repeat: int) -> Results:
+        move_files: list[Path], move_runs: int, startup_repeat: int, orthanc_data: Path | None = None) -> Results:
     """Load both servers size by size, measuring at each checkpoint (see the module docstring)."""
     out = Results()
     checkpoints = sorted(set(sizes) | {s for s in orthanc_sizes if s <= max(sizes)})
@@ -353,7 +375,7 @@ def run(sizes: list[int], orthanc_sizes: list[int], runs: int, budget: float, mi
     try:
         home, port = tmp / "home", free_port()
         init_home(home, port)
-        with maybe_orthanc(have_orthanc) as orthanc, storescp_server() as scp_port:
+        with maybe_orthanc(have_orthanc, orthanc_data) as orthanc, storescp_server() as scp_port:
             cli(home, "peer", "add", "storescp", "--aet", "STORESCP", "--host", "127.0.0.1", "--port",
                 str(scp_port), "--institution", INSTITUTION)
             if move_files:
@@ -363,7 +385,10 @@ def run(sizes: list[int], orthanc_sizes: list[int], runs: int, budget: float, mi
                                                                  "Port": scp_port})
                 for path in move_files:
                     rest(orthanc[1], "POST", "/instances", path.read_bytes())
-            ours_loaded = ours_spent = theirs_loaded = theirs_spent = 0.0
+            ours_loaded = ours_spent = theirs_spent = 0.0
+            theirs_loaded = kept = float(orthanc_loaded(orthanc_data))
+            if kept:
+                out.notes.append(f"Orthanc: {kept:,.0f} studies already in {orthanc_data} (--orthanc-data)")
             for n, size in enumerate(checkpoints):
                 ours_spent += load_pacsnode(home / "index.sqlite", int(ours_loaded), size)
                 ours_loaded = size
@@ -371,15 +396,19 @@ def run(sizes: list[int], orthanc_sizes: list[int], runs: int, budget: float, mi
                                  f"({size / ours_spent:.0f} studies/s, straight into the index)")
                 servers: list[Server] = [("pacsnode", port, "PACSNODE")]
                 if orthanc and size in orthanc_sizes:
-                    rate = theirs_loaded / theirs_spent if theirs_spent else None
-                    if rate and theirs_spent + (size - theirs_loaded) / rate > budget:
+                    rate = (theirs_loaded - kept) / theirs_spent if theirs_spent else None
+                    if theirs_loaded > size:
+                        out.notes.append(f"Orthanc: {size:,} studies skipped, {orthanc_data} holds more")
+                    elif rate and theirs_spent + (size - theirs_loaded) / rate > budget:
                         out.notes.append(f"Orthanc: {size:,} studies skipped, loading at {rate:.0f} studies/s "
                                          f"would pass the {budget:.0f} s budget (--orthanc-budget)")
                     else:
-                        theirs_spent += load_orthanc(orthanc[1], int(theirs_loaded), size)
+                        if size > theirs_loaded:
+                            theirs_spent += load_orthanc(orthanc[1], int(theirs_loaded), size)
+                            out.notes.append(f"Orthanc: {size - kept:,.0f} studies loaded through REST in "
+                                             f"{theirs_spent:.0f} s ({(size - kept) / theirs_spent:.0f} studies/s)")
                         theirs_loaded = size
-                        out.notes.append(f"Orthanc: {size:,} studies loaded through REST in {theirs_spent:.0f} s "
-                                         f"({size / theirs_spent:.0f} studies/s)")
+                        mark_orthanc_loaded(orthanc_data, size)
                         servers.append(("Orthanc", orthanc[0], "ORTHANC"))
                 label = f"{size:,}"
                 out.startups[label] = startup_time(home, port, startup_repeat)
@@ -448,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=None, help="findscu runs per query (median)")
     parser.add_argument("--move-count", type=int, default=200, help="instances in the C-MOVE study (0: skip)")
     parser.add_argument("--move-runs", type=int, default=3)
+    parser.add_argument("--orthanc-data", type=Path, default=None,
+                        help="keep Orthanc's data in DIR and reuse the studies it already holds")
     args = parser.parse_args(argv)
     quick = args.quick
     sizes = [int(s) for s in (args.sizes or ("2000,10000" if quick else "10000,100000")).split(",")]
@@ -457,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.runs or (3 if quick else 5)
     started = time.perf_counter()
     move_files = ct_corpus(args.move_count) if args.move_count else []
-    out = run(sizes, orthanc_sizes, runs, budget, million, move_files, args.move_runs, 1 if quick else 3)
+    out = run(sizes, orthanc_sizes, runs, budget, million, move_files, args.move_runs, 1 if quick else 3,
+              args.orthanc_data)
     out.notes.append(f"total bench time {time.perf_counter() - started:.0f} s")
     report(out, runs, move_files, args.move_runs)
 

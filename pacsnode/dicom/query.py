@@ -284,7 +284,8 @@ def _tag_of(keyword: str) -> BaseTag:
     return Tag(tag) if tag is not None else Tag(int(keyword, 16))
 
 
-def _element(key: QueryKey, value: Any) -> DataElement:
+def response_tag_vr(key: QueryKey) -> tuple[BaseTag, str]:
+    """The tag and VR a response element for ``key`` is written with (the dictionary's, when unsure)."""
     tag = _tag_of(key.keyword)
     vr = key.vr
     if vr in ("", "UN") or " or " in vr:
@@ -294,11 +295,25 @@ def _element(key: QueryKey, value: Any) -> DataElement:
             vr = "UN"
     if " or " in vr:
         vr = vr.split(" or ")[0]
-    if vr == "SQ":
-        return DataElement(tag, "SQ", DicomSequence(_items(key, value)))
+    return tag, vr
+
+
+def response_value(key: QueryKey, tag: BaseTag, vr: str, value: Any) -> Any:
+    """The value a response element for ``key`` holds (not SQ): None when empty, a list when multi-valued.
+
+    A private creator the index knows nothing of echoes the request's value, so that a
+    private block stays readable.
+    """
     if value is None and _is_private_creator(tag):
         value = key.value
-    return DataElement(tag, vr, _value(value, vr))
+    return _value(value, vr)
+
+
+def _element(key: QueryKey, value: Any) -> DataElement:
+    tag, vr = response_tag_vr(key)
+    if vr == "SQ":
+        return DataElement(tag, "SQ", DicomSequence(_items(key, value)))
+    return DataElement(tag, vr, response_value(key, tag, vr, value))
 
 
 def _is_private_creator(tag: BaseTag) -> bool:

@@ -14,15 +14,16 @@ remembers which FIND SOP classes agreed to combined date-time matching).
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pydicom.dataset import Dataset
 
 from pacsnode.dicom.private_hr import hr_block_byte, write_hr_block
 from pacsnode.dicom.query import build_response, model_for_sop_class, parse_identifier
+from pacsnode.dicom.response_bytes import ResponseEncoder
 from pacsnode.dimse import statuses
 from pacsnode.errors import PacsnodeError
-from pacsnode.model import Caller
+from pacsnode.model import Caller, Query
 from pacsnode.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -80,24 +81,61 @@ def find_failure(exc: BaseException) -> tuple[int, str]:
 
 def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
                 combined_datetime: bool) -> Iterator[Dataset]:
-    """The response identifiers of one C-FIND request, one per match.
+    """The response identifiers of one C-FIND request, one per match, as pydicom Datasets.
 
-    The core of the C-FIND service (``services.find``, streamed by ``lean_find``): parse
-    the identifier for the SOP class's model, ask ``Node.find`` (which checks access and
-    audits), build each response, add the PACSNODE HR block when the identifier asks for it.
-    Raises what they raise; ``find_failure`` maps it to a status.
+    The core of the C-FIND service: parse the identifier for the SOP class's model, ask
+    ``Node.find`` (which checks access and audits), build each response, add the PACSNODE HR
+    block when the identifier asks for it. Raises what they raise; ``find_failure`` maps it
+    to a status. ``answer_find_encoded`` is the same answer as bytes, for the wire.
     """
+    query, hr_block, matches, hr = _matches(node, identifier, sop_class, caller, combined_datetime)
+    for match in matches:
+        yield response_dataset(query, node.config.aet, match, hr_block, _hr_of(match, hr_block, hr))
+    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, len(matches))
+
+
+def answer_find_encoded(node: Node, identifier: Dataset, sop_class: str, caller: Caller, combined_datetime: bool,
+                        implicit_vr: bool, little_endian: bool,
+                        encode: Callable[[Dataset], bytes]) -> Iterator[bytes]:
+    """``answer_find`` as encoded identifiers (before any deflate): what ``lean_find`` sends.
+
+    Each match is written straight from its index row by ``ResponseEncoder`` (no Dataset);
+    a match it does not write (a sequence key, an unusual character set or value) is built
+    as ``answer_find`` builds it and encoded by ``encode``: the bytes are the same either way.
+    """
+    query, hr_block, matches, hr = _matches(node, identifier, sop_class, caller, combined_datetime)
+    encoder = ResponseEncoder(query, node.config.aet, hr_block, implicit_vr=implicit_vr,
+                              little_endian=little_endian)
+    for match in matches:
+        values = _hr_of(match, hr_block, hr)
+        data = encoder.encode(match, values)
+        yield data if data is not None else encode(response_dataset(query, node.config.aet, match, hr_block, values))
+    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, len(matches))
+
+
+def _matches(node: Node, identifier: Dataset, sop_class: str, caller: Caller, combined_datetime: bool
+             ) -> tuple[Query, int | None, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The parsed query, the HR block byte asked for, the matches and their HR values."""
     query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
                              case_insensitive_pn=not node.config.query.case_sensitive_pn)
     hr_block = hr_block_byte(identifier)
     matches = list(node.find(query, caller))
     hr = {} if hr_block is None else node.hr_values_many(  # one batch for all matches, not queries per match
         [str(m["_study_uid"]) for m in matches if m.get("_study_uid")], caller)
-    count = 0
-    for match in matches:
-        response = build_response(query, match, node.config.aet)
-        if hr_block is not None and match.get("_study_uid"):
-            write_hr_block(response, hr_block, hr[str(match["_study_uid"])])
-        count += 1
-        yield response
-    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
+    return query, hr_block, matches, hr
+
+
+def _hr_of(match: Mapping[str, Any], hr_block: int | None, hr: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The HR values for one match's response (None: not asked, or not a study-bound match)."""
+    study_uid = match.get("_study_uid")
+    return hr[str(study_uid)] if hr_block is not None and study_uid else None
+
+
+def response_dataset(query: Query, retrieve_aet: str, match: Mapping[str, Any], hr_block: int | None,
+                     hr_values: Mapping[str, Any] | None) -> Dataset:
+    """One response identifier as a pydicom Dataset: the reference the byte encoder is held to."""
+    response = build_response(query, match, retrieve_aet)
+    if hr_block is not None and hr_values is not None:
+        write_hr_block(response, hr_block, dict(hr_values))
+    return response
+
