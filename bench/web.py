@@ -11,6 +11,13 @@ at ingest) and uploaded to Orthanc (REST ``/instances``) with its DICOMweb plugi
   100k studies, the default here is 2,000 to keep a run in minutes: pass ``--studies 100000`` for it);
 - STOW-RS of 0.5 MB CT instances (10 per request) against pacsnode's own C-STORE rate of the same files
   into a fresh home with storescu (target ≥ 0.8).
+
+``--qido-only --studies 100000`` measures the QIDO target alone at the issue's size, on the synthetic
+region of ``bench.query`` (two one-instance studies per patient): pacsnode's index is loaded directly
+(``bench.query.load_pacsnode``), Orthanc through REST. Loading takes long (Orthanc ~8 min per 100k on an
+idle machine), so ``--orthanc-data DIR`` keeps Orthanc's data (the same folder ``bench.query
+--orthanc-data`` fills: one load serves both benches) and ``--pacsnode-data DIR`` keeps a copy of the
+loaded index; later runs reuse both. Requests alternate between the servers (median of ``--runs``).
 """
 
 from __future__ import annotations
@@ -233,12 +240,85 @@ def run(series_size: int, studies: int, stow_count: int) -> list[list[object]]:
     return rows
 
 
+def load_pacsnode_copy(index_path: Path, studies: int, kept: Path | None) -> str:
+    """Fill ``index_path`` with ``studies`` synthetic studies, from the kept copy when it has them."""
+    import sqlite3
+
+    from bench.query import LOADED_MARK, load_pacsnode
+
+    mark = kept / LOADED_MARK if kept is not None else None
+    if kept is not None and mark is not None and mark.is_file() and int(mark.read_text()) == studies:
+        with sqlite3.connect(kept / "index.sqlite") as source, sqlite3.connect(index_path) as target:
+            source.backup(target)
+        return f"pacsnode: {studies:,} studies copied from {kept} (--pacsnode-data)"
+    seconds = load_pacsnode(index_path, 0, studies)
+    if kept is not None and mark is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(index_path) as source, sqlite3.connect(kept / "index.sqlite") as target:
+            source.backup(target)
+        mark.write_text(str(studies))
+    return f"pacsnode: {studies:,} studies loaded into the index in {seconds:.0f} s"
+
+
+def run_qido(studies: int, runs: int, orthanc_data: Path | None, pacsnode_data: Path | None,
+             fsync: bool = True) -> list[list[object]]:
+    """The QIDO target alone at ``studies`` studies (see the module docstring); prints what was loaded.
+
+    ``fsync`` is pacsnode's ``[store] fsync``: with it (the default) every audit row, one per
+    QIDO request, is on disk before the answer leaves.
+    """
+    from bench.query import load_orthanc, mark_orthanc_loaded, orthanc_loaded, set_toml, study
+
+    node = PacsnodeWeb()
+    set_toml(node.home, "fsync", "true" if fsync else "false")
+    print(load_pacsnode_copy(node.home / "index.sqlite", studies, pacsnode_data))
+    node.start()
+    extra = {"Plugins": [PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+    try:
+        with orthanc_server(extra=extra, data_dir=orthanc_data) as (_dicom_port, orthanc_http):
+            held = orthanc_loaded(orthanc_data)
+            if held > studies:
+                raise SystemExit(f"{orthanc_data} holds {held:,} studies, more than --studies {studies:,}")
+            if held < studies:
+                seconds = load_orthanc(orthanc_http, held, studies)
+                mark_orthanc_loaded(orthanc_data, studies)
+                print(f"Orthanc: {studies - held:,} studies loaded through REST in {seconds:.0f} s")
+            else:
+                print(f"Orthanc: {studies:,} studies already in {orthanc_data} (--orthanc-data)")
+            orthanc = f"http://127.0.0.1:{orthanc_http}/dicom-web"
+            qido = f"/studies?PatientID={study(studies // 2)['patient_id']}"
+            ours_h: dict[str, str] = node.headers()
+            for _ in range(3):  # warm up both
+                timed("GET", node.root + qido, ours_h), timed("GET", orthanc + qido, {})
+            ours_t: list[float] = []
+            theirs_t: list[float] = []
+            for _ in range(runs):  # alternating: a load spike on this shared machine hits both
+                ours_t.append(timed("GET", node.root + qido, ours_h))
+                theirs_t.append(timed("GET", orthanc + qido, {}))
+            ours, theirs = median(ours_t), median(theirs_t)
+    finally:
+        node.stop()
+    return [[f"QIDO studies by PatientID, {studies:,} studies, fsync={str(fsync).lower()} (ms)", f"{ours * 1000:.1f}", f"{theirs * 1000:.1f}",
+             ratio(ours, theirs), "≤ 0.5"]]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.web")
     parser.add_argument("--quick", action="store_true", help="120-instance series, 500 studies, 40 STOW instances")
     parser.add_argument("--studies", type=int, default=None)
     parser.add_argument("--series-size", type=int, default=None)
+    parser.add_argument("--qido-only", action="store_true", help="only the QIDO target, on bench.query's region")
+    parser.add_argument("--runs", type=int, default=50, help="QIDO requests per server with --qido-only (median)")
+    parser.add_argument("--orthanc-data", type=Path, default=None, help="keep/reuse Orthanc's data (--qido-only)")
+    parser.add_argument("--pacsnode-data", type=Path, default=None, help="keep/reuse the loaded index (--qido-only)")
+    parser.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True,
+                        help="pacsnode's [store] fsync with --qido-only (default: as shipped, true)")
     args = parser.parse_args(argv)
+    if args.qido_only:
+        rows = run_qido(args.studies or 100_000, args.runs, args.orthanc_data, args.pacsnode_data, args.fsync)
+        print_table("QIDO-RS: pacsnode against Orthanc + orthanc-dicomweb (same run, same data)",
+                    ["measure", "pacsnode", "Orthanc", "ratio", "target"], rows)
+        return
     series_size = args.series_size or (120 if args.quick else 600)
     studies = args.studies or (500 if args.quick else 2000)
     stow_count = 40 if args.quick else 100

@@ -325,11 +325,13 @@ class Node:
         return found[0], series
 
     # -- query/retrieve ------------------------------------------------------------------
-    def find(self, query: Query, caller: Caller, page_limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def find(self, query: Query, caller: Caller, page_limit: int | None = None,
+             page_offset: int = 0) -> Iterator[dict[str, Any]]:
         """C-FIND matches for ``caller``: one dict per matching entity (see index.matching.find).
 
         ``page_limit`` (QIDO-RS paging) returns at most that many + 1 matches in order instead
-        of refusing a query with more than ``[query] max_results``.
+        of refusing a query with more than ``[query] max_results``, after skipping the first
+        ``page_offset`` matches the caller may see (in SQL, not in Python).
         """
         from pacsnode.index import matching
 
@@ -340,6 +342,7 @@ class Node:
             matches = list(matching.find(self.index, query, allowed_study_uids=allowed,
                                          limit=self.config.query.max_results if page_limit is None else page_limit,
                                          truncate=page_limit is not None,
+                                         offset=page_offset if page_limit is not None else 0,
                                          hide_rejected=not self.regional.is_local(caller)))
         except PacsnodeError as exc:
             self._audit_caller(caller, "find", "refused", detail={"keys": query_keys(query), "reason": str(exc)})

@@ -115,6 +115,23 @@ def test_hidden_study_equals_absent_for_another_institution(access_node: Any) ->
     assert any(e["action"] == "find" and "studies_withheld" in json.dumps(e) for e in events)
 
 
+def test_a_hidden_study_never_fills_a_qido_page(access_node: Any) -> None:
+    """limit/offset page in SQL after the access filter: no offset lets a withheld study through."""
+    node, _study, local = access_node
+    outsider = create_token(node, "outsider-pages", "PVT001")
+    context = "&".join(f"{k}={v}" for k, v in WANG.items())
+    seen = get(node, f"/studies?{context}", local).json()
+    assert seen  # the study is there, for its own institution
+    for offset in range(len(seen) + 2):
+        for limit in (1, 2, 1000):
+            page = get(node, f"/studies?{context}&limit={limit}&offset={offset}", outsider)
+            assert page.status_code == 204 and not page.content, (limit, offset)
+        mine = get(node, f"/studies?{context}&limit=1&offset={offset}", local)
+        assert (mine.json() if mine.status_code == 200 else []) == seen[offset:offset + 1]
+    events = [e for e in _audit(node) if e["peer_name"] == "token:outsider-pages" and e["action"] == "find"]
+    assert events and all("studies_withheld" in json.dumps(e) for e in events)
+
+
 def test_token_for_a_peer_takes_its_institution_and_no_more_than_its_permissions(access_node: Any) -> None:
     node, study, _ = access_node
     added = node.cli("peer", "add", "county", "--aet", "CTY_PACS", "--host", "127.0.0.1", "--port", "104",

@@ -48,6 +48,8 @@ _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN
 _EXPLICIT_SHORT = struct.Struct("<HH2sH")
 _EXPLICIT_LONG = struct.Struct("<HH2s2xL")
 _IMPLICIT = struct.Struct("<HHL")
+_LENGTH_SHORT, _LENGTH_LONG = struct.Struct("<H"), struct.Struct("<L")
+_PLAIN_TEXT_VRS = _CHARSET_VRS | _ASCII_VRS | frozenset(_NUMBER_TEXT)
 _SPECIFIC_CHARACTER_SET, _QUERY_RETRIEVE_LEVEL, _RETRIEVE_AE_TITLE = 0x00080005, 0x00080052, 0x00080054
 
 
@@ -84,15 +86,83 @@ class ResponseEncoder:
             keys.append(QueryKey(unique, "UI" if query.level is not Level.PATIENT else "LO"))
         self.slots = [_Slot(key, tag, vr) for key, (tag, vr) in ((k, response_tag_vr(k)) for k in keys)]
         self.supported = little_endian and all(slot.vr != "SQ" for slot in self.slots)
+        self.plain = self._plain_plan(retrieve_aet) if self.supported and hr_block is None else None
 
     def encode(self, match: Mapping[str, Any], hr_values: Mapping[str, Any] | None = None) -> bytes | None:
         """The response for ``match`` (with ``hr_values`` when the block was asked), or None for pydicom."""
         if not self.supported:
             return None
+        if self.plain is not None:
+            data = self._encode_plain(match)
+            if data is not None:
+                return data
         try:
             return self._encode(match, hr_values)
         except _Unsupported:
             return None
+
+    # -- the plain case: every value ASCII text or a small integer, no HR block ------------------------
+    def _plain_plan(self, retrieve_aet: str) -> list[tuple[bytes | None, str, str, bytes]] | None:
+        """(constant bytes, or None and keyword, VR, header prefix) per element in tag order, or None.
+
+        A response whose values are all ASCII (the common case) has no Specific Character Set
+        and the same elements in the same order for every match: only the values change.
+        """
+        if not retrieve_aet.isascii() or any(_is_creator(int(s.tag)) for s in self.slots):
+            return None
+        entries: dict[int, tuple[bytes | None, str, str, bytes]] = {}
+        for tag, (vr, value) in self.fixed.items():
+            entries[tag] = (self._element(tag, vr, _raw(vr, value, "ascii")), "", vr, b"")
+        for slot in self.slots:
+            tag = int(slot.tag)
+            if tag in entries or not (slot.vr in _PLAIN_TEXT_VRS or slot.vr in _INTEGERS):
+                return None
+            entries[tag] = (None, slot.key.keyword, slot.vr, self._prefix(tag, slot.vr))
+        return [entries[tag] for tag in sorted(entries)]
+
+    def _encode_plain(self, match: Mapping[str, Any]) -> bytes | None:
+        """The response when every value is ASCII text or a US/UL integer; None to take the general way."""
+        parts: list[bytes] = []
+        long_length = self.implicit_vr
+        for constant, keyword, vr, prefix in self.plain:  # type: ignore[union-attr]
+            if constant is not None:
+                parts.append(constant)
+                continue
+            value = match.get(keyword)
+            if value is None or value == "":
+                raw = b""
+            elif type(value) is str and value.isascii() and vr not in _NUMBER_TEXT:
+                raw = value.encode("ascii")
+            elif type(value) is int and vr in _INTEGERS:
+                packer, top = _INTEGERS[vr]
+                if not 0 <= value <= top:
+                    return None
+                raw = packer.pack(value)
+            elif type(value) is int and vr in _NUMBER_TEXT:
+                raw = str(value).encode("ascii")
+            else:
+                return None
+            if len(raw) % 2:
+                raw += b"\0" if vr == "UI" else b" "
+            if long_length or vr in _LONG_VRS:
+                parts += (prefix, _LENGTH_LONG.pack(len(raw)), raw)
+            elif len(raw) <= 0xFFFF:
+                parts += (prefix, _LENGTH_SHORT.pack(len(raw)), raw)
+            else:
+                return None
+        return b"".join(parts)
+
+    def _prefix(self, tag: int, vr: str) -> bytes:
+        """The element header before its length: tag, and in explicit VR the VR (and 2 reserved bytes)."""
+        head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+        if self.implicit_vr:
+            return head
+        return head + vr.encode("ascii") + (b"\0\0" if vr in _LONG_VRS else b"")
+
+    def _element(self, tag: int, vr: str, raw: bytes) -> bytes:
+        parts: list[bytes] = []
+        self._write(parts, tag, vr, raw)
+        return b"".join(parts)
 
     def _encode(self, match: Mapping[str, Any], hr_values: Mapping[str, Any] | None) -> bytes:
         elements: dict[int, tuple[str, Any]] = dict(self.fixed)
@@ -151,6 +221,11 @@ class ResponseEncoder:
         else:
             raise _Unsupported("a value too long for a short explicit VR length")
         parts.append(raw)
+
+
+def _is_creator(tag: int) -> bool:
+    """A private creator element: its value is echoed from the request when the index has none."""
+    return (tag >> 16) % 2 == 1 and 0x0010 <= (tag & 0xFFFF) <= 0x00FF
 
 
 def _raw(vr: str, value: Any, encoding: str) -> bytes:

@@ -14,7 +14,7 @@ remembers which FIND SOP classes agreed to combined date-time matching).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from pydicom.dataset import Dataset
 
@@ -89,9 +89,11 @@ def answer_find(node: Node, identifier: Dataset, sop_class: str, caller: Caller,
     to a status. ``answer_find_encoded`` is the same answer as bytes, for the wire.
     """
     query, hr_block, matches, hr = _matches(node, identifier, sop_class, caller, combined_datetime)
+    count = 0
     for match in matches:
+        count += 1
         yield response_dataset(query, node.config.aet, match, hr_block, _hr_of(match, hr_block, hr))
-    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, len(matches))
+    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
 
 
 def answer_find_encoded(node: Node, identifier: Dataset, sop_class: str, caller: Caller, combined_datetime: bool,
@@ -106,22 +108,30 @@ def answer_find_encoded(node: Node, identifier: Dataset, sop_class: str, caller:
     query, hr_block, matches, hr = _matches(node, identifier, sop_class, caller, combined_datetime)
     encoder = ResponseEncoder(query, node.config.aet, hr_block, implicit_vr=implicit_vr,
                               little_endian=little_endian)
+    count = 0
     for match in matches:
         values = _hr_of(match, hr_block, hr)
         data = encoder.encode(match, values)
+        count += 1
         yield data if data is not None else encode(response_dataset(query, node.config.aet, match, hr_block, values))
-    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, len(matches))
+    LOGGER.info("C-FIND %s level: %d match(es)", query.level.value, count)
 
 
 def _matches(node: Node, identifier: Dataset, sop_class: str, caller: Caller, combined_datetime: bool
-             ) -> tuple[Query, int | None, list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The parsed query, the HR block byte asked for, the matches and their HR values."""
+             ) -> tuple[Query, int | None, Iterable[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The parsed query, the HR block byte asked for, the matches and their HR values.
+
+    The matches stay an iterator (responses go out as the node yields them) unless the HR
+    block is asked for: then every study UID is needed first, for one batch of advice.
+    """
     query = parse_identifier(identifier, model_for_sop_class(sop_class), combined_datetime=combined_datetime,
                              case_insensitive_pn=not node.config.query.case_sensitive_pn)
     hr_block = hr_block_byte(identifier)
-    matches = list(node.find(query, caller))
-    hr = {} if hr_block is None else node.hr_values_many(  # one batch for all matches, not queries per match
-        [str(m["_study_uid"]) for m in matches if m.get("_study_uid")], caller)
+    matches: Iterable[dict[str, Any]] = node.find(query, caller)
+    hr: dict[str, dict[str, Any]] = {}
+    if hr_block is not None:  # one batch for all matches, not queries per match
+        matches = list(matches)
+        hr = node.hr_values_many([str(m["_study_uid"]) for m in matches if m.get("_study_uid")], caller)
     return query, hr_block, matches, hr
 
 

@@ -215,7 +215,8 @@ def _allowed(where: Where, allowed_study_uids: Collection[str] | None) -> None:
 
 # -- find ------------------------------------------------------------------------------------
 def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str] | None = None,
-         limit: int = 0, truncate: bool = False, hide_rejected: bool = False) -> Iterator[dict[str, Any]]:
+         limit: int = 0, truncate: bool = False, hide_rejected: bool = False,
+         offset: int = 0) -> Iterator[dict[str, Any]]:
     """Matches of a C-FIND ``query``: one dict per patient/study/series/instance at its level.
 
     Keys are DICOM keywords (values str, int, or a list of item dicts for sequences) plus
@@ -223,7 +224,9 @@ def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str
     (None = all) hides every other study, the patients left without a visible study, and
     keeps them out of patient-level counts. With ``limit`` > 0, more matches than ``limit``
     raise :class:`TooManyResults` before anything is returned, or with ``truncate`` (QIDO-RS
-    paging) the first ``limit`` + 1 are returned, the extra one saying that more exist. The rows are read at once,
+    paging) the first ``limit`` + 1 are returned, the extra one saying that more exist; ``offset``
+    (QIDO-RS, with ``truncate``) skips that many matches in SQL first (``LIMIT ? OFFSET ?``, after
+    the access filter, so a hidden study never takes a place in a page). The rows are read at once,
     so no read transaction stays open while responses travel.
 
     ``hide_rejected`` (every peer) is the normal view of IOCM: hidden instances (rejected,
@@ -247,6 +250,9 @@ def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str
     if limit > 0:
         sql += " LIMIT ?"
         params.append(limit + 1)
+        if truncate and offset > 0:
+            sql += " OFFSET ?"
+            params.append(offset)
     rows = [dict(row) for row in index.query(sql, params)]
     if limit > 0 and len(rows) > limit and not truncate:
         LOGGER.warning("C-FIND at %s level matched more than the limit of %d; refused", level.value, limit)

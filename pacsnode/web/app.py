@@ -54,6 +54,7 @@ class Web:
         self.store = WebStore(node.index)
         self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
         self._refusal_lock = threading.Lock()
+        self._base_urls: dict[tuple[Any, ...], str] = {}
 
     # -- who is asking -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -103,8 +104,22 @@ class Web:
         """Where this service is, as the client addressed it (for RetrieveURL and BulkDataURI).
 
         Some clients send a Host header without the port (dicomweb-client does); then the
-        port the request arrived on is the one to name.
+        port the request arrived on is the one to name. Starlette builds ``base_url`` through
+        URL parsing (a tenth of a small QIDO's time); the answer depends only on the scheme,
+        Host header, server address and root path, so it is kept per those (a bounded cache:
+        the Host header is the client's to choose).
         """
+        scope = request.scope
+        key = (scope.get("scheme"), request.headers.get("host", ""), scope.get("server"), scope.get("root_path", ""))
+        found = self._base_urls.get(key)
+        if found is None:
+            found = self._base_url(request)
+            if len(self._base_urls) >= 256:
+                self._base_urls.clear()
+            self._base_urls[key] = found
+        return found
+
+    def _base_url(self, request: Request) -> str:
         url = request.base_url
         host = request.headers.get("host", "")
         server = request.scope.get("server")
@@ -134,20 +149,22 @@ class Web:
             self._audit(caller, "qido", "refused", reason=str(exc), query=str(request.query_params)[:500])
             raise HttpError(400, str(exc)) from None
         try:
-            matches = list(self.node.find(parsed.query, caller, page_limit=parsed.offset + parsed.limit))  # audited
+            matches = list(self.node.find(parsed.query, caller, page_limit=parsed.limit,  # audited
+                                          page_offset=parsed.offset))
         except MissingPatientContext as exc:
             raise HttpError(400, str(exc)) from None
         except NotPermitted as exc:
             raise HttpError(403, str(exc)) from None
         except (InvalidQuery, TooManyResults) as exc:
             raise HttpError(400, str(exc)) from None
-        page = matches[parsed.offset:parsed.offset + parsed.limit]
+        page = matches[:parsed.limit]  # the page itself (find skipped the offset, and read one more)
         base = self.base_url(request)
-        body = [qido.to_json(parsed.query, match, base) for match in page]
+        plan = qido.JsonPlan(parsed.query)
+        body = [plan.object(match, base) for match in page]
         if not body:
             return Response(status_code=204)
         headers = {}
-        if len(matches) > parsed.offset + parsed.limit:
+        if len(matches) > parsed.limit:
             headers["Warning"] = '299 pacsnode "There are additional results that can be requested"'
         return Response(json.dumps(body, ensure_ascii=False).encode("utf-8"), media_type=DICOM_JSON,
                         headers=headers)

@@ -11,6 +11,7 @@ backslashes; a sequence key is written ``OtherPatientIDsSequence.PatientID`` (or
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable, Mapping
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -45,6 +46,7 @@ class QidoRequest:
         self.offset = offset
 
 
+@functools.lru_cache(maxsize=1024)  # names come from clients: bounded
 def keyword_of(name: str) -> str:
     """A keyword or an 8-hex-digit tag → the keyword (unknown → InvalidQuery naming it)."""
     if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name):
@@ -56,6 +58,7 @@ def keyword_of(name: str) -> str:
     raise InvalidQuery(f"{name!r} is not a DICOM attribute keyword or tag")
 
 
+@functools.lru_cache(maxsize=1024)
 def vr_of(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     if tag is None:
@@ -127,29 +130,63 @@ def parse(params: Iterable[tuple[str, str]], level: Level, fixed: Mapping[str, s
     return QidoRequest(query, limit, offset)
 
 
+RETRIEVE_URL = "00081190"
+
+
 def to_json(query: Query, match: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     """One match as a DICOM JSON object holding every key the query asked for (PS3.18 F.2)."""
-    out: dict[str, Any] = {}
-    for key in query.keys:
-        out[_tag_hex(key.keyword)] = _element(key, match.get(key.keyword))
-    study = match.get("StudyInstanceUID") or ""
-    if study:
+    return JsonPlan(query).object(match, base_url)
+
+
+class JsonPlan:
+    """The DICOM JSON objects of one query's matches, planned once per request.
+
+    The tags in their sorted order and each key's VR are worked out once (not per match);
+    each row then becomes its object in one pass, in the order ``json.dumps`` writes.
+    """
+
+    def __init__(self, query: Query) -> None:
+        entries: dict[str, QueryKey | None] = {_tag_hex(key.keyword): key for key in query.keys}
+        entries.setdefault(RETRIEVE_URL, None)
+        self.level = query.level
+        self.order = [(tag, key, _vr(key) if key is not None else "") for tag, key in sorted(entries.items())]
+
+    def object(self, match: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for tag, key, vr in self.order:
+            if tag == RETRIEVE_URL:
+                url = self._url(match, base_url)
+                if url:
+                    out[tag] = {"vr": "UR", "Value": [url]}
+                    continue
+            if key is not None:
+                out[tag] = _element(key, match.get(key.keyword), vr)
+        return out
+
+    def _url(self, match: Mapping[str, Any], base_url: str) -> str:
+        study = match.get("StudyInstanceUID") or ""
+        if not study:
+            return ""
         url = f"{base_url}/studies/{study}"
-        if query.level in (Level.SERIES, Level.IMAGE) and match.get("SeriesInstanceUID"):
+        if self.level in (Level.SERIES, Level.IMAGE) and match.get("SeriesInstanceUID"):
             url += f"/series/{match['SeriesInstanceUID']}"
-            if query.level is Level.IMAGE and match.get("SOPInstanceUID"):
+            if self.level is Level.IMAGE and match.get("SOPInstanceUID"):
                 url += f"/instances/{match['SOPInstanceUID']}"
-        out["00081190"] = {"vr": "UR", "Value": [url]}
-    return dict(sorted(out.items()))
+        return url
 
 
+def _vr(key: QueryKey) -> str:
+    return key.vr if key.vr and key.vr != "UN" else vr_of(key.keyword)
+
+
+@functools.lru_cache(maxsize=1024)
 def _tag_hex(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     return f"{int(tag):08X}" if tag is not None else keyword
 
 
-def _element(key: QueryKey, value: Any) -> dict[str, Any]:
-    vr = key.vr if key.vr and key.vr != "UN" else vr_of(key.keyword)
+def _element(key: QueryKey, value: Any, vr: str = "") -> dict[str, Any]:
+    vr = vr or _vr(key)
     if vr == "SQ":
         items = value if isinstance(value, list) else []
         asked = [k for k in key.items]
