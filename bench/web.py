@@ -288,6 +288,13 @@ def run_qido(studies: int, runs: int, orthanc_data: Path | None, pacsnode_data: 
             orthanc = f"http://127.0.0.1:{orthanc_http}/dicom-web"
             qido = f"/studies?PatientID={study(studies // 2)['patient_id']}"
             ours_h: dict[str, str] = node.headers()
+            import json
+
+            counts = {len(json.loads(http("GET", node.root + qido, None, ours_h) or b"[]")),
+                      len(json.loads(http("GET", orthanc + qido, None, {}) or b"[]"))}
+            if len(counts) != 1:
+                raise SystemExit(f"the servers disagree on {qido}: {counts} studies")
+            print(f"{qido}: {counts.pop()} studies on both servers")
             for _ in range(3):  # warm up both
                 timed("GET", node.root + qido, ours_h), timed("GET", orthanc + qido, {})
             ours_t: list[float] = []
