@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACSNODE_HOME ?= pacsnode-data
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test venv dcmtk orthanc peers fonts viewer browser bench bench-quick bench-web samples clean
+.PHONY: run test venv dcmtk orthanc postgres peers fonts viewer browser bench bench-quick bench-web samples clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -27,6 +27,11 @@ orthanc:
 	@test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc-dicomweb; }
 
 peers: dcmtk orthanc
+
+# The PostgreSQL index backend (issue 16) is tested against Debian's own server: tests/engines.py runs
+# its initdb and postgres into a temporary folder for the test session (never the system cluster).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq postgresql; }
 
 # A font with Chinese glyphs for `qc preview` labels (series descriptions are often Chinese), found
 # through fontconfig; without one the labels fall back to Pillow's font and show '?'.
@@ -50,7 +55,7 @@ run: venv fonts viewer
 	@echo "log in as admin with the password init printed on its first run; workspace users: pacsnode user add NAME --institution PRV001 --role physician (on home $(PACSNODE_HOME))"
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) serve
 
-test: venv peers fonts viewer browser
+test: venv peers postgres fonts viewer browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 samples: venv

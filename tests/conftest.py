@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -18,6 +18,9 @@ if str(REPOSITORY) not in sys.path:  # the bench package (shared harnesses) live
 from pacsnode.config import NodeConfig, parse_config
 from pacsnode.node import Node
 from support import NodeProcess, a_ct_file, sample_files
+
+if TYPE_CHECKING:
+    from engines import PostgresServer
 
 
 @pytest.fixture
@@ -79,3 +82,24 @@ def samples() -> list[Path]:
 @pytest.fixture(scope="session")
 def ct_template() -> Path:
     return a_ct_file()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator["PostgresServer"]:
+    """One real PostgreSQL for the whole session (tests/engines.py), stopped at the end."""
+    from engines import EngineMissing, start_postgres
+
+    try:
+        server = start_postgres()
+    except EngineMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: "PostgresServer") -> str:
+    """The URL of a new empty database on the session's PostgreSQL: each test its own."""
+    return postgres_server.create_database()
