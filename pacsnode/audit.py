@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pacsnode.index import audit_store
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.model import AuditEvent
 
 LOGGER = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ LOGGER = logging.getLogger(__name__)
 class AuditLog:
     """Writes and reads the ``audit`` table."""
 
-    def __init__(self, index: SqliteIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     def record(self, action: str, outcome: str, *, peer_aet: str = "", peer_name: str = "",

@@ -143,8 +143,30 @@ def _is_empty(folder: Path) -> bool:
 
 
 # -- backup ----------------------------------------------------------------------------------
+POSTGRES_REFUSED = ("this node's index is in PostgreSQL ([index] url): pacsnode {what} handles a SQLite index only. "
+                    "Back up the database with pg_dump (pg_dump -Fc, then pg_restore) and the storage folder with "
+                    "your file backup, dump first; see docs/postgresql.md")
+
+
+def _refuse_postgres_home(home: Path) -> None:
+    """A home whose pacsnode.toml sets ``[index] url`` is never overwritten by a SQLite backup."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((home / "pacsnode.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    index = data.get("index")
+    if isinstance(index, dict) and str(index.get("url", "")).strip():
+        raise BackupError(POSTGRES_REFUSED.format(what="restore"))
+
+
 def backup(node: Node, dest: Path) -> BackupReport:
-    """Back up ``node`` into ``dest`` (a new or empty folder) while it keeps serving."""
+    """Back up ``node`` into ``dest`` (a new or empty folder) while it keeps serving.
+
+    A node whose index is in PostgreSQL is refused (pg_dump is the tool for that database)."""
+    if node.config.index.url:
+        raise BackupError(POSTGRES_REFUSED.format(what="backup"))
     if dest.exists() and not dest.is_dir():
         raise BackupError(f"{dest} exists and is not a folder; back up into a new folder")
     if not _is_empty(dest):
@@ -279,6 +301,7 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
     if home.exists() and not home.is_dir():
         raise BackupError(f"{home} exists and is not a folder")
     was_empty = _is_empty(home)
+    _refuse_postgres_home(home)
     if not force and not was_empty:
         raise BackupError(f"{home} is not empty; restore into a new home, or use --force to replace "
                           "its index, storage and configuration (stop its server first)")

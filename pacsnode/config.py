@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pacsnode.errors import ConfigError
 from pacsnode.model import DuplicatePolicy
@@ -102,6 +103,20 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class IndexSettings:
+    """Where the index lives: ``url`` empty = ``[node] index_file`` (SQLite) in the home, or a
+    ``postgresql://user@host:port/db`` URL (issue 16). The password comes from the environment
+    (``PGPASSWORD``, ``~/.pgpass``: libpq's rules); one written in the URL is accepted but never
+    shown (:func:`redacted_url`)."""
+
+    url: str = ""
+
+    @property
+    def postgresql(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``pacsnode.toml`` says about one node."""
 
@@ -121,6 +136,7 @@ class NodeConfig:
     tls: TlsSettings = field(default_factory=TlsSettings)
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -253,6 +269,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {  # serve's log lines: "text" for people, "json" (one object per line) for log collectors
         "format": Key(str, "text", choices=("text", "json")),
     },
+    "index": {  # issue 16: "" = SQLite ([node] index_file); "postgresql://user@host:port/db" = PostgreSQL
+        "url": Key(str, ""),
+    },
 }
 
 
@@ -319,7 +338,43 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         tls=_tls(section_values(data, "tls", source), home, source),
         web=WebSettings(**section_values(data, "web", source)),
         log=LogSettings(**section_values(data, "log", source)),
+        index=_index(data, source),
     )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (what messages and logs may show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[-1]}"))
+
+
+def _index(data: dict[str, Any], source: str) -> IndexSettings:
+    """``[index] url``: empty, or a PostgreSQL URL with a host and a database (never echoed with a password)."""
+    value = data.get("index", {}).get("url", "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: [index].url must be a string")
+    url = value.strip()
+    if not url:
+        return IndexSettings()
+    where = f"{source}: [index].url"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not a valid URL ({exc})") from None
+    shown = redacted_url(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{where} = {shown!r}: only postgresql://user@host:port/database is supported "
+                          "(leave it empty for the SQLite index in the home)")
+    if not parts.hostname:
+        raise ConfigError(f"{where} = {shown!r} names no host; e.g. postgresql://pacsnode@127.0.0.1:5432/pacsnode")
+    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        raise ConfigError(f"{where} = {shown!r} names no database; e.g. postgresql://pacsnode@{parts.netloc}/pacsnode")
+    if any(ch in url for ch in "\x00\n\r\t "):
+        raise ConfigError(f"{where} contains a blank or control character")
+    return IndexSettings(url=url)
 
 
 def _tls(values: dict[str, Any], home: Path, source: str) -> TlsSettings:
@@ -352,7 +407,8 @@ def load_config(home: Path) -> NodeConfig:
     return validate_home_paths(parse_config(data, home, source=str(path)), str(path))
 
 
-def render_config(aet: str, host: str, port: int, institution: str, web_enabled: bool = False) -> str:
+def render_config(aet: str, host: str, port: int, institution: str, web_enabled: bool = False,
+                  index_url: str = "") -> str:
     """The pacsnode.toml that ``init`` writes: every setting shown with its default."""
     return f"""# pacsnode node configuration. Restart `pacsnode serve` after editing.
 # Every command refuses an unknown section or key and a value out of range, naming the nearest
@@ -413,6 +469,10 @@ max_results = 1000          # QIDO-RS answers at most this many matches per requ
 
 [log]
 format = "text"             # serve's log: "text", or "json" (one JSON object per line, for log collectors)
+
+[index]
+url = "{index_url}"                    # "" = SQLite ([node] index_file); or "postgresql://user@host:5432/db" (password
+                            # from PGPASSWORD or ~/.pgpass; several nodes may share one database)
 """
 
 

@@ -31,7 +31,7 @@ from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInsta
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index, open_index
 from pacsnode.dicom.iocm import KOS_SOP_CLASS, rejection_note
 from pacsnode.model import (
     Caller,
@@ -88,11 +88,11 @@ class Node:
     #: file and committing its row (the index's busy timeout is 60 s). Offline it is 0.
     REPAIR_GRACE_SECONDS = 300.0
 
-    def __init__(self, config: NodeConfig, index: SqliteIndex | None = None,
+    def __init__(self, config: NodeConfig, index: Index | None = None,
                  storage: FileStorage | None = None) -> None:
         self.config = config
         self.config.temp_path.mkdir(parents=True, exist_ok=True)
-        self.index = index or SqliteIndex(config.index_path, synchronous="FULL" if config.store.fsync else "NORMAL")
+        self.index = index or open_index(config)
         self.storage = storage or FileStorage(config.storage_path, quota_bytes=config.store.quota_bytes,
                                               fsync=config.store.fsync)
         self.peers = PeerRegistry(self.index)

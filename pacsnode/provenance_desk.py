@@ -15,7 +15,7 @@ from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig
 from pacsnode.errors import NotFound, RecognitionError
 from pacsnode.index.regional_store import RegionalStore
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.model import Caller, DeliveryKind, Provenance
 from pacsnode.qc import CheckOutcome
 from pacsnode.regional import Regional
@@ -26,7 +26,7 @@ FINDING = "QC-PROVENANCE"
 class ProvenanceDesk:
     """Provenance of one node's instances."""
 
-    def __init__(self, config: NodeConfig, index: SqliteIndex, regional: Regional, store: RegionalStore,
+    def __init__(self, config: NodeConfig, index: Index, regional: Regional, store: RegionalStore,
                  audit: AuditLog) -> None:
         self.config = config
         self.index = index

@@ -23,7 +23,7 @@ from pacsnode.audit import AuditLog
 from pacsnode.errors import InvalidInstance, NotFound
 from pacsnode.index import qc_store
 from pacsnode.index.regional_store import RegionalStore
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.qc import (
     CheckOutcome,
     PreviewInfo,
@@ -59,7 +59,7 @@ def _parse_at(text: str) -> datetime:
 class QcDesk:
     """QC for the studies of one node."""
 
-    def __init__(self, index: SqliteIndex, storage: FileStorage, store: RegionalStore, audit: AuditLog,
+    def __init__(self, index: Index, storage: FileStorage, store: RegionalStore, audit: AuditLog,
                  rules_path: Path, auto_accept: bool) -> None:
         self.index = index
         self.storage = storage

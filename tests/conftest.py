@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
@@ -103,3 +103,42 @@ def postgres_server() -> Iterator["PostgresServer"]:
 def postgres_url(postgres_server: "PostgresServer") -> str:
     """The URL of a new empty database on the session's PostgreSQL: each test its own."""
     return postgres_server.create_database()
+
+
+class IndexFactory:
+    """Opens indexes on one backend: ``sqlite`` (a file in the folder) or ``postgres`` (a new database)."""
+
+    def __init__(self, backend: str, request: pytest.FixtureRequest) -> None:
+        self.backend = backend
+        self._request = request
+        self._opened: list[Any] = []
+
+    def url(self) -> str:
+        """``[index] url`` for a node on this backend: "" (SQLite in the home) or a new database's URL."""
+        if self.backend == "sqlite":
+            return ""
+        return self._request.getfixturevalue("postgres_server").create_database()
+
+    def index(self, folder: Path, synchronous: str = "NORMAL") -> Any:
+        """A new empty index, closed when the fixture ends."""
+        from pacsnode.index.postgres import PostgresIndex
+        from pacsnode.index.sqlite import SqliteIndex
+
+        opened = (SqliteIndex(folder / "index.sqlite", synchronous=synchronous) if self.backend == "sqlite"
+                  else PostgresIndex(self.url()))
+        self._opened.append(opened)
+        return opened
+
+    def close(self) -> None:
+        for index in self._opened:
+            index.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def index_factory(request: pytest.FixtureRequest) -> Iterator[IndexFactory]:
+    """Every test that takes it runs on both index backends (issue 16: matching identical on both)."""
+    factory = IndexFactory(request.param, request)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -19,10 +19,8 @@ KEEP, REPLACE = DuplicatePolicy.KEEP_FIRST, DuplicatePolicy.REPLACE
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Iterator[SqliteIndex]:
-    opened = SqliteIndex(tmp_path / "index.sqlite", synchronous="NORMAL")
-    yield opened
-    opened.close()
+def index(tmp_path: Path, index_factory: Any) -> Iterator[SqliteIndex]:
+    yield index_factory.index(tmp_path)
 
 
 def facts(n: int, study: int = 1, series: int = 1, modality: str = "CT", patient_id: str = "P0001",

@@ -90,8 +90,8 @@ def _facts(label: str, series_no: int, modality: str, sop_class: str, inst: int)
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> SqliteIndex:
-    idx = SqliteIndex(tmp_path_factory.mktemp("index") / "index.sqlite", synchronous="OFF")
+def index(tmp_path_factory: pytest.TempPathFactory, index_factory: Any) -> SqliteIndex:
+    idx = index_factory.index(tmp_path_factory.mktemp("index"), synchronous="OFF")
     for label, (*_, series) in STUDIES.items():
         for series_no, (modality, sop_class, count) in enumerate(series, start=1):
             for inst in range(1, count + 1):

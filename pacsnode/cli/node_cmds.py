@@ -16,7 +16,7 @@ import click
 
 from pacsnode.cli.app import home_of, main, open_node, print_json, print_table
 from pacsnode.cli.output import print_fields, safe
-from pacsnode.config import CONFIG_NAME, render_config, validate_aet, validate_port
+from pacsnode.config import CONFIG_NAME, parse_config, render_config, validate_aet, validate_port
 from pacsnode.defaults import RULE_FILES, default_text
 from pacsnode.errors import ConfigError, HomeError
 from pacsnode.model import Caller
@@ -30,8 +30,11 @@ from pacsnode.web.ohif_install import study_path
 @click.option("--institution", default="", help="Code of the hospital this node belongs to (as in recognition.toml).")
 @click.option("--force", is_flag=True, help="Overwrite the configuration of an existing home (data is kept).")
 @click.option("--web", is_flag=True, help="Also serve DICOMweb and the viewer ([web] enabled = true, 127.0.0.1:8042).")
+@click.option("--index-url", default="", help="Keep the index in PostgreSQL: postgresql://user@host:port/db "
+              "([index] url; the password from PGPASSWORD or ~/.pgpass). Default: index.sqlite in the home.")
 @click.pass_context
-def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool, web: bool) -> None:
+def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, force: bool, web: bool,
+         index_url: str) -> None:
     """Create a node home: pacsnode.toml, the rule files, the index and the storage folder.
 
     \b
@@ -43,9 +46,14 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
         raise HomeError(f"{home} already holds a node; use --force to rewrite its configuration")
     validate_aet(aet, "--aet")
     validate_port(port, "--port")
+    if index_url:
+        parse_config({"index": {"url": index_url}}, home, source="--index-url")
+        if '"' in index_url:
+            raise ConfigError("--index-url must not contain a double quote")
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)  # patient data: only the node's own user (a folder made before init included)
-    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution, web_enabled=web), encoding="utf-8")
+    (home / CONFIG_NAME).write_text(render_config(aet, host, port, institution, web_enabled=web,
+                                                                  index_url=index_url), encoding="utf-8")
     for name in RULE_FILES:  # the shipped rules (package data), so an installed wheel has them too
         if force or not (home / name).exists():
             (home / name).write_text(default_text(name), encoding="utf-8")

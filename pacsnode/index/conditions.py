@@ -25,11 +25,11 @@ The rules, and the choices PS3.4 leaves to the implementation:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pacsnode.index.dialect import GlobPattern, JsonList
 from pacsnode.index.sqlite import fold
 
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
@@ -69,9 +69,12 @@ Condition = tuple[str, list[Any]] | None
 
 
 # -- value conditions ------------------------------------------------------------------------
-def glob_pattern(value: str) -> str:
-    """A DICOM wild card value as a GLOB pattern: ``*``/``?`` kept, ``[`` made literal."""
-    return value.replace("[", "[[]")
+def glob_pattern(value: str) -> GlobPattern:
+    """A DICOM wild card value as a GLOB pattern: ``*``/``?`` kept, ``[`` made literal.
+
+    Marked as a :class:`GlobPattern` so that PostgreSQL binds it as the equivalent LIKE pattern.
+    """
+    return GlobPattern(value.replace("[", "[[]"))
 
 
 def time_bounds(value: str) -> tuple[str, str] | None:
@@ -130,7 +133,8 @@ def _pn_condition(column: Column, part: str, case_insensitive: bool) -> Conditio
         return (f"{expr} GLOB ?", [pattern]) if wild else (f"{expr} = ?", [value])
     first = f"{expr} GLOB ?" if wild else f"{expr} = ?"
     clause = f"({first} OR {expr} GLOB ? OR {expr} GLOB ? OR {expr} GLOB ?)"
-    return clause, [pattern if wild else value, pattern + "=*", "*=" + pattern, "*=" + pattern + "=*"]
+    return clause, [pattern if wild else value, glob_pattern(value + "=*"), glob_pattern("*=" + value),
+                    glob_pattern("*=" + value + "=*")]
 
 
 def _part_condition(column: Column, part: str, case_insensitive: bool) -> Condition:
@@ -157,7 +161,7 @@ def value_condition(column: Column, value: str | None, case_insensitive: bool = 
     if not parts or "*" in parts:
         return None
     if column.vr == "UI" and len(parts) > 1:
-        return f"{column.expr} IN (SELECT value FROM json_each(?))", [json.dumps(parts)]
+        return f"{column.expr} IN (SELECT value FROM json_each(?))", [JsonList.of(parts)]
     conditions = [c for c in (_part_condition(column, part, case_insensitive) for part in parts) if c]
     if len(conditions) == 1:
         return conditions[0]

@@ -11,7 +11,6 @@ The matching rules for one value (PS3.4 C.2.2.2, and the choices it leaves to us
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
@@ -27,6 +26,7 @@ from pacsnode.index.conditions import (
     time_bounds,
     value_condition,
 )
+from pacsnode.index.dialect import JsonList
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.model import InstanceLocation, Level, Query, QueryKey
 
@@ -210,7 +210,7 @@ def query_where(query: Query, aliases: Collection[str]) -> Where:
 
 def _allowed(where: Where, allowed_study_uids: Collection[str] | None) -> None:
     if allowed_study_uids is not None:
-        where.add("s.study_uid IN (SELECT value FROM json_each(?))", [json.dumps(sorted(allowed_study_uids))])
+        where.add("s.study_uid IN (SELECT value FROM json_each(?))", [JsonList.of(sorted(allowed_study_uids))])
 
 
 # -- find ------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def _add_extras(index: SqliteIndex, query: Query, rows: list[dict[str, Any]], wa
 
 
 def _in_json(expr: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    return f"{expr} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+    return f"{expr} IN (SELECT value FROM json_each(?))", [JsonList.of(values)]
 
 
 def _patient_counts(index: SqliteIndex, patient_pks: list[int],

@@ -347,7 +347,13 @@ def utc_now() -> str:
 
 def migrate(conn: sqlite3.Connection, migrations: list[tuple[str, str]] | None = None) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")  # the writer lock: two processes starting at once create it once
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
     applied: list[str] = []
     for name, sql in migrations if migrations is not None else MIGRATIONS:
