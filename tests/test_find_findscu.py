@@ -161,11 +161,12 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def server(tmp_path_factory: pytest.TempPathFactory, index_factory: Any) -> Iterator[int]:
     base = tmp_path_factory.mktemp("findscu")
     home, files, port = base / "home", base / "files", free_port()
     make_files(files)
-    cli(home, "init", "--port", str(port), "--institution", INSTITUTION)
+    url = index_factory.url()
+    cli(home, "init", "--port", str(port), "--institution", INSTITUTION, *(["--index-url", url] if url else []))
     cli(home, "peer", "add", "findscu", "--aet", "FINDSCU", "--host", "127.0.0.1", "--port", "1",
         "--institution", INSTITUTION)  # a workstation of this hospital: sees everything
     cli(home, "import", str(files))

@@ -18,7 +18,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from pacsnode.config import NodeConfig, QuerySettings, StoreSettings
+from pacsnode.config import IndexSettings, NodeConfig, QuerySettings, StoreSettings
 from pacsnode.dicom.private_hr import read_hr_block
 from pacsnode.dimse.listener import Listener
 from pacsnode.model import DuplicatePolicy, InstanceFacts, Peer, StoredFile
@@ -58,13 +58,13 @@ class CountingNode(Node):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CountingNode, Listener]]:
+def served(tmp_path_factory: pytest.TempPathFactory, index_factory: Any) -> Iterator[tuple[CountingNode, Listener]]:
     home = tmp_path_factory.mktemp("hrbatch") / "home"
     home.mkdir()
     shutil.copy(Path(__file__).resolve().parent.parent / "pacsnode" / "defaults" / "recognition.toml",
                 home / "recognition.toml")
     config = NodeConfig(home=home, port=0, institution=INSTITUTION, store=StoreSettings(fsync=False),
-                        query=QuerySettings(max_results=0))
+                        query=QuerySettings(max_results=0), index=IndexSettings(url=index_factory.url()))
     node = CountingNode(config)
     node.add_peer(Peer("findscu", "FINDSCU", "127.0.0.1", 1, institution=INSTITUTION))
     for patient, count in SIZES.items():

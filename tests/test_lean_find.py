@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from pacsnode.config import NetworkSettings, NodeConfig, QuerySettings, StoreSettings
+from pacsnode.config import IndexSettings, NetworkSettings, NodeConfig, QuerySettings, StoreSettings
 from pacsnode.dimse import pdu
 from pacsnode.dimse.lean_find import MAX_IDENTIFIER
 from pacsnode.dimse.listener import Listener
@@ -86,11 +86,12 @@ def crowd_facts(i: int) -> InstanceFacts:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, index_factory: Any) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("leanfind")
     make_files(base / "files")
     config = NodeConfig(home=base / "home", port=0, institution=INSTITUTION, store=StoreSettings(fsync=False),
-                        query=QuerySettings(max_results=0), network=NetworkSettings(max_pdu=16384))
+                        query=QuerySettings(max_results=0), network=NetworkSettings(max_pdu=16384),
+                        index=IndexSettings(url=index_factory.url()))
     node = SlowNode(config)
     node.add_peer(Peer("findscu", "FINDSCU", "127.0.0.1", 1, institution=INSTITUTION))
     report = node.import_paths([base / "files"])
