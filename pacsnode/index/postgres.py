@@ -90,6 +90,8 @@ class PgCursor:
 class PgConnection:
     """One thread's handle on the pool, with the sqlite3.Connection methods the index uses."""
 
+    dialect = "postgresql"
+
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._held: Any = None  # the connection of the open transaction

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
+from pacsnode.index.dialect import migration_statements
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "0001_patients_studies_series_instances",
@@ -338,6 +340,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX rejections_instance ON rejections (sop_instance_uid)
         """,
     ),
+    (
+        # Issue 16: indexes for C-FIND on person names that only one dialect can build. A name value
+        # matches the whole name or any component group ("*=abc*"), so PostgreSQL gets trigram
+        # indexes (pg_trgm) beside the b-trees; SQLite has no such index and keeps its scan.
+        # The statements are in pacsnode.index.dialect.DIALECT_MIGRATIONS.
+        "0014_name_search",
+        "",
+    ),
 ]
 
 
@@ -364,7 +374,7 @@ def migrate(conn: sqlite3.Connection, migrations: list[tuple[str, str]] | None =
             if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                 conn.execute("ROLLBACK")  # another process applied it meanwhile
                 continue
-            for statement in sql.split(";"):
+            for statement in migration_statements(name, sql, getattr(conn, "dialect", "sqlite")):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
