@@ -161,7 +161,7 @@ DIALECT_MIGRATIONS: dict[str, dict[str, list[str]]] = {
     "postgresql": {
         # EXPLAIN at 200k patients: "PatientName=WANGa1*" is an OR of four LIKEs (whole name, first
         # group, any later group); without these a parallel seq scan of patients (190-300 ms), with
-        # them a BitmapOr of the b-tree (prefix branches, COLLATE "C") and the trigram index (5-15 ms).
+        # them a BitmapOr of the b-tree (prefix branches, COLLATE "C") and the trigram index (23-69 ms).
         # pg_trgm is a trusted extension: the database owner may create it.
         "0014_name_search": [
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
