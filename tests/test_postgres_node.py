@@ -99,3 +99,23 @@ def test_an_unreachable_index_names_the_url_without_its_password(tmp_path: Path,
     result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "init", "--index-url", url])
     assert result.exit_code != 0
     assert "s3cret-pw" not in result.output and "pacsnode:***@" in result.output, result.output
+
+
+def test_a_store_while_postgresql_is_down_is_never_answered_success(tmp_path: Path) -> None:
+    from engines import start_postgres
+
+    server = start_postgres()
+    try:
+        node = NodeProcess(tmp_path / "home").init("--index-url", server.create_database("down"))
+        first, second = sample_files()[:2]
+        with node:
+            before = node.store([first], extra=["-d"])
+            assert [r.status for r in before.store_responses] == [0x0000], before.explain()
+            server.stop()  # the index is gone while the node keeps its association port open
+            during = node.store([second], extra=["-d"])
+            # Today the association is aborted (the calling AE's peer lookup needs the index); a
+            # failure status would do too. What must never come back is Success.
+            assert 0x0000 not in [r.status for r in during.store_responses], during.explain()
+            assert during.store_responses or "Association Request Failed" in during.output, during.explain()
+    finally:
+        server.stop()
