@@ -22,7 +22,8 @@ DDL (:func:`pg_ddl`): ``INTEGER PRIMARY KEY`` → an identity ``BIGINT`` key, ``
 ORDER BY and LIKE prefixes then behave the same, and plain b-tree indexes serve ``LIKE 'abc%'``),
 and a table without a primary key gets the ``rowid`` column SQLite gives it implicitly.
 ``BEGIN IMMEDIATE`` (take the writer lock now) becomes ``BEGIN`` plus a transaction-scoped
-advisory lock, in :mod:`pacsnode.index.postgres`.
+advisory lock, and ``PRAGMA synchronous=NORMAL`` (a commit without its own fsync) becomes
+``SET LOCAL synchronous_commit = off``, in :mod:`pacsnode.index.postgres`; other PRAGMAs are no-ops.
 """
 
 from __future__ import annotations

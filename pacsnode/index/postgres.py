@@ -95,6 +95,7 @@ class PgConnection:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._held: Any = None  # the connection of the open transaction
+        self._relaxed = False  # PRAGMA synchronous=NORMAL: commits need not wait for the WAL flush
 
     @property
     def in_transaction(self) -> bool:
@@ -102,6 +103,8 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
         word = sql.strip().upper()
+        if word.startswith("PRAGMA"):
+            return self._pragma(word)
         if word == "BEGIN IMMEDIATE":
             return self._begin()
         if word in ("COMMIT", "ROLLBACK"):
@@ -130,6 +133,14 @@ class PgConnection:
             lastrowid = int(rows[0][0]) if rows and text.endswith("RETURNING pk") else None
             return PgCursor(rows, cur.rowcount, lastrowid)
 
+    def _pragma(self, word: str) -> PgCursor:
+        """SQLite's PRAGMAs: ``synchronous`` NORMAL/OFF (a write nobody was promised, e.g. an audit
+        row) becomes ``synchronous_commit = off`` for the next transactions; the rest mean nothing here."""
+        setting = word.replace(" ", "")
+        if setting.startswith("PRAGMASYNCHRONOUS="):
+            self._relaxed = setting.split("=", 1)[1] in ("NORMAL", "OFF", "0", "1")
+        return PgCursor([], -1, None)
+
     def _begin(self) -> PgCursor:
         if self._held is not None:
             raise IndexError_("a write transaction is already open on this thread")
@@ -140,6 +151,8 @@ class PgConnection:
         try:
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            if self._relaxed:
+                conn.execute("SET LOCAL synchronous_commit = off")
         except Exception as exc:
             self._give_back(conn)
             raise IndexError_(f"index busy or unreachable: {exc}") from exc
