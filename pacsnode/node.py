@@ -179,14 +179,16 @@ class Node:
 
     def store_file(self, temp_path: Path, caller: Caller, expected_sop_class: str | None = None,
                    expected_sop_instance: str | None = None, received: ReceivedFile | None = None,
-                   provenance: Provenance | None = None) -> StoreOutcome:
+                   provenance: Provenance | None = None,
+                   check: Callable[[InstanceFacts], None] | None = None) -> StoreOutcome:
         """Store a received file; ``temp_path`` is consumed (placed or removed) whatever happens.
 
         The order is fixed: validate and extract, place the file (fsync, rename), index in one
         transaction (with who delivered it: ``provenance``, by default built from ``caller``),
         undo the file on failure. Success is only returned after the commit. An IOCM rejection
         note is applied before Success too (again when it is sent twice: the retry of a note
-        whose first application failed).
+        whose first application failed). ``check`` may refuse the instance on its facts (raise a
+        PacsnodeError) before anything is placed: STOW-RS's study in the URL.
         """
         placed: str | None = None
         started, size, status = time.perf_counter(), 0, "failed"
@@ -199,6 +201,8 @@ class Node:
                 status = "refused"
                 raise
             facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
+            if check is not None:
+                check(facts)
             note = rejection_note(temp_path) if facts.sop_class_uid == KOS_SOP_CLASS else None
             policy = self.config.store.duplicates
             if policy.value == "keep-first" and self.index.has_instance(facts.sop_instance_uid):

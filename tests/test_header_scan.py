@@ -64,3 +64,41 @@ def test_a_file_cut_inside_a_tag_is_never_taken_by_the_fast_path(tmp_path: Path)
     cut.write_bytes(data[: data.index(b"\xe0\x7f\x10\x00") + 2])  # half of the Pixel Data tag
     scanned = header.scan(cut)
     assert scanned is None or not scanned.complete
+
+
+def test_the_struct_walk_keeps_what_pydicoms_generator_keeps_and_is_the_path_taken() -> None:
+    """``le_walk`` (issue 13: the generator was most of a small store's CPU) returns, for every
+    little endian file it vouches for, the same indexed elements with the same bytes."""
+    import io
+
+    from pydicom.filereader import data_element_generator, read_preamble
+    from pydicom.uid import UID
+
+    from pacsnode.dicom import le_walk
+
+    walked = little_endian = 0
+    for path in _candidates():
+        data = path.read_bytes()
+        handle = io.BytesIO(data)
+        try:
+            read_preamble(handle, False)
+            meta = list(data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2))
+        except Exception:
+            continue
+        syntax = next((bytes(m.value).decode("ascii").strip("\x00 ") for m in meta if m.tag == 0x00020010), "")
+        if not syntax or not UID(syntax).is_little_endian or UID(syntax).is_deflated:
+            continue
+        little_endian += 1
+        start = handle.tell()
+        try:
+            ours = le_walk.top_level(data, start, UID(syntax).is_implicit_VR, header.TAGS)
+        except le_walk.NotPlain:
+            continue
+        walked += 1
+        theirs = {int(e.tag): e for e in data_element_generator(handle, UID(syntax).is_implicit_VR, True)
+                  if int(e.tag) in header.TAGS}
+        assert set(ours) == set(theirs), path
+        for tag, element in theirs.items():
+            if isinstance(element.value, bytes):
+                assert ours[tag].value == element.value, (path, hex(tag))
+    assert walked > 0.9 * little_endian, f"walked {walked} of {little_endian} little endian files"

@@ -165,3 +165,25 @@ def test_a_client_that_hangs_up_mid_body_leaves_nothing(stow_node: Any) -> None:
     assert _stored_instances(node) == before
     _assert_nothing_left(node)
     assert get(node, "/../healthz").status_code == 200
+
+
+def test_declared_uids_read_quickly_equal_pydicoms_file_meta_on_every_test_file() -> None:
+    """STOW-RS reads a part's declared SOP Class and Instance without pydicom (issue 14 STOW
+    profile) for a plain File Meta group; it must say what pydicom's reader says, or defer."""
+    from pydicom.filereader import read_file_meta_info
+
+    from pacsnode.web import stow
+
+    root = Path(pydicom.__file__).parent / "data"
+    quick = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc", ".json")):
+        head = path.read_bytes()[:stow.META_READ]
+        if head[128:132] != b"DICM":
+            continue
+        ours = stow._declared_quickly(head)
+        if ours is None:
+            continue
+        quick += 1
+        meta = read_file_meta_info(str(path))
+        assert ours == (str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID)), path
+    assert quick > 100

@@ -16,6 +16,7 @@ compares both on every sample and pydicom test file.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
-from pacsnode.dicom import limits
+from pacsnode.dicom import le_walk, limits
 
 #: keyword → VR of every attribute the index reads (implicit VR files carry no VR).
 INDEXED: dict[str, str] = {
@@ -72,6 +73,17 @@ def scan(path: Path | str) -> HeaderScan | None:
         uid = UID(syntax)
         if not syntax or not uid.is_transfer_syntax or uid.is_deflated:
             return None
+        if uid.is_little_endian:
+            try:
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                    found = le_walk.top_level(buf, handle.tell(), uid.is_implicit_VR, TAGS)
+                for tag, raw in found.items():
+                    keyword, vr = TAGS[tag]
+                    if vr != "SQ" and raw.length != 0xFFFFFFFF:
+                        limits.check_declared_length(keyword, vr, raw.length)
+                return HeaderScan(syntax, uid.is_implicit_VR, True, found, True)
+            except le_walk.NotPlain:
+                pass  # pydicom's generator below decides, as it always did
         elements: dict[int, RawDataElement] = {}
         complete = True
         end = handle.tell()  # the end of the last whole element: a file cut inside a tag ends later

@@ -23,6 +23,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 
+from pacsnode.dicom import dicom_json
+
 BASE_MARKER = "@@PACSNODE_WEB_BASE@@"
 BULK_THRESHOLD = 1024
 PIXEL_DATA = 0x7FE00010
@@ -34,7 +36,65 @@ def instance_base(study_uid: str, series_uid: str, sop_uid: str) -> str:
 
 
 def build(path: Path | str) -> tuple[str, str]:
-    """(DICOM JSON of the instance, JSON frame table) for a stored or about-to-be-stored file."""
+    """(DICOM JSON of the instance, JSON frame table) for a stored or about-to-be-stored file.
+
+    The common file is encoded straight from its bytes (``dicom_json``, about a tenth of the
+    CPU); anything that encoder does not reproduce exactly goes through pydicom, whose
+    ``to_json_dict`` is the reference either way.
+    """
+    try:
+        return _build_fast(path)
+    except dicom_json.Unsupported:
+        return _build_with_pydicom(path)
+
+
+def _build_fast(path: Path | str) -> tuple[str, str]:
+    # the UIDs are known only once the data set is read: provisional URIs, fixed below
+    encoded = dicom_json.encode(path, lambda tag: f"{BASE_MARKER}@@{tag:08X}")
+    document = encoded.document
+    study, series, sop = (_first(document, key) for key in ("0020000D", "0020000E", "00080018"))
+    base = instance_base(study, series, sop)
+    _resolve_bulk_uris(document, base)
+    frames: list[list[tuple[int, int]]] = []
+    if encoded.has_pixel_data:
+        bits = _first_int(document, "00280100")
+        vr = encoded.pixel_vr if encoded.pixel_vr in ("OB", "OW") else ("OW" if (bits or 16) > 8 else "OB")
+        document["7FE00010"] = {"vr": vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}
+        assert encoded.pixel_offset is not None and encoded.pixel_length is not None
+        frames = frames_at(path, encoded.pixel_offset, encoded.pixel_length, _first_int(document, "00280008") or 1,
+                           _first_int(document, "00280010"), _first_int(document, "00280011"),
+                           _first_int(document, "00280002") or 1, bits or 0)
+    table = {"transfer_syntax": encoded.transfer_syntax, "frames": frames} if frames else {}
+    return (json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True),
+            json.dumps(table, separators=(",", ":")) if table else "")
+
+
+def _first(document: dict[str, Any], key: str) -> str:
+    values = document.get(key, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _first_int(document: dict[str, Any], key: str) -> int | None:
+    values = document.get(key, {}).get("Value") or [None]
+    return values[0] if isinstance(values[0], int) else None
+
+
+def _resolve_bulk_uris(node: Any, base: str) -> None:
+    """Replace the provisional ``BASE_MARKER@@TAG`` URIs with the instance's (nested items too)."""
+    if isinstance(node, dict):
+        uri = node.get("BulkDataURI")
+        if isinstance(uri, str) and uri.startswith(BASE_MARKER + "@@"):
+            node["BulkDataURI"] = f"{base}/bulkdata/{uri[len(BASE_MARKER) + 2:]}"
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _resolve_bulk_uris(value, base)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, (dict, list)):
+                _resolve_bulk_uris(value, base)
+
+
+def _build_with_pydicom(path: Path | str) -> tuple[str, str]:
     dataset = dcmread(str(path), defer_size=BULK_THRESHOLD)
     pixel = dataset._dict.pop(PIXEL_DATA, None)  # never load pixel data for the metadata
     base = instance_base(str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
@@ -72,12 +132,25 @@ def frame_table(path: Path | str, pixel: Any, dataset: Any) -> list[list[tuple[i
         bits = int(dataset.get("BitsAllocated", 0) or 0)
         if bits < 8 or bits % 8:
             return []
-        size = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1) or 1) * bits // 8
-        if size * count > pixel.length:
+        return frames_at(path, pixel.value_tell, pixel.length, count, int(dataset.Rows), int(dataset.Columns),
+                         int(dataset.get("SamplesPerPixel", 1) or 1), bits)
+    return frames_at(path, pixel.value_tell, pixel.length, count, None, None, 1, 0)
+
+
+def frames_at(path: Path | str, offset: int, length: int, count: int, rows: int | None, columns: int | None,
+              samples: int, bits: int) -> list[list[tuple[int, int]]]:
+    """``frame_table`` from the Pixel Data's offset and length and the image attributes."""
+    if count < 1:
+        return []
+    if length != 0xFFFFFFFF:
+        if bits < 8 or bits % 8 or not rows or not columns:
             return []
-        return [[(pixel.value_tell + i * size, size)] for i in range(count)]
+        size = rows * columns * samples * bits // 8
+        if size <= 0 or size * count > length:
+            return []
+        return [[(offset + i * size, size)] for i in range(count)]
     with open(path, "rb") as handle:
-        handle.seek(pixel.value_tell)
+        handle.seek(offset)
         items = _items(handle)
     if not items:
         return []

@@ -111,7 +111,7 @@ class IncomingStore:
             self.discard()
             self.answer(*(self.failure or (statuses.PROCESSING_FAILURE, "dataset not received")))
             return
-        self.close(sync=node.config.store.fsync)
+        self.close()  # the storage area fsyncs it together with its folder (FileStorage.place)
         status, comment = statuses.SUCCESS, ""
         try:
             outcome = node.store_file(self.path, self.session.caller(),

@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -55,6 +56,36 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file_and_dir(path: Path | None, folder: Path) -> None:
+    """fsync the data of ``path`` (None: already synced) and ``folder``, concurrently.
+
+    The file is already linked into ``folder``; both must reach the disk before the index
+    row commits, in any order between them. Two fsyncs issued together cost about one on
+    ext4 (the second joins the journal commit of the first), where one after the other
+    cost two: a store with ``fsync = true`` waits ~5 ms less per instance (issue 13).
+    """
+    if path is None:
+        fsync_dir(folder)
+        return
+    failure: list[BaseException] = []
+
+    def sync_folder() -> None:
+        try:
+            fsync_dir(folder)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+            failure.append(exc)
+
+    worker = threading.Thread(target=sync_folder, name="fsync-dir", daemon=True)
+    worker.start()
+    try:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    finally:
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
 class FileStorage:
     """Instance files under one root folder."""
 
@@ -86,11 +117,10 @@ class FileStorage:
         """
         relative = self.relative_path_for(sop_instance_uid)
         final = self.root / relative  # built from a validated UID and hex digits: nothing to resolve
+        data_synced = True
         if received is not None and received.size == temp_path.stat().st_size:
             size, sha256 = received.size, received.sha256
-            if not received.synced and self.fsync:
-                with open(temp_path, "rb") as handle:
-                    os.fsync(handle.fileno())
+            data_synced = received.synced or not self.fsync  # else synced below, with the folder
         else:
             size, sha256 = self._hash_and_sync(temp_path)
         if not final.parent.is_dir():
@@ -108,13 +138,14 @@ class FileStorage:
                 with open(staging, "rb") as handle:
                     os.fsync(handle.fileno())
                 relative = self._link_unique(Path(staging), relative)
+                data_synced = True  # the staging copy that was linked is synced
             except OSError as exc2:
                 raise self._translate(exc2) from exc2
             finally:
                 os.unlink(staging)
-        os.unlink(temp_path)
         if self.fsync:
-            fsync_dir(final.parent)
+            fsync_file_and_dir(None if data_synced else temp_path, final.parent)
+        os.unlink(temp_path)
         return StoredFile(relative, size, sha256)
 
     def _hash_and_sync(self, path: Path) -> tuple[int, str]:

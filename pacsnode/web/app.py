@@ -339,8 +339,6 @@ class Web:
         return await run_in_threadpool(self._store_parts, request, caller, parts.parts)
 
     def _store_parts(self, request: Request, caller: Caller, parts: list[stow.Part]) -> Response:
-        from pacsnode.dicom.extract import facts_from_file
-
         study_in_url = request.path_params.get("study", "")
         base = self.base_url(request)
         referenced: list[dict[str, Any]] = []
@@ -355,11 +353,9 @@ class Web:
                     raise stow.BadBody(f"part Content-Type {kind or 'missing'!r} is not application/dicom")
                 declared_class, declared_instance = stow.declared_uids(part.path)
                 entry = {"sop_class": declared_class, "sop_instance": declared_instance}
-                facts = facts_from_file(part.path, declared_class, declared_instance)
-                if study_in_url and facts.study_uid != study_in_url:
-                    raise stow.StudyMismatch(f"instance {facts.sop_instance_uid} is of study {facts.study_uid}, "
-                                             f"not the study {study_in_url} the URL names")
-                outcome = self.node.store_file(part.path, caller, declared_class, declared_instance)
+                outcome = self.node.store_file(part.path, caller, declared_class, declared_instance,
+                                               received=part.received(),
+                                               check=stow.in_study(study_in_url) if study_in_url else None)
                 entry["url"] = f"{base}/studies/{outcome.study_uid}"
                 referenced.append(entry)
             except (PacsnodeError, OSError) as exc:

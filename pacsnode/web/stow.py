@@ -9,7 +9,9 @@ checks, QC, provenance), and the answer lists what was stored and what failed, a
 
 from __future__ import annotations
 
+import hashlib
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from python_multipart.multipart import MultipartParser
 
 from pacsnode.errors import (InvalidInstance, NotPermitted, PacsnodeError, SopClassMismatch, StorageFull)
+from pacsnode.model import InstanceFacts, ReceivedFile
 
 # PS3.18 Table 10.5.3-1 / PS3.4 Annex B failure reasons.
 PROCESSING_FAILURE = 0x0110
@@ -49,9 +52,12 @@ def declared_uids(path: Path) -> tuple[str, str]:
     from pydicom.filereader import read_file_meta_info
 
     with open(path, "rb") as handle:
-        handle.seek(128)
-        if handle.read(4) != b"DICM":
-            raise InvalidInstance("part is not a DICOM Part 10 file (no DICM preamble)")
+        head = handle.read(META_READ)
+    if head[128:132] != b"DICM":
+        raise InvalidInstance("part is not a DICOM Part 10 file (no DICM preamble)")
+    quick = _declared_quickly(head)
+    if quick is not None:
+        return quick
     try:
         meta = read_file_meta_info(str(path))
     except Exception as exc:
@@ -63,11 +69,52 @@ def declared_uids(path: Path) -> tuple[str, str]:
     return sop_class, sop_instance
 
 
+META_READ = 4096
+_SHORT_LENGTH_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+                     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+
+
+def _declared_quickly(head: bytes) -> tuple[str, str] | None:
+    """The two UIDs from a plain File Meta Information group; None: let pydicom read it."""
+    pos, found = 132, {}
+    while pos + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, pos)
+        if group != 2:
+            break
+        vr = head[pos + 4:pos + 6]
+        if vr in _SHORT_LENGTH_VRS:
+            (length,) = struct.unpack_from("<H", head, pos + 6)
+            start = pos + 8
+        elif vr in (b"OB", b"UN", b"UT", b"UC", b"UR", b"OW", b"SQ"):
+            if pos + 12 > len(head):
+                return None
+            (length,) = struct.unpack_from("<L", head, pos + 8)
+            start = pos + 12
+        else:
+            return None
+        if length == 0xFFFFFFFF or start + length > len(head):
+            return None
+        if element in (0x0002, 0x0003):
+            if vr != b"UI":
+                return None
+            found[element] = head[start:start + length].decode("ascii", "replace").rstrip("\x00 ")
+        pos = start + length
+    else:
+        return None  # the group did not end inside what was read
+    sop_class, sop_instance = found.get(0x0002, ""), found.get(0x0003, "")
+    return (sop_class, sop_instance) if sop_class and sop_instance else None
+
+
 @dataclass
 class Part:
     content_type: str = ""
     path: Path | None = None
     size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)  # hashed as it arrives, like a C-STORE
+
+    def received(self) -> ReceivedFile:
+        """Digest and size for ``Node.store_file``: the storage area need not read the part back."""
+        return ReceivedFile(self.digest.hexdigest(), self.size, False)
 
 
 @dataclass
@@ -161,8 +208,11 @@ class BodyReader:
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self._handle is None:
             raise BadBody("part data before its headers")
-        self._handle.write(data[start:end])
-        self.received.parts[-1].size += end - start
+        chunk = memoryview(data)[start:end]
+        self._handle.write(chunk)
+        part = self.received.parts[-1]
+        part.digest.update(chunk)
+        part.size += end - start
 
     def _end_part(self) -> None:
         if self._handle is not None:
@@ -171,6 +221,16 @@ class BodyReader:
 
     def _end(self) -> None:
         self.received.ended = True
+
+
+def in_study(study_uid: str) -> Callable[[InstanceFacts], None]:
+    """``Node.store_file``'s check for ``/studies/{study}``: a part of another study is refused."""
+
+    def check(facts: InstanceFacts) -> None:
+        if facts.study_uid != study_uid:
+            raise StudyMismatch(f"instance {facts.sop_instance_uid} is of study {facts.study_uid}, "
+                                f"not the study {study_uid} the URL names")
+    return check
 
 
 def failure_reason(exc: BaseException) -> int:
