@@ -32,9 +32,25 @@ class AuditLog:
         """The detail of the newest event of ``action`` (None when there is none)."""
         return audit_store.last_detail(self.index, action)
 
+    def page(self, *, since: str = "", until: str = "", actor: str = "", action: str = "", outcome: str = "",
+             study_uid: str = "", upto: int = 0, offset: int = 0, limit: int = 50) -> list[AuditEvent]:
+        """One page of events, newest first, filtered as the admin's audit page asks; ``upto``
+        (``last_pk()`` when the first page was read) keeps the pages still as events arrive."""
+        rows = audit_store.event_page(self.index, since=since, until=until, actor=actor, action=action,
+                                      outcome=outcome, study_uid=study_uid, upto_pk=upto, offset=offset, limit=limit)
+        return [_event(r) for r in rows]
+
+    def last_pk(self) -> int:
+        return audit_store.last_pk(self.index)
+
     def events(self, *, study_uid: str | None = None, peer: str | None = None, since: str | None = None,
                limit: int = 10_000) -> list[AuditEvent]:
         rows = audit_store.event_rows(self.index, study_uid=study_uid, peer=peer, since=since, limit=limit)
         return [AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"],
                            peer_name=r["peer_name"], study_uid=r["study_uid"], detail=r["detail"],
                            at=datetime.fromisoformat(r["at"])) for r in rows]
+
+
+def _event(r: Any) -> AuditEvent:
+    return AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"], peer_name=r["peer_name"],
+                      study_uid=r["study_uid"], detail=r["detail"], at=datetime.fromisoformat(r["at"]))

@@ -96,10 +96,11 @@ class PhysicianDesk:
             "informed": decision.informed_party.strip().lower(), "physician": decision.physician.strip(),
             "deciding_institution": self.institution, "producer": snapshot.producer,
             "modality": snapshot.modality, "item_code": snapshot.item_code, "advice_status": snapshot.status,
-            "advice_failed": ",".join(snapshot.failed)})
+            "advice_failed": ",".join(snapshot.failed), "informed_how": decision.informed_how.strip().lower()})
         self.audit.record("recognition-decision", kind, study_uid=study_uid,
                           detail={"decision_id": decision_id, "reasons": list(reasons),
-                                  "consent": decision.consent, "physician": decision.physician,
+                                  "consent": decision.consent, "informed_how": decision.informed_how.strip().lower(),
+                                  "physician": decision.physician,
                                   "advice": snapshot.status})
         return decision_id
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
-from pacsnode.identity import normalise_fingerprint
-from pacsnode.model import ALL_PERMISSIONS, Peer
+from pacsnode.model import ALL_PERMISSIONS
 
 
 @main.group()
@@ -55,23 +52,20 @@ def peer_add(ctx: click.Context, name: str, aet: str, host: str, port: int, inst
       pacsnode peer add county --aet CTY_PACS --host 10.0.0.7 --port 2762 --institution CTY001 \\
           --tls --cert-subject cty-pacs.example.org --replace
     """
-    if any_host and check_host:
-        raise click.BadParameter("--any-host and --check-host contradict each other")
-    if (cert_fingerprint or cert_subject) and not tls:
-        raise click.BadParameter("--cert-fingerprint/--cert-subject need --tls (a certificate only comes over TLS)")
+    from pacsnode.peer_spec import PeerSpec, PeerSpecError, build_peer
+
     try:
-        fingerprint = normalise_fingerprint(cert_fingerprint) if cert_fingerprint else ""
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cert-fingerprint") from None
-    perms = frozenset(p.strip() for p in permissions.split(",") if p.strip())
+        built = build_peer(PeerSpec(name, aet, host, port, institution, permissions, any_host, check_host, tls,
+                                    cert_fingerprint, cert_subject))
+    except PeerSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option or None) from None
     node = open_node(ctx)
     try:
-        node.add_peer(Peer(name, aet, host, port, institution, perms, check_host=not any_host, tls=tls,
-                           cert_fingerprint=fingerprint, cert_subject=cert_subject.strip()), replace=replace)
+        node.add_peer(built, replace=replace)
     finally:
         node.close()
     click.echo(f"peer {name} = {aet}@{host}:{port}")
-    if tls and not (fingerprint or cert_subject):
+    if tls and not (built.cert_fingerprint or built.cert_subject):
         click.echo("Warning: any certificate our CA signed may claim this AE title; bind it with "
                    "--cert-fingerprint or --cert-subject", err=True)
 
@@ -86,12 +80,10 @@ def peer_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       pacsnode peer list --json
     """
+    from pacsnode.peer_spec import peer_rows
+
     node = open_node(ctx)
-    rows = []
-    for p in node.peers.list():
-        row = asdict(p)
-        row["permissions"] = sorted(p.permissions)
-        rows.append(row)
+    rows = peer_rows(node.peers.list())
     node.close()
     if as_json:
         print_json(rows)

@@ -117,10 +117,12 @@ def explain(ctx: click.Context, study_uid: str, for_institution: str | None, at:
 @click.option("--note", default="", help="Free text (at most 200 characters); needed to accept against the advice.")
 @click.option("--consent", type=click.Choice(["given", "refused", "not-obtainable"]), default=None)
 @click.option("--informed", type=click.Choice(["patient", "family", "guardian"]), default=None)
+@click.option("--informed-how", "informed_how", type=click.Choice(["signature", "e-sign", "verbal-witnessed"]),
+              default=None, help="How the informed party was told (kept with a decline's consent record).")
 @click.option("--physician", required=True, help="The deciding physician.")
 @click.pass_context
 def decide(ctx: click.Context, study_uid: str, decision: str | None, reasons: tuple[str, ...], note: str,
-           consent: str | None, informed: str | None, physician: str) -> None:
+           consent: str | None, informed: str | None, informed_how: str | None, physician: str) -> None:
     """Record the physician's decision on a prior result (append-only).
 
     \b
@@ -136,7 +138,8 @@ def decide(ctx: click.Context, study_uid: str, decision: str | None, reasons: tu
     codes = tuple(code.strip() for item in reasons for code in item.split(",") if code.strip())
     node = open_node(ctx)
     decision_id = node.desk.decide(study_uid, DecisionInput(decision, physician, codes, consent or "", informed or "",
-                                                           note, study_uid, node.config.institution))
+                                                           note, study_uid, node.config.institution,
+                                                           informed_how=informed_how or ""))
     node.close()
     click.echo(f"decision {decision_id} recorded: {decision} {study_uid}")
 

@@ -61,9 +61,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     from pacsnode.web import tokens
 
     node = open_node(ctx)
-    rows = [{"name": t.name, "institution": t.institution, "peer": t.peer_name,
-             "permissions": ",".join(sorted(t.permissions)), "created_at": t.created_at,
-             "revoked_at": t.revoked_at} for t in tokens.listing(node)]
+    rows = tokens.rows(node)
     node.close()
     if as_json:
         print_json(rows)

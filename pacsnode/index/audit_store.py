@@ -49,3 +49,47 @@ def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | 
     sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY pk LIMIT ?"
     params.append(limit)
     return index.query(sql, params)
+
+
+def event_page(index: SqliteIndex, *, since: str = "", until: str = "", actor: str = "", action: str = "",
+               outcome: str = "", study_uid: str = "", upto_pk: int = 0, offset: int = 0,
+               limit: int = 50) -> list[sqlite3.Row]:
+    """One page of audit rows, newest first, for the admin's audit page.
+
+    ``since``/``until`` are ISO UTC bounds (inclusive/exclusive); ``actor`` matches the peer
+    name (``user:dr-wang``, ``token:ohif``, a peer's name) or AE title exactly; ``action``,
+    ``outcome`` and ``study_uid`` match exactly. ``upto_pk`` (from ``last_pk`` when page 1 was
+    read) keeps later pages still while new rows arrive. Plain ``?`` SQL (backend-neutral).
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("at >= ?", since), ("at < ?", until), ("action = ?", action),
+                          ("outcome = ?", outcome), ("study_uid = ?", study_uid)):
+        if value:
+            where.append(column)
+            params.append(value)
+    if actor:
+        where.append("(peer_name = ? OR peer_aet = ?)")
+        params.extend([actor, actor])
+    if upto_pk:
+        where.append("pk <= ?")
+        params.append(upto_pk)
+    sql = ("SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY pk DESC LIMIT ? OFFSET ?")
+    params.extend([limit, offset])
+    return index.query(sql, params)
+
+
+def recent_with_outcomes(index: SqliteIndex, outcomes: tuple[str, ...], limit: int = 10) -> list[sqlite3.Row]:
+    """The newest rows whose outcome is one of ``outcomes`` (what went wrong lately), newest first."""
+    if not outcomes:
+        return []
+    marks = ",".join("?" * len(outcomes))
+    return index.query(f"SELECT * FROM audit WHERE outcome IN ({marks}) ORDER BY pk DESC LIMIT ?",
+                       [*outcomes, limit])
+
+
+def last_pk(index: SqliteIndex) -> int:
+    """The newest audit row's key (0 when there is none): where a paged reading starts."""
+    rows = index.query("SELECT MAX(pk) AS pk FROM audit")
+    return int(rows[0]["pk"] or 0) if rows else 0

@@ -161,7 +161,8 @@ class RegionalStore:
     # -- decisions and advice ------------------------------------------------------------
     def record_decision(self, row: dict[str, str]) -> int:
         columns = ["study_uid", "decided_at", "decision", "reasons", "note", "consent", "informed", "physician",
-                   "deciding_institution", "producer", "modality", "item_code", "advice_status", "advice_failed"]
+                   "deciding_institution", "producer", "modality", "item_code", "advice_status", "advice_failed",
+                   "informed_how"]
         with self.index.write() as conn:
             cursor = conn.execute(
                 f"INSERT INTO recognition_decisions ({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",

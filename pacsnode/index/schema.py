@@ -348,6 +348,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0014_name_search",
         "",
     ),
+    (
+        # Issue 15: failed logins counted in the index, so every worker of `serve --workers N`
+        # sees the same count (a per-process count gave an attacker N x 5 tries). Rows older
+        # than the window are deleted as new ones arrive.
+        "0015_web_login_failures",
+        """
+        CREATE TABLE web_login_failures (
+            pk INTEGER PRIMARY KEY,
+            failure_key TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX web_login_failures_key ON web_login_failures (failure_key, at)
+        """,
+    ),
+    (
+        # Issue 15: how the patient was informed of a decline (signature, e-sign,
+        # verbal-witnessed) is part of the decision's consent record, not only of the audit.
+        "0016_decision_informed_how",
+        """
+        ALTER TABLE recognition_decisions ADD COLUMN informed_how TEXT NOT NULL DEFAULT ''
+        """,
+    ),
 ]
 
 

@@ -157,3 +157,32 @@ class WebStore:
         with self.index.write() as conn:
             conn.execute("INSERT OR REPLACE INTO instance_metadata (sop_instance_uid, metadata, frames) "
                          "VALUES (?,?,?)", (sop_instance_uid, metadata, frames))
+
+    # -- failed logins (shared by every worker) -------------------------------------------
+    def claim_login_attempt(self, keys: tuple[str, ...], since: str, allowed: int) -> list[int] | None:
+        """Count an attempt against each key before its password is checked, or None when a key
+        already has ``allowed`` attempts since ``since`` (ISO UTC).
+
+        Counting first, in one write transaction, is what makes the limit hold under parallel
+        requests to several workers: a check-then-count would let every request in flight pass.
+        Rows older than ``since`` are deleted here (the table stays small).
+        """
+        now = utc_now()
+        with self.index.write() as conn:
+            conn.execute("DELETE FROM web_login_failures WHERE at < ?", (since,))
+            for key in keys:
+                row = conn.execute("SELECT COUNT(*) FROM web_login_failures WHERE failure_key = ? AND at >= ?",
+                                   (key, since)).fetchone()
+                if int(row[0]) >= allowed:
+                    return None
+            claimed = []
+            for key in keys:
+                cursor = conn.execute("INSERT INTO web_login_failures (failure_key, at) VALUES (?, ?)", (key, now))
+                claimed.append(int(cursor.lastrowid or 0))
+            return claimed
+
+    def forgive_login_attempt(self, claimed: list[int]) -> None:
+        """A claimed attempt that succeeded is not a failure: its rows go."""
+        with self.index.write() as conn:
+            for pk in claimed:
+                conn.execute("DELETE FROM web_login_failures WHERE pk = ?", (pk,))

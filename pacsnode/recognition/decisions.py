@@ -15,12 +15,13 @@ from pacsnode.errors import RecognitionError
 from pacsnode.recognition.advice import Advice
 from pacsnode.recognition.reasons import EMERGENCY, REASON_CODES, normalise_reason, normalise_reasons
 
-__all__ = ["DECISIONS", "CONSENTS", "INFORMED_PARTIES", "NOTE_MAX_CHARS", "REASON_CODES", "DecisionInput",
+__all__ = ["DECISIONS", "CONSENTS", "INFORMED_HOW", "INFORMED_PARTIES", "NOTE_MAX_CHARS", "REASON_CODES", "DecisionInput",
            "normalise_reason", "normalise_reasons", "validate_decision"]
 
 DECISIONS: tuple[str, ...] = ("accept", "decline")
 CONSENTS: tuple[str, ...] = ("given", "refused", "not-obtainable")
 INFORMED_PARTIES: tuple[str, ...] = ("patient", "family", "guardian")
+INFORMED_HOW: tuple[str, ...] = ("signature", "e-sign", "verbal-witnessed")  # RECOGNITION.md: how informed
 NOTE_MAX_CHARS = 200
 
 
@@ -38,6 +39,7 @@ class DecisionInput:
     note: str = ""
     study_uid: str = ""
     institution: str = ""
+    informed_how: str = ""  # signature, e-sign or verbal-witnessed; optional, kept with the decision
 
 
 def validate_decision(
@@ -67,7 +69,7 @@ def validate_decision(
         return
     if decision.reason_codes:
         raise RecognitionError("reason codes are recorded for a decline only; remove them or decline")
-    if decision.consent.strip() or decision.informed_party.strip():
+    if decision.consent.strip() or decision.informed_party.strip() or decision.informed_how.strip():
         raise RecognitionError("consent is recorded for a decline (re-examination) only; remove it or decline")
     if (advice is None or not advice.eligible) and not decision.note.strip():
         shown = "no advice was shown" if advice is None else f"the advice was {advice.status}"
@@ -92,6 +94,10 @@ def _check_decline(decision: DecisionInput, reason_codes: Mapping[str, str]) -> 
     if _word(decision.informed_party) not in INFORMED_PARTIES:
         raise RecognitionError(
             f"informed party {decision.informed_party!r} is not valid; use one of {', '.join(INFORMED_PARTIES)}"
+        )
+    if decision.informed_how.strip() and _word(decision.informed_how) not in INFORMED_HOW:
+        raise RecognitionError(
+            f"informed how {decision.informed_how!r} is not valid; use one of {', '.join(INFORMED_HOW)}"
         )
 
 

@@ -461,7 +461,7 @@ def create_app(node: Node) -> Starlette:
     routes = [  # specific paths first: the generic QIDO paths below would match /metadata too
         Route("/healthz", web.healthz), Route("/readyz", web.readyz), Route("/metrics", g(web.metrics)),
         Route("/login", login.form, methods=["GET"]), Route("/login", g(login.submit), methods=["POST"]),
-        Route("/logout", login.logout, methods=["POST"]),
+        Route("/logout", g(login.logout), methods=["POST"]),
         Route("/wado", g(web.wado_uri)), Route(f"{BASE}/wado", g(web.wado_uri)),
         Route(f"{BASE}/studies", g(web.stow), methods=["POST"]),
         Route(f"{BASE}/studies/{uid}", g(web.stow), methods=["POST"]),
@@ -495,4 +495,8 @@ def create_app(node: Node) -> Starlette:
     from pacsnode.web import programme
 
     routes += programme.routes(web)  # the programme report (issue 15 item 5)
+
+    from pacsnode.web import admin
+
+    routes += admin.routes(web)  # the admin pages (issue 15 item 6)
     return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])

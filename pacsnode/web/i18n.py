@@ -95,6 +95,11 @@ from pacsnode.web.i18n_report import REPORT_EN, REPORT_ZH  # noqa: E402  (the pr
 
 ZH = {**ZH, **REPORT_ZH}
 EN = {**EN, **REPORT_EN}
+
+from pacsnode.web import i18n_admin  # noqa: E402  (the admin pages' own catalog)
+
+ZH = {**ZH, **i18n_admin.ZH}
+EN = {**EN, **i18n_admin.EN}
 CATALOGS: Mapping[str, Mapping[str, str]] = {"zh": ZH, "en": EN}
 
 

@@ -35,7 +35,7 @@ class Login:
 
     def __init__(self, web: "Web") -> None:
         self.web = web
-        self.throttle = users.Throttle()
+        self.throttle = users.Throttle(web.store)
 
     def form(self, _request: Request) -> Response:
         return Response(LOGIN_FORM, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
@@ -55,15 +55,16 @@ class Login:
 
     def _login(self, name: str, password: str, host: str, browser: bool = False) -> Response:
         who = name[:64]
-        if self.throttle.blocked(f"user:{who}", f"host:{host}"):
+        claim = self.throttle.claim(f"user:{who}", f"host:{host}")
+        if claim is None:
             self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
                                    detail={"reason": "too many failed logins", "host": host})
             raise HttpError(429, "too many failed logins; try again later")
         if not users.verify(self.web.store, name, password):
-            self.throttle.fail(f"user:{who}", f"host:{host}")
             self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
                                    detail={"reason": "wrong user name or password", "host": host})
             raise HttpError(401, "wrong user name or password")
+        self.throttle.succeeded(claim)
         session_id = users.open_session(self.web.store, name)
         self.web.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
         response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
@@ -73,11 +74,30 @@ class Login:
                             secure=True, httponly=True, samesite="strict")
         return response
 
-    def logout(self, request: Request) -> Response:
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if cookie:
-            self.web.store.end_session(users.digest(cookie))
-        response = Response("logged out\n", media_type="text/plain")
+    async def logout(self, request: Request) -> Response:
+        """End the session: a POST with this session's CSRF token (form field or X-CSRF-Token
+        header), audited. Without the token it is refused (403, audited): a cross-site page
+        must not be able to log a physician out in the middle of a decision."""
+        from pacsnode.web.workspace_auth import CSRF_FIELD, CSRF_HEADER, check_csrf, check_size, session_user
+
+        user = await run_in_threadpool(session_user, self.web, request)
+        if user is None:
+            response = Response("no session\n", media_type="text/plain", headers=_PAGE_HEADERS)
+            response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+            return response
+        presented = request.headers.get(CSRF_HEADER, "")
+        if not presented and "form" in request.headers.get("content-type", ""):
+            check_size(request)
+            presented = str((await request.form(max_files=0, max_fields=4)).get(CSRF_FIELD, ""))
+        await run_in_threadpool(check_csrf, self.web, request, user, presented)
+        await run_in_threadpool(self._end, request, user.name)
+        browser = "text/html" in request.headers.get("accept", "")
+        response = (RedirectResponse("/login", status_code=303, headers=_PAGE_HEADERS) if browser else
+                    Response("logged out\n", media_type="text/plain", headers=_PAGE_HEADERS))
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 
+    def _end(self, request: Request, name: str) -> None:
+        self.web.store.end_session(users.digest(request.cookies.get(SESSION_COOKIE, "")))
+        host = request.client.host if request.client else ""
+        self.web.node.audit.record("web-logout", "done", peer_name=f"user:{name}", detail={"host": host})

@@ -66,6 +66,13 @@ def listing(node: Node) -> list[TokenRecord]:
     return WebStore(node.index).tokens()
 
 
+def rows(node: Node) -> list[dict[str, str]]:
+    """Tokens as ``token list --json`` prints them (and ``/api/admin/tokens`` returns them)."""
+    return [{"name": t.name, "institution": t.institution, "peer": t.peer_name,
+             "permissions": ",".join(sorted(t.permissions)), "created_at": t.created_at,
+             "revoked_at": t.revoked_at} for t in listing(node)]
+
+
 def caller_for(node: Node, presented: str, host: str = "") -> tuple[Caller | None, str, str]:
     """(Caller, token name, why refused) for the token an HTTP client presented."""
     if not TOKEN_PATTERN.match(presented):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,27 +55,23 @@ def add(node: Node, name: str, institution: str, role: str, password: str) -> No
 
 
 class Throttle:
-    """Failed logins per key (user name, address) in a sliding window, in this process."""
+    """Failed logins per key (user name, address) in a sliding window, counted in the index.
 
-    def __init__(self) -> None:
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
+    Kept in the index, not in the process: with ``serve --workers N`` each worker takes logins,
+    and a per-process count gave an attacker N x FAILURES_ALLOWED tries. An attempt is counted
+    before its password is checked and forgiven when it succeeds (``WebStore.claim_login_attempt``).
+    """
 
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len([t for t in self._failures.get(k, []) if now - t < FAILURE_WINDOW_S]) >= FAILURES_ALLOWED
-                       for k in keys)
+    def __init__(self, store: WebStore) -> None:
+        self.store = store
 
-    def fail(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW_S]
-                self._failures[key] = recent + [now]
-            if len(self._failures) > 100_000:  # bounded: forget the oldest keys
-                for key in list(self._failures)[:50_000]:
-                    del self._failures[key]
+    def claim(self, *keys: str) -> list[int] | None:
+        """The attempt's claim, or None when one of ``keys`` is locked out."""
+        since = (datetime.now(timezone.utc) - timedelta(seconds=FAILURE_WINDOW_S)).isoformat(timespec="microseconds")
+        return self.store.claim_login_attempt(tuple(k[:200] for k in keys), since, FAILURES_ALLOWED)
+
+    def succeeded(self, claim: list[int]) -> None:
+        self.store.forgive_login_attempt(claim)
 
 
 def listing(node: Node) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from pacsnode.errors import NotFound, RecognitionError
 from pacsnode.recognition import REASON_CODES, SUGGESTED_REASON, DecisionInput
-from pacsnode.recognition.decisions import CONSENTS, INFORMED_PARTIES
+from pacsnode.recognition.decisions import CONSENTS, INFORMED_HOW, INFORMED_PARTIES
 from pacsnode.web import i18n
 from pacsnode.web.app import HttpError, Web, _guard
 from pacsnode.web.workspace_auth import (CSRF_FIELD, CSRF_HEADER, WorkspaceUser, audit_refusal, check_csrf,
@@ -31,7 +31,7 @@ from pacsnode.web.workspace_auth import (CSRF_FIELD, CSRF_HEADER, WorkspaceUser,
 
 PHYSICIAN = ("physician",)
 PEER_TIMEOUT_S = 30  # scu.new_ae's connection timeout for each peer's C-FIND
-METHODS = ("signature", "e-sign", "verbal-witnessed")  # how the patient was informed (RECOGNITION.md)
+METHODS = INFORMED_HOW  # how the patient was informed (RECOGNITION.md), a column of the decision
 MAX_ID = 64
 LANG_RETURN_PATHS = ("/patients", "/qc", "/report")  # where the language switch may send a user back to
 # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a form POST,
@@ -80,7 +80,11 @@ class Workspace:
         except HttpError as exc:
             if exc.status == 401:
                 return RedirectResponse("/login", status_code=303)
-            return self.render(request, "error.html", None, status=exc.status, message=exc.message)
+            from pacsnode.web.workspace_auth import session_user
+
+            # the menu of the user's own pages (an admin's /admin) stays on the 403 page
+            return self.render(request, "error.html", session_user(self.web, request), status=exc.status,
+                               message=exc.message)
 
     def css(self, _request: Request) -> Response:
         return Response(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
@@ -111,7 +115,10 @@ class Workspace:
         self.node.audit.record("web-priors", "shown", peer_name=f"user:{user.name}",
                                detail={"patient_id": patient_id, "issuer": issuer,
                                        "resident_id": bool(resident_id), "count": len(result.priors)})
-        return {"result": result, "peers": self._peer_status(result)}
+        from pacsnode.web import thumbnails
+
+        return {"result": result, "peers": self._peer_status(result),
+                "thumbnails": thumbnails.visible(self.node, user.caller, result.priors)}
 
     def _peer_status(self, result: Any) -> list[dict[str, Any]]:
         own = self.node.config.institution
@@ -176,12 +183,10 @@ class Workspace:
         uid = str(form.get("study_uid", "")).strip()
         self._study(request, user, uid)
         method = str(form.get("method", "")).strip()
-        if method and method not in METHODS:
-            raise RecognitionError(f"informed how {method!r}: use one of {', '.join(METHODS)}")
         codes = tuple(c.strip() for item in form.get("reasons", []) for c in str(item).split(",") if c.strip())
         decision = DecisionInput(str(form.get("decision", "")), user.name, codes, str(form.get("consent", "")),
                                  str(form.get("informed", "")), str(form.get("note", "")), uid,
-                                 self.node.config.institution)
+                                 self.node.config.institution, informed_how=method)
         try:
             decision_id = self.node.desk.decide(uid, decision)
         except (RecognitionError, NotFound) as exc:
