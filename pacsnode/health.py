@@ -16,6 +16,7 @@ from typing import Any
 
 from pacsnode.index import audit_store
 from pacsnode.node import Node
+from pacsnode.storage.home_lock import LOCK_NAME
 
 PROBLEM_OUTCOMES = ("refused", "rejected", "failed", "error", "undelivered")
 LOW_FREE_PERCENT = 5.0  # below this the storage is reported as not ok
@@ -54,25 +55,28 @@ def _listener(node: Node) -> dict[str, Any]:
 
 
 def _workers(node: Node) -> dict[str, Any]:
-    """Configured workers, and the serving processes alive: each has a file in the metrics folder."""
-    folder = node.config.home / "metrics"
-    pids: set[int] = set()
-    if folder.is_dir():
-        for entry in folder.glob("*.db"):
-            tail = entry.stem.rsplit("_", 1)[-1]
-            if tail.isdigit() and _alive(int(tail)):
-                pids.add(int(tail))
-    return {"configured": node.config.network.workers, "running": len(pids)}
+    """Configured workers, and the processes serving the home now: each ``serve`` process (the
+    parent and every worker) holds a shared flock on ``serve.lock`` while it runs, and Linux
+    lists flock holders in /proc/locks (None where it cannot be read)."""
+    return {"configured": node.config.network.workers, "running": _lock_holders(node.config.home / LOCK_NAME)}
 
 
-def _alive(pid: int) -> bool:
+def _lock_holders(path: Path) -> int | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        st = path.stat()
+        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if "->" in fields or "FLOCK" not in fields or len(fields) < 6:
+            continue  # a waiter, or not a flock
+        at = fields.index("FLOCK")
+        if len(fields) > at + 4 and fields[at + 4] == wanted and fields[at + 3].isdigit():
+            pids.add(int(fields[at + 3]))
+    return len(pids)
 
 
 def _last_errors(node: Node) -> list[dict[str, Any]]:

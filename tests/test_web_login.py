@@ -69,7 +69,10 @@ def test_login_sets_a_secure_httponly_strict_cookie_that_reads_but_never_writes(
                          data=multipart_body([("application/dicom", b"x")]),
                          headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=TESTBOUNDARY'})
     assert stow.status_code == 401 and "bearer token" in stow.json()["error"]
-    assert requests.post(f"http://127.0.0.1:{node.web_port}/logout", cookies=jar, timeout=30).status_code == 200
+    assert requests.post(f"http://127.0.0.1:{node.web_port}/logout", cookies=jar, timeout=30).status_code == 403
+    csrf = requests.get(f"http://127.0.0.1:{node.web_port}/api/session", cookies=jar, timeout=30).json()["csrf_token"]
+    assert requests.post(f"http://127.0.0.1:{node.web_port}/logout", cookies=jar, headers={"X-CSRF-Token": csrf},
+                         timeout=30).status_code == 200
     assert requests.get(node.web_url + "/studies", cookies=jar, timeout=30).status_code == 401
 
 
