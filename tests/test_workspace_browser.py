@@ -99,7 +99,7 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
             page.screenshot(path=str(shots / "05-declined.png"), full_page=True)
 
             _decide(page, origin, CR_CHEST)  # the same form with its CSRF field removed
-            page.evaluate("document.querySelector('input[name=csrf_token]').remove()")
+            page.evaluate("document.querySelector('form#decide input[name=csrf_token]').remove()")
             page.check("input[name=decision][value=accept]")
             with page.expect_response(f"{origin}/decide") as posted:
                 page.click("form#decide button[type=submit]")
