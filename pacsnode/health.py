@@ -64,6 +64,11 @@ def _workers(node: Node) -> dict[str, Any]:
 def _lock_holders(path: Path) -> int | None:
     try:
         st = path.stat()
+    except FileNotFoundError:
+        return 0  # never served
+    except OSError:
+        return None
+    try:
         text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None

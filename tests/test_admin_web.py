@@ -229,6 +229,7 @@ def test_audit_trail_filters_and_pages_like_audit_json(ws: NodeProcess, root: di
 
 
 def test_health_page_and_twin_say_what_pacsnode_status_says(ws: NodeProcess, root: dict[str, str]) -> None:
+    assert requests.get(f"{ws.web_url}/studies", timeout=30).status_code == 401  # a refusal, audited
     api = _page(ws, root, "/api/admin/health").json()
     cli = json.loads(ws.cli("status", "--json").stdout)
     assert set(api) == set(cli) >= {"ready", "storage", "index", "listener", "workers", "last_errors"}
