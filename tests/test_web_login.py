@@ -86,3 +86,29 @@ def test_wrong_passwords_are_audited_and_throttled(login_node: NodeProcess) -> N
     refused = [e for e in events if e["action"] == "web-login" and e["outcome"] == "refused"]
     assert len(refused) >= 7
     assert not any("wrong password" in json.dumps(e) for e in refused)  # passwords never reach the audit
+
+
+@pytest.fixture(scope="module")
+def landing_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node of its own: the wrong-password test above locks 127.0.0.1 out of ``login_node``."""
+    node = served_node(tmp_path_factory.mktemp("web-landing") / "home")
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize(("role", "landing"), [("physician", "/patients"), ("qc", "/qc"), ("programme", "/report"),
+                                               ("admin", "/admin"), ("viewer", "/viewer/")])
+def test_a_person_logging_in_lands_on_the_page_of_their_role(landing_node: NodeProcess, role: str,
+                                                              landing: str) -> None:
+    name = f"land-{role}"
+    added = subprocess.run([*PACSNODE, "--home", str(landing_node.home), "user", "add", name, "--institution",
+                            "PRV001", "--role", role], input=PASSWORD + "\n", capture_output=True, text=True,
+                           timeout=60)
+    assert added.returncode == 0, added.stderr
+    answer = requests.post(f"http://127.0.0.1:{landing_node.web_port}/login",
+                           data={"username": name, "password": PASSWORD}, headers={"Accept": "text/html"},
+                           allow_redirects=False, timeout=30)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == landing

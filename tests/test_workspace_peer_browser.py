@@ -104,7 +104,7 @@ def _log_in(page: Any, origin: str, user: str, landing: str) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_load_state()
-    page.goto(f"{origin}{landing}")  # the login lands on the viewer; the workspace page is one link away
+    page.goto(f"{origin}{landing}")  # each role lands on its own page; the test names the one it needs
 
 
 def _cell(page: Any, table: str, group: str, column: str) -> str:

@@ -30,6 +30,11 @@ _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                  "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'"}
 
 
+# Where a person lands after logging in: the page their work starts on. A viewer-only account
+# (and any role without a page of its own) opens the viewer.
+LANDING = {"physician": "/patients", "qc": "/qc", "programme": "/report", "admin": "/admin"}
+
+
 class Login:
     """The login routes of one node's web service."""
 
@@ -68,8 +73,10 @@ class Login:
         session_id = users.open_session(self.web.store, name)
         self.web.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
         response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
-        if browser:  # a person at the form goes on to the viewer; always this fixed local path (no open redirect)
-            response = RedirectResponse("/viewer/", status_code=303, headers=_PAGE_HEADERS)
+        if browser:  # a person at the form goes on to the page of their role: a fixed local path (no open redirect)
+            account = self.web.store.user(name)
+            landing = LANDING.get(str(account["role"]) if account is not None else "", "/viewer/")
+            response = RedirectResponse(landing, status_code=303, headers=_PAGE_HEADERS)
         response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
                             secure=True, httponly=True, samesite="strict")
         return response
