@@ -142,3 +142,15 @@ def index_factory(request: pytest.FixtureRequest) -> Iterator[IndexFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
+    """One SeaweedFS S3 server for the session (``tests/engines.py``), stopped at the end."""
+    from engines import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()

