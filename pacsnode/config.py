@@ -96,6 +96,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where instance files live: ``url`` names an S3 bucket (issue 16.2); empty = ``[node] storage_dir``."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """How ``serve`` writes its log: human lines, or one JSON object per line for collectors."""
 
@@ -137,6 +144,7 @@ class NodeConfig:
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def storage_path(self) -> Path:
@@ -266,6 +274,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_body_bytes": Key(int, 1_073_741_824, 1024, 64 * 1_073_741_824),
         "max_results": Key(int, 1000, 1, 1_000_000),
     },
+    "storage": {  # "s3://bucket/prefix?endpoint=http://host:port" (credentials from the environment)
+        "url": Key(str, ""),
+    },
     "log": {  # serve's log lines: "text" for people, "json" (one object per line) for log collectors
         "format": Key(str, "text", choices=("text", "json")),
     },
@@ -339,6 +350,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         web=WebSettings(**section_values(data, "web", source)),
         log=LogSettings(**section_values(data, "log", source)),
         index=_index(data, source),
+        storage=_storage(section_values(data, "storage", source), source),
     )
 
 
@@ -375,6 +387,16 @@ def _index(data: dict[str, Any], source: str) -> IndexSettings:
     if any(ch in url for ch in "\x00\n\r\t "):
         raise ConfigError(f"{where} contains a blank or control character")
     return IndexSettings(url=url)
+
+
+def _storage(values: dict[str, Any], source: str) -> StorageSettings:
+    """``[storage] url``: empty (the storage folder) or a valid s3:// URL (checked now, not at first store)."""
+    url = values["url"].strip()
+    if url:
+        from pacsnode.storage.s3_url import parse_s3_url
+
+        parse_s3_url(url, f"{source}: [storage].url")
+    return StorageSettings(url=url)
 
 
 def _tls(values: dict[str, Any], home: Path, source: str) -> TlsSettings:

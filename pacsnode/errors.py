@@ -32,6 +32,11 @@ class StorageFull(PacsnodeError):
     """No room left on the storage area or the quota is reached (DICOM: Out of Resources)."""
 
 
+class StorageUnavailable(PacsnodeError):
+    """The storage area cannot be reached or refused a write (an object store down, a timeout):
+    DICOM Out of Resources, so the sender retries later; never Success."""
+
+
 class IndexError_(PacsnodeError):
     """The index could not record or read something (named with a trailing underscore to
     leave the builtin ``IndexError`` alone)."""

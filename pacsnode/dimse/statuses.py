@@ -31,6 +31,7 @@ PROCESSING_FAILURE = 0x0110
 # Most specific class first: the first isinstance match wins.
 _STORE: list[tuple[type[BaseException], int]] = [
     (errors.StorageFull, STORE_OUT_OF_RESOURCES),
+    (errors.StorageUnavailable, STORE_OUT_OF_RESOURCES),
     (errors.SopClassMismatch, STORE_DATASET_MISMATCH),
     (errors.InvalidInstance, STORE_CANNOT_UNDERSTAND),
     (errors.NotPermitted, REFUSED_NOT_AUTHORIZED),
@@ -43,6 +44,7 @@ _QUERY: list[tuple[type[BaseException], int]] = [
     (errors.NotPermitted, REFUSED_NOT_AUTHORIZED),
     (errors.NotFound, QR_UNABLE_TO_PROCESS),
     (errors.StorageFull, REFUSED_OUT_OF_RESOURCES),
+    (errors.StorageUnavailable, REFUSED_OUT_OF_RESOURCES),
 ]
 
 

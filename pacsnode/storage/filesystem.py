@@ -18,34 +18,35 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Iterator
 
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.errors import InvalidInstance, StorageFull
 from pacsnode.model import ReceivedFile, StoredFile
+from pacsnode.storage.area import CHUNK, DigestMismatch, StorageArea, sha256_of
 from pacsnode.storage.tempfiles import age_seconds
 
-CHUNK = 1 << 20
+__all__ = ["FileStorage", "StorageArea", "sha256_of", "fsync_dir", "CHUNK"]
 
 
-class StorageArea(Protocol):
-    """The seam for other backends (object storage) and the in-memory test twin."""
-
-    def place(self, temp_path: Path, sop_instance_uid: str, received: ReceivedFile | None = None) -> StoredFile: ...
-
-    def absolute(self, relative_path: str) -> Path: ...
-
-    def remove(self, relative_path: str) -> None: ...
-
-    def walk(self) -> Iterator[str]: ...
+def relative_path_for(sop_instance_uid: str) -> str:
+    """``aa/bb/<uid>.dcm``: the one place an instance's name is made (both backends use it)."""
+    if not is_valid_uid(sop_instance_uid):
+        raise InvalidInstance(f"SOP Instance UID {sop_instance_uid[:80]!r} cannot name a file")
+    digest = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sibling_name(relative: str) -> str:
+    """A fresh name next to ``relative`` for a second copy of the same UID (a replace, a race)."""
+    return f"{relative[:-len('.dcm')]}.{secrets.token_hex(4)}.dcm"
+
+
+def check_quota(quota_bytes: int, incoming_bytes: int, used_bytes: int) -> None:
+    """Raise StorageFull when ``[store] quota_bytes`` (0: none) cannot take ``incoming_bytes`` more."""
+    if quota_bytes and used_bytes + incoming_bytes > quota_bytes:
+        raise StorageFull(f"storage quota of {quota_bytes} bytes reached")
 
 
 def fsync_dir(path: Path) -> None:
@@ -87,7 +88,7 @@ def fsync_file_and_dir(path: Path | None, folder: Path) -> None:
 
 
 class FileStorage:
-    """Instance files under one root folder."""
+    """Instance files under one root folder (a :class:`StorageArea`)."""
 
     def __init__(self, root: Path, quota_bytes: int = 0, fsync: bool = True) -> None:
         self.root = root
@@ -96,16 +97,77 @@ class FileStorage:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def relative_path_for(self, sop_instance_uid: str) -> str:
-        if not is_valid_uid(sop_instance_uid):
-            raise InvalidInstance(f"SOP Instance UID {sop_instance_uid[:80]!r} cannot name a file")
-        digest = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
-        return f"{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
+        return relative_path_for(sop_instance_uid)
 
     def absolute(self, relative_path: str) -> Path:
         path = (self.root / relative_path).resolve()
         if self.root.resolve() not in path.parents:
             raise InvalidInstance(f"path {relative_path!r} escapes the storage folder")
         return path
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def open(self, relative_path: str) -> BinaryIO:
+        """The real file object: C-MOVE/C-GET stream from it, ``fileno()`` works for ``os.pread``."""
+        return open(self.absolute(relative_path), "rb")
+
+    def read_range(self, relative_path: str, offset: int, length: int) -> bytes:
+        fd = os.open(self.absolute(relative_path), os.O_RDONLY)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def local_file(self, relative_path: str) -> Iterator[Path]:
+        """The file itself (no copy)."""
+        yield self.absolute(relative_path)
+
+    def size(self, relative_path: str) -> int:
+        return self.absolute(relative_path).stat().st_size
+
+    def sha256(self, relative_path: str) -> str:
+        return sha256_of(self.absolute(relative_path))
+
+    def exists(self, relative_path: str) -> bool:
+        return self.absolute(relative_path).is_file()
+
+    def age_seconds(self, relative_path: str) -> float:
+        return age_seconds(os.lstat(self.absolute(relative_path)))
+
+    def free_bytes(self) -> int | None:
+        return shutil.disk_usage(self.root).free
+
+    def available(self) -> bool:
+        return self.root.is_dir()
+
+    def put(self, relative_path: str, source: Path, sha256: str) -> None:
+        """Copy ``source`` to exactly ``relative_path`` (never over a file), checking its digest."""
+        final = self.absolute(relative_path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(suffix=".part", dir=final.parent)
+        try:
+            digest = hashlib.sha256()
+            with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+                while chunk := reader.read(CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                writer.flush()
+                if self.fsync:
+                    os.fsync(writer.fileno())
+            if digest.hexdigest() != sha256:
+                raise DigestMismatch(f"{relative_path}: stored bytes do not match SHA-256 {sha256[:16]}...")
+            try:
+                os.link(staging, final)  # atomic, and FileExistsError rather than over a file
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                raise self._translate(exc) from exc
+        finally:
+            os.unlink(staging)
+        if self.fsync:
+            fsync_dir(final.parent)
 
     def place(self, temp_path: Path, sop_instance_uid: str, received: ReceivedFile | None = None) -> StoredFile:
         """fsync ``temp_path`` and move it into its final place, never over an existing file.
@@ -167,12 +229,11 @@ class FileStorage:
                 os.link(source, self.root / candidate)
                 return candidate
             except FileExistsError:
-                candidate = f"{relative[:-len('.dcm')]}.{secrets.token_hex(4)}.dcm"
+                candidate = sibling_name(relative)
 
     def check_room(self, incoming_bytes: int, used_bytes: int) -> None:
         """Raise StorageFull when the quota or the disk cannot take ``incoming_bytes`` more."""
-        if self.quota_bytes and used_bytes + incoming_bytes > self.quota_bytes:
-            raise StorageFull(f"storage quota of {self.quota_bytes} bytes reached")
+        check_quota(self.quota_bytes, incoming_bytes, used_bytes)
         free = shutil.disk_usage(self.root).free
         if free < incoming_bytes + (16 << 20):
             raise StorageFull(f"only {free} bytes free on the storage disk")
