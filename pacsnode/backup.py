@@ -44,7 +44,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from functools import partial
+from typing import Any, BinaryIO, Callable
 
 from pacsnode import backup_config
 from pacsnode.config import CONFIG_NAME, NodeConfig, load_config, validate_home_paths
@@ -106,12 +107,14 @@ def _mkdirs(folder: Path) -> None:
         path.mkdir(mode=0o700)
 
 
-def _copy(source: Path, target: Path) -> tuple[int, str]:
-    """Copy ``source`` to ``target`` (a new file, mode 600), fsync it; return its size and SHA-256."""
+def _copy(source: Path | Callable[[], BinaryIO], target: Path) -> tuple[int, str]:
+    """Copy ``source`` (a path, or how to open it: ``StorageArea.open``) to ``target`` (a new file,
+    mode 600), fsync it; return its size and SHA-256."""
     _mkdirs(target.parent)
     digest = hashlib.sha256()
     size = 0
-    with open(source, "rb") as reader:  # first: a missing source must leave no empty copy behind
+    opened = source() if callable(source) else open(source, "rb")
+    with opened as reader:  # first: a missing source must leave no empty copy behind
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as writer:
             while chunk := reader.read(CHUNK):
@@ -213,10 +216,9 @@ def _backup_once(node: Node, dest: Path) -> BackupReport:
     missing: list[str] = []
     total = 0
     for relative, size, sha256 in files:
-        source = node.storage.absolute(relative)
         target = storage / _safe_relative(relative)
         try:
-            copied_size, copied_sha = _copy(source, target)
+            copied_size, copied_sha = _copy(partial(node.storage.open, relative), target)
         except FileNotFoundError:
             if node.index.indexed_paths([relative]):  # still indexed, file gone: the live node lost it
                 missing.append(relative)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pacsnode.model import CheckReport
-from pacsnode.storage.filesystem import sha256_of
-from pacsnode.storage.tempfiles import age_seconds, classify
+from pacsnode.storage.area import StorageArea
+from pacsnode.storage.tempfiles import classify
 
 if TYPE_CHECKING:
     from pacsnode.node import Node
@@ -33,11 +33,12 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
     rows = node.index.all_instance_files()
     indexed = {row["path"] for row in rows}
     missing: list[tuple[int, str]] = []
+    storage = node.storage
     for row in rows:
-        path = node.storage.root / row["path"]
+        relative = row["path"]
         try:
-            if path.stat().st_size != row["size"] or (verify_checksums and sha256_of(path) != row["sha256"]):
-                report.changed_files.append(row["path"])
+            if storage.size(relative) != row["size"] or (verify_checksums and storage.sha256(relative) != row["sha256"]):
+                report.changed_files.append(relative)
         except FileNotFoundError:  # gone, or a replace removed it meanwhile: re-checked below
             missing.append((int(row["pk"]), row["path"]))
     unindexed = [p for p in node.storage.walk() if p not in indexed]
@@ -49,7 +50,7 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
         if not repair:
             lock.downgrade(to_shared=was_shared)
         grace = 0.0 if offline else grace_seconds
-        report.orphan_files, report.in_flight = _split_by_age(node.storage.root, unindexed, grace)
+        report.orphan_files, report.in_flight = _split_by_age(storage, unindexed, grace)
         report.missing_files = _still_missing(node, missing)
         temps = classify(node.config.temp_path, offline=offline, grace_seconds=grace_seconds)
         report.temp_files = [str(p) for p in temps.leftovers]
@@ -61,15 +62,15 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
     return report
 
 
-def _split_by_age(root: Path, relatives: list[str], grace: float) -> tuple[list[str], list[str]]:
+def _split_by_age(storage: StorageArea, relatives: list[str], grace: float) -> tuple[list[str], list[str]]:
     """(orphans, in flight): unindexed files older than ``grace``, and the younger ones."""
     old, young = [], []
     for relative in relatives:
         try:
-            stat = (root / relative).lstat()
+            age = storage.age_seconds(relative)
         except FileNotFoundError:  # removed meanwhile (a failed store undone, a replace)
             continue
-        (young if grace and age_seconds(stat) < grace else old).append(relative)
+        (young if grace and age < grace else old).append(relative)
     return old, young
 
 
@@ -78,7 +79,7 @@ def _still_missing(node: "Node", missing: list[tuple[int, str]]) -> list[str]:
     if not missing:
         return []
     current = node.index.indexed_paths([path for _pk, path in missing])
-    return sorted(path for _pk, path in missing if path in current and not (node.storage.root / path).is_file())
+    return sorted(path for _pk, path in missing if path in current and not node.storage.exists(path))
 
 
 def _repair(node: "Node", report: CheckReport, missing: list[tuple[int, str]], grace: float) -> None:
@@ -91,7 +92,7 @@ def _repair(node: "Node", report: CheckReport, missing: list[tuple[int, str]], g
         Path(temp).unlink(missing_ok=True)
     gone = set(report.missing_files)
     report.missing_files = node.index.delete_rows_whose_file_is_gone(
-        [(pk, path) for pk, path in missing if path in gone], lambda path: not (node.storage.root / path).is_file())
+        [(pk, path) for pk, path in missing if path in gone], lambda path: not node.storage.exists(path))
     report.in_flight += kept
     report.repaired = True
 

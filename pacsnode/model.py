@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO, Callable
 
 
 class DuplicatePolicy(str, enum.Enum):
@@ -309,9 +310,11 @@ class InstanceLocation:
     sop_instance_uid: str
     sop_class_uid: str
     transfer_syntax: str
-    path: str  # absolute path of the file
+    path: str  # the storage area's relative path (with ``opener``), or a file's path (``send PATH``)
     study_uid: str = ""
     series_uid: str = ""
+    #: how to open the stored file (``StorageArea.open`` of ``path``); None: ``open(path)``
+    opener: "Callable[[], BinaryIO] | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -27,7 +28,8 @@ from pacsnode.audit import AuditLog
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
-                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, UnknownMoveDestination)
+                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, StorageUnavailable,
+                             UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
@@ -52,7 +54,7 @@ from pacsnode.regional import Regional
 from pacsnode import maintenance
 from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
-from pacsnode.storage.filesystem import FileStorage, sha256_of
+from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.home_lock import HomeLock
 from pacsnode.storage.tempfiles import temp_prefix
 
@@ -89,12 +91,11 @@ class Node:
     REPAIR_GRACE_SECONDS = 300.0
 
     def __init__(self, config: NodeConfig, index: Index | None = None,
-                 storage: FileStorage | None = None) -> None:
+                 storage: StorageArea | None = None) -> None:
         self.config = config
         self.config.temp_path.mkdir(parents=True, exist_ok=True)
         self.index = index or open_index(config)
-        self.storage = storage or FileStorage(config.storage_path, quota_bytes=config.store.quota_bytes,
-                                              fsync=config.store.fsync)
+        self.storage = storage or open_storage(config)  # the folder, or [storage] url (S3)
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
@@ -213,6 +214,7 @@ class Node:
             size = temp_path.stat().st_size
             used = self.index.used_bytes() if self.storage.quota_bytes else 0
             self.storage.check_room(size, used)
+            web = self.web_metadata_of_file(temp_path)  # from the temp file: S3 would fetch the object back
             try:
                 stored = self.storage.place(temp_path, facts.sop_instance_uid, received)
             except OSError as exc:  # any backend: a full disk is Out of Resources, not an internal error
@@ -221,7 +223,7 @@ class Node:
                 raise
             placed = stored.relative_path
             result, orphan = self.index.record_instance(facts, stored, caller.aet, policy, provenance,
-                                                        web_metadata=self.web_metadata_of(stored.relative_path))
+                                                        web_metadata=web)
             placed = None  # the index owns it now
             if orphan:
                 self.storage.remove(orphan)
@@ -258,12 +260,19 @@ class Node:
         """
         if not self.config.web.enabled:
             return None
+        with self.storage.local_file(relative_path) as path:
+            return self.web_metadata_of_file(path)
+
+    def web_metadata_of_file(self, path: Path) -> tuple[str, str] | None:
+        """:meth:`web_metadata_of` a local file (the received temp file, before it is placed)."""
+        if not self.config.web.enabled:
+            return None
         from pacsnode.dicom import web_metadata
 
         try:
-            return web_metadata.build(self.storage.absolute(relative_path))
+            return web_metadata.build(path)
         except Exception:  # never refuse a valid store because of its web view
-            LOGGER.warning("DICOMweb metadata of %s not built at ingest", relative_path, exc_info=True)
+            LOGGER.warning("DICOMweb metadata of %s not built at ingest", path.name, exc_info=True)
             return None
 
     def _qc_on_store(self, outcome: StoreOutcome, _facts: InstanceFacts) -> None:
@@ -423,8 +432,8 @@ class Node:
             allowed, withheld = self.regional.access(query, caller)
             local = self.regional.is_local(caller) and (
                 destination is None or self.regional.is_local(Caller.registered(destination, destination.host)))
-            locations = matching.match_instances(self.index, query, self.storage.root, allowed_study_uids=allowed,
-                                                 hide_rejected=not local)
+            locations = self.openable(matching.match_instances(self.index, query, None, allowed_study_uids=allowed,
+                                                               hide_rejected=not local))
             if withheld and self.observers:
                 for why, count in withheld.items():
                     notify(self.observers, Event("withheld", why, count=count))
@@ -466,10 +475,10 @@ class Node:
             if row is None or row["sop_class_uid"] != sop_class or row["calling_ae"] != caller.aet:
                 results.append((sop_class, sop_instance, COMMIT_NO_SUCH_INSTANCE))
                 continue
-            path = self.storage.absolute(row["path"])
             try:
-                intact = path.stat().st_size == row["size"] and sha256_of(path) == row["sha256"]
-            except OSError:
+                intact = (self.storage.size(row["path"]) == row["size"]
+                          and self.storage.sha256(row["path"]) == row["sha256"])
+            except (OSError, StorageUnavailable):
                 intact = False
             results.append((sop_class, sop_instance, 0 if intact else COMMIT_PROCESSING_FAILURE))
         failed = [uid for _cls, uid, reason in results if reason]
@@ -478,14 +487,21 @@ class Node:
                           detail={"requested": len(refs), "failed": failed[:20], "failed_count": len(failed)})
         return results
 
+    def openable(self, locations: list[InstanceLocation]) -> list[InstanceLocation]:
+        """Locations of stored instances (relative paths) that open through the storage area."""
+        return [replace(loc, opener=partial(self.storage.open, loc.path)) for loc in locations]
+
+    def study_to_send(self, study_uid: str) -> list[InstanceLocation]:
+        """Every instance of a stored study, openable (``send --study``)."""
+        locations = self.index.locations(study_uid)
+        if not locations:
+            raise NotFound(f"no study {study_uid} in this node")
+        return self.openable(locations)
+
     def files_to_send(self, study_uid: str | None, paths: list[Path]) -> list[tuple[str, str, str]]:
-        """(path, SOP class, transfer syntax) of a stored study, or of DICOM files on disk."""
+        """(path, SOP class, transfer syntax) of DICOM files on disk (a stored study: :meth:`study_to_send`)."""
         if study_uid:
-            locations = self.index.locations(study_uid)
-            if not locations:
-                raise NotFound(f"no study {study_uid} in this node")
-            return [(str(self.storage.absolute(loc.path)), loc.sop_class_uid, loc.transfer_syntax)
-                    for loc in locations]
+            raise NotFound("a stored study is sent through study_to_send")
         files = []
         for path in iter_files(paths):
             facts = facts_from_file(path)

@@ -14,13 +14,14 @@ import json
 import logging
 import threading
 from collections import Counter, defaultdict
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pacsnode.audit import AuditLog
-from pacsnode.errors import InvalidInstance, NotFound
+from pacsnode.errors import InvalidInstance, NotFound, StorageUnavailable
 from pacsnode.index import qc_store
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.base import Index
@@ -44,7 +45,7 @@ from pacsnode.qc import (
     restore,
     run_checks,
 )
-from pacsnode.storage.filesystem import FileStorage
+from pacsnode.storage.area import StorageArea
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _parse_at(text: str) -> datetime:
 class QcDesk:
     """QC for the studies of one node."""
 
-    def __init__(self, index: Index, storage: FileStorage, store: RegionalStore, audit: AuditLog,
+    def __init__(self, index: Index, storage: StorageArea, store: RegionalStore, audit: AuditLog,
                  rules_path: Path, auto_accept: bool) -> None:
         self.index = index
         self.storage = storage
@@ -88,23 +89,28 @@ class QcDesk:
                           detail={"reviewer": decision.reviewer, "grade": decision.grade or "",
                                   "reason": decision.reason_code, "note": decision.note})
 
-    def instances(self, study_uid: str) -> list[QcInstance]:
+    @contextmanager
+    def instances(self, study_uid: str) -> Iterator[list[QcInstance]]:
+        """The study's visible instances as local files for the checks (the storage area's own
+        files on the filesystem; downloaded to the temp folder, removed after the block, on S3)."""
         locations = self.index.locations(study_uid, visible_only=True)  # rejected instances are not judged
         if not locations:
             raise NotFound(f"no study {study_uid} in this node")
         out = []
-        for loc in locations:
-            try:
-                out.append(QcInstance.from_path(str(self.storage.absolute(loc.path))))
-            except (InvalidInstance, OSError) as exc:
-                LOGGER.warning("QC cannot read %s: %s", loc.sop_instance_uid, exc)
-        return out
+        with ExitStack() as files:
+            for loc in locations:
+                try:
+                    out.append(QcInstance.from_path(str(files.enter_context(self.storage.local_file(loc.path)))))
+                except (InvalidInstance, OSError, StorageUnavailable) as exc:
+                    LOGGER.warning("QC cannot read %s: %s", loc.sop_instance_uid, exc)
+            yield out
 
     # -- automatic checks ----------------------------------------------------------------
     def run(self, study_uid: str) -> tuple[QcDecision, list[CheckOutcome]]:
         """Run every check on a study and move its status as the checks justify."""
         with self._lock:
-            outcomes = run_checks(self.instances(study_uid), self.rules)
+            with self.instances(study_uid) as instances:
+                outcomes = run_checks(instances, self.rules)
             for extra in self.extra_checks:
                 outcomes.extend(extra(study_uid))
             current = self.current(study_uid)
@@ -208,7 +214,8 @@ class QcDesk:
         return {"groups": rows, "top_failing_checks": [{"code": k, "studies": v} for k, v in failing.most_common(10)]}
 
     def preview(self, study_uid: str, out_path: Path, tile: int = 256) -> PreviewInfo:
-        return render_contact_sheet(preview_series_for(self.instances(study_uid)), out_path, tile=tile)
+        with self.instances(study_uid) as instances:
+            return render_contact_sheet(preview_series_for(instances), out_path, tile=tile)
 
 
 def rows_csv(rows: list[dict[str, Any]]) -> str:

@@ -164,9 +164,9 @@ def send(ctx: click.Context, peer_spec: str, paths: tuple[Path, ...], study_uid:
     node = open_node(ctx)
     peer = node.resolve_peer(peer_spec)
     config = node.config
-    files = node.files_to_send(study_uid, list(paths))
+    files = node.files_to_send(None, list(paths)) if paths else []
+    locations, unreadable = (node.study_to_send(study_uid) if study_uid else []), 0
     node.close()
-    locations, unreadable = [], 0
     for path, sop_class, syntax in files:
         try:
             locations.append(sending.location_of_file(path, sop_class, syntax))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
 from pacsnode.dimse import pdu
-from pacsnode.errors import PacsnodeError
+from pacsnode.errors import PacsnodeError, StorageUnavailable
 from pacsnode.model import InstanceLocation
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -114,7 +114,7 @@ def inspect_file(handle: BinaryIO, path: str = "") -> StoredFile:
     Raises :class:`UnreadableInstance` when there is no ``DICM`` prefix or the meta group is
     malformed; such a file can still be sent through pydicom (see ``_transcoded``).
     """
-    size = os.fstat(handle.fileno()).st_size
+    size = handle.seek(0, os.SEEK_END)  # not fstat: an object read from S3 is a spooled file in memory
     handle.seek(0)
     head = handle.read(min(size, PREAMBLE + 4 + _META_LIMIT))
     if head[PREAMBLE:PREAMBLE + 4] != b"DICM":
@@ -188,10 +188,12 @@ def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax
     """
     limit = pdv_limit(peer_max_pdu)
     command = store_command(location, message_id, move_originator, priority)
-    try:
-        handle = open(location.path, "rb")
+    try:  # the storage area's open (the real file on the filesystem: streamed as before)
+        handle = location.opener() if location.opener is not None else open(location.path, "rb")
     except OSError as exc:
         raise UnreadableInstance(f"cannot open {location.path}: {exc.strerror or exc}") from None
+    except StorageUnavailable as exc:
+        raise UnreadableInstance(f"cannot read {location.path}: {exc}") from None
     with handle:
         try:
             stored: StoredFile | None = inspect_file(handle, location.path)

@@ -407,7 +407,7 @@ def _sop_classes(index: SqliteIndex, study_pks: list[int], hide_rejected: bool =
 
 
 # -- retrieve --------------------------------------------------------------------------------
-def match_instances(index: SqliteIndex, query: Query, storage_root: Path, *,
+def match_instances(index: SqliteIndex, query: Query, storage_root: Path | None, *,
                     allowed_study_uids: Collection[str] | None = None,
                     hide_rejected: bool = False) -> list[InstanceLocation]:
     """Every instance under the entities a C-MOVE/C-GET identifier names, with absolute paths.
@@ -427,6 +427,7 @@ def match_instances(index: SqliteIndex, query: Query, storage_root: Path, *,
         "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
         f"FROM {_FROM[Level.IMAGE]} WHERE {where.sql()} "
         "ORDER BY s.pk, se.series_number, se.pk, i.instance_number, i.pk", where.params)
-    root = Path(storage_root)
+    root = Path(storage_root) if storage_root is not None else None  # None: the recorded relative paths
     return [InstanceLocation(sop_instance_uid=r[0], sop_class_uid=r[1], transfer_syntax=r[2],
-                             path=str((root / r[3]).absolute()), study_uid=r[4], series_uid=r[5]) for r in rows]
+                             path=str((root / r[3]).absolute()) if root else r[3], study_uid=r[4], series_uid=r[5])
+            for r in rows]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol, Sequence
 
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import ReceivedFile, StoredFile
@@ -62,6 +62,10 @@ class StorageArea(Protocol):
 
     def read_range(self, relative_path: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        ...
+
+    def read_ranges(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """``read_range`` of each (offset, length) in order (frames: the file opened once)."""
         ...
 
     def local_file(self, relative_path: str) -> AbstractContextManager[Path]:

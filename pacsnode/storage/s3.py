@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, NoReturn
+from typing import Any, BinaryIO, Callable, Iterator, NoReturn, Sequence
 
 from pacsnode.errors import ConfigError, InvalidInstance, StorageUnavailable
 from pacsnode.model import ReceivedFile, StoredFile
@@ -165,6 +165,11 @@ class S3Storage:
         except Exception as exc:
             raise StorageUnavailable(f"object storage read of {relative_path} broke off: {type(exc).__name__}") \
                 from None
+
+    def read_ranges(self, relative_path: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """One ranged GET per range (a frame's fragments are usually one range)."""
+        for offset, length in ranges:
+            yield self.read_range(relative_path, offset, length)
 
     @contextmanager
     def local_file(self, relative_path: str) -> Iterator[Path]:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -208,23 +208,23 @@ class Web:
                                or not all(wado.can_transcode(r.transfer_syntax) for r, t in zip(rows, transcode) if t)):
             raise HttpError(406, "instances go in their stored transfer syntax or as Explicit VR Little Endian "
                                  f"({wado.EXPLICIT_LE}); stored: {', '.join(sorted({r.transfer_syntax for r in rows}))}")
-        root = self.node.storage.root
         boundary = wado.new_boundary()
-        return StreamingResponse(wado.multipart_files([root / r.path for r in rows], boundary, transcode=transcode),
+        return StreamingResponse(wado.multipart_files(self.node.storage, [r.path for r in rows], boundary,
+                                                      transcode=transcode),
                                  media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
 
     def metadata(self, request: Request) -> Response:
         caller = self.caller(request)
         p = request.path_params
         rows = self.rows(caller, p["study"], p.get("series"), p.get("sop"), action="wado-metadata")
-        body = wado.metadata_json(self.store, rows, self.node.storage.root, self.base_url(request))
+        body = wado.metadata_json(self.store, rows, self.node.storage, self.base_url(request))
         return Response(body, media_type=DICOM_JSON)
 
     def frames(self, request: Request) -> Response:
         caller = self.caller(request)
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-frames")
-        table = wado.frame_table(self.store, rows[0], self.node.storage.root)
+        table = wado.frame_table(self.store, rows[0], self.node.storage)
         runs = table.get("frames") or []
         if not runs:
             raise HttpError(404, "this instance has no frames pacsnode can serve without decoding")
@@ -239,7 +239,7 @@ class Web:
                                  "pacsnode does not transcode")
         boundary = wado.new_boundary()
         chosen = [runs[n - 1] for n in numbers]
-        parts = wado.multipart_frames(self.node.storage.root / rows[0].path, chosen, boundary, media, syntax)
+        parts = wado.multipart_frames(self.node.storage, rows[0].path, chosen, boundary, media, syntax)
         content_type = f'multipart/related; type="{media}"; boundary={boundary}'
         if sum(length for frame in chosen for _offset, length in frame) <= FRAMES_IN_ONE_BODY:
             # A viewer asks for one frame at a time: one body read here, in the worker thread, is
@@ -251,7 +251,8 @@ class Web:
         caller = self.caller(request)
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-bulkdata")
-        value = _bulk_value(self.node.storage.root / rows[0].path, p["tag"])
+        with self.node.storage.open(rows[0].path) as handle:
+            value = _bulk_value(handle, p["tag"])
         if value is None:
             raise HttpError(404, f"no bulk data {p['tag']!r} in this instance")
         boundary = wado.new_boundary()
@@ -284,7 +285,8 @@ class Web:
                 raise HttpError(404, "no such frame")
             frame = numbers[0] - 1
         try:
-            body = rendered.render(self.node.storage.root / row.path, kind, frame, window, viewport, quality)
+            with self.node.storage.local_file(row.path) as path:
+                body = rendered.render(path, kind, frame, window, viewport, quality)
         except (rendered.RenderError, IndexError, ValueError) as exc:
             raise HttpError(400 if not isinstance(exc, IndexError) else 404, f"cannot render: {exc}") from None
         return Response(body, media_type=kind)
@@ -302,9 +304,10 @@ class Web:
         if content_type != "application/dicom":
             raise HttpError(406, "contentType: only application/dicom is served")
         rows = self.rows(caller, study, series, sop, action="wado-uri")
-        path = self.node.storage.root / rows[0].path
-        return StreamingResponse(_file_chunks(path), media_type="application/dicom",
-                                 headers={"Content-Length": str(path.stat().st_size)})
+        storage, path = self.node.storage, rows[0].path
+        size = storage.size(path)
+        return StreamingResponse(_file_chunks(storage.open(path)), media_type="application/dicom",
+                                 headers={"Content-Length": str(size)})
 
     # -- STOW-RS -------------------------------------------------------------------------
     async def stow(self, request: Request) -> Response:
@@ -393,8 +396,8 @@ class Web:
     def readyz(self, _request: Request) -> Response:
         try:
             self.node.index.check_readable()
-            if not self.node.storage.root.is_dir():
-                raise OSError("storage folder missing")
+            if not self.node.storage.available():
+                raise OSError("storage area unreachable")
         except Exception as exc:
             return PlainTextResponse(f"not ready: {exc}\n", status_code=503)
         return PlainTextResponse("ready\n")
@@ -404,20 +407,20 @@ def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != '"' else "?" for c in text)[:300]
 
 
-def _file_chunks(path: Path):  # type: ignore[no-untyped-def]
-    with open(path, "rb") as handle:
+def _file_chunks(handle: BinaryIO):  # type: ignore[no-untyped-def]
+    with handle:
         while chunk := handle.read(wado.CHUNK):
             yield chunk
 
 
-def _bulk_value(path: Path, tag_text: str) -> bytes | None:
+def _bulk_value(handle: BinaryIO, tag_text: str) -> bytes | None:
     from pydicom import dcmread
 
     try:
         tag = int(tag_text, 16)
     except ValueError:
         return None
-    dataset = dcmread(str(path))
+    dataset = dcmread(handle)
     for element in dataset.iterall():
         if int(element.tag) == tag and isinstance(element.value, (bytes, bytearray)):
             return bytes(element.value)

@@ -14,7 +14,6 @@ under ``<home>/metrics`` and any worker's ``/metrics`` answers for all of them.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any, Iterator
 
@@ -36,10 +35,11 @@ class NodeCollector:
         self.node = node
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        usage = shutil.disk_usage(self.node.storage.root)
-        free = GaugeMetricFamily("pacsnode_storage_free_bytes", "Free bytes on the storage filesystem")
-        free.add_metric([], usage.free)
-        yield free
+        free_bytes = self.node.storage.free_bytes()  # None on S3: the bucket has no "free"
+        if free_bytes is not None:
+            free = GaugeMetricFamily("pacsnode_storage_free_bytes", "Free bytes on the storage filesystem")
+            free.add_metric([], free_bytes)
+            yield free
         studies = GaugeMetricFamily("pacsnode_studies", "Studies in the index")
         studies.add_metric([], self.node.index.study_count())
         yield studies

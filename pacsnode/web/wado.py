@@ -1,21 +1,21 @@
 """WADO-RS and WADO-URI bodies: stored bytes streamed as multipart/related, metadata, frames.
 
-Instances are streamed from their files in chunks (never a whole study in memory).
+Instances are streamed from the storage area in chunks (never a whole study in memory).
 ``/metadata`` concatenates the DICOM JSON kept in the index at ingest; an instance indexed
 before DICOMweb was on gets its JSON built once, on first request, and kept. Frames are read
-with ``os.pread`` at the offsets recorded at ingest.
+at the offsets recorded at ingest (``StorageArea.read_ranges``: ``os.pread`` on the
+filesystem, ranged GETs on S3).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from pacsnode.dicom import web_metadata
 from pacsnode.index.web_store import InstanceRow, WebStore
+from pacsnode.storage.area import StorageArea
 
 CHUNK = 1 << 20
 # Encapsulated transfer syntaxes → the media type of their frames (PS3.18 Table 8.7.3-2).
@@ -37,17 +37,19 @@ def new_boundary() -> str:
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-def multipart_files(paths: Sequence[Path], boundary: str, part_type: str = "application/dicom",
+def multipart_files(storage: StorageArea, paths: Sequence[str], boundary: str, part_type: str = "application/dicom",
                     transcode: Sequence[bool] = ()) -> Iterator[bytes]:
-    """One part per file, streamed in chunks; files flagged in ``transcode`` go as Explicit VR LE."""
+    """One part per stored file (relative paths), streamed in chunks; files flagged in
+    ``transcode`` go as Explicit VR LE."""
     for number, path in enumerate(paths):
         if number < len(transcode) and transcode[number]:
             yield (f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={EXPLICIT_LE}\r\n\r\n"
                    ).encode("ascii")
-            yield to_explicit_le(path)
+            with storage.open(path) as handle:
+                yield to_explicit_le(handle)
         else:
             yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode("ascii")
-            with open(path, "rb") as handle:
+            with storage.open(path) as handle:
                 while chunk := handle.read(CHUNK):
                     yield chunk
         yield b"\r\n"
@@ -66,13 +68,13 @@ def can_transcode(syntax: str) -> bool:
         return False
 
 
-def to_explicit_le(path: Path) -> bytes:
+def to_explicit_le(handle: BinaryIO) -> bytes:
     """The instance decoded (when encapsulated) and written as Explicit VR Little Endian, in memory."""
     import io
 
     from pydicom import dcmread
 
-    dataset = dcmread(str(path))
+    dataset = dcmread(handle)
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         dataset.decompress(generate_instance_uid=False)  # decoding adds no loss: the same instance
     dataset.file_meta.TransferSyntaxUID = EXPLICIT_LE
@@ -81,22 +83,24 @@ def to_explicit_le(path: Path) -> bytes:
     return out.getvalue()
 
 
-def metadata_json(store: WebStore, rows: Iterable[InstanceRow], storage_root: Path, base_url: str) -> bytes:
+def metadata_json(store: WebStore, rows: Iterable[InstanceRow], storage: StorageArea, base_url: str) -> bytes:
     """The DICOM JSON array of the instances, bulk data URIs pointing at this server."""
     parts: list[str] = []
     for row in rows:
         text = row.metadata
         if not text:  # indexed before DICOMweb was on: build once, keep
-            text, frames = web_metadata.build(storage_root / row.path)
+            with storage.local_file(row.path) as path:
+                text, frames = web_metadata.build(path)
             store.save_metadata(row.sop_instance_uid, text, frames)
         parts.append(text)
     return ("[" + ",".join(parts) + "]").replace(web_metadata.BASE_MARKER, base_url).encode("utf-8")
 
 
-def frame_table(store: WebStore, row: InstanceRow, storage_root: Path) -> dict[str, object]:
+def frame_table(store: WebStore, row: InstanceRow, storage: StorageArea) -> dict[str, object]:
     text = row.frames
     if not text and not row.metadata:
-        meta, text = web_metadata.build(storage_root / row.path)
+        with storage.local_file(row.path) as path:
+            meta, text = web_metadata.build(path)
         store.save_metadata(row.sop_instance_uid, meta, text)
     return json.loads(text) if text else {}
 
@@ -142,19 +146,16 @@ def requested_syntaxes(accept: str) -> set[str] | None:
     return named or None
 
 
-def multipart_frames(path: Path, runs: Sequence[Sequence[Sequence[int]]], boundary: str, part_type: str,
-                     syntax: str) -> Iterator[bytes]:
-    """The asked frames, each one part, read with ``os.pread`` from the stored file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for frame in runs:
-            yield (f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={syntax}\r\n\r\n").encode("ascii")
-            for offset, length in frame:
-                yield os.pread(fd, length, offset)
-            yield b"\r\n"
-        yield f"--{boundary}--\r\n".encode("ascii")
-    finally:
-        os.close(fd)
+def multipart_frames(storage: StorageArea, path: str, runs: Sequence[Sequence[Sequence[int]]], boundary: str,
+                     part_type: str, syntax: str) -> Iterator[bytes]:
+    """The asked frames, each one part, read at their recorded byte ranges from the stored file."""
+    ranges = storage.read_ranges(path, [(offset, length) for frame in runs for offset, length in frame])
+    for frame in runs:
+        yield (f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={syntax}\r\n\r\n").encode("ascii")
+        for _fragment in frame:
+            yield next(ranges)
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
 
 
 def parse_frame_list(text: str, count: int) -> list[int] | None:
