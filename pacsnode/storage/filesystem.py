@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -28,6 +29,10 @@ from pacsnode.storage.area import CHUNK, DigestMismatch, StorageArea, sha256_of
 from pacsnode.storage.tempfiles import age_seconds
 
 __all__ = ["FileStorage", "StorageArea", "sha256_of", "fsync_dir", "CHUNK"]
+
+
+#: the names ``place`` makes (``aa/bb/<uid>.dcm``, a sibling ``aa/bb/<uid>.<8 hex>.dcm``)
+_LAYOUT = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9.]{1,64}(\.[0-9a-f]{8})?\.dcm")
 
 
 def relative_path_for(sop_instance_uid: str) -> str:
@@ -100,6 +105,8 @@ class FileStorage:
         return relative_path_for(sop_instance_uid)
 
     def absolute(self, relative_path: str) -> Path:
+        if _LAYOUT.fullmatch(relative_path):  # a name place() made: hex folders, UID digits, no way out
+            return self.root / relative_path
         path = (self.root / relative_path).resolve()
         if self.root.resolve() not in path.parents:
             raise InvalidInstance(f"path {relative_path!r} escapes the storage folder")
