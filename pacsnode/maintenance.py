@@ -49,7 +49,8 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
     try:
         if not repair:
             lock.downgrade(to_shared=was_shared)
-        grace = 0.0 if offline else grace_seconds
+        # offline means "nobody can be mid-store" only when nobody outside this home writes there
+        grace = 0.0 if offline and not node.storage.shared else grace_seconds
         report.orphan_files, report.in_flight = _split_by_age(storage, unindexed, grace)
         report.missing_files = _still_missing(node, missing)
         temps = classify(node.config.temp_path, offline=offline, grace_seconds=grace_seconds)

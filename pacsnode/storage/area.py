@@ -43,6 +43,10 @@ class StorageArea(Protocol):
     """Where instance files live; every method takes the relative path the index recorded."""
 
     quota_bytes: int
+    #: whether processes this home's ``serve.lock`` does not see may write into the area (an
+    #: S3 bucket that other nodes share): then ``check --repair`` never counts as offline and
+    #: leaves young unindexed files alone whatever the lock says
+    shared: bool
 
     def describe(self) -> str:
         """Where the files are, for people (a folder, or ``s3://bucket/prefix``; never credentials)."""

@@ -95,6 +95,8 @@ def fsync_file_and_dir(path: Path | None, folder: Path) -> None:
 class FileStorage:
     """Instance files under one root folder (a :class:`StorageArea`)."""
 
+    shared = False  # only this home's processes write here (they hold serve.lock)
+
     def __init__(self, root: Path, quota_bytes: int = 0, fsync: bool = True) -> None:
         self.root = root
         self.quota_bytes = quota_bytes

@@ -45,6 +45,8 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 class S3Storage:
     """Instance files as objects under one prefix of one bucket (a :class:`StorageArea`)."""
 
+    shared = True  # other nodes may store into the same bucket: their stores are not in our serve.lock
+
     def __init__(self, location: S3Location, temp_dir: Path, quota_bytes: int = 0,
                  credentials: tuple[str, str, str | None] | None = None) -> None:
         self.location = location
