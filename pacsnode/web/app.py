@@ -304,9 +304,8 @@ class Web:
         if content_type != "application/dicom":
             raise HttpError(406, "contentType: only application/dicom is served")
         rows = self.rows(caller, study, series, sop, action="wado-uri")
-        storage, path = self.node.storage, rows[0].path
-        size = storage.size(path)
-        return StreamingResponse(_file_chunks(storage.open(path)), media_type="application/dicom",
+        path, size = rows[0].path, self.node.storage.size(rows[0].path)
+        return StreamingResponse(_file_chunks(self.node.storage.open(path)), media_type="application/dicom",
                                  headers={"Content-Length": str(size)})
 
     # -- STOW-RS -------------------------------------------------------------------------
