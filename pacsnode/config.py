@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pacsnode.errors import ConfigError
 from pacsnode.model import DuplicatePolicy
+from pacsnode.storage.s3_url import checked_storage_url
 
 CONFIG_NAME = "pacsnode.toml"
 AET_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: 16 chars, no backslash
@@ -350,7 +351,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         web=WebSettings(**section_values(data, "web", source)),
         log=LogSettings(**section_values(data, "log", source)),
         index=_index(data, source),
-        storage=_storage(section_values(data, "storage", source), source),
+        storage=StorageSettings(url=checked_storage_url(section_values(data, "storage", source)["url"], source)),
     )
 
 
@@ -387,16 +388,6 @@ def _index(data: dict[str, Any], source: str) -> IndexSettings:
     if any(ch in url for ch in "\x00\n\r\t "):
         raise ConfigError(f"{where} contains a blank or control character")
     return IndexSettings(url=url)
-
-
-def _storage(values: dict[str, Any], source: str) -> StorageSettings:
-    """``[storage] url``: empty (the storage folder) or a valid s3:// URL (checked now, not at first store)."""
-    url = values["url"].strip()
-    if url:
-        from pacsnode.storage.s3_url import parse_s3_url
-
-        parse_s3_url(url, f"{source}: [storage].url")
-    return StorageSettings(url=url)
 
 
 def _tls(values: dict[str, Any], home: Path, source: str) -> TlsSettings:

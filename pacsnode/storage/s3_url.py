@@ -35,6 +35,14 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}{where}"
 
 
+def checked_storage_url(value: str, source: str) -> str:
+    """``[storage] url`` stripped: empty (the storage folder) or a valid s3:// URL (checked now, not at first store)."""
+    url = value.strip()
+    if url:
+        parse_s3_url(url, f"{source}: [storage].url")
+    return url
+
+
 def parse_s3_url(url: str, where: str) -> S3Location:
     """The location ``url`` names, or ConfigError saying what is wrong with it."""
     parts = urlsplit(url)
