@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,8 +57,7 @@ def objects(server: S3Server, node: NodeProcess) -> dict[str, bytes]:
 
 
 def _prefix(node: NodeProcess) -> str:
-    text = (node.home / "pacsnode.toml").read_text()
-    url = next(line for line in text.splitlines() if line.strip().startswith("url"))
+    url = tomllib.loads((node.home / "pacsnode.toml").read_text())["storage"]["url"]
     return url.split("s3://", 1)[1].split("?", 1)[0].split("/", 1)[1].strip("/") + "/"
 
 
