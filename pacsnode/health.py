@@ -24,6 +24,10 @@ LAST_ERRORS = 10
 
 
 def _storage(node: Node) -> dict[str, Any]:
+    if node.storage.free_bytes() is None:  # an object store ([storage] url): reachable or not, no disk to measure
+        ok = node.storage.available()
+        return {"path": node.storage.describe(), "ok": ok, "error": "" if ok else "storage area unreachable",
+                "free_bytes": 0, "total_bytes": 0, "free_percent": 0.0, "quota_bytes": node.config.store.quota_bytes}
     path = Path(node.config.storage_path)
     try:
         usage = shutil.disk_usage(path)
@@ -94,5 +98,5 @@ def node_health(node: Node) -> dict[str, Any]:
     """The node's health as JSON-ready data; ``ready`` is what ``/readyz`` answers."""
     storage, index = _storage(node), _index(node)
     return {"aet": node.config.aet, "institution": node.config.institution, "home": str(node.config.home),
-            "ready": index["ok"] and Path(node.config.storage_path).is_dir(), "storage": storage, "index": index,
+            "ready": index["ok"] and node.storage.available(), "storage": storage, "index": index,
             "listener": _listener(node), "workers": _workers(node), "last_errors": _last_errors(node)}

@@ -8,6 +8,7 @@ the object store is down is answered with a failure status, never Success.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import tomllib
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import requests
 from pydicom import dcmread
 
 from pacsnode import maintenance
@@ -122,6 +124,11 @@ def test_a_node_on_s3_stores_retrieves_serves_and_checks_clean(
     frame = get(node, base + "/frames/1", token, Accept='multipart/related; type="application/octet-stream"')
     assert frame.status_code == 200, frame.text
     assert list(multipart_parts(frame)) == [ds.PixelData]
+
+    status = json.loads(node.cli("status", "--json").stdout)
+    assert status["ready"] and status["storage"]["ok"] and status["storage"]["path"].startswith("s3://"), status
+    ready = requests.get(f"http://{LOOPBACK}:{node.web_port}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
 
     checked = node.check()  # sizes and SHA-256 of every object, read back
     assert checked.returncode == 0 and "index and files agree" in checked.stdout, checked.explain()
