@@ -20,13 +20,14 @@ LOGGER = logging.getLogger(__name__)
 class AuditLog:
     """Writes and reads the ``audit`` table."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Index, node: str = "") -> None:
         self.index = index
+        self.node = node  # the serving node's name, on every row (several nodes may share one audit)
 
     def record(self, action: str, outcome: str, *, peer_aet: str = "", peer_name: str = "",
                study_uid: str = "", detail: str | dict[str, Any] = "") -> None:
         text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, sort_keys=True)
-        audit_store.insert_event(self.index, action, outcome, peer_aet, peer_name, study_uid, text)
+        audit_store.insert_event(self.index, action, outcome, peer_aet, peer_name, study_uid, text, self.node)
 
     def last_detail(self, action: str) -> str | None:
         """The detail of the newest event of ``action`` (None when there is none)."""
@@ -44,13 +45,12 @@ class AuditLog:
         return audit_store.last_pk(self.index)
 
     def events(self, *, study_uid: str | None = None, peer: str | None = None, since: str | None = None,
-               limit: int = 10_000) -> list[AuditEvent]:
-        rows = audit_store.event_rows(self.index, study_uid=study_uid, peer=peer, since=since, limit=limit)
-        return [AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"],
-                           peer_name=r["peer_name"], study_uid=r["study_uid"], detail=r["detail"],
-                           at=datetime.fromisoformat(r["at"])) for r in rows]
+               limit: int = 10_000, node: str | None = None) -> list[AuditEvent]:
+        rows = audit_store.event_rows(self.index, study_uid=study_uid, peer=peer, since=since, limit=limit, node=node)
+        return [_event(r) for r in rows]
 
 
 def _event(r: Any) -> AuditEvent:
     return AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"], peer_name=r["peer_name"],
-                      study_uid=r["study_uid"], detail=r["detail"], at=datetime.fromisoformat(r["at"]))
+                      study_uid=r["study_uid"], detail=r["detail"], at=datetime.fromisoformat(r["at"]),
+                      node=r["node"])

@@ -129,6 +129,7 @@ class NodeConfig:
     """Everything ``pacsnode.toml`` says about one node."""
 
     home: Path
+    name: str = ""  # this node's name in the audit; "" = default_node_name() (see node_name)
     aet: str = "PACSNODE"
     host: str = "127.0.0.1"
     port: int = 11112
@@ -146,6 +147,12 @@ class NodeConfig:
     log: LogSettings = field(default_factory=LogSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+
+    @property
+    def node_name(self) -> str:
+        """Who served, as every audit record of this node says it: several nodes may share one
+        archive (index and storage), so the audit they share must tell them apart."""
+        return self.name or default_node_name(self.aet, self.port)
 
     @property
     def storage_path(self) -> Path:
@@ -170,6 +177,25 @@ class NodeConfig:
 
     def with_overrides(self, **changes: Any) -> "NodeConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+NODE_NAME_MAX = 64
+
+
+def default_node_name(aet: str, port: int) -> str:
+    """``<host name>/<AE title>:<port>``: unique among the nodes of one archive without any setting,
+    since nodes behind one load balancer share the AE title, and two nodes on one machine never
+    share a port."""
+    host = socket.gethostname().split(".")[0] or "localhost"
+    return f"{host}/{aet}:{port}"[:NODE_NAME_MAX]
+
+
+def validate_node_name(name: str, where: str) -> str:
+    """A node name: up to 64 printable characters (it is shown in every audit row), or "" for the default."""
+    if len(name) > NODE_NAME_MAX or any(not c.isprintable() for c in name) or name != name.strip():
+        raise ConfigError(f"{where}: node name {name[:80]!r} is not valid; use up to {NODE_NAME_MAX} printable "
+                          "characters without leading or trailing spaces (or \"\" for host name/AE title:port)")
+    return name
 
 
 def validate_aet(aet: str, where: str) -> str:
@@ -222,6 +248,7 @@ class Key:
 TIMEOUT = dict(minimum=1, maximum=3600)
 SCHEMA: dict[str, dict[str, Key]] = {
     "node": {
+        "name": Key(str, ""),
         "aet": Key(str, "PACSNODE"),
         "host": Key(str, "127.0.0.1"),
         "port": Key(int, 11112, 1, 65535),
@@ -340,6 +367,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
     store["duplicates"] = DuplicatePolicy(store["duplicates"])
     where = f"{source}: [node]"
     node["aet"] = validate_aet(node["aet"], f"{where}.aet")
+    node["name"] = validate_node_name(node["name"], f"{where}.name")
     return NodeConfig(
         home=home,
         **node,
@@ -427,6 +455,7 @@ def render_config(aet: str, host: str, port: int, institution: str, web_enabled:
 # Every command refuses an unknown section or key and a value out of range, naming the nearest
 # valid one: a typo never falls back to a default.
 [node]
+name = ""                   # this node's name in the audit ("" = host name/AE title:port); nodes sharing an archive differ
 aet = "{aet}"              # this node's AE title
 host = "{host}"        # listening address (a production node sets its LAN address)
 port = {port}

@@ -367,6 +367,7 @@ class AuditEvent:
     study_uid: str = ""
     detail: str = ""
     at: datetime | None = None
+    node: str = ""  # which node of the archive served ("" = written before nodes were named)
 
 
 class DeliveryKind(str, enum.Enum):

@@ -55,7 +55,7 @@ from pacsnode import maintenance
 from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
-from pacsnode.storage.home_lock import HomeLock
+from pacsnode.storage.archive_lock import WriterLock, file_archive_lock
 from pacsnode.storage.tempfiles import temp_prefix
 
 LOGGER = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Node:
         self.index = index or open_index(config)
         self.storage = storage or open_storage(config)  # the folder, or [storage] url (S3)
         self.peers = PeerRegistry(self.index)
-        self.audit = AuditLog(self.index)
+        self.audit = AuditLog(self.index, node=config.node_name)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.observers: list[Observer] = []  # metrics: associations, service latency (pacsnode.observe)
         self.regional_store = RegionalStore(self.index)
@@ -107,7 +107,9 @@ class Node:
         self.qc = QcDesk(self.index, self.storage, self.regional_store, self.audit, config.qc_rules_path,
                          auto_accept=config.qc.auto_accept)
         self.after_store.append(self._qc_on_store)
-        self.home_lock = HomeLock(config.home)  # shared while this process may write (see new_temp_file)
+        # shared while this process may write (see new_temp_file): the home's serve.lock, and the
+        # archive's when the index lives outside the home (several nodes, one archive: issue 16)
+        self.home_lock: WriterLock = file_archive_lock(config.home, config.index_path)
         self.rejections = RejectionDesk(self.regional_store, self.audit, self.qc)
         self.provenance = ProvenanceDesk(config, self.index, self.regional, self.regional_store, self.audit)
         self.qc.extra_checks.append(self.provenance.finding)

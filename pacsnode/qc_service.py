@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from pacsnode.audit import AuditLog
 from pacsnode.errors import InvalidInstance, NotFound, StorageUnavailable
-from pacsnode.index import qc_store
+from pacsnode.index import qc_store, work_queue
 from pacsnode.index.regional_store import RegionalStore
 from pacsnode.index.base import Index
 from pacsnode.qc import (
@@ -124,16 +124,25 @@ class QcDesk:
                 self._save(study_uid, decision, outcomes)
             return decision, outcomes
 
-    def run_stable(self, stable_seconds: int) -> list[str]:
-        """Check studies with no new instance for ``stable_seconds`` (Orthanc's stable-study idea)."""
+    def run_stable(self, stable_seconds: int, batch: int = 20) -> list[str]:
+        """Check studies with no new instance for ``stable_seconds`` (Orthanc's stable-study idea).
+
+        Several nodes may share the index: each study is queued, then claimed by exactly one of
+        them (``index.work_queue``), so it is checked once whichever nodes run this pass. Returns
+        the studies this node checked.
+        """
         before = (datetime.now(timezone.utc) - timedelta(seconds=stable_seconds)).isoformat(timespec="microseconds")
+        work_queue.queue_quiet_studies(self.index, before)
         done = []
-        for study_uid in self.store.studies_quiet_since(before):
-            try:
-                self.run(study_uid)
-                done.append(study_uid)
-            except (QcError, NotFound) as exc:
-                LOGGER.warning("QC of %s skipped: %s", study_uid, exc)
+        node = self.audit.node
+        while claimed := work_queue.claim(self.index, work_queue.QC_STABLE, node, limit=batch):
+            for study_uid in claimed:
+                try:
+                    self.run(study_uid)
+                    done.append(study_uid)
+                except (QcError, NotFound) as exc:  # for good: not retried until the study changes
+                    LOGGER.warning("QC of %s skipped: %s", study_uid, exc)
+                work_queue.finish(self.index, work_queue.QC_STABLE, study_uid, node)
         return done
 
     def instance_arrived(self, study_uid: str) -> None:

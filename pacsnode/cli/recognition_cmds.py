@@ -311,12 +311,15 @@ def report_recognition(ctx: click.Context, since: str | None, until: str | None,
 @click.option("--study", "study_uid", default=None, help="Only this study.")
 @click.option("--peer", default=None, help="Only this peer (name or AE title).")
 @click.option("--since", default=None, help="From date (YYYY-MM-DD).")
+@click.option("--node", "node_name", default=None, help="Only what this node served (its [node] name).")
 @click.option("--limit", default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def audit(ctx: click.Context, study_uid: str | None, peer: str | None, since: str | None, limit: int,
-          as_json: bool) -> None:
+def audit(ctx: click.Context, study_uid: str | None, peer: str | None, since: str | None, node_name: str | None,
+          limit: int, as_json: bool) -> None:
     """The audit trail: associations, queries, retrievals, refusals, shares, QC and decisions.
+
+    Nodes sharing one archive share its audit: the node column says which one served.
 
     \b
     Example:
@@ -324,10 +327,11 @@ def audit(ctx: click.Context, study_uid: str | None, peer: str | None, since: st
     """
     node = open_node(ctx)
     day = _parse_day(since)
-    events = node.audit.events(study_uid=study_uid, peer=peer, since=day.isoformat() if day else None, limit=limit)
+    events = node.audit.events(study_uid=study_uid, peer=peer, since=day.isoformat() if day else None, limit=limit,
+                               node=node_name)
     node.close()
     rows = [asdict(e) for e in events]
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["at", "action", "outcome", "peer_name", "peer_aet", "study_uid", "detail"])
+        print_table(rows, ["at", "node", "action", "outcome", "peer_name", "peer_aet", "study_uid", "detail"])

@@ -14,16 +14,16 @@ from pacsnode.index.sqlite import SqliteIndex
 
 
 def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, peer_name: str,
-                 study_uid: str, detail: str) -> None:
-    """Append one audit row, stamped now (UTC), in its own write transaction.
+                 study_uid: str, detail: str, node: str = "") -> None:
+    """Append one audit row, stamped now (UTC) with the serving ``node``'s name, in its own write transaction.
 
     Without an fsync of its own (``durable=False``): the row survives a crash of the process,
     and the next durable commit (an instance, a decision) takes it to the disk.
     """
     with index.write(durable=False) as conn:
         conn.execute(
-            "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail) "
-            "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail))
+            "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail, node) "
+            "VALUES (?,?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail, node))
 
 
 def last_detail(index: SqliteIndex, action: str) -> str | None:
@@ -33,10 +33,14 @@ def last_detail(index: SqliteIndex, action: str) -> str | None:
 
 
 def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | None = None,
-               since: str | None = None, limit: int = 10_000) -> list[sqlite3.Row]:
-    """Audit rows, oldest first, filtered by study, peer (name or AE title) and time (ISO, inclusive)."""
+               since: str | None = None, limit: int = 10_000, node: str | None = None) -> list[sqlite3.Row]:
+    """Audit rows, oldest first, filtered by study, peer (name or AE title), time (ISO, inclusive)
+    and the node that served."""
     where: list[str] = []
     params: list[Any] = []
+    if node:
+        where.append("node = ?")
+        params.append(node)
     if study_uid:
         where.append("study_uid = ?")
         params.append(study_uid)

@@ -370,6 +370,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE recognition_decisions ADD COLUMN informed_how TEXT NOT NULL DEFAULT ''
         """,
     ),
+    (
+        # Several nodes may share one archive (issue 16): each audit row says which node served.
+        # Rows written before this migration keep node '' (the one node there was).
+        "0017_audit_node",
+        """
+        ALTER TABLE audit ADD COLUMN node TEXT NOT NULL DEFAULT ''
+        """,
+    ),
+    (
+        # Background work (the stable-study QC pass) claimed by one node of several sharing the
+        # index (index/work_queue.py): state ready → running (node, lease) → done, per generation.
+        "0018_work_items",
+        """
+        CREATE TABLE work_items (
+            kind TEXT NOT NULL,
+            item TEXT NOT NULL,
+            generation TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT 'ready',
+            node TEXT NOT NULL DEFAULT '',
+            lease_until TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            queued_at TEXT NOT NULL DEFAULT '',
+            done_at TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (kind, item)
+        );
+        CREATE INDEX work_items_state ON work_items (kind, state, queued_at)
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,158 @@
+"""Several nodes, one archive (issue 16 item 3), proven with two real ``pacsnode serve`` and DCMTK.
+
+Two homes, ``node-1`` and ``node-2``, point at one SQLite index and one storage folder outside
+both (``[node] index_file`` / ``storage_dir`` absolute): what one node stores the other finds,
+moves and serves over DICOMweb at once; peers and tokens registered through one are the other's;
+each association and web request is audited with the name of the node that served it; a study
+that went quiet is checked by one node only; a repair run from one home never removes a file
+the other node has placed but not yet indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pydicom
+import pytest
+import requests
+
+from cluster_support import (SharedArchive, add_peer, create_token, find_study_uids, move_study,
+                             wado_instance)
+from support import NodeProcess, Storescp, a_ct_file, have_tool, make_series
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(not all(have_tool(t) for t in ("storescu", "findscu", "movescu", "storescp")),
+                       reason="DCMTK (storescu, findscu, movescu, storescp) is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, NodeProcess, Storescp, Path]]:
+    base = tmp_path_factory.mktemp("cluster")
+    archive = SharedArchive("files", base / "archive")
+    archive.folder.mkdir()
+    one = archive.node(base / "n1", "node-1", stable_seconds=1)
+    two = archive.node(base / "n2", "node-2", stable_seconds=1)
+    dest = Storescp(base / "dest", "DEST")
+    try:
+        dest.start()
+        one.start()
+        two.start()
+        add_peer(one, "dest", "DEST", dest.port)  # through node 1 only: node 2 must know them too
+        for aet in ("FINDSCU", "MOVESCU"):
+            add_peer(one, aet.lower(), aet, 1)
+        yield one, two, dest, base
+    finally:
+        archive.stop()
+        dest.stop()
+
+
+def _audit(node: NodeProcess) -> list[dict[str, object]]:
+    result = node.cli("audit", "--json", "--limit", "100000")
+    assert result.returncode == 0, result.explain()
+    return list(json.loads(result.stdout))
+
+
+def test_an_instance_stored_through_one_node_is_found_moved_and_served_by_the_other_at_once(
+        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
+    one, two, dest, base = pair
+    files = make_series(a_ct_file(), base / "study-a", 3, PatientID="CLUSTER-A", PatientName="CLUSTER^A")
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    stored = one.store(files)
+    assert [r.status for r in stored.store_responses] == [0, 0, 0], stored.explain()
+    # at once: no wait, no sync step between the nodes
+    assert find_study_uids(two, "CLUSTER-A") == [ds.StudyInstanceUID]
+    dest.clear()
+    moved = move_study(two, ds.StudyInstanceUID, "DEST")
+    assert moved == {"status": 0, "completed": 3}
+    assert set(dest.received()) == {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
+    token = create_token(one, "cluster-viewer")  # a token made through node 1 ...
+    answer = wado_instance(two, token, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert answer.status_code == 200, answer.text[:400]  # ... is honoured by node 2
+    assert files[0].read_bytes()[132:][-512:] in answer.content
+
+
+def test_each_node_audits_what_it_served_under_its_own_name(
+        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
+    one, two, _dest, _base = pair
+    assert one.echo(aet="ECHO_ONE").returncode == 0
+    assert two.echo(aet="ECHO_TWO").returncode == 0
+    refused = requests.get(f"{two.web_url}/studies", headers={"Authorization": "Bearer forged-cluster"}, timeout=30)
+    assert refused.status_code == 401
+    token = create_token(one, "audit-viewer")
+    answered = requests.get(f"{two.web_url}/studies?PatientID=NOBODY", headers={"Authorization": f"Bearer {token}"},
+                            timeout=30)
+    assert answered.status_code in (200, 204), answered.text[:300]
+    events = _audit(one)  # one audit for the archive, read through either node
+    assert events == _audit(two)
+    by_aet = {e["peer_aet"]: e["node"] for e in events if e["action"] == "association"}
+    assert by_aet["ECHO_ONE"] == "node-1" and by_aet["ECHO_TWO"] == "node-2"
+    refusals = [e for e in events if e["action"] == "web-auth"]
+    assert refusals and {e["node"] for e in refusals} == {"node-2"}, refusals
+    queries = [e for e in events if e["peer_name"] == "token:audit-viewer" and e["action"] == "find"]
+    assert queries and {e["node"] for e in queries} == {"node-2"}, queries
+    only_two = json.loads(two.cli("audit", "--json", "--node", "node-2").stdout)
+    assert only_two and {e["node"] for e in only_two} == {"node-2"}
+
+
+def test_studies_that_went_quiet_are_checked_by_exactly_one_of_the_nodes(
+        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
+    one, two, _dest, base = pair
+    studies = []
+    for n in range(6):
+        files = make_series(a_ct_file(), base / f"quiet-{n}", 2, PatientID=f"QUIET-{n}")
+        studies.append(str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID))
+        stored = (one if n % 2 else two).store(files)
+        assert [r.status for r in stored.store_responses] == [0, 0], stored.explain()
+    rows: dict[str, tuple[str, ...]] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = {r[0]: r[1:] for r in _work_items(one, studies)}
+        if len(rows) == len(studies) and all(r[0] == "done" for r in rows.values()):
+            break
+        time.sleep(1)
+    assert sorted(rows) == sorted(studies), rows
+    assert {r[0] for r in rows.values()} == {"done"}, rows
+    assert {r[2] for r in rows.values()} == {1}, f"a study was claimed twice: {rows}"
+    assert {r[1] for r in rows.values()} <= {"node-1", "node-2"}
+    checked = [e for e in _audit(one) if e["action"] == "qc" and e["study_uid"] in studies]
+    assert sorted(str(e["study_uid"]) for e in checked) == sorted(studies)  # one automatic decision each
+    assert all(e["node"] == rows[str(e["study_uid"])][1] for e in checked)  # by the node that claimed it
+
+
+def _work_items(node: NodeProcess, studies: list[str]) -> list[tuple[object, ...]]:
+    import sqlite3
+
+    index = Path(str(node.home.parent / "archive" / "index.sqlite"))
+    conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+    try:
+        marks = ",".join("?" * len(studies))
+        return [tuple(r) for r in conn.execute(
+            f"SELECT item, state, node, attempts FROM work_items WHERE kind = 'qc-stable' AND item IN ({marks})",
+            studies)]
+    finally:
+        conn.close()
+
+
+def test_a_repair_from_one_home_leaves_a_file_the_other_node_is_indexing_alone(
+        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
+    """node 1 stopped, node 2 serving: node 1's home lock is free, the archive's is not. A file
+    just placed in the shared storage (node 2 between "file placed" and "row committed") is in
+    flight, not an orphan; a repair that thought itself offline would delete it, and node 2
+    would then acknowledge an instance whose file is gone."""
+    one, two, _dest, base = pair
+    in_flight = base / "archive" / "storage" / "ff" / "ff" / "1.2.3.4.5.6.7.8.9.dcm"
+    in_flight.parent.mkdir(parents=True, exist_ok=True)
+    in_flight.write_bytes(b"\0" * 200)
+    one.stop()
+    try:
+        repaired = one.check("--repair")
+        assert in_flight.exists(), repaired.explain()
+        assert "left alone: 1 unindexed file" in repaired.stderr, repaired.explain()
+    finally:
+        in_flight.unlink(missing_ok=True)
+        one.start()
