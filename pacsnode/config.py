@@ -150,8 +150,7 @@ class NodeConfig:
 
     @property
     def node_name(self) -> str:
-        """Who served, as every audit record of this node says it: several nodes may share one
-        archive (index and storage), so the audit they share must tell them apart."""
+        """Who served, in every audit row: nodes sharing one archive share its audit (issue 16)."""
         return self.name or default_node_name(self.aet, self.port)
 
     @property
@@ -183,18 +182,15 @@ NODE_NAME_MAX = 64
 
 
 def default_node_name(aet: str, port: int) -> str:
-    """``<host name>/<AE title>:<port>``: unique among the nodes of one archive without any setting,
-    since nodes behind one load balancer share the AE title, and two nodes on one machine never
-    share a port."""
-    host = socket.gethostname().split(".")[0] or "localhost"
-    return f"{host}/{aet}:{port}"[:NODE_NAME_MAX]
+    """``<host name>/<AE title>:<port>``: unique among the nodes of one archive without a setting (nodes
+    behind one load balancer share the AE title; two nodes on one machine never share a port)."""
+    return f"{socket.gethostname().split('.')[0] or 'localhost'}/{aet}:{port}"[:NODE_NAME_MAX]
 
 
 def validate_node_name(name: str, where: str) -> str:
     """A node name: up to 64 printable characters (it is shown in every audit row), or "" for the default."""
     if len(name) > NODE_NAME_MAX or any(not c.isprintable() for c in name) or name != name.strip():
-        raise ConfigError(f"{where}: node name {name[:80]!r} is not valid; use up to {NODE_NAME_MAX} printable "
-                          "characters without leading or trailing spaces (or \"\" for host name/AE title:port)")
+        raise ConfigError(f"{where}: node name {name[:80]!r} is not valid; use up to {NODE_NAME_MAX} printable characters")
     return name
 
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -231,7 +232,10 @@ def test_decide_share_report_and_audit(home: Path) -> None:
     assert "PVT001" in ok(home, "share", "list").stdout
 
     events = as_json(home, "audit", "--json")
-    assert all(set(e) == {"action", "outcome", "peer_aet", "peer_name", "study_uid", "detail", "at"} for e in events)
+    assert all(set(e) == {"action", "outcome", "peer_aet", "peer_name", "study_uid", "detail", "at", "node"}
+               for e in events)
+    [name] = {e["node"] for e in events}  # the default node name: host name/AE title:port
+    assert name.startswith(socket.gethostname().split(".")[0] + "/CTY_PACS:")
     mine = [(e["action"], e["outcome"]) for e in as_json(home, "audit", "--study", CT_CHEST, "--json")]
     assert {("recognition-decision", "decline"), ("share-grant", "granted"), ("share-revoke", "revoked"),
             ("qc", "accepted")} <= set(mine)
