@@ -55,7 +55,7 @@ from pacsnode import maintenance
 from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
-from pacsnode.storage.archive_lock import WriterLock, file_archive_lock
+from pacsnode.storage.archive_lock import OthersMayWrite, WriterLock, file_archive_lock
 from pacsnode.storage.tempfiles import temp_prefix
 
 LOGGER = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ class Node:
         self.after_store.append(self._qc_on_store)
         # shared while this process may write (see new_temp_file): the home's serve.lock, and the
         # archive's when the index lives outside the home (several nodes, one archive: issue 16)
-        self.home_lock: WriterLock = file_archive_lock(config.home, config.index_path)
+        self.home_lock: WriterLock = file_archive_lock(
+            config.home, None if config.index.url else config.index_path,
+            extra=[OthersMayWrite()] if config.index.url else None)
         self.rejections = RejectionDesk(self.regional_store, self.audit, self.qc)
         self.provenance = ProvenanceDesk(config, self.index, self.regional, self.regional_store, self.audit)
         self.qc.extra_checks.append(self.provenance.finding)

@@ -52,6 +52,41 @@ class SharedArchive:
         for node in self.nodes:
             node.stop()
 
+    def work_items(self, kind: str = "qc-stable") -> dict[str, dict[str, Any]]:
+        """The archive's work queue (``index.work_queue``), read through the index seam, by item."""
+        from pacsnode.config import load_config
+        from pacsnode.index import work_queue
+        from pacsnode.index.base import open_index
+
+        index = open_index(load_config(self.nodes[0].home))
+        try:
+            return {row["item"]: row for row in work_queue.items(index, kind)}
+        finally:
+            index.close()
+
+    def plant(self, relative: str, data: bytes, s3: Any = None) -> None:
+        """A file in the shared storage that no row points to (a store between "placed" and "indexed")."""
+        if self.kind == "files":
+            path = self.folder / "storage" / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        else:
+            client, bucket, prefix = s3
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{relative}", Body=data)
+
+    def holds(self, relative: str, s3: Any = None) -> bool:
+        if self.kind == "files":
+            return (self.folder / "storage" / relative).exists()
+        client, bucket, prefix = s3
+        return "Contents" in client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{relative}")
+
+    def unplant(self, relative: str, s3: Any = None) -> None:
+        if self.kind == "files":
+            (self.folder / "storage" / relative).unlink(missing_ok=True)
+        else:
+            client, bucket, prefix = s3
+            client.delete_object(Bucket=bucket, Key=f"{prefix}/{relative}")
+
 
 def add_peer(node: NodeProcess, name: str, aet: str, port: int, institution: str = INSTITUTION,
              permissions: str = "") -> None:

@@ -11,9 +11,11 @@ the other node has placed but not yet indexed.
 from __future__ import annotations
 
 import json
+import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pydicom
 import pytest
@@ -30,25 +32,49 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, NodeProcess, Storescp, Path]]:
+@dataclass
+class Pair:
+    one: NodeProcess
+    two: NodeProcess
+    dest: Storescp
+    base: Path
+    archive: SharedArchive
+    s3: Any = None  # (client, bucket, prefix) on the postgres+s3 archive
+
+
+@pytest.fixture(scope="module", params=["files", pytest.param("postgres+s3", marks=[pytest.mark.postgres,
+                                                                                   pytest.mark.s3])])
+def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Two served nodes on one archive: SQLite + a folder, or PostgreSQL + SeaweedFS."""
     base = tmp_path_factory.mktemp("cluster")
-    archive = SharedArchive("files", base / "archive")
+    archive = SharedArchive(request.param, base / "archive")
     archive.folder.mkdir()
-    one = archive.node(base / "n1", "node-1", stable_seconds=1)
-    two = archive.node(base / "n2", "node-2", stable_seconds=1)
-    dest = Storescp(base / "dest", "DEST")
-    try:
-        dest.start()
-        one.start()
-        two.start()
-        add_peer(one, "dest", "DEST", dest.port)  # through node 1 only: node 2 must know them too
-        for aet in ("FINDSCU", "MOVESCU"):
-            add_peer(one, aet.lower(), aet, 1)
-        yield one, two, dest, base
-    finally:
-        archive.stop()
-        dest.stop()
+    s3 = None
+    with pytest.MonkeyPatch.context() as env:
+        if request.param != "files":
+            from engines import s3_client
+
+            server = request.getfixturevalue("s3_server")
+            for key, value in server.env().items():  # serve and the CLI read the credentials from here
+                env.setenv(key, value)
+            archive.index_url = request.getfixturevalue("postgres_server").create_database()
+            prefix = f"cluster-{secrets.token_hex(4)}"
+            archive.storage_url = server.url(prefix)
+            s3 = (s3_client(server), server.bucket, prefix)
+        one = archive.node(base / "n1", "node-1", stable_seconds=1)
+        two = archive.node(base / "n2", "node-2", stable_seconds=1)
+        dest = Storescp(base / "dest", "DEST")
+        try:
+            dest.start()
+            one.start()
+            two.start()
+            add_peer(one, "dest", "DEST", dest.port)  # through node 1 only: node 2 must know them too
+            for aet in ("FINDSCU", "MOVESCU"):
+                add_peer(one, aet.lower(), aet, 1)
+            yield Pair(one, two, dest, base, archive, s3)
+        finally:
+            archive.stop()
+            dest.stop()
 
 
 def _audit(node: NodeProcess) -> list[dict[str, object]]:
@@ -58,8 +84,8 @@ def _audit(node: NodeProcess) -> list[dict[str, object]]:
 
 
 def test_an_instance_stored_through_one_node_is_found_moved_and_served_by_the_other_at_once(
-        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
-    one, two, dest, base = pair
+        pair: Pair) -> None:
+    one, two, dest, base = pair.one, pair.two, pair.dest, pair.base
     files = make_series(a_ct_file(), base / "study-a", 3, PatientID="CLUSTER-A", PatientName="CLUSTER^A")
     ds = pydicom.dcmread(files[0], stop_before_pixels=True)
     stored = one.store(files)
@@ -77,8 +103,8 @@ def test_an_instance_stored_through_one_node_is_found_moved_and_served_by_the_ot
 
 
 def test_each_node_audits_what_it_served_under_its_own_name(
-        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
-    one, two, _dest, _base = pair
+        pair: Pair) -> None:
+    one, two = pair.one, pair.two
     assert one.echo(aet="ECHO_ONE").returncode == 0
     assert two.echo(aet="ECHO_TWO").returncode == 0
     refused = requests.get(f"{two.web_url}/studies", headers={"Authorization": "Bearer forged-cluster"}, timeout=30)
@@ -100,59 +126,44 @@ def test_each_node_audits_what_it_served_under_its_own_name(
 
 
 def test_studies_that_went_quiet_are_checked_by_exactly_one_of_the_nodes(
-        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
-    one, two, _dest, base = pair
+        pair: Pair) -> None:
+    one, two, base = pair.one, pair.two, pair.base
     studies = []
     for n in range(6):
         files = make_series(a_ct_file(), base / f"quiet-{n}", 2, PatientID=f"QUIET-{n}")
         studies.append(str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID))
         stored = (one if n % 2 else two).store(files)
         assert [r.status for r in stored.store_responses] == [0, 0], stored.explain()
-    rows: dict[str, tuple[str, ...]] = {}
-    deadline = time.monotonic() + 60
+    rows: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        rows = {r[0]: r[1:] for r in _work_items(one, studies)}
-        if len(rows) == len(studies) and all(r[0] == "done" for r in rows.values()):
+        rows = {k: v for k, v in pair.archive.work_items().items() if k in studies}
+        if len(rows) == len(studies) and all(r["state"] == "done" for r in rows.values()):
             break
         time.sleep(1)
     assert sorted(rows) == sorted(studies), rows
-    assert {r[0] for r in rows.values()} == {"done"}, rows
-    assert {r[2] for r in rows.values()} == {1}, f"a study was claimed twice: {rows}"
-    assert {r[1] for r in rows.values()} <= {"node-1", "node-2"}
+    assert {r["state"] for r in rows.values()} == {"done"}, rows
+    assert {r["attempts"] for r in rows.values()} == {1}, f"a study was claimed twice: {rows}"
+    assert {r["node"] for r in rows.values()} <= {"node-1", "node-2"}
     checked = [e for e in _audit(one) if e["action"] == "qc" and e["study_uid"] in studies]
     assert sorted(str(e["study_uid"]) for e in checked) == sorted(studies)  # one automatic decision each
-    assert all(e["node"] == rows[str(e["study_uid"])][1] for e in checked)  # by the node that claimed it
-
-
-def _work_items(node: NodeProcess, studies: list[str]) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    index = Path(str(node.home.parent / "archive" / "index.sqlite"))
-    conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
-    try:
-        marks = ",".join("?" * len(studies))
-        return [tuple(r) for r in conn.execute(
-            f"SELECT item, state, node, attempts FROM work_items WHERE kind = 'qc-stable' AND item IN ({marks})",
-            studies)]
-    finally:
-        conn.close()
+    assert all(e["node"] == rows[str(e["study_uid"])]["node"] for e in checked)  # by the node that claimed it
 
 
 def test_a_repair_from_one_home_leaves_a_file_the_other_node_is_indexing_alone(
-        pair: tuple[NodeProcess, NodeProcess, Storescp, Path]) -> None:
+        pair: Pair) -> None:
     """node 1 stopped, node 2 serving: node 1's home lock is free, the archive's is not. A file
     just placed in the shared storage (node 2 between "file placed" and "row committed") is in
     flight, not an orphan; a repair that thought itself offline would delete it, and node 2
     would then acknowledge an instance whose file is gone."""
-    one, two, _dest, base = pair
-    in_flight = base / "archive" / "storage" / "ff" / "ff" / "1.2.3.4.5.6.7.8.9.dcm"
-    in_flight.parent.mkdir(parents=True, exist_ok=True)
-    in_flight.write_bytes(b"\0" * 200)
+    one = pair.one
+    relative = "ff/ff/1.2.3.4.5.6.7.8.9.dcm"
+    pair.archive.plant(relative, b"\0" * 200, pair.s3)
     one.stop()
     try:
         repaired = one.check("--repair")
-        assert in_flight.exists(), repaired.explain()
+        assert pair.archive.holds(relative, pair.s3), repaired.explain()
         assert "left alone: 1 unindexed file" in repaired.stderr, repaired.explain()
     finally:
-        in_flight.unlink(missing_ok=True)
+        pair.archive.unplant(relative, pair.s3)
         one.start()

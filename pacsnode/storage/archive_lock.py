@@ -70,6 +70,26 @@ class ArchiveLock:
             lock.release()
 
 
+class OthersMayWrite:
+    """The writers' lock of an archive whose other writers no file lock can see (a PostgreSQL index:
+    nodes on other machines). Sharing it is free; it is never exclusive, so ``check --repair`` never
+    counts as offline there and leaves young unindexed files to the grace period."""
+
+    mode = ""
+
+    def share(self, wait_seconds: float = 30.0) -> None:
+        self.mode = "shared"
+
+    def try_exclusive(self) -> bool:
+        return False
+
+    def downgrade(self, to_shared: bool) -> None:
+        self.mode = "shared" if to_shared else ""
+
+    def release(self) -> None:
+        self.mode = ""
+
+
 def lock_folders(home: Path, index_file: Path | None) -> list[Path]:
     """The folders whose ``serve.lock`` a node holds: its home, and the folder of a SQLite index
     outside it (the archive several homes share); each once, whatever the spelling."""
