@@ -74,6 +74,7 @@ class PostgresServer:
     process: subprocess.Popen[bytes]
     bin: Path
     started_in_s: float = 0.0
+    argv: list[str] = field(default_factory=list, repr=False)  # how it was started (restart)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -113,6 +114,29 @@ class PostgresServer:
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL PostgreSQL and every backend (a crash); :meth:`restart` brings it back on the same port."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        """Start the killed server again on its folder and port (crash recovery runs), wait until it answers."""
+        self.kill()
+        log = self.folder / "postgres.log"
+        for _attempt in range(50):  # the killed postmaster's shared memory may take a moment to go
+            with open(log, "ab") as out:
+                self.process = subprocess.Popen(_as_engine_user(self.argv), stdout=out, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+            try:
+                _wait_ready(self, log)
+                return
+            except RuntimeError:
+                if self.process.poll() is None:
+                    raise
+                time.sleep(0.2)
+        raise RuntimeError(f"postgres did not restart: {log.read_text(errors='replace')[-2000:]}")
+
     def __enter__(self) -> "PostgresServer":
         return self
 
@@ -145,7 +169,7 @@ def start_postgres(folder: Path | None = None, *, fsync: bool = False) -> Postgr
     with open(log, "ab") as out:
         process = subprocess.Popen(_as_engine_user(argv), stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    server = PostgresServer(folder=folder, port=port, process=process, bin=binaries)
+    server = PostgresServer(folder=folder, port=port, process=process, bin=binaries, argv=argv)
     try:
         _wait_ready(server, log)
     except BaseException:

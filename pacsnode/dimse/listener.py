@@ -41,6 +41,7 @@ from collections import Counter
 from typing import Any
 
 from pacsnode.dimse import pdu
+from pacsnode.errors import IndexError_
 from pacsnode.dimse.association import Association, identify
 from pacsnode.node import Node
 
@@ -260,7 +261,13 @@ class Listener:
             conn.close()
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
-        stranger = identify(self.node, rq.calling_ae.strip(), address[0], certificate).peer is None
+        try:
+            stranger = identify(self.node, rq.calling_ae.strip(), address[0], certificate).peer is None
+        except IndexError_ as exc:  # the index (a PostgreSQL server) is unreachable: who calls is unknown
+            LOGGER.warning("association from %s@%s rejected (transient): %s", rq.calling_ae.strip(), address[0], exc)
+            _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION,
+                                                    pdu.RJ_PRESENTATION_CONGESTION))
+            return
         with self._lock:
             self._pending.pop(sock, None)
             busy = len(self._associations)

@@ -32,6 +32,7 @@ PROCESSING_FAILURE = 0x0110
 _STORE: list[tuple[type[BaseException], int]] = [
     (errors.StorageFull, STORE_OUT_OF_RESOURCES),
     (errors.StorageUnavailable, STORE_OUT_OF_RESOURCES),
+    (errors.IndexError_, STORE_OUT_OF_RESOURCES),  # index busy or unreachable (PostgreSQL down): retry later
     (errors.SopClassMismatch, STORE_DATASET_MISMATCH),
     (errors.InvalidInstance, STORE_CANNOT_UNDERSTAND),
     (errors.NotPermitted, REFUSED_NOT_AUTHORIZED),
@@ -45,6 +46,7 @@ _QUERY: list[tuple[type[BaseException], int]] = [
     (errors.NotFound, QR_UNABLE_TO_PROCESS),
     (errors.StorageFull, REFUSED_OUT_OF_RESOURCES),
     (errors.StorageUnavailable, REFUSED_OUT_OF_RESOURCES),
+    (errors.IndexError_, REFUSED_OUT_OF_RESOURCES),
 ]
 
 
