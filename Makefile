@@ -76,5 +76,10 @@ bench-web: venv peers
 bench-s3: venv peers
 	$(BIN)/python -m bench.s3
 
+# Several nodes, one archive (issue 16): two nodes on PostgreSQL vs one on SQLite (8 storescu), C-FIND on a
+# PostgreSQL index loaded by COPY, S3 ingest vs the folder. PostgreSQL and SeaweedFS start and stop with it.
+bench-cluster: venv peers postgres
+	$(BIN)/python -m bench.cluster
+
 clean:
 	rm -rf $(VENV) .pytest_cache
