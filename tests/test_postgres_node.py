@@ -113,9 +113,9 @@ def test_a_store_while_postgresql_is_down_is_never_answered_success(tmp_path: Pa
             assert [r.status for r in before.store_responses] == [0x0000], before.explain()
             server.stop()  # the index is gone while the node keeps its association port open
             during = node.store([second], extra=["-d"])
-            # Today the association is aborted (the calling AE's peer lookup needs the index); a
-            # failure status would do too. What must never come back is Success.
+            # The association is rejected as transient (the calling AE's peer lookup needs the index:
+            # test_cluster_outage.py); a failure status would do too. Success must never come back.
             assert 0x0000 not in [r.status for r in during.store_responses], during.explain()
-            assert during.store_responses or "Association Request Failed" in during.output, during.explain()
+            assert during.store_responses or "Association Rejected" in during.output, during.explain()
     finally:
         server.stop()
