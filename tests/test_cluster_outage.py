@@ -49,7 +49,7 @@ def test_a_store_while_postgresql_is_down_answers_a_failure_never_success(tmp_pa
     from engines import EngineMissing, start_postgres
 
     try:
-        server = start_postgres()  # its own server: this test kills it
+        server = start_postgres(fsync=True)  # its own server (this test kills it), durable: a commit survives the kill
     except EngineMissing as exc:
         pytest.skip(str(exc))
     node = NodeProcess(tmp_path / "home", institution="PRV001").init()
