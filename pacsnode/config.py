@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pacsnode.errors import ConfigError
 from pacsnode.model import DuplicatePolicy
+from pacsnode.node_name import default_node_name, validate_node_name
 from pacsnode.storage.s3_url import checked_storage_url
 
 CONFIG_NAME = "pacsnode.toml"
@@ -176,22 +177,6 @@ class NodeConfig:
 
     def with_overrides(self, **changes: Any) -> "NodeConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-NODE_NAME_MAX = 64
-
-
-def default_node_name(aet: str, port: int) -> str:
-    """``<host name>/<AE title>:<port>``: unique among the nodes of one archive without a setting (nodes
-    behind one load balancer share the AE title; two nodes on one machine never share a port)."""
-    return f"{socket.gethostname().split('.')[0] or 'localhost'}/{aet}:{port}"[:NODE_NAME_MAX]
-
-
-def validate_node_name(name: str, where: str) -> str:
-    """A node name: up to 64 printable characters (it is shown in every audit row), or "" for the default."""
-    if len(name) > NODE_NAME_MAX or any(not c.isprintable() for c in name) or name != name.strip():
-        raise ConfigError(f"{where}: node name {name[:80]!r} is not valid; use up to {NODE_NAME_MAX} printable characters")
-    return name
 
 
 def validate_aet(aet: str, where: str) -> str:
