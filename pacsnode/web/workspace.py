@@ -109,7 +109,7 @@ class Workspace:
         return values  # type: ignore[return-value]
 
     def _gather(self, user: WorkspaceUser, patient_id: str, issuer: str, resident_id: str) -> dict[str, Any]:
-        from pacsnode.dimse.priors import gather_priors
+        from pacsnode.priors import gather_priors
 
         result = gather_priors(self.node, patient_id or None, issuer or None, resident_id or None)
         self.node.audit.record("web-priors", "shown", peer_name=f"user:{user.name}",

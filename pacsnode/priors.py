@@ -1,5 +1,9 @@
-"""Priors across the region: ask every registered peer (in parallel) and the local index for a
-patient's studies, with each holder's recognition advice for this node's institution.
+"""Priors across the region, a service: ask every registered peer (in parallel) and the local index
+for a patient's studies, with each holder's recognition advice for this node's institution.
+
+The engine behind ``pacsnode priors`` and the workspace's priors page (both adapters call
+:func:`gather_priors`, which writes the audit event itself). Peers are asked with the outgoing
+C-FIND of ``dimse.scu``.
 
 A peer answers with the ``PACSNODE HR`` private block (DESIGN.md 4): status, scope label,
 failed conditions, valid-until, plus the exam item and the producer (our additions at
