@@ -111,10 +111,8 @@ class Workspace:
     def _gather(self, user: WorkspaceUser, patient_id: str, issuer: str, resident_id: str) -> dict[str, Any]:
         from pacsnode.priors import gather_priors
 
-        result = gather_priors(self.node, patient_id or None, issuer or None, resident_id or None)
-        self.node.audit.record("web-priors", "shown", peer_name=f"user:{user.name}",
-                               detail={"patient_id": patient_id, "issuer": issuer,
-                                       "resident_id": bool(resident_id), "count": len(result.priors)})
+        result = gather_priors(self.node, patient_id or None, issuer or None, resident_id or None,
+                               asked_by=f"user:{user.name}")  # audited there
         from pacsnode.web import thumbnails
 
         return {"result": result, "peers": self._peer_status(result),
