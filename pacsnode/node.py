@@ -323,9 +323,9 @@ class Node:
         series = self.index.study_series(study_uid)
         hidden = self.regional_store.hidden_instances(study_uid)
         for item in series:
-            for instance in item["instances"]:  # type: ignore[union-attr]
-                why = hidden.get(instance["sop_instance_uid"])  # type: ignore[index]
-                instance["rejected"] = why or {}  # type: ignore[index]
+            for instance in item["instances"]:
+                why = hidden.get(instance["sop_instance_uid"])
+                instance["rejected"] = why or {}
         return found[0], series
 
     # -- query/retrieve ------------------------------------------------------------------

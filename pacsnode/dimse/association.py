@@ -15,7 +15,6 @@ meanwhile and are not what they wait for are held, in order, and processed after
 
 from __future__ import annotations
 
-import inspect
 import logging
 import socket
 import ssl
@@ -43,14 +42,8 @@ _PDU_TYPES = frozenset({pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pd
 
 
 def identify(node: Node, calling_aet: str, host: str, peer_certificate: bytes | None) -> Caller:
-    """``Node.identify``, passing the TLS peer certificate when this Node version takes it."""
-    try:
-        takes_certificate = "peer_certificate" in inspect.signature(node.identify).parameters
-    except (TypeError, ValueError):
-        takes_certificate = False
-    if takes_certificate:
-        return node.identify(calling_aet, host, peer_certificate=peer_certificate)  # type: ignore[call-arg]
-    return node.identify(calling_aet, host)
+    """``Node.identify`` with the TLS peer certificate (None over plain TCP)."""
+    return node.identify(calling_aet, host, peer_certificate=peer_certificate)
 
 
 class Association:
@@ -248,8 +241,8 @@ class Association:
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:
         """Every peer association is an audit event."""
         caller = self.caller()
-        if getattr(caller, "refused", ""):  # an AE title that did not match its address or certificate
-            detail = {**detail, "identity_refused": caller.refused}  # type: ignore[attr-defined]
+        if caller.refused:  # an AE title that did not match its address or certificate
+            detail = {**detail, "identity_refused": caller.refused}
         self.node.audit.record("association", outcome, peer_aet=caller.aet,
                                peer_name=caller.peer.name if caller.peer else "",
                                detail={"host": self.address[0], "called": self.rq.called_ae.strip(), **detail})

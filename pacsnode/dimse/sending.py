@@ -18,6 +18,7 @@ It owns no socket: the server (C-GET on its own association) and ``outgoing`` (C
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ def fragments(context_id: int, payload: bytes, is_command: bool, limit: int) -> 
                                                                             control) + chunk
 
 
-def _streamed(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int) -> Iterator[bytearray]:
+def _streamed(handle: io.BufferedReader, stored: StoredFile, context_id: int, limit: int) -> Iterator[bytearray]:
     """One PDU per ``limit`` bytes of the on-disk dataset, the last PDV flagged last."""
     handle.seek(stored.dataset_offset)
     remaining = stored.size - stored.dataset_offset

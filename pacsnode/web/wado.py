@@ -71,11 +71,12 @@ def to_explicit_le(path: Path) -> bytes:
     import io
 
     from pydicom import dcmread
+    from pydicom.uid import UID
 
     dataset = dcmread(str(path))
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         dataset.decompress(generate_instance_uid=False)  # decoding adds no loss: the same instance
-    dataset.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    dataset.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
     out = io.BytesIO()
     dataset.save_as(out, implicit_vr=False, little_endian=True)
     return out.getvalue()

@@ -201,7 +201,7 @@ class Workspace:
         check_size(request)
         raw = await request.form(max_files=0, max_fields=40)
         check_csrf(self.web, request, user, str(raw.get(CSRF_FIELD, "")))
-        form = {k: str(raw.get(k, ""))[:1000] for k in ("study_uid", "decision", "consent", "informed", "method", "note")}
+        form: dict[str, Any] = {k: str(raw.get(k, ""))[:1000] for k in ("study_uid", "decision", "consent", "informed", "method", "note")}
         form["reasons"] = [str(v)[:16] for v in raw.getlist("reasons")][:20]
         return await run_in_threadpool(self._submit, request, user, form)
 
@@ -229,7 +229,7 @@ class Workspace:
         if not isinstance(body, dict):
             raise HttpError(400, "the body is a JSON object")
         reasons = body.get("reasons", [])
-        form = {"study_uid": str(body.get("study_uid", "")), "decision": str(body.get("decision", "")),
+        form: dict[str, Any] = {"study_uid": str(body.get("study_uid", "")), "decision": str(body.get("decision", "")),
                 "consent": str(body.get("consent", "") or ""), "informed": str(body.get("informed", "") or ""),
                 "method": str(body.get("method", "") or ""), "note": str(body.get("note", "") or ""),
                 "reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]}
