@@ -84,3 +84,27 @@ def _sized(path: Path) -> object:
 def test_module_stays_under_the_size_limit(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{_relative(path)} has {lines} lines (> {MAX_LINES}): split it by job"
+
+
+def _spawns_serve(path: Path) -> list[int]:
+    """Lines of ``subprocess.Popen(...)`` calls whose arguments name ``"serve"``: a node started by hand."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "Popen":
+            if any(isinstance(c, ast.Constant) and c.value == "serve" for c in ast.walk(node)):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_tests_and_benchmarks_start_a_node_one_way(tmp_path: Path) -> None:
+    """Every test and benchmark serves a node through ``bench.node_process.NodeProcess`` (issue 13 item 7):
+    one place knows how to start, wait for, stop and kill ``pacsnode serve``."""
+    root = PACKAGE.parent
+    offenders = {f"{path.relative_to(root)}:{line}" for folder in ("tests", "bench")
+                 for path in sorted((root / folder).rglob("*.py")) if path.name != "node_process.py"
+                 for line in _spawns_serve(path)}
+    assert offenders == set(), f"start the node with NodeProcess instead: {sorted(offenders)}"
+    planted = tmp_path / "planted.py"
+    planted.write_text('import subprocess\nproc = subprocess.Popen(\n    [PACSNODE, "--home", h, "serve"])\n',
+                       encoding="utf-8")
+    assert _spawns_serve(planted) == [2], "the check finds a planted Popen of serve"
