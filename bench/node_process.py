@@ -204,7 +204,7 @@ class NodeProcess:
         raise NodeStartError(f"pacsnode serve did not accept connections on port {self.port} within "
                              f"{self.start_timeout} s; its stderr:\n{self.stderr_text()}")
 
-    def stop(self, timeout: float = 10.0) -> int | None:
+    def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, wait, then SIGKILL; returns the exit code (None if it was not running)."""
         proc, self.proc = self.proc, None
         if proc is None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pacsnode import identity
 from pacsnode.audit import AuditLog
+from pacsnode.engine_events import EngineEvents
 from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
@@ -97,6 +98,7 @@ class Node:
                                               fsync=config.store.fsync)
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index)
+        self.events = EngineEvents(self.audit)  # the network's audit events (connections, associations)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.observers: list[Observer] = []  # metrics: associations, service latency (pacsnode.observe)
         self.regional_store = RegionalStore(self.index)
@@ -447,6 +449,10 @@ class Node:
             self._audit_caller(caller, action, "refused", study_uid=study_uid, detail=detail)
             self._observe(action, "refused", started)
             raise
+        if action in ("get", "move"):  # the DIMSE retrieves: their sub-operations start now
+            sent: dict[str, Any] = {"destination": destination.aet} if destination is not None else {}
+            self._audit_caller(caller, action, "started", study_uid=locations[0].study_uid,
+                               detail={**sent, "instances": len(locations)})
         self._observe(action, "answered", started)
         return locations
 
@@ -492,11 +498,21 @@ class Node:
             files.append((str(path), facts.sop_class_uid, facts.transfer_syntax or "1.2.840.10008.1.2"))
         return files
 
-    def move_destination(self, aet: str) -> Peer:
-        """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801)."""
-        peer = self.peers.by_aet(aet)
-        if peer is None:
-            raise UnknownMoveDestination(f"move destination {aet!r} is not a registered peer")
+    def move_destination(self, aet: str, caller: Caller | None = None) -> Peer:
+        """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801).
+
+        With ``caller``: first whether it may move at all; a refusal is audited here.
+        """
+        try:
+            if caller is not None:
+                self.require_permission(caller, "move")
+            peer = self.peers.by_aet(aet)
+            if peer is None:
+                raise UnknownMoveDestination(f"move destination {aet!r} is not a registered peer")
+        except PacsnodeError as exc:
+            if caller is not None:
+                self._audit_caller(caller, "move", "refused", detail={"destination": aet[:16], "reason": str(exc)})
+            raise
         return peer
 
     def visible_study_uids(self, query: Query, caller: Caller) -> set[str] | None:

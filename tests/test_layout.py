@@ -108,3 +108,16 @@ def test_tests_and_benchmarks_start_a_node_one_way(tmp_path: Path) -> None:
     planted.write_text('import subprocess\nproc = subprocess.Popen(\n    [PACSNODE, "--home", h, "serve"])\n',
                        encoding="utf-8")
     assert _spawns_serve(planted) == [2], "the check finds a planted Popen of serve"
+
+
+AUDIT_WRITE = ".audit.record("
+
+
+def test_the_engine_and_the_cli_write_no_audit_records_themselves() -> None:
+    """The audit is written inside the service layer (``Node``, its desks, ``node.events``), never by an
+    adapter (issue 13 item 7): a DIMSE service or CLI command that records its own event can forget
+    one, or shape it differently from the next. (``web/`` still records its own HTTP events.)"""
+    hits = [f"{_relative(path)}:{number}: {line.strip()}"
+            for folder in ("dimse", "cli") for path in _modules(PACKAGE / folder)
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if AUDIT_WRITE in line]
+    assert hits == [], "audit records written by adapters:\n" + "\n".join(hits)

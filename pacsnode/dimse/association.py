@@ -230,9 +230,7 @@ class Association:
         detail: dict[str, object] = {"result": answer.result, "source": answer.source, "reason": answer.reason}
         if answer.reason == pdu.RJ_USER_CALLING_AE and answer.source == pdu.RJ_SOURCE_USER:
             detail["calling_raw"] = self.rq.calling_ae.encode("latin-1").hex()
-            self.node.audit.record("association", "rejected", peer_aet=repr(self.rq.calling_ae)[1:-1][:64],
-                                   detail={"host": self.address[0], "called": self.rq.called_ae.strip(),
-                                           "why": "calling AE title blank or not printable", **detail})
+            self.node.events.unusable_calling_ae(self.rq.calling_ae, self.address[0], self.rq.called_ae, detail)
         else:
             self._audit("rejected", detail)
         self.send(answer.encode())
@@ -240,12 +238,7 @@ class Association:
 
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:
         """Every peer association is an audit event."""
-        caller = self.caller()
-        if caller.refused:  # an AE title that did not match its address or certificate
-            detail = {**detail, "identity_refused": caller.refused}
-        self.node.audit.record("association", outcome, peer_aet=caller.aet,
-                               peer_name=caller.peer.name if caller.peer else "",
-                               detail={"host": self.address[0], "called": self.rq.called_ae.strip(), **detail})
+        self.node.events.association(self.caller(), outcome, self.address[0], self.rq.called_ae, detail)
 
     def abort(self) -> None:
         """Abort from another thread: send A-ABORT and shut the socket (``run`` then cleans up)."""
