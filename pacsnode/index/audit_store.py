@@ -10,10 +10,10 @@ import sqlite3
 from typing import Any
 
 from pacsnode.index.schema import utc_now
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 
 
-def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, peer_name: str,
+def insert_event(index: Index, action: str, outcome: str, peer_aet: str, peer_name: str,
                  study_uid: str, detail: str) -> None:
     """Append one audit row, stamped now (UTC), in its own write transaction.
 
@@ -26,13 +26,13 @@ def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, p
             "VALUES (?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail))
 
 
-def last_detail(index: SqliteIndex, action: str) -> str | None:
+def last_detail(index: Index, action: str) -> str | None:
     """The detail of the newest row of ``action`` (None when there is none)."""
     rows = index.query("SELECT detail FROM audit WHERE action = ? ORDER BY pk DESC LIMIT 1", (action,))
     return str(rows[0]["detail"]) if rows else None
 
 
-def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | None = None,
+def event_rows(index: Index, *, study_uid: str | None = None, peer: str | None = None,
                since: str | None = None, limit: int = 10_000) -> list[sqlite3.Row]:
     """Audit rows, oldest first, filtered by study, peer (name or AE title) and time (ISO, inclusive)."""
     where: list[str] = []

@@ -10,7 +10,7 @@ import builtins
 import sqlite3
 
 from pacsnode.errors import PacsnodeError, PeerNotFound
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.model import ALL_PERMISSIONS, Peer
 
 __all__ = ["ALL_PERMISSIONS", "PeerRegistry"]
@@ -26,7 +26,7 @@ def _peer(row: sqlite3.Row) -> Peer:
 class PeerRegistry:
     """CRUD on the ``peers`` table."""
 
-    def __init__(self, index: SqliteIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     def add(self, peer: Peer, replace: bool = False) -> None:
