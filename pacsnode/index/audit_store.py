@@ -51,7 +51,7 @@ def event_rows(index: Index, *, study_uid: str | None = None, peer: str | None =
     return index.query(sql, params)
 
 
-def event_page(index: SqliteIndex, *, since: str = "", until: str = "", actor: str = "", action: str = "",
+def event_page(index: Index, *, since: str = "", until: str = "", actor: str = "", action: str = "",
                outcome: str = "", study_uid: str = "", upto_pk: int = 0, offset: int = 0,
                limit: int = 50) -> list[sqlite3.Row]:
     """One page of audit rows, newest first, for the admin's audit page.
@@ -80,7 +80,7 @@ def event_page(index: SqliteIndex, *, since: str = "", until: str = "", actor: s
     return index.query(sql, params)
 
 
-def recent_with_outcomes(index: SqliteIndex, outcomes: tuple[str, ...], limit: int = 10) -> list[sqlite3.Row]:
+def recent_with_outcomes(index: Index, outcomes: tuple[str, ...], limit: int = 10) -> list[sqlite3.Row]:
     """The newest rows whose outcome is one of ``outcomes`` (what went wrong lately), newest first."""
     if not outcomes:
         return []
@@ -89,7 +89,7 @@ def recent_with_outcomes(index: SqliteIndex, outcomes: tuple[str, ...], limit: i
                        [*outcomes, limit])
 
 
-def last_pk(index: SqliteIndex) -> int:
+def last_pk(index: Index) -> int:
     """The newest audit row's key (0 when there is none): where a paged reading starts."""
     rows = index.query("SELECT MAX(pk) AS pk FROM audit")
     return int(rows[0]["pk"] or 0) if rows else 0
