@@ -55,8 +55,13 @@ run: venv fonts viewer
 	@echo "log in as admin with the password init printed on its first run; workspace users: pacsnode user add NAME --institution PRV001 --role physician (on home $(PACSNODE_HOME))"
 	$(BIN)/pacsnode --home $(PACSNODE_HOME) serve
 
+# The type check first (a minute at most), then the suite on TEST_WORKERS pytest-xdist workers: every
+# test starts its own servers on free ports in its own tmp folder, and --dist loadscope keeps a module's
+# tests (and so its module-scoped node) on one worker. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: venv peers postgres fonts viewer browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 samples: venv
 	$(BIN)/python scripts/make_sample_dicom.py sample_dicom
@@ -82,4 +87,4 @@ bench-cluster: venv peers postgres
 	$(BIN)/python -m bench.cluster
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -23,6 +23,8 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
+from bench.node_process import NodeProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus"
 VENV_BIN = Path(sys.executable).parent
@@ -128,22 +130,20 @@ def pacsnode_server(extra_toml: str = "", home: Path | None = None,
     """A fresh pacsnode home served on a free port; yields (port, home)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-pacsnode-"))
     home = home or tmp / "home"
-    port = free_port()
+    node = NodeProcess(home, start_timeout=30, log_path=tmp / "serve.log")
     if not (home / "pacsnode.toml").exists():
-        subprocess.run([PACSNODE, "--home", str(home), "init", "--port", str(port)], check=True,
-                       stdout=subprocess.DEVNULL)
+        node.init()
+    else:
+        node.port = free_port()
     if extra_toml:
         with open(home / "pacsnode.toml", "a", encoding="utf-8") as handle:
             handle.write("\n" + extra_toml)
     for key, value in (settings or {}).items():
         set_setting(home, key, value)
-    proc = subprocess.Popen([PACSNODE, "--home", str(home), "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, proc=proc)
-        yield port, home
+        with node:
+            yield node.port, home
     finally:
-        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

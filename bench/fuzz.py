@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from bench.node_process import NodeProcess
 from bench.soak_crash import (
-    NodeServer,
     chunked_send,
     echo,
     free_port,
@@ -538,7 +538,7 @@ class FuzzTarget:
     tried: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
-    server: NodeServer = field(init=False)
+    server: NodeProcess = field(init=False)
 
     def __post_init__(self) -> None:
         quiet_pynetdicom()
@@ -552,7 +552,7 @@ class FuzzTarget:
             write_instance(seed / f"{i}.dcm", f"{UID_ROOT}.0.{i}", f"{UID_ROOT}.0.{i}.1", f"{UID_ROOT}.0.{i}.1.1",
                            "FUZZ1")
         pacsnode(home, "import", str(seed), check=True)
-        self.server = NodeServer(home, port, log_path=self.workdir / "serve.log")
+        self.server = NodeProcess(home, port=port, log_path=self.workdir / "serve.log", ready="echo", start_timeout=30)
         self.server.start()
 
     @property

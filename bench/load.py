@@ -45,8 +45,8 @@ from pynetdicom.sop_class import (
 )
 
 from bench.common import dcmtk
+from bench.node_process import NodeProcess
 from bench.soak_crash import (
-    NodeServer,
     RssSampler,
     chunked_send,
     dataset_digest,
@@ -134,7 +134,7 @@ def write_big_instance(path: Path, size_mb: int, uid: str) -> Path:
     return path
 
 
-def store_big(server: NodeServer, size_mb: int, scratch: Path, report: LoadReport) -> None:
+def store_big(server: NodeProcess, size_mb: int, scratch: Path, report: LoadReport) -> None:
     """C-STORE one ``size_mb`` instance; record the server's RSS growth while it is received."""
     uid = f"{UID_ROOT}.{int(time.time())}.{size_mb}"
     path = write_big_instance(scratch / "big.dcm", size_mb, uid)
@@ -335,7 +335,7 @@ class MoveDestination:
             self.proc.wait()
 
 
-def prepare(workdir: Path, verbose: int = 0) -> tuple[NodeServer, MoveDestination]:
+def prepare(workdir: Path, verbose: int = 0) -> tuple[NodeProcess, MoveDestination]:
     port = free_port()
     home = init_home(workdir / "home", port)
     seed = workdir / "seed"
@@ -350,10 +350,11 @@ def prepare(workdir: Path, verbose: int = 0) -> tuple[NodeServer, MoveDestinatio
              "--institution", "PRV001", check=True)
     pacsnode(home, "peer", "add", "movedest", "--aet", MOVE_AET, "--host", "127.0.0.1", "--port",
              str(destination.port), "--institution", "PRV001", check=True)
-    return NodeServer(home, port, log_path=workdir / "serve.log", verbose=verbose), destination
+    server = NodeProcess(home, port=port, log_path=workdir / "serve.log", verbose=verbose, ready="echo", start_timeout=30)
+    return server, destination
 
 
-def load_round(server: NodeServer, scratch: Path, report: LoadReport, round_no: int, stores: int, per_store: int,
+def load_round(server: NodeProcess, scratch: Path, report: LoadReport, round_no: int, stores: int, per_store: int,
                size: int) -> None:
     results: list[tuple[str, int | None]] = []
     start, stop, lock = threading.Event(), threading.Event(), threading.Lock()

@@ -64,10 +64,9 @@ from bench.common import (
     orthanc_binary,
     orthanc_server,
     print_table,
-    stop,
     storescp_server,
-    wait_for_port,
 )
+from bench.node_process import NodeProcess
 
 SEED = 20261126
 STUDY_ROOT = f"{UID_ROOT}.5"
@@ -246,13 +245,8 @@ def init_home(home: Path, port: int) -> None:
 def serving(home: Path, port: int) -> Iterator[float]:
     """``pacsnode serve``; yields its start-up time (spawn → port accepts), in seconds."""
     began = time.perf_counter()
-    proc = subprocess.Popen([PACSNODE, "--home", str(home), "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=120, proc=proc)
+    with NodeProcess(home, port=port, start_timeout=120):
         yield time.perf_counter() - began
-    finally:
-        stop(proc)
 
 
 def startup_time(home: Path, port: int, repeat: int) -> float:

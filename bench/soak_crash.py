@@ -10,7 +10,7 @@ acknowledged must be in the index, its file present, readable by pydicom and byt
 the dataset part to what was sent; no row may point to a missing file; ``check --repair``
 removes the leftovers and ``check`` is clean afterwards.
 
-The machinery here (a ``NodeServer`` controller, home set-up, instance writer) is shared
+The machinery here (home set-up, instance writer; the node itself is ``bench.node_process.NodeProcess``) is shared
 with ``bench/load.py``, ``bench/fuzz.py`` and their short versions in ``tests/``, which drive
 the server only from outside (subprocess and network), whatever listener it runs.
 
@@ -50,6 +50,8 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 
+from bench.node_process import NodeProcess
+
 VENV_BIN = Path(sys.executable).parent
 _SCRIPT = VENV_BIN / "pacsnode"
 PACSNODE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from pacsnode.cli import main; main()"]
@@ -62,18 +64,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    """Whether something listens on ``port`` (reads /proc/net/tcp: no connection is opened)."""
-    wanted = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(wanted) and fields[3] == "0A":  # 0A = LISTEN
-                    return True
-    return False
 
 
 def pacsnode(home: Path, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -124,97 +114,10 @@ def init_home(home: Path, port: int, institution: str = "PRV001",
     return home
 
 
-class NodeServer:
-    """``pacsnode serve`` in a subprocess: start, SIGKILL, stop, RSS; stderr appended to ``log_path``.
-
-    Always stop it (``with NodeServer(...)`` or ``stop()`` in a finally): tests must not leave
-    servers behind. ``PACSNODE_SERVE_CMD="prog args"`` runs ``prog args HOME PORT`` instead of
-    ``pacsnode serve`` (to put the same tests against another serving entry point).
-    """
-
-    def __init__(self, home: Path, port: int, log_path: Path | None = None, verbose: int = 0) -> None:
-        self.home, self.port = home, port
-        self.log_path = log_path or home.parent / f"serve-{port}.log"
-        self.verbose = verbose
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 30.0) -> "NodeServer":
-        args = [*PACSNODE, "--home", str(self.home)] + (["-" + "v" * self.verbose] if self.verbose else [])
-        args += ["serve", "--port", str(self.port)]
-        if os.environ.get("PACSNODE_SERVE_CMD"):  # try another serving entry point: CMD HOME PORT
-            args = [*os.environ["PACSNODE_SERVE_CMD"].split(), str(self.home), str(self.port)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pacsnode serve exited with {self.proc.returncode}: {self.log_tail()}")
-            # A C-ECHO, not a bare TCP connect: a connection closed before its A-ASSOCIATE-RQ can
-            # hold one of pynetdicom's association slots until the ACSE timeout.
-            if _listening(self.port) and echo(self.port, timeout=5.0):
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise TimeoutError(f"pacsnode serve not listening on {self.port} after {timeout}s")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no handler runs, no shutdown path, like a power cut for the process (not the disk)."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def rss_bytes(self) -> int:
-        """Resident set size (VmRSS from /proc/PID/status); 0 when the process is gone."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except (OSError, AssertionError):
-            pass
-        return 0
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, chars: int = 2000) -> str:
-        return self.log_text()[-chars:]
-
-    def __enter__(self) -> "NodeServer":
-        return self.start() if not self.alive() else self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-
 class RssSampler:
     """Samples a server's RSS every ``interval`` seconds in a thread; ``peak`` and ``samples``."""
 
-    def __init__(self, server: NodeServer, interval: float = 0.05) -> None:
+    def __init__(self, server: NodeProcess, interval: float = 0.05) -> None:
         self.server, self.interval = server, interval
         self.samples: list[int] = []
         self._stop = threading.Event()
@@ -462,7 +365,7 @@ def run_soak(workdir: Path, cycles: int = 50, seconds: float | None = None, send
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
     init_home(home, port)
-    server = NodeServer(home, port, log_path=workdir / "serve.log")
+    server = NodeProcess(home, port=port, log_path=workdir / "serve.log", ready="echo", start_timeout=30)
     sent: dict[str, Sent] = {}
     results: list[CycleResult] = []
     started = time.monotonic()
@@ -481,7 +384,7 @@ def run_soak(workdir: Path, cycles: int = 50, seconds: float | None = None, send
     return results
 
 
-def _one_cycle(cycle: int, server: NodeServer, scratch: Path, sent: dict[str, Sent], rng: random.Random,
+def _one_cycle(cycle: int, server: NodeProcess, scratch: Path, sent: dict[str, Sent], rng: random.Random,
                senders: int, max_run: float, big_share: float, seed: int) -> CycleResult:
     home = server.home
     stop = threading.Event()

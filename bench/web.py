@@ -38,8 +38,8 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from bench.common import (CORPUS, PACSNODE, ct_corpus, free_port, median, orthanc_server, print_table, stop,
-                          storescu, wait_for_port)
+from bench.common import CORPUS, PACSNODE, ct_corpus, free_port, median, orthanc_server, print_table, storescu
+from bench.node_process import NodeProcess
 
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
@@ -102,14 +102,12 @@ class PacsnodeWeb:
         head, web = text.split("[web]", 1)
         toml.write_text(head + "[web]" + re.sub(r"\nport = \d+", f"\nport = {self.web_port}", web, count=1),
                         encoding="utf-8")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.node = NodeProcess(self.home, port=self.port, start_timeout=30)
+        self.node.web_port = self.web_port  # start() waits for DICOMweb too
         self.token = ""
 
     def start(self) -> "PacsnodeWeb":
-        self.proc = subprocess.Popen([PACSNODE, "--home", str(self.home), "serve"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
-        wait_for_port(self.web_port, proc=self.proc)
+        self.node.start()
         made = subprocess.run([PACSNODE, "--home", str(self.home), "token", "create", f"bench{uuid.uuid4().hex[:6]}",
                                "--institution", "PRV001", "--permissions", "find,get,store"],
                               check=True, capture_output=True, text=True)
@@ -129,8 +127,7 @@ class PacsnodeWeb:
         return {"Authorization": f"Bearer {self.token}", **extra}
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
+        self.node.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pacsnode.index import audit_store
 from pacsnode.index.base import Index
-from pacsnode.model import AuditEvent
+from pacsnode.model import AuditEvent, Query
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,3 +54,19 @@ def _event(r: Any) -> AuditEvent:
     return AuditEvent(action=r["action"], outcome=r["outcome"], peer_aet=r["peer_aet"], peer_name=r["peer_name"],
                       study_uid=r["study_uid"], detail=r["detail"], at=datetime.fromisoformat(r["at"]),
                       node=r["node"])
+
+
+def query_keys(query: Query) -> dict[str, Any]:
+    """The matching keys of a query, for the audit trail (return-only keys left out).
+
+    Sequence keys (e.g. a resident ID in Other Patient IDs) show their item's matching keys.
+    """
+    keys: dict[str, Any] = {}
+    for key in query.keys:
+        if key.items:
+            item = {k.keyword: k.value for k in key.items if k.value}
+            if item:
+                keys[key.keyword] = item
+        elif key.value:
+            keys[key.keyword] = key.value
+    return keys

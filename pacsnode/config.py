@@ -226,7 +226,7 @@ class Key:
     reserved: bool = False  # accepted and validated, read by a feature still to come
 
 
-TIMEOUT = dict(minimum=1, maximum=3600)
+TIMEOUT = (1, 3600)  # minimum, maximum (seconds)
 SCHEMA: dict[str, dict[str, Key]] = {
     "node": {
         "name": Key(str, ""),
@@ -260,11 +260,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_pdu": Key(int, 1_048_576, 4096, 16 * 1_048_576),
         "max_associations": Key(int, 32, 1, 1000),
         "workers": Key(int, 1, 1, 64),
-        "acse_timeout": Key(float, 30.0, **TIMEOUT),
-        "dimse_timeout": Key(float, 60.0, **TIMEOUT),
-        "network_timeout": Key(float, 60.0, **TIMEOUT),
+        "acse_timeout": Key(float, 30.0, *TIMEOUT),
+        "dimse_timeout": Key(float, 60.0, *TIMEOUT),
+        "network_timeout": Key(float, 60.0, *TIMEOUT),
         "strict_called_aet": Key(bool, False),
-        "pdu_timeout": Key(float, 30.0, **TIMEOUT),  # a started PDU must arrive whole within this
+        "pdu_timeout": Key(float, 30.0, *TIMEOUT),  # a started PDU must arrive whole within this
         "max_associations_per_address": Key(int, 32, 1, 1000),
         "max_pending_connections": Key(int, 64, 1, 10_000),  # connections without an A-ASSOCIATE-RQ yet
     },
@@ -312,6 +312,12 @@ def check_known(data: dict[str, Any], source: str) -> None:
                 raise ConfigError(f"{source}: [{section}] has no setting {key!r}{_nearest(key, SCHEMA[section])}")
 
 
+def _is_kind(value: Any, kind: type) -> bool:
+    """``value`` is of the declared type (a TOML boolean is not an int). A function, not an inline
+    ``isinstance``, so that the value stays ``Any`` for the range checks that follow."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
 def setting(data: dict[str, Any], section: str, key: str, source: str) -> Any:
     """The validated value of ``[section] key`` (its declared default when absent)."""
     spec = SCHEMA[section][key]
@@ -320,7 +326,7 @@ def setting(data: dict[str, Any], section: str, key: str, source: str) -> Any:
     kind = spec.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not _is_kind(value, kind):
         raise ConfigError(f"{where} must be of type {kind.__name__}")
     if kind is float and not math.isfinite(value):  # nan passes every range comparison; inf is no deadline
         raise ConfigError(f"{where} is not a finite number"

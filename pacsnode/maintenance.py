@@ -65,7 +65,8 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
 
 def _split_by_age(storage: StorageArea, relatives: list[str], grace: float) -> tuple[list[str], list[str]]:
     """(orphans, in flight): unindexed files older than ``grace``, and the younger ones."""
-    old, young = [], []
+    old: list[str] = []
+    young: list[str] = []
     for relative in relatives:
         try:
             age = storage.age_seconds(relative)

@@ -8,28 +8,24 @@ or click.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import errno
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from pacsnode import identity
-from pacsnode.audit import AuditLog
-from pacsnode.config import NodeConfig, load_config, validate_aet, validate_host, validate_port
+from pacsnode.audit import AuditLog, query_keys  # noqa: F401  (query_keys re-exported)
+from pacsnode.engine_events import EngineEvents
+from pacsnode.config import NodeConfig, load_config
 from pacsnode.dicom.extract import facts_from_file
-from pacsnode.errors import (ConfigError, DestinationNotAuthorized, InvalidInstance, NotFound, NothingToRetrieve,
-                             NotPermitted, PacsnodeError, PeerNotFound, StorageFull, StorageUnavailable,
-                             UnknownMoveDestination)
+from pacsnode.errors import (DestinationNotAuthorized, NotFound, NothingToRetrieve, NotPermitted, PacsnodeError,
+                             StorageFull, UnknownMoveDestination)
 from pacsnode.observe import Event, Observer, notify
 from pacsnode.index.peers import PeerRegistry
 from pacsnode.index.regional_store import RegionalStore
@@ -51,7 +47,9 @@ from pacsnode.model import (
 from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
-from pacsnode import maintenance
+from pacsnode import importing, maintenance, peer_admin, storage_commitment
+from pacsnode.storage_commitment import COMMIT_NO_SUCH_INSTANCE, COMMIT_PROCESSING_FAILURE  # noqa: F401
+from pacsnode.importing import ImportReport, iter_files  # noqa: F401  (re-exported: cli, tests)
 from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
@@ -66,19 +64,6 @@ def _no_hr_values() -> dict[str, Any]:
     return {"status": "", "failed": [], "scope": ""}
 
 
-@dataclass
-class ImportReport:
-    """Counts and reasons from ``pacsnode import``."""
-
-    stored: int = 0
-    duplicate: int = 0
-    replaced: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    qc: dict[str, str] = field(default_factory=dict)
-
-
-COMMIT_PROCESSING_FAILURE = 0x0110  # Failure Reason (0008,1197), PS3.4 J.3.3.1.1
-COMMIT_NO_SUCH_INSTANCE = 0x0112
 _STORED = {StoreResult.STORED.value, StoreResult.REPLACED.value}  # results that wrote bytes
 
 
@@ -98,6 +83,7 @@ class Node:
         self.storage = storage or open_storage(config)  # the folder, or [storage] url (S3)
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index, node=config.node_name)
+        self.events = EngineEvents(self.audit)  # the network's audit events (connections, associations)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.observers: list[Observer] = []  # metrics: associations, service latency (pacsnode.observe)
         self.regional_store = RegionalStore(self.index)
@@ -286,43 +272,9 @@ class Node:
 
     def import_paths(self, paths: Iterable[Path], progress: Callable[[Path], None] | None = None,
                      caller: Caller | None = None) -> ImportReport:
-        """Import files and folders (recursive) from the local disk, copying each file in.
-
-        ``caller`` is who imports: the CLI passes ``Caller.local_admin()`` (the default).
-        """
-        self.home_lock.share()  # fail once, before the first file, while a restore or offline repair runs
-        report = ImportReport()
-        admin = caller or Caller.local_admin()
-        touched: set[str] = set()
-        for path in iter_files(paths):
-            if progress:
-                progress(path)
-            temp = self.new_temp_file()
-            try:
-                shutil.copyfile(path, temp)
-                outcome = self.store_file(temp, admin)
-            except PacsnodeError as exc:
-                report.rejected.append((str(path), str(exc)))
-                continue
-            except OSError as exc:
-                report.rejected.append((str(path), f"cannot read: {exc.strerror or exc}"))
-                temp.unlink(missing_ok=True)
-                continue
-            if outcome.result is not StoreResult.DUPLICATE:
-                touched.add(outcome.study_uid)
-            if outcome.result is StoreResult.STORED:
-                report.stored += 1
-            elif outcome.result is StoreResult.REPLACED:
-                report.replaced += 1
-            else:
-                report.duplicate += 1
-        for study_uid in sorted(touched):  # an import is a complete batch: its studies are stable now
-            try:
-                decision, _outcomes = self.qc.run(study_uid)
-                report.qc[study_uid] = decision.status.value
-            except PacsnodeError as exc:
-                LOGGER.warning("QC of imported study %s failed: %s", study_uid, exc)
-        return report
+        """Import files and folders (recursive) from the local disk, copying each file in
+        (``importing.import_paths``)."""
+        return importing.import_paths(self, paths, progress, caller)
 
     # -- reading -------------------------------------------------------------------------
     def studies(self, patient_id: str | None = None) -> list[StudySummary]:
@@ -336,9 +288,9 @@ class Node:
         series = self.index.study_series(study_uid)
         hidden = self.regional_store.hidden_instances(study_uid)
         for item in series:
-            for instance in item["instances"]:  # type: ignore[union-attr]
-                why = hidden.get(instance["sop_instance_uid"])  # type: ignore[index]
-                instance["rejected"] = why or {}  # type: ignore[index]
+            for instance in item["instances"]:
+                why = hidden.get(instance["sop_instance_uid"])
+                instance["rejected"] = why or {}
         return found[0], series
 
     # -- query/retrieve ------------------------------------------------------------------
@@ -460,36 +412,17 @@ class Node:
             self._audit_caller(caller, action, "refused", study_uid=study_uid, detail=detail)
             self._observe(action, "refused", started)
             raise
+        if action in ("get", "move"):  # the DIMSE retrieves: their sub-operations start now
+            sent: dict[str, Any] = {"destination": destination.aet} if destination is not None else {}
+            self._audit_caller(caller, action, "started", study_uid=locations[0].study_uid,
+                               detail={**sent, "instances": len(locations)})
         self._observe(action, "answered", started)
         return locations
 
     def commitment(self, refs: list[tuple[str, str]], caller: Caller) -> list[tuple[str, str, int]]:
-        """Storage commitment (PS3.4 J): (SOP class, SOP instance, failure reason; 0 = committed).
-
-        Committed only when the instance is indexed with that SOP class, was delivered by
-        this caller's AE title, and its file still matches the recorded size and SHA-256
-        (read now). Anything else is 0x0112 "no such object instance" (so that a study the
-        caller may not see and one that is not here look the same), or 0x0110 "processing
-        failure" when the file is damaged. Audited as one event.
-        """
-        rows = self.index.instance_files(sorted({uid for _cls, uid in refs}))
-        results: list[tuple[str, str, int]] = []
-        for sop_class, sop_instance in refs:
-            row = rows.get(sop_instance)
-            if row is None or row["sop_class_uid"] != sop_class or row["calling_ae"] != caller.aet:
-                results.append((sop_class, sop_instance, COMMIT_NO_SUCH_INSTANCE))
-                continue
-            try:
-                intact = (self.storage.size(row["path"]) == row["size"]
-                          and self.storage.sha256(row["path"]) == row["sha256"])
-            except (OSError, StorageUnavailable):
-                intact = False
-            results.append((sop_class, sop_instance, 0 if intact else COMMIT_PROCESSING_FAILURE))
-        failed = [uid for _cls, uid, reason in results if reason]
-        self.audit.record("commitment", "committed" if not failed else "partial", peer_aet=caller.aet,
-                          peer_name=caller.peer.name if caller.peer else "",
-                          detail={"requested": len(refs), "failed": failed[:20], "failed_count": len(failed)})
-        return results
+        """Storage commitment (PS3.4 J): (SOP class, SOP instance, failure reason; 0 = committed)
+        (``storage_commitment.commitment``)."""
+        return storage_commitment.commitment(self, refs, caller)
 
     def openable(self, locations: list[InstanceLocation]) -> list[InstanceLocation]:
         """Locations of stored instances (relative paths) that open through the storage area."""
@@ -512,11 +445,21 @@ class Node:
             files.append((str(path), facts.sop_class_uid, facts.transfer_syntax or "1.2.840.10008.1.2"))
         return files
 
-    def move_destination(self, aet: str) -> Peer:
-        """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801)."""
-        peer = self.peers.by_aet(aet)
-        if peer is None:
-            raise UnknownMoveDestination(f"move destination {aet!r} is not a registered peer")
+    def move_destination(self, aet: str, caller: Caller | None = None) -> Peer:
+        """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801).
+
+        With ``caller``: first whether it may move at all; a refusal is audited here.
+        """
+        try:
+            if caller is not None:
+                self.require_permission(caller, "move")
+            peer = self.peers.by_aet(aet)
+            if peer is None:
+                raise UnknownMoveDestination(f"move destination {aet!r} is not a registered peer")
+        except PacsnodeError as exc:
+            if caller is not None:
+                self._audit_caller(caller, "move", "refused", detail={"destination": aet[:16], "reason": str(exc)})
+            raise
         return peer
 
     def visible_study_uids(self, query: Query, caller: Caller) -> set[str] | None:
@@ -525,57 +468,30 @@ class Node:
 
     # -- peers ---------------------------------------------------------------------------
     def add_peer(self, peer: Peer, replace: bool = False) -> None:
-        """Register a peer once what a typo would turn into a hole is checked: AE title, host,
-        port, institution (known to recognition.toml or this node's own); AE titles unique.
-        Leading/trailing spaces are not part of an AE title (PS3.5 6.2): " CTY_PACS" was stored
-        as a second peer next to CTY_PACS, passing the uniqueness check."""
-        peer = dataclasses.replace(peer, aet=peer.aet.strip(" "))
-        validate_aet(peer.aet, "--aet")
-        validate_host(peer.host, "--host")
-        validate_port(peer.port, "--port")
-        self.require_known_institution(peer.institution, "--institution")
-        self.peers.add(peer, replace=replace)
+        """Register a peer once what a typo would turn into a hole is checked: AE title, host, port, institution
+        (known to recognition.toml or this node's own); AE titles unique. Leading/trailing spaces are not part
+        of an AE title (PS3.5 6.2): " CTY_PACS" was stored as a second peer next to CTY_PACS, passing the
+        uniqueness check (``peer_admin.add_peer``)."""
+        peer_admin.add_peer(self, peer, replace)
 
     def known_institutions(self) -> list[str]:
-        """Institution codes this node can decide for: recognition.toml's, and its own."""
-        codes = [i.code for i in self.regional.region.institutions] if self.regional.region else []
-        if self.config.institution and self.config.institution not in codes:
-            codes.append(self.config.institution)
-        return codes
+        """Institution codes this node can decide for: recognition.toml's, and its own
+        (``peer_admin.known_institutions``)."""
+        return peer_admin.known_institutions(self)
 
     def own_institution_problem(self) -> str:
-        """Why ``[node] institution`` is not one recognition.toml knows ("" when it is, or no rules).
-
-        A node whose own institution the rules do not know would decide every peer's access
-        and every recognition as if it belonged to nobody; ``serve`` refuses it, ``init`` warns.
-        """
-        code, region = self.config.institution, self.regional.region
-        if not code or region is None or region.institution(code) is not None:
-            return ""
-        codes = [i.code for i in region.institutions]
-        close = difflib.get_close_matches(code, codes, n=1, cutoff=0.5)
-        return (f"{self.config.home / 'pacsnode.toml'}: [node].institution = {code!r} is not an institution of "
-                f"{self.config.recognition_path}" + (f"; did you mean {close[0]!r}?" if close else
-                                                     f"; known: {', '.join(codes)}"))
+        """Why ``[node] institution`` is not one recognition.toml knows ("" when it is, or no rules)
+        (``peer_admin.own_institution_problem``)."""
+        return peer_admin.own_institution_problem(self)
 
     def require_known_institution(self, code: str, where: str) -> None:
-        """Refuse an institution code the rules do not know (empty = none, allowed)."""
-        known = self.known_institutions()
-        if code and code not in known:
-            close = difflib.get_close_matches(code, known, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}?" if close else (
-                f"known: {', '.join(known)}" if known else f"{self.config.recognition_path.name} lists none")
-            raise ConfigError(f"{where}: institution {code!r} is not in {self.config.recognition_path.name}; {hint}")
+        """Refuse an institution code the rules do not know (empty = none, allowed)
+        (``peer_admin.require_known_institution``)."""
+        peer_admin.require_known_institution(self, code, where)
 
     def resolve_peer(self, spec: str) -> Peer:
-        """A registered peer name, or an ad-hoc ``AET@HOST:PORT``."""
-        if "@" in spec:
-            aet, _, address = spec.partition("@")
-            host, _, port = address.rpartition(":")
-            if not (aet and host and port.isdigit()):
-                raise PeerNotFound(f"{spec!r} is neither a peer name nor AET@HOST:PORT")
-            return Peer(name=spec, aet=aet, host=host, port=int(port))
-        return self.peers.get(spec)
+        """A registered peer name, or an ad-hoc ``AET@HOST:PORT`` (``peer_admin.resolve_peer``)."""
+        return peer_admin.resolve_peer(self, spec)
 
     # -- consistency ---------------------------------------------------------------------
     def check(self, repair: bool = False, verify_checksums: bool = True) -> CheckReport:
@@ -591,30 +507,3 @@ class Node:
         return maintenance.clean_temp(self.config.temp_path)
 
 
-def query_keys(query: Query) -> dict[str, Any]:
-    """The matching keys of a query, for the audit trail (return-only keys left out).
-
-    Sequence keys (e.g. a resident ID in Other Patient IDs) show their item's matching keys.
-    """
-    keys: dict[str, Any] = {}
-    for key in query.keys:
-        if key.items:
-            item = {k.keyword: k.value for k in key.items if k.value}
-            if item:
-                keys[key.keyword] = item
-        elif key.value:
-            keys[key.keyword] = key.value
-    return keys
-
-
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files under the given paths (recursive, sorted, hidden files and README/scripts skipped)."""
-    for root in paths:
-        if root.is_file():
-            yield root
-        elif root.is_dir():
-            for path in sorted(root.rglob("*")):
-                if path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in (".md", ".py", ".txt", ".json"):
-                    yield path
-        else:
-            raise InvalidInstance(f"{root}: no such file or folder")

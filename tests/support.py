@@ -1,7 +1,8 @@
 """Shared test helpers: a ``pacsnode serve`` subprocess that always stops, DCMTK runners, sample files.
 
-Modelled on aiosmtpd's test ``Controller``: a test gets a real node on a free loopback port,
-talks to it with real tools, and the node is stopped (SIGTERM, then SIGKILL) whatever happens.
+The node is ``bench.node_process.NodeProcess`` (the one way tests and benchmarks start a node);
+:class:`NodeProcess` here adds the DCMTK and CLI conveniences tests use: a test gets a real node
+on a free loopback port, talks to it with real tools, and it is stopped whatever happens.
 Nothing here asserts on log text: statuses come from the DIMSE responses DCMTK prints with
 ``-d`` (the wire values, not our logging), data from ``pacsnode studies --json`` and the index.
 """
@@ -13,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,33 +28,19 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench/ (the node controller, shared harnesses) lives at the repository root
+    sys.path.insert(0, str(REPO))
+
+from bench import node_process  # noqa: E402
+from bench.node_process import LOOPBACK, PACSNODE, NodeStartError, free_port, port_accepts, set_config  # noqa: E402,F401
 SAMPLE_DIR = REPO / "sample_dicom"
 SAMPLE_MANIFEST = REPO / "tests" / "data" / "sample_manifest.json"  # written by scripts/make_sample_dicom.py
 # DCMTK by full path: an activated venv puts pynetdicom's own echoscu/findscu/storescu first on PATH.
 DCMTK_BIN = Path(os.environ.get("PACSNODE_DCMTK_BIN", "/usr/bin"))
-_SCRIPT = Path(sys.executable).parent / "pacsnode"  # the console script of this interpreter's environment
-PACSNODE: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [
-    sys.executable, "-c", "from pacsnode.cli import main; main()"]
 FALLBACK_TEST_FILES = ("CT_small.dcm", "MR_small.dcm")
-LOOPBACK = "127.0.0.1"
 
 
-# -- ports and tools ---------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port that was free a moment ago on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_accepts(port: int, host: str = LOOPBACK) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
+# -- tools ------------------------------------------------------------------------------------
 def dcmtk(name: str) -> str:
     """The full path of a DCMTK tool (``echoscu``, ``storescu``, ``findscu``, ...), never a PATH lookup."""
     return str(DCMTK_BIN / name)
@@ -251,143 +237,13 @@ def make_series(template: Path, folder: Path, count: int, study_uid: str | None 
 
 
 # -- the node under test ------------------------------------------------------------------------
-def set_config(home: Path, section: str, key: str, value: Any) -> None:
-    """Set ``[section] key = value`` in ``<home>/pacsnode.toml`` (the file ``init`` wrote)."""
-    path = home / "pacsnode.toml"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rendered = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
-    headers = [i for i, line in enumerate(lines) if re.match(r"^\s*\[[^\]]+\]\s*(#.*)?$", line)]
-    mine = [i for i in headers if lines[i].strip().startswith(f"[{section}]")]
-    if not mine:
-        lines += ["", f"[{section}]", f"{key} = {rendered}"]
-    else:
-        begin = mine[0]
-        end = next((i for i in headers if i > begin), len(lines))
-        for i in range(begin + 1, end):
-            if re.match(rf"^\s*{re.escape(key)}\s*=", lines[i]):
-                lines[i] = f"{key} = {rendered}"
-                break
-        else:
-            lines.insert(begin + 1, f"{key} = {rendered}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+class NodeProcess(node_process.NodeProcess):
+    """``bench.node_process.NodeProcess`` (start, stop, kill, restart, web, logs) plus what tests ask of
+    a served node: the CLI as a :class:`ToolResult`, DCMTK stores and echoes, the index read directly.
 
-
-class NodeProcess:
-    """``pacsnode --home H serve`` in a subprocess on a free port; ``stop`` always ends it.
-
-    Use as a context manager or through the ``node_process`` fixture, which stops it in
-    teardown even when the test fails.
+    Use as a context manager or through the ``node_process`` fixture, which stops it in teardown
+    even when the test fails.
     """
-
-    def __init__(self, home: Path, aet: str = "PACSNODE", institution: str = "", start_timeout: float = 20.0,
-                 command: Sequence[str] | None = None) -> None:
-        self.home = home
-        self.command = list(command) if command else PACSNODE  # another install's ``pacsnode`` (packaging test)
-        self.aet = aet
-        self.institution = institution
-        self.start_timeout = start_timeout
-        self.port = 0
-        self.web_port = 0  # DICOMweb's HTTP port once enable_web() ran
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_index = 0
-        self.stderr_path = home.parent / f"{home.name}-serve-0.err"
-
-    # -- life cycle -------------------------------------------------------------------------
-    def init(self, *extra: str) -> "NodeProcess":
-        """``pacsnode init`` (run in process through click: same code, no interpreter start-up)."""
-        from click.testing import CliRunner
-
-        from pacsnode.cli import main
-
-        self.port = free_port()
-        args = ["--home", str(self.home), "init", "--aet", self.aet, "--port", str(self.port), *extra]
-        if self.institution:
-            args += ["--institution", self.institution]
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, f"pacsnode {' '.join(args)}: {result.output}"
-        return self
-
-    def configure(self, section: str, key: str, value: Any) -> "NodeProcess":
-        """Change a setting (takes effect at the next ``start``)."""
-        set_config(self.home, section, key, value)
-        return self
-
-    def enable_web(self) -> "NodeProcess":
-        """Serve DICOMweb too, on a free port (``[web] enabled``); ``start`` waits for it."""
-        if not (self.home / "pacsnode.toml").exists():
-            self.init()
-        self.web_port = free_port()
-        self.configure("web", "enabled", True).configure("web", "port", self.web_port)
-        return self
-
-    @property
-    def web_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.web_port}/dicom-web"
-
-    def start(self) -> "NodeProcess":
-        if not (self.home / "pacsnode.toml").exists():
-            self.init()
-        last_error = ""
-        for _attempt in range(3):
-            if self._spawn():
-                return self
-            last_error = f"exit code {self.proc.returncode if self.proc else '?'}; stderr:\n{self.stderr_text()}"
-            self.proc = None
-            self.port = free_port()  # in case the port was taken between free_port() and bind: try another
-        pytest.fail(f"pacsnode serve exited before accepting connections (3 attempts); {last_error}")
-
-    def _spawn(self) -> bool:
-        self._log_index += 1
-        self.stderr_path = self.home.parent / f"{self.home.name}-serve-{self._log_index}.err"
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [*self.command, "--home", str(self.home), "serve", "--port", str(self.port)],
-                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if port_accepts(self.port) and (not self.web_port or port_accepts(self.web_port)):
-                return True
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"pacsnode serve did not accept connections on port {self.port} within "
-                    f"{self.start_timeout} s; its stderr:\n{self.stderr_text()}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL; returns the exit code (None if it was not running)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        return proc.returncode
-
-    def restart(self) -> "NodeProcess":
-        code = self.stop()
-        assert code == 0, f"pacsnode serve exited with {code}; stderr:\n{self.stderr_text()}"
-        return self.start()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stderr_text(self) -> str:
-        try:
-            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-6000:]
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> "NodeProcess":
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     # -- talking to it ----------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = 60.0) -> ToolResult:

@@ -19,8 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from bench.node_process import NodeProcess  # noqa: E402
 from bench.soak_crash import (  # noqa: E402
-    NodeServer,
     Sent,
     chunked_send,
     free_port,
@@ -77,7 +77,7 @@ def test_online_backup_while_receiving_restores_a_consistent_node(tmp_path: Path
     results: list[Sent] = []
     stop = threading.Event()
     (tmp_path / "sent").mkdir()
-    with NodeServer(home, port, log_path=tmp_path / "serve.log"), chunked_send():
+    with NodeProcess(home, port=port, log_path=tmp_path / "serve.log", ready="echo", start_timeout=30), chunked_send():
         thread = threading.Thread(target=sender, args=(port, tmp_path / "sent", f"{UID}.9", random.Random(3), stop,
                                                       results, 0.2), daemon=True)
         thread.start()

@@ -17,8 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from bench.node_process import NodeProcess  # noqa: E402
 from bench.soak_crash import (  # noqa: E402
-    NodeServer,
     chunked_send,
     free_port,
     index_rows,
@@ -62,7 +62,7 @@ def test_kill_during_a_large_transfer_leaves_only_a_repairable_temp_file(tmp_pat
     home = init_home(tmp_path / "home", port)
     uid = "1.2.826.0.1.3680043.10.1078.66.9.1"
     big = write_instance(tmp_path / "big.dcm", f"{uid}.0", f"{uid}.0.1", f"{uid}.1", "KILLMID", rows=2048, cols=2048)
-    server = NodeServer(home, port, log_path=tmp_path / "serve.log").start()
+    server = NodeProcess(home, port=port, log_path=tmp_path / "serve.log", ready="echo", start_timeout=30).start()
     outcome: dict[str, object] = {}
 
     def send() -> None:

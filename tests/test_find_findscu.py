@@ -8,11 +8,7 @@ findscu cannot request.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -28,13 +24,11 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from pacsnode.dimse.find import answer_find, find_failure, sop_extended_answers
 from pacsnode.errors import NotPermitted, TooManyResults
 from pacsnode.model import Caller
-from support import dcmtk, have_tool
+from support import PACSNODE, NodeProcess, dcmtk, free_port, have_tool
 
 interop = pytest.mark.interop
 needs_findscu = pytest.mark.skipif(not have_tool("findscu"), reason="DCMTK findscu is not installed")
 
-_SCRIPT = Path(sys.executable).parent / "pacsnode"  # the console script of this interpreter's environment
-PACSNODE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from pacsnode.cli import main; main()"]
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ROOT = "1.2.826.0.1.3680043.10.1078.77"
 A, B, C, D = (f"{ROOT}.{n}" for n in (1, 2, 3, 4))
@@ -137,27 +131,8 @@ def make_files(folder: Path) -> None:
            OtherPatientIDsSequence=[other])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cli(home: Path, *args: str) -> None:
     subprocess.run([*PACSNODE, "--home", str(home), *args], check=True, capture_output=True, timeout=60)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pacsnode serve exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"pacsnode serve did not listen on {port} within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -170,20 +145,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, index_factory: Any) -> Iter
     cli(home, "peer", "add", "findscu", "--aet", "FINDSCU", "--host", "127.0.0.1", "--port", "1",
         "--institution", INSTITUTION)  # a workstation of this hospital: sees everything
     cli(home, "import", str(files))
-    log = open(base / "serve.log", "wb")
-    process = subprocess.Popen([*PACSNODE, "--home", str(home), "serve"], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_for_port(port, process)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    with NodeProcess(home, port=port, log_path=base / "serve.log") as node:
+        yield node.port
 
 
 def findscu(port: int, out: Path, model: str, *keys: str | bytes, aet: str = "FINDSCU") -> tuple[str, list[Dataset]]:

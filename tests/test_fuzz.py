@@ -33,7 +33,8 @@ from bench.fuzz import (  # noqa: E402
     associate_rq,
     store_inputs,
 )
-from bench.soak_crash import NodeServer, echo, free_port, init_home  # noqa: E402
+from bench.node_process import NodeProcess  # noqa: E402
+from bench.soak_crash import echo, free_port, init_home  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.filterwarnings("ignore")]
 DETERMINISTIC = dict(derandomize=True, deadline=None, database=None, print_blob=False,
@@ -84,7 +85,8 @@ def test_cut_off_associate_requests_do_not_hold_the_server(tmp_path: Path) -> No
     and ``serve`` needed 5 s per such connection to stop.)
     """
     port = free_port()
-    server = NodeServer(init_home(tmp_path / "home", port), port, log_path=tmp_path / "serve.log").start()
+    server = NodeProcess(init_home(tmp_path / "home", port), port=port, log_path=tmp_path / "serve.log", ready="echo",
+                         start_timeout=30).start()
     try:
         for _ in range(4):
             with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -92,8 +94,7 @@ def test_cut_off_associate_requests_do_not_hold_the_server(tmp_path: Path) -> No
         assert echo(port)
         time.sleep(0.3)
         started = time.monotonic()
-        server.stop(timeout=30)
-        assert server.proc is not None and server.proc.returncode == 0
+        assert server.stop(timeout=30) == 0  # NodeProcess.stop returns serve's exit code
         assert time.monotonic() - started < 5, "serve took too long to stop"
     finally:
         server.stop()

@@ -27,8 +27,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 ROOT = Path(__file__).resolve().parents[1]
 
 from bench.load import run_load  # noqa: E402
+from bench.node_process import NodeProcess  # noqa: E402
 from bench.soak_crash import (  # noqa: E402
-    NodeServer,
     chunked_send,
     configure,
     echo,
@@ -84,7 +84,7 @@ def test_twenty_stores_while_five_query_and_retrieve_then_a_100_mb_instance(tmp_
 
 # -- configured limits, seen from outside ------------------------------------------------------
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer]:
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with 4 imported studies of patient LIMITS, then tight limits, served."""
     quiet_pynetdicom()
     tmp = tmp_path_factory.mktemp("limits")
@@ -102,7 +102,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer]:
     configure(home, {"network": {"max_associations": 2, "network_timeout": NETWORK_TIMEOUT},
                      "query": {"max_results": MAX_RESULTS},
                      "store": {"quota_bytes": used + one + one // 2}})  # room for one more instance
-    with NodeServer(home, port, log_path=tmp / "serve.log") as server:
+    with NodeProcess(home, port=port, log_path=tmp / "serve.log", ready="echo", start_timeout=30) as server:
         yield server
 
 
@@ -126,7 +126,7 @@ def associate(port: int, *contexts: str) -> object:
     return ae.associate("127.0.0.1", port, ae_title="PACSNODE")
 
 
-def test_max_associations_refuses_the_extra_one(limited: NodeServer) -> None:
+def test_max_associations_refuses_the_extra_one(limited: NodeProcess) -> None:
     first = associate(limited.port, Verification)
     second = associate(limited.port, Verification)
     try:
@@ -143,7 +143,7 @@ def test_max_associations_refuses_the_extra_one(limited: NodeServer) -> None:
     again.release()  # type: ignore[attr-defined]
 
 
-def test_store_beyond_quota_is_out_of_resources_and_leaves_no_file(limited: NodeServer, tmp_path: Path) -> None:
+def test_store_beyond_quota_is_out_of_resources_and_leaves_no_file(limited: NodeProcess, tmp_path: Path) -> None:
     files = [write_instance(tmp_path / f"q{i}.dcm", f"{UID}.9", f"{UID}.9.1", f"{UID}.9.1.{i}", "LIMITS", number=i)
              for i in range(1, 4)]
     assoc = associate(limited.port, CTImageStorage)
@@ -160,7 +160,7 @@ def test_store_beyond_quota_is_out_of_resources_and_leaves_no_file(limited: Node
     assert run_check(limited.home).clean
 
 
-def test_find_beyond_max_results_fails_with_a700_and_a_log_line(limited: NodeServer) -> None:
+def test_find_beyond_max_results_fails_with_a700_and_a_log_line(limited: NodeProcess) -> None:
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.PatientID = "LIMITS"
@@ -175,7 +175,7 @@ def test_find_beyond_max_results_fails_with_a700_and_a_log_line(limited: NodeSer
     assert f"limit of {MAX_RESULTS}" in limited.log_text()  # the operator can see why
 
 
-def test_an_idle_association_is_closed_after_network_timeout(limited: NodeServer) -> None:
+def test_an_idle_association_is_closed_after_network_timeout(limited: NodeProcess) -> None:
     assoc = associate(limited.port, Verification)
     assert assoc.is_established  # type: ignore[attr-defined]
     started = time.monotonic()
@@ -187,7 +187,7 @@ def test_an_idle_association_is_closed_after_network_timeout(limited: NodeServer
     assert assoc.is_aborted or assoc.is_released  # type: ignore[attr-defined]
 
 
-def test_file_descriptors_and_memory_do_not_grow_with_associations(limited: NodeServer) -> None:
+def test_file_descriptors_and_memory_do_not_grow_with_associations(limited: NodeProcess) -> None:
     """Each association runs in a new thread with its own index connection: those must not pile up."""
     def open_fds() -> int:
         return len(list(Path(f"/proc/{limited.pid}/fd").iterdir()))

@@ -54,10 +54,8 @@ def test_init_and_import_write_600_files_and_700_folders(tmp_path: Path) -> None
 def test_served_stores_index_wal_backup_and_restore_are_private(node_process: Callable[..., NodeProcess],
                                                                 tmp_path: Path) -> None:
     proc = node_process(institution="PRV001")
-    proc.proc = subprocess.Popen([*PACSNODE, "--home", str(proc.home), "serve", "--port", str(proc.port)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=_open_umask)
-    _wait_for_port(proc)
+    proc.preexec_fn = _open_umask  # the usual 022: the node itself must make its files private
+    proc.start()
     files = [write_instance(sample_files()[0], tmp_path / "in" / f"{n}.dcm") for n in range(3)]
     result = proc.store(files)
     assert [r.status for r in result.store_responses] == [0, 0, 0], result.explain()
@@ -71,16 +69,3 @@ def test_served_stores_index_wal_backup_and_restore_are_private(node_process: Ca
     restored = tmp_path / "restored"
     run(restored, "restore", str(backup))
     assert too_open(restored) == []
-
-
-def _wait_for_port(proc: NodeProcess) -> None:
-    import time
-
-    from support import port_accepts
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if port_accepts(proc.port):
-            return
-        time.sleep(0.05)
-    pytest.fail("pacsnode serve did not start")

@@ -69,6 +69,25 @@ def test_api_patients_returns_what_priors_json_returns(ws: NodeProcess, wang: di
                         timeout=30).status_code == 400
 
 
+def test_priors_are_audited_once_by_the_service_naming_who_asked(ws: NodeProcess, wang: dict[str, str]) -> None:
+    """The priors service writes the audit event, not its adapters: one event per page and per CLI run
+    (the page used to add its own second event), the web one naming the user."""
+    def priors_events() -> list[dict[str, object]]:
+        return [e for e in audit(ws) if e["action"] in ("priors", "web-priors")]
+
+    before = len(priors_events())
+    page = requests.get(f"{base(ws)}/patients", params={"patient_id": "P0001", "issuer": "CTY001"},
+                        cookies=wang, timeout=60)
+    assert page.status_code == 200, page.text
+    web = priors_events()[before:]
+    assert [(e["action"], e["outcome"], e["peer_name"]) for e in web] == [("priors", "shown", "user:dr-wang")]
+    detail = web[0]["detail"] if isinstance(web[0]["detail"], dict) else json.loads(str(web[0]["detail"]))
+    assert detail["patient_id"] == "P0001" and detail["issuer"] == "CTY001" and "county" in detail["errors"]
+    assert ws.cli("priors", "--patient-id", "P0001", "--issuer", "CTY001").returncode == 0
+    cli = priors_events()[before + 1:]
+    assert [(e["action"], e["peer_name"]) for e in cli] == [("priors", "")]
+
+
 def test_decline_without_reason_and_accept_of_not_eligible_without_note_are_refused_in_the_form(
         ws: NodeProcess, wang: dict[str, str]) -> None:
     requests.get(f"{base(ws)}/patients", params={"patient_id": "P0001", "issuer": "CTY001"}, cookies=wang, timeout=60)

@@ -145,7 +145,7 @@ def guard_stdout(ctx: click.Context) -> None:
     original = sys.stdout
     if isinstance(original, TerminalSafeStdout) or original is None:
         return
-    sys.stdout = TerminalSafeStdout(original)  # type: ignore[assignment]
+    sys.stdout = TerminalSafeStdout(original)
 
     def restore() -> None:
         if isinstance(sys.stdout, TerminalSafeStdout):

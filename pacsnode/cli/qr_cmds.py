@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pacsnode.cli.app import main, open_node, print_json, print_table
 from pacsnode.cli.output import safe
+
+if TYPE_CHECKING:  # pydicom is imported by the commands that need it (CLI start-up time)
+    from pydicom.dataset import Dataset
 
 LEVELS = click.Choice(["PATIENT", "STUDY", "SERIES", "IMAGE"], case_sensitive=False)
 MODELS = click.Choice(["patient", "study"])
@@ -50,7 +54,7 @@ def find(ctx: click.Context, peer_spec: str, model: str, level: str, keys: tuple
     click.echo(f"{len(rows)} match(es)", err=True)
 
 
-def _retrieve_identifier(level_uids: dict[str, str | None], model: str, patient_id: str | None) -> object:
+def _retrieve_identifier(level_uids: dict[str, str | None], model: str, patient_id: str | None) -> Dataset:
     from pacsnode.dicom.identifiers import build_identifier
 
     keys = [f"{k}={v}" for k, v in level_uids.items() if v]
@@ -104,7 +108,7 @@ def move(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | N
     node.close()
     identifier = _retrieve_identifier({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, model,
                                       patient_id)
-    state = scu.move(peer, local, identifier, dest or local.aet, model, progress=_progress_line)  # type: ignore[arg-type]
+    state = scu.move(peer, local, identifier, dest or local.aet, model, progress=_progress_line)
     _finish(ctx, state, "C-MOVE")
 
 
@@ -131,7 +135,7 @@ def get(ctx: click.Context, peer_spec: str, study_uid: str, series_uid: str | No
     identifier = _retrieve_identifier({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, model,
                                       patient_id)
     try:
-        state = scu.get(peer, scu.LocalAE.of(node.config), identifier, lambda event: store_received(event, node, peer),  # type: ignore[arg-type]
+        state = scu.get(peer, scu.LocalAE.of(node.config), identifier, lambda event: store_received(event, node, peer),
                         model, progress=_progress_line)
     finally:
         node.close()

@@ -29,7 +29,7 @@ def priors(ctx: click.Context, patient_id: str | None, issuer: str | None, resid
       pacsnode priors --resident-id 520100199001010011
       pacsnode priors --patient-id P0815 --issuer CTY001 --json
     """
-    from pacsnode.dimse.priors import gather_priors
+    from pacsnode.priors import gather_priors
 
     if not (resident_id or (patient_id and issuer)):
         raise click.UsageError("name the patient: --patient-id with --issuer, or --resident-id")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from pacsnode.cli.app import main, open_node
@@ -114,7 +116,7 @@ def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None
     """
     from pacsnode.web import users
 
-    data = click.get_text_stream("stdin").readline()
+    data = sys.stdin.readline()  # click swaps sys.stdin under CliRunner too; get_text_stream is deprecated
     password = data[:-1] if data.endswith("\n") else data
     node = open_node(ctx)
     try:
@@ -177,7 +179,7 @@ def user_passwd(ctx: click.Context, name: str) -> None:
     """
     from pacsnode.web import users
 
-    data = click.get_text_stream("stdin").readline()
+    data = sys.stdin.readline()  # click swaps sys.stdin under CliRunner too; get_text_stream is deprecated
     password = data[:-1] if data.endswith("\n") else data
     node = open_node(ctx)
     try:

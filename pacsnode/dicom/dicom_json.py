@@ -262,8 +262,8 @@ def value_json(vr: str, raw: bytes, codec: str) -> dict[str, Any]:
         if len(raw) % 4:
             raise Unsupported("AT of odd length")
         pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
-        values = [f"{(pairs[i] << 16) | pairs[i + 1]:08X}" for i in range(0, len(pairs), 2)]
-        return {"vr": vr, "Value": values} if values else {"vr": vr}
+        tags = [f"{(pairs[i] << 16) | pairs[i + 1]:08X}" for i in range(0, len(pairs), 2)]
+        return {"vr": vr, "Value": tags} if tags else {"vr": vr}
     if vr in MULTI_TEXT_VRS or vr in SINGLE_TEXT_VRS or vr == "PN":
         text = _decode(raw, codec)
     else:

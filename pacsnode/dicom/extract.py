@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
@@ -94,7 +95,8 @@ def require_complete(path: Path | str, dataset: Dataset) -> None:
             for _meta in data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2):
                 pass
             end = handle.tell()
-            for element in data_element_generator(handle, implicit, little, defer_size=4096):
+            for item in data_element_generator(handle, implicit, little, defer_size=4096):
+                element = cast(RawDataElement, item)  # raw: no dataset to convert into
                 value = getattr(element, "value", None)
                 if isinstance(value, bytes) and element.length != 0xFFFFFFFF and len(value) < element.length:
                     end = -1

@@ -19,12 +19,13 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataelem import RawDataElement
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.filereader import data_element_generator
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName
@@ -87,8 +88,9 @@ def scan(path: Path | str) -> HeaderScan | None:
         elements: dict[int, RawDataElement] = {}
         complete = True
         end = handle.tell()  # the end of the last whole element: a file cut inside a tag ends later
-        for element in data_element_generator(handle, uid.is_implicit_VR, uid.is_little_endian,
-                                              defer_size=DEFER_BYTES):
+        for item in data_element_generator(handle, uid.is_implicit_VR, uid.is_little_endian,
+                                           defer_size=DEFER_BYTES):
+            element = cast(RawDataElement, item)  # what the generator yields without a dataset to convert into
             value = element.value
             if isinstance(value, bytes) and element.length != 0xFFFFFFFF and len(value) < element.length:
                 complete = False
@@ -142,7 +144,7 @@ class Values:
             return []
         if raw.VR is None:
             raw = raw._replace(VR="SQ")
-        holder = Dataset({tag: raw})
+        holder = Dataset({BaseTag(tag): raw})
         if self.charsets:
             holder.SpecificCharacterSet = self.charsets if len(self.charsets) > 1 else self.charsets[0]
         holder.set_original_encoding(self.header.implicit, self.header.little)

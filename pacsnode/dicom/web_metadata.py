@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.tag import BaseTag
 from pydicom.dataelem import DataElement, RawDataElement
 
 from pacsnode.dicom import dicom_json
 
 BASE_MARKER = "@@PACSNODE_WEB_BASE@@"
 BULK_THRESHOLD = 1024
-PIXEL_DATA = 0x7FE00010
+PIXEL_DATA = BaseTag(0x7FE00010)
 ITEM, SEQ_DELIM = 0xFFFEE000, 0xFFFEE0DD
 
 

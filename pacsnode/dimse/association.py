@@ -15,7 +15,6 @@ meanwhile and are not what they wait for are held, in order, and processed after
 
 from __future__ import annotations
 
-import inspect
 import logging
 import socket
 import ssl
@@ -43,14 +42,8 @@ _PDU_TYPES = frozenset({pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pd
 
 
 def identify(node: Node, calling_aet: str, host: str, peer_certificate: bytes | None) -> Caller:
-    """``Node.identify``, passing the TLS peer certificate when this Node version takes it."""
-    try:
-        takes_certificate = "peer_certificate" in inspect.signature(node.identify).parameters
-    except (TypeError, ValueError):
-        takes_certificate = False
-    if takes_certificate:
-        return node.identify(calling_aet, host, peer_certificate=peer_certificate)  # type: ignore[call-arg]
-    return node.identify(calling_aet, host)
+    """``Node.identify`` with the TLS peer certificate (None over plain TCP)."""
+    return node.identify(calling_aet, host, peer_certificate=peer_certificate)
 
 
 class Association:
@@ -237,9 +230,7 @@ class Association:
         detail: dict[str, object] = {"result": answer.result, "source": answer.source, "reason": answer.reason}
         if answer.reason == pdu.RJ_USER_CALLING_AE and answer.source == pdu.RJ_SOURCE_USER:
             detail["calling_raw"] = self.rq.calling_ae.encode("latin-1").hex()
-            self.node.audit.record("association", "rejected", peer_aet=repr(self.rq.calling_ae)[1:-1][:64],
-                                   detail={"host": self.address[0], "called": self.rq.called_ae.strip(),
-                                           "why": "calling AE title blank or not printable", **detail})
+            self.node.events.unusable_calling_ae(self.rq.calling_ae, self.address[0], self.rq.called_ae, detail)
         else:
             self._audit("rejected", detail)
         self.send(answer.encode())
@@ -247,12 +238,7 @@ class Association:
 
     def _audit(self, outcome: str, detail: dict[str, object]) -> None:
         """Every peer association is an audit event."""
-        caller = self.caller()
-        if getattr(caller, "refused", ""):  # an AE title that did not match its address or certificate
-            detail = {**detail, "identity_refused": caller.refused}  # type: ignore[attr-defined]
-        self.node.audit.record("association", outcome, peer_aet=caller.aet,
-                               peer_name=caller.peer.name if caller.peer else "",
-                               detail={"host": self.address[0], "called": self.rq.called_ae.strip(), **detail})
+        self.node.events.association(self.caller(), outcome, self.address[0], self.rq.called_ae, detail)
 
     def abort(self) -> None:
         """Abort from another thread: send A-ABORT and shut the socket (``run`` then cleans up)."""

@@ -16,6 +16,7 @@ Both datasets are small; they are built and read with pydicom.
 from __future__ import annotations
 
 import time
+from typing import BinaryIO, cast
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -59,7 +60,7 @@ def commitment_context(context_id: int = 1) -> pdu.PresentationContextRQ:
 
 def _decode(data: bytes, syntax: str) -> Dataset:
     try:
-        return read_dataset(DicomBytesIO(data), syntax == sending.IMPLICIT_VR_LITTLE_ENDIAN, True)
+        return read_dataset(cast(BinaryIO, DicomBytesIO(data)), syntax == sending.IMPLICIT_VR_LITTLE_ENDIAN, True)
     except Exception as exc:  # pydicom raises many kinds on malformed bytes
         raise PeerError(f"unreadable storage commitment dataset: {exc}") from None
 

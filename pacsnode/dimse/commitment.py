@@ -140,8 +140,7 @@ def report_on_new_association(node: Node, caller: Caller, report: Dataset, faile
     if peer is None:
         LOGGER.warning("storage commitment %s: %s is not a registered peer, the report cannot be delivered",
                        transaction, caller.aet)
-        node.audit.record("commitment", "undelivered", peer_aet=caller.aet,
-                          detail={"transaction": transaction, "why": "requester is not a registered peer"})
+        node.events.commitment_report(caller, None, transaction, False, why="requester is not a registered peer")
         return False
     contexts = [pdu.PresentationContextRQ(1, policy.STORAGE_COMMITMENT_PUSH,
                                           (policy.EXPLICIT_LITTLE, policy.IMPLICIT_LITTLE))]
@@ -151,8 +150,7 @@ def report_on_new_association(node: Node, caller: Caller, report: Dataset, faile
                                                 timeout=node.config.network.dimse_timeout)
     except (PacsnodeError, OSError) as exc:
         LOGGER.warning("storage commitment %s: cannot reach %s: %s", transaction, peer.aet, exc)
-        node.audit.record("commitment", "undelivered", peer_aet=peer.aet, peer_name=peer.name,
-                          detail={"transaction": transaction, "why": str(exc)[:200]})
+        node.events.commitment_report(caller, peer, transaction, False, why=str(exc))
         return False
     try:
         context_id, (_abstract, syntax) = next(iter(sorted(association.accepted.items())))
@@ -166,6 +164,5 @@ def report_on_new_association(node: Node, caller: Caller, report: Dataset, faile
         delivered = False
     finally:
         association.release()
-    node.audit.record("commitment", "reported" if delivered else "undelivered", peer_aet=peer.aet,
-                      peer_name=peer.name, detail={"transaction": transaction, "new_association": True})
+    node.events.commitment_report(caller, peer, transaction, delivered)
     return delivered

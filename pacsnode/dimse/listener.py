@@ -215,10 +215,7 @@ class Listener:
             self._last_refusal_audit[key] = now
             if len(self._last_refusal_audit) > 10_000:  # many addresses: forget the old ones
                 self._last_refusal_audit = {key: now}
-        try:
-            self.node.audit.record("connection", "refused", detail={"host": host, "why": why})
-        except Exception:  # auditing must never take the accept loop down
-            LOGGER.exception("audit of a refused connection failed")
+        self.node.events.connection_refused(host, why)  # never raises
 
     def _connection(self, sock: socket.socket, address: Any) -> None:
         """Per-connection thread: handshake, read the RQ, admit, serve."""
@@ -293,11 +290,7 @@ class Listener:
         stopping = self._stopping.is_set()
         why = "server stopping" if stopping else f"{busy} associations running"
         LOGGER.warning("association from %s@%s rejected: %s", rq.calling_ae.strip(), address[0], why)
-        try:
-            self.node.audit.record("association", "rejected", peer_aet=rq.calling_ae.strip()[:16],
-                                   detail={"host": address[0], "why": why})
-        except Exception:
-            LOGGER.exception("audit of a rejected association failed")
+        self.node.events.association_busy(rq.calling_ae, address[0], why)
         reason = pdu.RJ_PRESENTATION_CONGESTION if stopping else pdu.RJ_PRESENTATION_LIMIT
         _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION, reason))
 

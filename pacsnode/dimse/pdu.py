@@ -35,16 +35,6 @@ ITEM_PRESENTATION_CONTEXT_RQ = 0x20
 ITEM_PRESENTATION_CONTEXT_AC = 0x21
 ITEM_ABSTRACT_SYNTAX = 0x30
 ITEM_TRANSFER_SYNTAX = 0x40
-ITEM_USER_INFORMATION = 0x50
-ITEM_MAXIMUM_LENGTH = 0x51
-ITEM_IMPLEMENTATION_CLASS_UID = 0x52
-ITEM_ASYNC_OPERATIONS_WINDOW = 0x53
-ITEM_ROLE_SELECTION = 0x54
-ITEM_IMPLEMENTATION_VERSION_NAME = 0x55
-ITEM_SOP_CLASS_EXTENDED = 0x56
-ITEM_SOP_CLASS_COMMON_EXTENDED = 0x57
-ITEM_USER_IDENTITY_RQ = 0x58
-ITEM_USER_IDENTITY_AC = 0x59
 
 # -- A-ASSOCIATE-RJ result / source / reason (PS3.8 9.3.4) -------------------------------
 RJ_PERMANENT = 1
@@ -81,13 +71,16 @@ PC_TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 MCH_COMMAND = 0x01
 MCH_LAST = 0x02
 
-_ITEM = struct.Struct(">BxH")
 _PDV = struct.Struct(">LBB")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">L")
 
 
 from pacsnode.dimse.commands import PDUError  # noqa: E402  (one exception for both halves of the codec)
+# The user information item and the item framing live in ``user_info``; their names stay reachable as ``pdu.X``.
+from pacsnode.dimse.user_info import (  # noqa: E402,F401
+    ITEM_ASYNC_OPERATIONS_WINDOW, ITEM_IMPLEMENTATION_CLASS_UID, ITEM_IMPLEMENTATION_VERSION_NAME, ITEM_MAXIMUM_LENGTH,
+    ITEM_ROLE_SELECTION, ITEM_SOP_CLASS_COMMON_EXTENDED, ITEM_SOP_CLASS_EXTENDED, ITEM_USER_IDENTITY_AC,
+    ITEM_USER_IDENTITY_RQ, ITEM_USER_INFORMATION, _U16, CommonExtendedNegotiation, ExtendedNegotiation, RoleSelection,
+    UserIdentity, UserInformation, _decode_user_information, _encode_user_information, _item, _items, _text)
 
 
 # -- items ------------------------------------------------------------------------------
@@ -107,52 +100,6 @@ class PresentationContextAC:
     context_id: int
     result: int
     transfer_syntax: str
-
-
-@dataclass(frozen=True)
-class RoleSelection:
-    sop_class_uid: str
-    scu_role: bool
-    scp_role: bool
-
-
-@dataclass(frozen=True)
-class ExtendedNegotiation:
-    sop_class_uid: str
-    application_information: bytes
-
-
-@dataclass(frozen=True)
-class CommonExtendedNegotiation:
-    sop_class_uid: str
-    service_class_uid: str
-    related_general_sop_classes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UserIdentity:
-    """User Identity Negotiation RQ (PS3.7 D.3.3.7): type 1 username, 2 +passcode, 3 Kerberos, 4 SAML, 5 JWT."""
-
-    identity_type: int
-    positive_response_requested: bool
-    primary_field: bytes
-    secondary_field: bytes = b""
-
-
-@dataclass(frozen=True)
-class UserInformation:
-    """The user information item; unknown sub-items are kept raw (type, value)."""
-
-    maximum_length: int | None = None
-    implementation_class_uid: str = ""
-    implementation_version_name: str = ""
-    async_operations_window: tuple[int, int] | None = None
-    role_selections: tuple[RoleSelection, ...] = ()
-    extended_negotiations: tuple[ExtendedNegotiation, ...] = ()
-    common_extended_negotiations: tuple[CommonExtendedNegotiation, ...] = ()
-    user_identity: UserIdentity | None = None
-    user_identity_response: bytes | None = None  # AC only
-    other_items: tuple[tuple[int, bytes], ...] = ()
 
 
 # -- PDUs --------------------------------------------------------------------------------
@@ -301,42 +248,10 @@ def iter_pdvs(body: memoryview) -> Iterator[tuple[int, int, int, int]]:
         offset = end
 
 
-def _items(view: memoryview) -> Iterator[tuple[int, memoryview]]:
-    """(item type, value) of consecutive ``type, reserved, 2-byte length`` items."""
-    offset, size = 0, len(view)
-    while offset < size:
-        if size - offset < 4:
-            raise PDUError("truncated item header")
-        item_type, length = _ITEM.unpack_from(view, offset)
-        end = offset + 4 + length
-        if end > size:
-            raise PDUError(f"item 0x{item_type:02x} of length {length} overruns its container")
-        yield item_type, view[offset + 4:end]
-        offset = end
-
-
-def _text(view: memoryview) -> str:
-    """A UID or name from an item: ASCII, trailing NUL/space padding removed."""
-    try:
-        return bytes(view).decode("ascii").rstrip("\0 ")
-    except UnicodeDecodeError:
-        raise PDUError("non-ASCII text in an item") from None
-
-
 def _title(view: memoryview) -> str:
     """An AE title field, every byte kept (latin-1) so that the acceptance policy, not the
     decoder, judges a non-ASCII or control character (A-ASSOCIATE-RJ rather than A-ABORT)."""
     return bytes(view).decode("latin-1").rstrip("\0 ")
-
-
-def _u16_prefixed(view: memoryview, offset: int) -> tuple[memoryview, int]:
-    if offset + 2 > len(view):
-        raise PDUError("truncated length-prefixed field")
-    (length,) = _U16.unpack_from(view, offset)
-    end = offset + 2 + length
-    if end > len(view):
-        raise PDUError("length-prefixed field overruns its item")
-    return view[offset + 2:end], end
 
 
 def _decode_associate(pdu_type: int, view: memoryview) -> AssociateRQ | AssociateAC:
@@ -396,70 +311,7 @@ def _decode_context_ac(value: memoryview) -> PresentationContextAC:
     return PresentationContextAC(value[0], value[2], syntax)
 
 
-def _decode_user_information(view: memoryview) -> UserInformation:
-    fields: dict[str, object] = {}
-    roles, extended, common, other = [], [], [], []
-    for sub_type, value in _items(view):
-        if sub_type == ITEM_MAXIMUM_LENGTH:
-            if len(value) != 4:
-                raise PDUError("maximum length sub-item must hold 4 bytes")
-            fields["maximum_length"] = _U32.unpack_from(value)[0]
-        elif sub_type == ITEM_IMPLEMENTATION_CLASS_UID:
-            fields["implementation_class_uid"] = _text(value)
-        elif sub_type == ITEM_IMPLEMENTATION_VERSION_NAME:
-            fields["implementation_version_name"] = _text(value)
-        elif sub_type == ITEM_ASYNC_OPERATIONS_WINDOW:
-            if len(value) != 4:
-                raise PDUError("asynchronous operations window sub-item must hold 4 bytes")
-            fields["async_operations_window"] = (_U16.unpack_from(value)[0], _U16.unpack_from(value, 2)[0])
-        elif sub_type == ITEM_ROLE_SELECTION:
-            uid, end = _u16_prefixed(value, 0)
-            if end + 2 != len(value):
-                raise PDUError("role selection sub-item has a bad length")
-            roles.append(RoleSelection(_text(uid), bool(value[end]), bool(value[end + 1])))
-        elif sub_type == ITEM_SOP_CLASS_EXTENDED:
-            uid, end = _u16_prefixed(value, 0)
-            extended.append(ExtendedNegotiation(_text(uid), bytes(value[end:])))
-        elif sub_type == ITEM_SOP_CLASS_COMMON_EXTENDED:
-            common.append(_decode_common_extended(value))
-        elif sub_type == ITEM_USER_IDENTITY_RQ:
-            if len(value) < 2:
-                raise PDUError("user identity sub-item too short")
-            primary, end = _u16_prefixed(value, 2)
-            secondary, end = _u16_prefixed(value, end) if end < len(value) else (memoryview(b""), end)
-            fields["user_identity"] = UserIdentity(value[0], bool(value[1]), bytes(primary), bytes(secondary))
-        elif sub_type == ITEM_USER_IDENTITY_AC:
-            response, _end = _u16_prefixed(value, 0)
-            fields["user_identity_response"] = bytes(response)
-        else:
-            other.append((sub_type, bytes(value)))
-    return UserInformation(role_selections=tuple(roles), extended_negotiations=tuple(extended),
-                           common_extended_negotiations=tuple(common), other_items=tuple(other),
-                           **fields)  # type: ignore[arg-type]
-
-
-def _decode_common_extended(value: memoryview) -> CommonExtendedNegotiation:
-    sop_class, end = _u16_prefixed(value, 0)
-    service_class, end = _u16_prefixed(value, end)
-    related_block, end = _u16_prefixed(value, end)
-    related, offset = [], 0
-    while offset < len(related_block):
-        uid, offset = _u16_prefixed(related_block, offset)
-        related.append(_text(uid))
-    return CommonExtendedNegotiation(_text(sop_class), _text(service_class), tuple(related))
-
-
 # -- encoding ----------------------------------------------------------------------------
-def _item(item_type: int, value: bytes) -> bytes:
-    if len(value) > 0xFFFF:
-        raise PDUError(f"item 0x{item_type:02x} too long ({len(value)} bytes)")
-    return _ITEM.pack(item_type, len(value)) + value
-
-
-def _prefixed(value: bytes) -> bytes:
-    return _U16.pack(len(value)) + value
-
-
 def _ae(title: str) -> bytes:
     return title.encode("ascii", "replace")[:16].ljust(16, b" ")
 
@@ -483,38 +335,6 @@ def _encode_context_rq(pc: PresentationContextRQ) -> bytes:
 def _encode_context_ac(pc: PresentationContextAC) -> bytes:
     sub = _item(ITEM_TRANSFER_SYNTAX, pc.transfer_syntax.encode("ascii"))
     return _item(ITEM_PRESENTATION_CONTEXT_AC, bytes((pc.context_id, 0, pc.result, 0)) + sub)
-
-
-def _encode_user_information(user: UserInformation) -> bytes:
-    subs: list[bytes] = []
-    if user.maximum_length is not None:
-        subs.append(_item(ITEM_MAXIMUM_LENGTH, _U32.pack(user.maximum_length)))
-    if user.implementation_class_uid:
-        subs.append(_item(ITEM_IMPLEMENTATION_CLASS_UID, user.implementation_class_uid.encode("ascii")))
-    if user.async_operations_window is not None:
-        invoked, performed = user.async_operations_window
-        subs.append(_item(ITEM_ASYNC_OPERATIONS_WINDOW, _U16.pack(invoked) + _U16.pack(performed)))
-    for role in user.role_selections:
-        subs.append(_item(ITEM_ROLE_SELECTION, _prefixed(role.sop_class_uid.encode("ascii"))
-                          + bytes((int(role.scu_role), int(role.scp_role)))))
-    if user.implementation_version_name:
-        subs.append(_item(ITEM_IMPLEMENTATION_VERSION_NAME, user.implementation_version_name.encode("ascii")))
-    for ext in user.extended_negotiations:
-        subs.append(_item(ITEM_SOP_CLASS_EXTENDED,
-                          _prefixed(ext.sop_class_uid.encode("ascii")) + ext.application_information))
-    for common in user.common_extended_negotiations:
-        related = b"".join(_prefixed(uid.encode("ascii")) for uid in common.related_general_sop_classes)
-        value = (_prefixed(common.sop_class_uid.encode("ascii"))
-                 + _prefixed(common.service_class_uid.encode("ascii")) + _prefixed(related))
-        subs.append(_item(ITEM_SOP_CLASS_COMMON_EXTENDED, value))
-    if user.user_identity is not None:
-        ident = user.user_identity
-        subs.append(_item(ITEM_USER_IDENTITY_RQ, bytes((ident.identity_type, int(ident.positive_response_requested)))
-                          + _prefixed(ident.primary_field) + _prefixed(ident.secondary_field)))
-    if user.user_identity_response is not None:
-        subs.append(_item(ITEM_USER_IDENTITY_AC, _prefixed(user.user_identity_response)))
-    subs.extend(_item(item_type, value) for item_type, value in user.other_items)
-    return _item(ITEM_USER_INFORMATION, b"".join(subs))
 
 
 # The DIMSE command codec and message framing live in ``commands``; their names stay reachable as ``pdu.X``.

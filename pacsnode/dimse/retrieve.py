@@ -131,11 +131,6 @@ def get(session: Session, request: Request) -> Sink:
             status = exc.status if isinstance(exc, _Failure) else statuses.query_status(exc)
             _final(session, request, pdu.C_GET_RSP, status, Counts(0), str(exc))
             return
-        caller = session.caller()
-        session.node.audit.record("get", "started", peer_aet=caller.aet,
-                                  peer_name=caller.peer.name if caller.peer else "",
-                                  study_uid=locations[0].study_uid if locations else "",
-                                  detail={"instances": len(locations)})
         sendable = {cid: ctx for cid, ctx in session.contexts.items() if ctx[0] in session.scp_roles}
         _run(session, request, pdu.C_GET_RSP, locations,
              lambda location: _store_here(session, request, location, sendable))
@@ -175,11 +170,9 @@ def move(session: Session, request: Request) -> Sink:
         session.stats["retrieves"] += 1
         node, caller = session.node, session.caller()
         try:
-            node.require_permission(caller, "move")
-            destination = node.move_destination(request.command.text(pdu.MOVE_DESTINATION))
+            destination = node.move_destination(request.command.text(pdu.MOVE_DESTINATION), caller)  # audited
         except PacsnodeError as exc:
             LOGGER.warning("C-MOVE refused: %s", exc)
-            node.audit.record("move", "refused", peer_aet=caller.aet, detail=str(exc))
             _final(session, request, pdu.C_MOVE_RSP, statuses.query_status(exc), Counts(0), str(exc))
             return
         try:
@@ -188,9 +181,6 @@ def move(session: Session, request: Request) -> Sink:
             status = exc.status if isinstance(exc, _Failure) else statuses.query_status(exc)
             _final(session, request, pdu.C_MOVE_RSP, status, Counts(0), str(exc))
             return
-        node.audit.record("move", "started", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
-                          study_uid=locations[0].study_uid if locations else "",
-                          detail={"destination": destination.aet, "instances": len(locations)})
         if not locations:
             _final(session, request, pdu.C_MOVE_RSP, statuses.SUCCESS, Counts(0))
             return

@@ -19,9 +19,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import StoragePresentationContexts
-from pynetdicom.sop_class import Verification
 
 from pacsnode.config import NodeConfig
+
+VERIFICATION = "1.2.840.10008.1.1"  # Verification SOP Class (pynetdicom makes its named constant at run time)
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.dimse.tls import client_context
 from pacsnode.errors import ConfigError, PeerError
@@ -111,7 +112,7 @@ def echo(peer: Peer, calling_aet: LocalAE | str) -> tuple[int, float]:
     """C-ECHO; returns (status, round-trip seconds of the C-ECHO itself)."""
     local = LocalAE.coerce(calling_aet)
     ae = new_ae(local.aet)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     with associate(ae, peer, local) as assoc:
         started = time.perf_counter()
         status = assoc.send_c_echo()
@@ -198,7 +199,7 @@ def move(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, destinatio
     return state
 
 
-def get(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, on_instance: Callable[[Any], int],
+def get(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, on_instance: Callable[[Any], int | Dataset],
         model: str = "study", progress: Callable[[RetrieveProgress], None] | None = None) -> RetrieveProgress:
     """C-GET; ``on_instance(event)`` stores each received instance and returns a C-STORE status."""
     local = LocalAE.coerce(calling_aet)
@@ -206,6 +207,7 @@ def get(peer: Peer, calling_aet: LocalAE | str, identifier: Dataset, on_instance
     ae.add_requested_context(GET_MODELS[model])
     roles = []
     for context in StoragePresentationContexts[: 128 - 1]:
+        assert context.abstract_syntax is not None  # pynetdicom's storage contexts all name one
         ae.add_requested_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES[:4])
         roles.append(build_role(context.abstract_syntax, scp_role=True))
     state = RetrieveProgress()

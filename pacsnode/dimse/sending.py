@@ -18,10 +18,11 @@ It owns no socket: the server (C-GET on its own association) and ``outgoing`` (C
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, cast
 
 from pacsnode.dimse import pdu
 from pacsnode.errors import PacsnodeError, StorageUnavailable
@@ -233,7 +234,8 @@ def _streamed(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int)
         buffer = bytearray(12 + wire)
         pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, wire + 6)
         struct.pack_into(">LBB", buffer, 6, wire + 2, context_id, pdu.MCH_LAST if last else 0)
-        got = handle.readinto(memoryview(buffer)[12:12 + chunk]) if chunk else 0
+        # every opener gives readinto: a file on disk (BufferedReader), an S3 object (SpooledTemporaryFile)
+        got = cast(io.BufferedIOBase, handle).readinto(memoryview(buffer)[12:12 + chunk]) if chunk else 0
         if got != chunk:  # the file shrank under us: never send a short dataset as if it were whole
             raise UnreadableInstance(f"{stored.path}: file ended {remaining - got} bytes early")
         remaining -= chunk

@@ -9,6 +9,7 @@ N-ACTION keep their small dataset in memory (``BufferSink``) and answer when it 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from pacsnode.dimse import commitment, lean_find, pdu, policy, receive, retrieve, statuses
 from pacsnode.dimse.session import BufferSink, Request, Service, Session, Sink
@@ -65,7 +66,7 @@ def find(session: Session, request: Request) -> Sink | None:
     return BufferSink(lean_find.MAX_IDENTIFIER, answer)
 
 
-def _context_check(allowed: frozenset[str], name: str) -> Service:
+def _context_check(allowed: frozenset[str], name: str) -> Callable[[Service], Service]:
     """Wrap a service so that it only runs on presentation contexts of its SOP classes."""
     def decorate(service: Service) -> Service:
         def checked(session: Session, request: Request) -> Sink | None:
@@ -74,7 +75,7 @@ def _context_check(allowed: frozenset[str], name: str) -> Service:
             return service(session, request)
         checked.__doc__ = service.__doc__
         return checked
-    return decorate  # type: ignore[return-value]
+    return decorate
 
 
 COMMITMENT = frozenset({policy.STORAGE_COMMITMENT_PUSH})
@@ -82,7 +83,7 @@ SERVICES: dict[int, Service] = {
     pdu.C_ECHO_RQ: echo,
     pdu.C_STORE_RQ: receive.store,
     pdu.C_FIND_RQ: find,
-    pdu.C_MOVE_RQ: _context_check(policy.MOVE_SOP_CLASSES, "C-MOVE-RQ")(retrieve.move),  # type: ignore[operator]
-    pdu.C_GET_RQ: _context_check(policy.GET_SOP_CLASSES, "C-GET-RQ")(retrieve.get),  # type: ignore[operator]
-    pdu.N_ACTION_RQ: _context_check(COMMITMENT, "N-ACTION-RQ")(commitment.request_commitment),  # type: ignore[operator]
+    pdu.C_MOVE_RQ: _context_check(policy.MOVE_SOP_CLASSES, "C-MOVE-RQ")(retrieve.move),
+    pdu.C_GET_RQ: _context_check(policy.GET_SOP_CLASSES, "C-GET-RQ")(retrieve.get),
+    pdu.N_ACTION_RQ: _context_check(COMMITMENT, "N-ACTION-RQ")(commitment.request_commitment),
 }

@@ -10,10 +10,10 @@ import sqlite3
 from typing import Any
 
 from pacsnode.index.schema import utc_now
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 
 
-def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, peer_name: str,
+def insert_event(index: Index, action: str, outcome: str, peer_aet: str, peer_name: str,
                  study_uid: str, detail: str, node: str = "") -> None:
     """Append one audit row, stamped now (UTC) with the serving ``node``'s name, in its own write transaction.
 
@@ -26,13 +26,13 @@ def insert_event(index: SqliteIndex, action: str, outcome: str, peer_aet: str, p
             "VALUES (?,?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail, node))
 
 
-def last_detail(index: SqliteIndex, action: str) -> str | None:
+def last_detail(index: Index, action: str) -> str | None:
     """The detail of the newest row of ``action`` (None when there is none)."""
     rows = index.query("SELECT detail FROM audit WHERE action = ? ORDER BY pk DESC LIMIT 1", (action,))
     return str(rows[0]["detail"]) if rows else None
 
 
-def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | None = None,
+def event_rows(index: Index, *, study_uid: str | None = None, peer: str | None = None,
                since: str | None = None, limit: int = 10_000, node: str | None = None) -> list[sqlite3.Row]:
     """Audit rows, oldest first, filtered by study, peer (name or AE title), time (ISO, inclusive)
     and the node that served."""
@@ -55,7 +55,7 @@ def event_rows(index: SqliteIndex, *, study_uid: str | None = None, peer: str | 
     return index.query(sql, params)
 
 
-def event_page(index: SqliteIndex, *, since: str = "", until: str = "", actor: str = "", action: str = "",
+def event_page(index: Index, *, since: str = "", until: str = "", actor: str = "", action: str = "",
                outcome: str = "", study_uid: str = "", upto_pk: int = 0, offset: int = 0,
                limit: int = 50) -> list[sqlite3.Row]:
     """One page of audit rows, newest first, for the admin's audit page.
@@ -84,7 +84,7 @@ def event_page(index: SqliteIndex, *, since: str = "", until: str = "", actor: s
     return index.query(sql, params)
 
 
-def recent_with_outcomes(index: SqliteIndex, outcomes: tuple[str, ...], limit: int = 10) -> list[sqlite3.Row]:
+def recent_with_outcomes(index: Index, outcomes: tuple[str, ...], limit: int = 10) -> list[sqlite3.Row]:
     """The newest rows whose outcome is one of ``outcomes`` (what went wrong lately), newest first."""
     if not outcomes:
         return []
@@ -93,7 +93,7 @@ def recent_with_outcomes(index: SqliteIndex, outcomes: tuple[str, ...], limit: i
                        [*outcomes, limit])
 
 
-def last_pk(index: SqliteIndex) -> int:
+def last_pk(index: Index) -> int:
     """The newest audit row's key (0 when there is none): where a paged reading starts."""
     rows = index.query("SELECT MAX(pk) AS pk FROM audit")
     return int(rows[0]["pk"] or 0) if rows else 0

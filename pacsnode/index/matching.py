@@ -27,7 +27,7 @@ from pacsnode.index.conditions import (
     value_condition,
 )
 from pacsnode.index.dialect import JsonList
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.model import InstanceLocation, Level, Query, QueryKey
 
 LOGGER = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def _allowed(where: Where, allowed_study_uids: Collection[str] | None) -> None:
 
 
 # -- find ------------------------------------------------------------------------------------
-def find(index: SqliteIndex, query: Query, *, allowed_study_uids: Collection[str] | None = None,
+def find(index: Index, query: Query, *, allowed_study_uids: Collection[str] | None = None,
          limit: int = 0, truncate: bool = False, hide_rejected: bool = False,
          offset: int = 0) -> Iterator[dict[str, Any]]:
     """Matches of a C-FIND ``query``: one dict per patient/study/series/instance at its level.
@@ -308,7 +308,7 @@ def _select_columns(level: Level) -> list[str]:
     return columns
 
 
-def _matches(index: SqliteIndex, query: Query, rows: list[dict[str, Any]],
+def _matches(index: Index, query: Query, rows: list[dict[str, Any]],
              allowed: Collection[str] | None, hide_rejected: bool = False) -> Iterator[dict[str, Any]]:
     wanted = {key.keyword: key for key in query.keys}
     for start in range(0, len(rows), BATCH):
@@ -325,7 +325,7 @@ def _matches(index: SqliteIndex, query: Query, rows: list[dict[str, Any]],
             yield row
 
 
-def _add_extras(index: SqliteIndex, query: Query, rows: list[dict[str, Any]], wanted: dict[str, QueryKey],
+def _add_extras(index: Index, query: Query, rows: list[dict[str, Any]], wanted: dict[str, QueryKey],
                 allowed: Collection[str] | None, hide_rejected: bool = False) -> None:
     """Values that need another table, fetched once per batch and only when asked for."""
     patient_pks = sorted({row["_p_pk"] for row in rows})
@@ -353,7 +353,7 @@ def _in_json(expr: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     return f"{expr} IN (SELECT value FROM json_each(?))", [JsonList.of(values)]
 
 
-def _patient_counts(index: SqliteIndex, patient_pks: list[int],
+def _patient_counts(index: Index, patient_pks: list[int],
                     allowed: Collection[str] | None, hide_rejected: bool = False) -> dict[int, dict[str, int]]:
     where = Where()
     where.add(*_in_json("s.patient_pk", patient_pks))
@@ -370,7 +370,7 @@ def _patient_counts(index: SqliteIndex, patient_pks: list[int],
                    "NumberOfPatientRelatedInstances": r[3]} for r in rows}
 
 
-def _other_ids(index: SqliteIndex, patient_pks: list[int], key: QueryKey) -> dict[int, list[dict[str, Any]]]:
+def _other_ids(index: Index, patient_pks: list[int], key: QueryKey) -> dict[int, list[dict[str, Any]]]:
     """Items of OtherPatientIDsSequence: only the matching ones when the key has item values."""
     where = _item_where(key.items, OTHER_ID_ITEM, False)
     where.add(*_in_json("o.patient_pk", patient_pks))
@@ -382,7 +382,7 @@ def _other_ids(index: SqliteIndex, patient_pks: list[int], key: QueryKey) -> dic
     return out
 
 
-def _codes(index: SqliteIndex, study_pks: list[int], kind: str, key: QueryKey) -> dict[int, list[dict[str, Any]]]:
+def _codes(index: Index, study_pks: list[int], kind: str, key: QueryKey) -> dict[int, list[dict[str, Any]]]:
     where = _item_where(key.items, CODE_ITEM, False)
     where.add("c.kind = ?", [kind])
     where.add(*_in_json("c.study_pk", study_pks))
@@ -394,7 +394,7 @@ def _codes(index: SqliteIndex, study_pks: list[int], kind: str, key: QueryKey) -
     return out
 
 
-def _sop_classes(index: SqliteIndex, study_pks: list[int], hide_rejected: bool = False) -> dict[int, list[str]]:
+def _sop_classes(index: Index, study_pks: list[int], hide_rejected: bool = False) -> dict[int, list[str]]:
     clause, params = _in_json("se.study_pk", study_pks)
     if hide_rejected:
         clause += " AND i.hidden = ''"
@@ -407,7 +407,7 @@ def _sop_classes(index: SqliteIndex, study_pks: list[int], hide_rejected: bool =
 
 
 # -- retrieve --------------------------------------------------------------------------------
-def match_instances(index: SqliteIndex, query: Query, storage_root: Path | None, *,
+def match_instances(index: Index, query: Query, storage_root: Path | None, *,
                     allowed_study_uids: Collection[str] | None = None,
                     hide_rejected: bool = False) -> list[InstanceLocation]:
     """Every instance under the entities a C-MOVE/C-GET identifier names, with absolute paths.

@@ -6,10 +6,11 @@ node without a restart: the server looks peers up per association.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 
 from pacsnode.errors import PacsnodeError, PeerNotFound
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 from pacsnode.model import ALL_PERMISSIONS, Peer
 
 __all__ = ["ALL_PERMISSIONS", "PeerRegistry"]
@@ -25,7 +26,7 @@ def _peer(row: sqlite3.Row) -> Peer:
 class PeerRegistry:
     """CRUD on the ``peers`` table."""
 
-    def __init__(self, index: SqliteIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     def add(self, peer: Peer, replace: bool = False) -> None:
@@ -68,6 +69,6 @@ class PeerRegistry:
         found = self.all_by_aet(aet)
         return found[0] if len(found) == 1 else None
 
-    def all_by_aet(self, aet: str) -> list[Peer]:
+    def all_by_aet(self, aet: str) -> builtins.list[Peer]:  # ``list`` here is the method above
         """Every peer registered with exactly this AE title (leading/trailing spaces ignored)."""
         return [_peer(r) for r in self.index.query("SELECT * FROM peers WHERE aet=? ORDER BY name", (aet.strip(" "),))]

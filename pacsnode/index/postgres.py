@@ -45,7 +45,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
-class Row(tuple):  # type: ignore[type-arg]
+class Row(tuple):
     """A result row that reads like ``sqlite3.Row``: ``row[0]``, ``row["name"]``, ``dict(row)``."""
 
     _names: dict[str, int]
@@ -56,7 +56,7 @@ class Row(tuple):  # type: ignore[type-arg]
         row._names = names
         return row
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return tuple.__getitem__(self, self._names[key])
         return tuple.__getitem__(self, key)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 
 
-def listing_rows(index: SqliteIndex) -> list[sqlite3.Row]:
+def listing_rows(index: Index) -> list[sqlite3.Row]:
     """Every study with its QC status, grade, reviewer, check time and outcomes (JSON), newest first."""
     return index.query(
         "SELECT s.study_uid, s.study_date, s.modalities, s.institution_name, s.institution_code, "

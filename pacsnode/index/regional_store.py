@@ -13,7 +13,7 @@ from pacsnode.dicom.sop_classes import is_image_sop_class
 from pacsnode.index import rejections
 from pacsnode.index.rejections import RejectedRef
 from pacsnode.index.schema import utc_now
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 
 STUDY_FACTS_SQL = (
     "SELECT s.pk, s.study_uid, s.study_date, s.study_time, s.modalities, s.body_parts, s.contrast, s.lossy, "
@@ -58,7 +58,7 @@ class StudyRow:
 class RegionalStore:
     """Reads and appends the regional tables of one index."""
 
-    def __init__(self, index: SqliteIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     # -- study facts ---------------------------------------------------------------------

@@ -42,7 +42,7 @@ def fold(text: str) -> str:
 class _Pending:
     """One instance waiting to be indexed by whichever thread commits next."""
 
-    args: tuple[Any, ...]
+    args: tuple[InstanceFacts, StoredFile, str, DuplicatePolicy, Provenance | None, tuple[str, str] | None]
     done: bool = False
     result: tuple[StoreResult, str | None] | None = None
     error: BaseException | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from pacsnode.errors import NotFound, PacsnodeError
 from pacsnode.index.schema import utc_now
-from pacsnode.index.sqlite import SqliteIndex
+from pacsnode.index.base import Index
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _token(row: sqlite3.Row) -> TokenRecord:
 class WebStore:
     """Tokens and DICOMweb instance metadata over the node's SqliteIndex."""
 
-    def __init__(self, index: SqliteIndex) -> None:
+    def __init__(self, index: Index) -> None:
         self.index = index
 
     # -- tokens --------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from pacsnode.storage.home_lock import HomeLock
 class WriterLock(Protocol):
     """The protocol of ``HomeLock``: none, shared (writing) or exclusive (maintenance alone)."""
 
-    mode: str
+    @property
+    def mode(self) -> str: ...
 
     def share(self, wait_seconds: float = 30.0) -> None: ...
 

@@ -147,7 +147,7 @@ class S3Storage:
     def open(self, relative_path: str) -> BinaryIO:
         """The whole object, downloaded into memory (or the temp folder when large), position 0."""
         answer = self._call("get", relative_path, self.client.get_object, Key=self.key(relative_path))
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=self.temp_dir)  # noqa: SIM115
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=str(self.temp_dir))  # noqa: SIM115
         try:
             _copy_body(answer, spool, relative_path)
             spool.seek(0)

@@ -12,8 +12,7 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +26,7 @@ from pacsnode.index.web_store import InstanceRow, WebStore
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
 from pacsnode.node import Node
 from pacsnode.web import qido, rendered, stow, tokens, users, wado
+from pacsnode.web.stow import Part as StowPart  # inside the class ``stow`` is the STOW route method
 
 LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
@@ -225,7 +225,8 @@ class Web:
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-frames")
         table = wado.frame_table(self.store, rows[0], self.node.storage)
-        runs = table.get("frames") or []
+        frames = table.get("frames")
+        runs: list[Any] = frames if isinstance(frames, list) else []
         if not runs:
             raise HttpError(404, "this instance has no frames pacsnode can serve without decoding")
         numbers = wado.parse_frame_list(p["frames"], len(runs))
@@ -340,7 +341,7 @@ class Web:
             raise
         return await run_in_threadpool(self._store_parts, request, caller, parts.parts)
 
-    def _store_parts(self, request: Request, caller: Caller, parts: list[stow.Part]) -> Response:
+    def _store_parts(self, request: Request, caller: Caller, parts: list[StowPart]) -> Response:
         study_in_url = request.path_params.get("study", "")
         base = self.base_url(request)
         referenced: list[dict[str, Any]] = []
@@ -406,7 +407,7 @@ def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != '"' else "?" for c in text)[:300]
 
 
-def _file_chunks(handle: BinaryIO):  # type: ignore[no-untyped-def]
+def _file_chunks(handle: BinaryIO) -> Iterator[bytes]:
     with handle:
         while chunk := handle.read(wado.CHUNK):
             yield chunk

@@ -56,12 +56,12 @@ def exposition(node: Any) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
     else:
         from prometheus_client import REGISTRY
-        registry = REGISTRY  # type: ignore[assignment]
+        registry = REGISTRY
     extra = CollectorRegistry()
-    extra.register(NodeCollector(node))  # type: ignore[arg-type]
+    extra.register(NodeCollector(node))
     from pacsnode.web.node_metrics import QcCollector
 
-    extra.register(QcCollector(node))  # type: ignore[arg-type]
+    extra.register(QcCollector(node))
     return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST
 
 

@@ -73,11 +73,12 @@ def to_explicit_le(handle: BinaryIO) -> bytes:
     import io
 
     from pydicom import dcmread
+    from pydicom.uid import UID
 
     dataset = dcmread(handle)
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         dataset.decompress(generate_instance_uid=False)  # decoding adds no loss: the same instance
-    dataset.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    dataset.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
     out = io.BytesIO()
     dataset.save_as(out, implicit_vr=False, little_endian=True)
     return out.getvalue()

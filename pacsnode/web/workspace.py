@@ -109,12 +109,10 @@ class Workspace:
         return values  # type: ignore[return-value]
 
     def _gather(self, user: WorkspaceUser, patient_id: str, issuer: str, resident_id: str) -> dict[str, Any]:
-        from pacsnode.dimse.priors import gather_priors
+        from pacsnode.priors import gather_priors
 
-        result = gather_priors(self.node, patient_id or None, issuer or None, resident_id or None)
-        self.node.audit.record("web-priors", "shown", peer_name=f"user:{user.name}",
-                               detail={"patient_id": patient_id, "issuer": issuer,
-                                       "resident_id": bool(resident_id), "count": len(result.priors)})
+        result = gather_priors(self.node, patient_id or None, issuer or None, resident_id or None,
+                               asked_by=f"user:{user.name}")  # audited there
         from pacsnode.web import thumbnails
 
         return {"result": result, "peers": self._peer_status(result),
@@ -203,7 +201,7 @@ class Workspace:
         check_size(request)
         raw = await request.form(max_files=0, max_fields=40)
         check_csrf(self.web, request, user, str(raw.get(CSRF_FIELD, "")))
-        form = {k: str(raw.get(k, ""))[:1000] for k in ("study_uid", "decision", "consent", "informed", "method", "note")}
+        form: dict[str, Any] = {k: str(raw.get(k, ""))[:1000] for k in ("study_uid", "decision", "consent", "informed", "method", "note")}
         form["reasons"] = [str(v)[:16] for v in raw.getlist("reasons")][:20]
         return await run_in_threadpool(self._submit, request, user, form)
 
@@ -231,7 +229,7 @@ class Workspace:
         if not isinstance(body, dict):
             raise HttpError(400, "the body is a JSON object")
         reasons = body.get("reasons", [])
-        form = {"study_uid": str(body.get("study_uid", "")), "decision": str(body.get("decision", "")),
+        form: dict[str, Any] = {"study_uid": str(body.get("study_uid", "")), "decision": str(body.get("decision", "")),
                 "consent": str(body.get("consent", "") or ""), "informed": str(body.get("informed", "") or ""),
                 "method": str(body.get("method", "") or ""), "note": str(body.get("note", "") or ""),
                 "reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]}

@@ -1,5 +1,9 @@
-"""Priors across the region: ask every registered peer (in parallel) and the local index for a
-patient's studies, with each holder's recognition advice for this node's institution.
+"""Priors across the region, a service: ask every registered peer (in parallel) and the local index
+for a patient's studies, with each holder's recognition advice for this node's institution.
+
+The engine behind ``pacsnode priors`` and the workspace's priors page (both adapters call
+:func:`gather_priors`, which writes the audit event itself). Peers are asked with the outgoing
+C-FIND of ``dimse.scu``.
 
 A peer answers with the ``PACSNODE HR`` private block (DESIGN.md 4): status, scope label,
 failed conditions, valid-until, plus the exam item and the producer (our additions at
@@ -110,8 +114,13 @@ def _ask(peer: Peer, calling_aet: scu.LocalAE, identifier: Dataset) -> list[Prio
 
 
 def gather_priors(node: Node, patient_id: str | None = None, issuer: str | None = None,
-                  resident_id: str | None = None) -> PriorsResult:
-    """Local and remote priors of one patient, merged by Study Instance UID, newest first."""
+                  resident_id: str | None = None, asked_by: str = "") -> PriorsResult:
+    """Local and remote priors of one patient, merged by Study Instance UID, newest first.
+
+    Audited here as one ``priors``/``shown`` event, whoever asks: ``asked_by`` names a web user
+    (``user:NAME``; empty for the local CLI), the patient's identifiers are in the detail (the
+    resident ID only as "given", it is a national identifier).
+    """
     now = datetime.now(timezone.utc)
     ids = [(patient_id, issuer or "")] if patient_id else []
     if resident_id:
@@ -140,6 +149,7 @@ def gather_priors(node: Node, patient_id: str | None = None, issuer: str | None 
         {"study_uid": p.study_uid, "viewer_institution": node.config.institution, "producer": p.institution_code,
          "modality": "\\".join(p.modalities), "item_code": p.item_code, "status": p.status,
          "failed": ",".join(p.failed)} for p in ordered])
-    node.audit.record("priors", "shown", detail={"count": len(ordered), "peers": len(peers), "errors": errors,
-                                                 "creator": HR_CREATOR})
+    node.audit.record("priors", "shown", peer_name=asked_by,
+                      detail={"patient_id": patient_id or "", "issuer": issuer or "", "resident_id": bool(resident_id),
+                              "count": len(ordered), "peers": len(peers), "errors": errors, "creator": HR_CREATOR})
     return PriorsResult(ordered, errors)
