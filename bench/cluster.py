@@ -25,8 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import (DCMTK_ENV, PACSNODE, ROOT, ct_corpus, dcmtk, free_port, median, print_table, stop,
-                          storescu, wait_for_port)
+from bench.common import PACSNODE, ROOT, ct_corpus, dcmtk, free_port, median, print_table, storescu
+from bench.node_process import NodeProcess
 
 sys.path.insert(0, str(ROOT / "tests"))
 from engines import PostgresServer, start_postgres  # noqa: E402
@@ -57,11 +57,8 @@ def _home(home: Path, port: int, settings: dict[str, str]) -> Path:
     return home
 
 
-def _serve(home: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([PACSNODE, "--home", str(home), "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=open(home.parent / f"{home.name}.err", "ab"))
-    wait_for_port(port, timeout=60, proc=proc)
-    return proc
+def _serve(home: Path, port: int) -> NodeProcess:
+    return NodeProcess(home, port=port, start_timeout=60, log_path=home.parent / f"{home.name}.err").start()
 
 
 def ingest(pg: PostgresServer, count: int, scratch: Path) -> dict[str, float]:
@@ -75,7 +72,7 @@ def ingest(pg: PostgresServer, count: int, scratch: Path) -> dict[str, float]:
         storescu(port, files[:2], "PACSNODE")
         seconds = storescu(port, files[2:], "PACSNODE")
     finally:
-        stop(proc)
+        proc.stop()
     single_rate = (len(files) - 2) / seconds
     url = pg.create_database(f"ingest_{os.getpid()}")
     shared = {"index.url": f'"{url}"', "node.storage_dir": f'"{scratch / "archive-storage"}"', **quiet}
@@ -92,7 +89,7 @@ def ingest(pg: PostgresServer, count: int, scratch: Path) -> dict[str, float]:
         cluster_seconds = time.perf_counter() - started
     finally:
         for proc in procs:
-            stop(proc)
+            proc.stop()
     cluster_rate = (len(files) - 2) / cluster_seconds
     return {"single": single_rate, "cluster": cluster_rate, "size_kb": files[0].stat().st_size / 1024}
 
@@ -148,7 +145,7 @@ def cfind(pg: PostgresServer, size: int, runs: int, scratch: Path) -> list[list[
                 times.append(query.run_timed(args))
             rows.append([figure, f"{median(times) * 1000:.1f} ms", matches])
     finally:
-        stop(proc)
+        proc.stop()
     rows.append([f"load: record_instance {load_s:.0f} s, COPY into PostgreSQL {copy_s:.0f} s", "", size])
     return rows
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import InvalidInstance, PacsnodeError
 from pacsnode.model import Caller, StoreResult
 
@@ -85,3 +86,12 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
                     yield path
         else:
             raise InvalidInstance(f"{root}: no such file or folder")
+
+
+def files_on_disk(paths: list[Path]) -> list[tuple[str, str, str]]:
+    """(path, SOP class, transfer syntax) of the DICOM files under ``paths`` (``send`` of files)."""
+    files = []
+    for path in iter_files(paths):
+        facts = facts_from_file(path)
+        files.append((str(path), facts.sop_class_uid, facts.transfer_syntax or "1.2.840.10008.1.2"))
+    return files

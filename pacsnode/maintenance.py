@@ -9,7 +9,7 @@ between looks unindexed. The rules that make repair lose nothing:
   free: offline; see ``storage.home_lock``);
 - repair re-checks each orphan at the moment it unlinks it (``FileStorage.remove_if_orphan``
   says why that order cannot race with a store), and each row whose file is gone inside the
-  write transaction that deletes it (``SqliteIndex.delete_rows_whose_file_is_gone``);
+  write transaction that deletes it (``index.repair_rows.delete_rows_whose_file_is_gone``);
 - temporary files of live processes are in use (an open association's spare temp file,
   ``storage.tempfiles``): never reported, never removed.
 """

@@ -242,19 +242,13 @@ class Node:
                 LOGGER.exception("after-store hook failed")
         return outcome
 
-    def web_metadata_of(self, relative_path: str) -> tuple[str, str] | None:
-        """DICOMweb's metadata and frame table of a placed file, when DICOMweb is on (issue 14).
-
-        Built here so that it is indexed in the instance's own transaction; a file it cannot
-        describe is still stored (DICOMweb builds the metadata on first request instead).
-        """
-        if not self.config.web.enabled:
-            return None
-        with self.storage.local_file(relative_path) as path:
-            return self.web_metadata_of_file(path)
-
     def web_metadata_of_file(self, path: Path) -> tuple[str, str] | None:
-        """:meth:`web_metadata_of` a local file (the received temp file, before it is placed)."""
+        """DICOMweb's metadata and frame table of a received file, when DICOMweb is on (issue 14).
+
+        Built from the temp file before it is placed (an S3 area would otherwise fetch the object
+        back) and indexed in the instance's own transaction; a file it cannot describe is still
+        stored (DICOMweb builds the metadata on first request instead).
+        """
         if not self.config.web.enabled:
             return None
         from pacsnode.dicom import web_metadata
@@ -439,11 +433,7 @@ class Node:
         """(path, SOP class, transfer syntax) of DICOM files on disk (a stored study: :meth:`study_to_send`)."""
         if study_uid:
             raise NotFound("a stored study is sent through study_to_send")
-        files = []
-        for path in iter_files(paths):
-            facts = facts_from_file(path)
-            files.append((str(path), facts.sop_class_uid, facts.transfer_syntax or "1.2.840.10008.1.2"))
-        return files
+        return importing.files_on_disk(paths)
 
     def move_destination(self, aet: str, caller: Caller | None = None) -> Peer:
         """The registered peer a C-MOVE sends to (unknown → UnknownMoveDestination, 0xA801).

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pacsnode.errors import IndexError_, StorageFull
-from pacsnode.index import delivery
+from pacsnode.index import delivery, repair_rows
 from pacsnode.index.schema import migrate, utc_now
 from pacsnode.model import (
     DuplicatePolicy,
@@ -458,44 +458,14 @@ class SqliteIndex:
 
     def delete_rows_whose_file_is_gone(self, candidates: list[tuple[int, str]],
                                        is_missing: Callable[[str], bool]) -> list[str]:
-        """Drop the rows of ``candidates`` (pk, path) that still point to that path, whose file is still gone.
-
-        Both are re-checked inside the write transaction: a store links its file *before* its
-        row commits, and commits under this same writer lock, so a row that points to a path
-        whose file is absent at this moment has really lost its file (a replace meanwhile
-        moved the row to a new path, which this re-check sees). Returns the paths dropped.
-        """
-        dropped: list[str] = []
-        if not candidates:
-            return dropped
-        with self.write() as conn:
-            pks: list[int] = []
-            for pk, path in candidates:
-                row = conn.execute("SELECT path FROM instances WHERE pk = ?", (pk,)).fetchone()
-                if row is not None and row[0] == path and is_missing(path):
-                    pks.append(pk)
-                    dropped.append(path)
-            if pks:
-                self._delete_rows(conn, pks)
-        return dropped
+        """See :func:`pacsnode.index.repair_rows.delete_rows_whose_file_is_gone`."""
+        return repair_rows.delete_rows_whose_file_is_gone(self, candidates, is_missing)
 
     def delete_instance_rows(self, pks: list[int]) -> None:
         """Drop rows whose file is gone (``check --repair``), keeping aggregates right."""
-        if not pks:
-            return
-        with self.write() as conn:
-            self._delete_rows(conn, pks)
-
-    def _delete_rows(self, conn: sqlite3.Connection, pks: list[int]) -> None:
-        """Delete instance rows and keep the series/study aggregates right (inside a write)."""
-        study_pks = {r[0] for r in conn.execute(
-            f"SELECT DISTINCT se.study_pk FROM instances i JOIN series se ON se.pk=i.series_pk "
-            f"WHERE i.pk IN ({','.join('?' * len(pks))})", pks)}
-        conn.execute(f"DELETE FROM instances WHERE pk IN ({','.join('?' * len(pks))})", pks)
-        self._refresh_counts(conn, study_pks)
-        conn.execute("DELETE FROM series WHERE instance_count = 0")
-        conn.execute("DELETE FROM study_codes WHERE study_pk IN (SELECT pk FROM studies WHERE instance_count=0)")
-        conn.execute("DELETE FROM studies WHERE instance_count = 0")
+        if pks:
+            with self.write() as conn:
+                repair_rows.delete_rows(self, conn, pks)
 
     # -- backup (the SQL is in ``index/snapshot.py``) ---------------------------------------
     @staticmethod

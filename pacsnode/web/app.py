@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -253,7 +253,7 @@ class Web:
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-bulkdata")
         with self.node.storage.open(rows[0].path) as handle:
-            value = _bulk_value(handle, p["tag"])
+            value = wado.bulk_value(handle, p["tag"])
         if value is None:
             raise HttpError(404, f"no bulk data {p['tag']!r} in this instance")
         boundary = wado.new_boundary()
@@ -306,7 +306,7 @@ class Web:
             raise HttpError(406, "contentType: only application/dicom is served")
         rows = self.rows(caller, study, series, sop, action="wado-uri")
         path, size = rows[0].path, self.node.storage.size(rows[0].path)
-        return StreamingResponse(_file_chunks(self.node.storage.open(path)), media_type="application/dicom",
+        return StreamingResponse(wado.file_chunks(self.node.storage.open(path)), media_type="application/dicom",
                                  headers={"Content-Length": str(size)})
 
     # -- STOW-RS -------------------------------------------------------------------------
@@ -405,26 +405,6 @@ class Web:
 
 def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != '"' else "?" for c in text)[:300]
-
-
-def _file_chunks(handle: BinaryIO) -> Iterator[bytes]:
-    with handle:
-        while chunk := handle.read(wado.CHUNK):
-            yield chunk
-
-
-def _bulk_value(handle: BinaryIO, tag_text: str) -> bytes | None:
-    from pydicom import dcmread
-
-    try:
-        tag = int(tag_text, 16)
-    except ValueError:
-        return None
-    dataset = dcmread(handle)
-    for element in dataset.iterall():
-        if int(element.tag) == tag and isinstance(element.value, (bytes, bytearray)):
-            return bytes(element.value)
-    return None
 
 
 def _guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:

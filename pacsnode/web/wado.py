@@ -168,3 +168,25 @@ def parse_frame_list(text: str, count: int) -> list[int] | None:
     if not numbers or len(numbers) > 10_000 or any(n < 1 or n > count for n in numbers):
         return None
     return numbers
+
+
+def file_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    """A stored file's bytes in CHUNK pieces, closing it at the end (a WADO-URI answer)."""
+    with handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+def bulk_value(handle: BinaryIO, tag_text: str) -> bytes | None:
+    """The value of the bulk data element ``tag_text`` (hex) anywhere in a stored file, or None."""
+    from pydicom import dcmread
+
+    try:
+        tag = int(tag_text, 16)
+    except ValueError:
+        return None
+    dataset = dcmread(handle)
+    for element in dataset.iterall():
+        if int(element.tag) == tag and isinstance(element.value, (bytes, bytearray)):
+            return bytes(element.value)
+    return None
