@@ -10,7 +10,6 @@ generated password is shown once in the answer and never written to the audit.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +22,8 @@ from pacsnode.model import ALL_PERMISSIONS
 from pacsnode.web import admin_actions, tokens, users
 from pacsnode.web.app import HttpError, Web, _guard
 from pacsnode.web.workspace import Workspace
-from pacsnode.web.workspace_auth import CSRF_FIELD, CSRF_HEADER, WorkspaceUser, check_csrf, check_size, require
+from pacsnode.web.workspace_auth import (CSRF_FIELD, WorkspaceUser, check_csrf, check_size, json_action,
+                                         require)
 
 ADMIN = ("admin",)
 KINDS = tuple(admin_actions.ACTIONS)  # peers, tokens, users
@@ -109,15 +109,7 @@ class Admin:
 
     async def api_act(self, request: Request) -> Response:
         kind = self._kind(request)
-        user = await run_in_threadpool(require, self.web, request, ADMIN)
-        check_size(request)
-        check_csrf(self.web, request, user, request.headers.get(CSRF_HEADER, ""))
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise HttpError(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body is a JSON object")
+        user, body = await json_action(self.web, request, ADMIN)
         try:
             result = await run_in_threadpool(self.act, request, user, kind, body)
         except PacsnodeError as exc:

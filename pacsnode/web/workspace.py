@@ -10,7 +10,6 @@ twin under ``/api/``. Pages are server-rendered Jinja2 (autoescaped) with the st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,8 +25,8 @@ from pacsnode.recognition import REASON_CODES, SUGGESTED_REASON, DecisionInput
 from pacsnode.recognition.decisions import CONSENTS, INFORMED_HOW, INFORMED_PARTIES
 from pacsnode.web import i18n
 from pacsnode.web.app import HttpError, Web, _guard
-from pacsnode.web.workspace_auth import (CSRF_FIELD, CSRF_HEADER, WorkspaceUser, audit_refusal, check_csrf,
-                                         check_size, require)
+from pacsnode.web.workspace_auth import (CSRF_FIELD, WorkspaceUser, audit_refusal, check_csrf,
+                                         check_size, json_action, require)
 
 PHYSICIAN = ("physician",)
 PEER_TIMEOUT_S = 30  # scu.new_ae's connection timeout for each peer's C-FIND
@@ -219,15 +218,7 @@ class Workspace:
         return self.render(request, "decide.html", user, **context)
 
     async def api_decide(self, request: Request) -> Response:
-        user = await run_in_threadpool(require, self.web, request, PHYSICIAN)
-        check_size(request)
-        check_csrf(self.web, request, user, request.headers.get(CSRF_HEADER, ""))
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise HttpError(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body is a JSON object")
+        user, body = await json_action(self.web, request, PHYSICIAN)
         reasons = body.get("reasons", [])
         form: dict[str, Any] = {"study_uid": str(body.get("study_uid", "")), "decision": str(body.get("decision", "")),
                 "consent": str(body.get("consent", "") or ""), "informed": str(body.get("informed", "") or ""),

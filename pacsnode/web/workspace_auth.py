@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from pacsnode.model import Caller
@@ -99,3 +102,18 @@ def check_size(request: Request) -> None:
     declared = request.headers.get("content-length", "")
     if not declared.isdigit() or int(declared) > MAX_FORM_BODY:
         raise HttpError(413, "form too large or without Content-Length")
+
+
+async def json_action(web: Web, request: Request, roles: tuple[str, ...]) -> tuple[WorkspaceUser, dict[str, Any]]:
+    """The user and JSON object body of an ``/api/`` change: the role, the size and the CSRF
+    header are checked before the body is read (one door for every JSON twin of a form)."""
+    user = await run_in_threadpool(require, web, request, roles)
+    check_size(request)
+    check_csrf(web, request, user, request.headers.get(CSRF_HEADER, ""))
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise HttpError(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body is a JSON object")
+    return user, body
