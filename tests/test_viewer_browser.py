@@ -81,7 +81,7 @@ def _origin(node: NodeProcess) -> str:
 def test_viewer_is_only_served_after_login(viewer_node: NodeProcess) -> None:
     base = _origin(viewer_node)
     page = requests.get(f"{base}/viewer/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
-    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=/viewer/"
     asset = requests.get(f"{base}/viewer/app-config.js", timeout=30)
     assert asset.status_code == 401 and "dicom-web" not in asset.text
     forged = requests.get(f"{base}/viewer/app-config.js", cookies={"pacsnode_session": "forged"}, timeout=30)
@@ -122,7 +122,7 @@ def test_ohif_logs_in_lists_and_renders_the_ct_study(viewer_node: NodeProcess) -
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{base}/viewer/")
-            assert page.url == f"{base}/login", "the viewer must send a stranger to the login form"
+            assert page.url == f"{base}/login?next=/viewer/", "the viewer must send a stranger to the login form"
             page.fill("input[name=username]", USER)
             page.fill("input[name=password]", PASSWORD)
             page.click("button[type=submit]")

@@ -112,3 +112,19 @@ def test_a_person_logging_in_lands_on_the_page_of_their_role(landing_node: NodeP
                            allow_redirects=False, timeout=30)
     assert answer.status_code == 303
     assert answer.headers["location"] == landing
+
+
+@pytest.mark.parametrize(("asked", "landing"), [("/viewer/", "/viewer/"), ("/qc", "/qc"),
+                                                ("https://elsewhere.example/", "/patients"),
+                                                ("//elsewhere.example/viewer/", "/patients"),
+                                                ("/viewer/../admin", "/patients")])
+def test_a_login_returns_only_to_a_page_of_this_node_it_knows(landing_node: NodeProcess, asked: str,
+                                                                landing: str) -> None:
+    name = "land-next"
+    subprocess.run([*PACSNODE, "--home", str(landing_node.home), "user", "add", name, "--institution", "PRV001",
+                    "--role", "physician"], input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    answer = requests.post(f"http://127.0.0.1:{landing_node.web_port}/login", params={"next": asked},
+                           data={"username": name, "password": PASSWORD}, headers={"Accept": "text/html"},
+                           allow_redirects=False, timeout=30)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == landing

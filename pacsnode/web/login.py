@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MAX_LOGIN_BODY = 8192
 LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>pacsnode</title></head><body>
-<form method="post" action="/login"><h1>pacsnode</h1>
+<form method="post"><h1>pacsnode</h1>
 <label>User <input name="username" autocomplete="username" required></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
 <button type="submit">Log in</button></form></body></html>"""
@@ -33,6 +33,9 @@ _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
 # Where a person lands after logging in: the page their work starts on. A viewer-only account
 # (and any role without a page of its own) opens the viewer.
 LANDING = {"physician": "/patients", "qc": "/qc", "programme": "/report", "admin": "/admin"}
+# Pages a login may return to (?next= on the form's address): a fixed list, never a URL from the
+# request, so the login form cannot be made into an open redirect.
+RETURN_PAGES = frozenset({"/viewer/", *LANDING.values()})
 
 
 class Login:
@@ -56,9 +59,11 @@ class Login:
         form = await request.form(max_files=0, max_fields=4)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
-        return await run_in_threadpool(self._login, name, password, host, browser)
+        back_to = request.query_params.get("next", "")  # the page that sent the person here (?next=, see viewer)
+        return await run_in_threadpool(self._login, name, password, host, browser,
+                                       back_to if back_to in RETURN_PAGES else "")
 
-    def _login(self, name: str, password: str, host: str, browser: bool = False) -> Response:
+    def _login(self, name: str, password: str, host: str, browser: bool = False, back_to: str = "") -> Response:
         who = name[:64]
         claim = self.throttle.claim(f"user:{who}", f"host:{host}")
         if claim is None:
@@ -75,7 +80,7 @@ class Login:
         response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
         if browser:  # a person at the form goes on to the page of their role: a fixed local path (no open redirect)
             account = self.web.store.user(name)
-            landing = LANDING.get(str(account["role"]) if account is not None else "", "/viewer/")
+            landing = back_to or LANDING.get(str(account["role"]) if account is not None else "", "/viewer/")
             response = RedirectResponse(landing, status_code=303, headers=_PAGE_HEADERS)
         response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
                             secure=True, httponly=True, samesite="strict")

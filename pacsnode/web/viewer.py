@@ -99,7 +99,7 @@ class Viewer:
             self.web._audit_unauthenticated(request.client.host if request.client else "",
                                             "viewer without a valid session", request)
             if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-                return RedirectResponse("/login", status_code=303, headers={"Cache-Control": "no-store"})
+                return RedirectResponse("/login?next=/viewer/", status_code=303, headers={"Cache-Control": "no-store"})
             return Response("login required\n", status_code=401, media_type="text/plain")
         if not self.installed():
             return Response("the viewer is not installed on this node: run `make viewer`\n", status_code=404,
