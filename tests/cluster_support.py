@@ -104,7 +104,7 @@ def find_study_uids(node: NodeProcess, patient_id: str, aet: str = "FINDSCU") ->
     result = run_tool([dcmtk("findscu"), "-v", "-S", "-to", "20", "-aet", aet, "-aec", node.aet,
                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "StudyInstanceUID",
                        LOOPBACK, str(node.port)])
-    assert "Final Find Response" in result.output or "Find Response" in result.output, result.explain()
+    assert "Received Final Find Response (Success)" in result.output, result.explain()
     return re.findall(r"\(0020,000d\) UI \[([0-9.]+)\]", result.output)
 
 
