@@ -476,7 +476,6 @@ def validate_home_paths(config: NodeConfig, source: str, allow_absolute: bool = 
                               + (" (or an absolute path)" if allow_absolute else ""))
     home = Path(os.path.realpath(config.home))
     storage = Path(os.path.realpath(config.storage_path))
-    index = Path(os.path.realpath(config.index_path))
     temp = Path(os.path.realpath(config.temp_path))
     where = f"{source}: [node].storage_dir = {config.storage_dir!r}"
     if storage == home or storage in home.parents:
