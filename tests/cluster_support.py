@@ -105,7 +105,8 @@ def find_study_uids(node: NodeProcess, patient_id: str, aet: str = "FINDSCU") ->
                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "StudyInstanceUID",
                        LOOPBACK, str(node.port)])
     assert "Received Final Find Response (Success)" in result.output, result.explain()
-    return re.findall(r"\(0020,000d\) UI \[([0-9.]+)\]", result.output)
+    # findscu -v prints an odd-length UID with its NUL padding inside the brackets
+    return re.findall(r"\(0020,000d\) UI \[([0-9.]+)[ \x00]?\]", result.output)
 
 
 def move_study(node: NodeProcess, study_uid: str, destination: str, aet: str = "MOVESCU") -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,22 +94,16 @@ def _audit(node: NodeProcess) -> list[dict[str, object]]:
 def test_an_instance_stored_through_one_node_is_found_moved_and_served_by_the_other_at_once(
         pair: Pair) -> None:
     one, two, dest, base = pair.one, pair.two, pair.dest, pair.base
-    files = make_series(a_ct_file(), base / "study-a", 3, PatientID="CLUSTER-A", PatientName="CLUSTER^A")
+    # an odd-length UID (findscu prints its NUL padding inside the brackets): a random one
+    # is odd about one time in ten, and the pattern of the helper missed it (CI failed on it)
+    study_uid = pydicom.uid.generate_uid()[:63]
+    files = make_series(a_ct_file(), base / "study-a", 3, study_uid=study_uid, PatientID="CLUSTER-A",
+                        PatientName="CLUSTER^A")
     ds = pydicom.dcmread(files[0], stop_before_pixels=True)
     stored = one.store(files)
     assert [r.status for r in stored.store_responses] == [0, 0, 0], stored.explain()
     # at once: no wait, no sync step between the nodes
     found = find_study_uids(two, "CLUSTER-A")
-    if found != [ds.StudyInstanceUID]:
-        # Seen twice in CI (and once here on the first run after a long idle), never in a loop of
-        # 40 runs since: the first C-FIND through node 2 answered Success with no match. Until it
-        # is understood, a miss is reported with what the archive recorded and the query is
-        # asked again; a study that still does not show within seconds fails the test.
-        warnings.warn(f"node 2's first C-FIND missed the study stored through node 1:\n{_diagnosis(pair)}")
-        deadline = time.monotonic() + 5
-        while found != [ds.StudyInstanceUID] and time.monotonic() < deadline:
-            time.sleep(0.5)
-            found = find_study_uids(two, "CLUSTER-A")
     assert found == [ds.StudyInstanceUID], _diagnosis(pair)
     dest.clear()
     moved = move_study(two, ds.StudyInstanceUID, "DEST")
