@@ -254,14 +254,20 @@ class SqliteIndex:
              facts.transfer_syntax, stored.relative_path, stored.size, stored.sha256, facts.number_of_frames,
              int(facts.lossy), facts.specific_character_set, calling_ae, now, int(facts.deidentified)))
         delivery.record_delivery(conn, int(cursor.lastrowid or 0), provenance)
+        self._count_stored(conn, series_pk, study_pk, new_series, stored.size, now)
+        return StoreResult.STORED, None
+
+    def _count_stored(self, conn: sqlite3.Connection, series_pk: int, study_pk: int, new_series: bool, size: int,
+                      now: str) -> None:
+        """Add one stored instance to its series' and study's counts (PostgreSQL defers these to the
+        end of its batch: :mod:`pacsnode.index.pg_ingest`)."""
         conn.execute("UPDATE series SET instance_count = instance_count + 1 WHERE pk = ?", (series_pk,))
         conn.execute(
             "UPDATE studies SET instance_count = instance_count + 1, series_count = series_count + ?, "
             "size_bytes = size_bytes + ?, updated_at = ? WHERE pk = ?",
-            (int(new_series), stored.size, now, study_pk))
+            (int(new_series), size, now, study_pk))
         if new_series:
             self._refresh_modalities(conn, study_pk)
-        return StoreResult.STORED, None
 
     def _upsert_patient(self, conn: sqlite3.Connection, facts: InstanceFacts) -> int:
         row = conn.execute("SELECT pk, patient_name, birth_date, sex FROM patients WHERE patient_id=? AND issuer=?",
@@ -306,12 +312,17 @@ class SqliteIndex:
             pk = int(cursor.lastrowid or 0)
         else:
             pk = int(row["pk"])
+            # Only when something changes: an UPDATE that matches locks the study row until the commit
+            # (on PostgreSQL, two nodes storing into one study would otherwise queue at every instance).
+            contrast, lossy, deidentified = int(bool(facts.contrast_agent)), int(facts.lossy), int(facts.deidentified)
             conn.execute(
                 "UPDATE studies SET institution_name = CASE WHEN institution_name='' THEN ? ELSE institution_name END,"
                 " institution_code = CASE WHEN institution_code='' THEN ? ELSE institution_code END,"
-                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?), deidentified = MAX(deidentified, ?) WHERE pk=?",
-                (facts.institution_name, institution_code, int(bool(facts.contrast_agent)), int(facts.lossy),
-                 int(facts.deidentified), pk))
+                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?), deidentified = MAX(deidentified, ?) WHERE pk=?"
+                " AND ((institution_name='' AND ?<>'') OR (institution_code='' AND ?<>'') OR contrast < ?"
+                " OR lossy < ? OR deidentified < ?)",
+                (facts.institution_name, institution_code, contrast, lossy, deidentified, pk,
+                 facts.institution_name, institution_code, contrast, lossy, deidentified))
         for kind, codes in (("procedure", facts.procedure_codes), ("institution", facts.institution_codes)):
             for code in codes:
                 conn.execute("INSERT OR IGNORE INTO study_codes (study_pk, kind, code_value, scheme, meaning) "

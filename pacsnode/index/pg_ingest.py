@@ -1,0 +1,154 @@
+"""Group commit on PostgreSQL: the ingest batches of several nodes run side by side.
+
+On SQLite one writer holds the file; :class:`~pacsnode.index.postgres.PgConnection` copies that
+with one advisory lock that every write transaction takes. For ingest that made two nodes on
+one database no faster than one: each node's batch waited for the other's whole transaction
+(~15 round trips per instance, then the commit). Here an ingest batch takes that lock *shared*:
+batches of all nodes run at the same time, while every other writer (repair, rejection notes,
+QC, peers, audit) still takes it exclusively and so never meets a half-done ingest, as before.
+
+What keeps two concurrent batches right is PostgreSQL itself:
+
+* **rows created by both at once** (the same patient, study, series or SOP Instance UID arriving
+  through two nodes): the UNIQUE constraints let one insert win; the other instance's savepoint
+  is rolled back and the instance is recorded again, and its reads (READ COMMITTED: a new snapshot
+  per statement) now see the winner's rows. No duplicate row, no failed store.
+* **counts** (series and study instance counts, sizes): added per batch just before COMMIT,
+  in study then series order, instead of per instance: the hot study row is locked only for
+  the end of a transaction, so the batches of two nodes storing into one study overlap up to
+  their commits, and every batch locks rows in the same order.
+* **a deadlock** (two batches creating each other's series at once) is detected by PostgreSQL
+  after ``deadlock_timeout``; the whole batch is rolled back and run again.
+
+Success still means committed (``synchronous_commit`` stays on for instance rows): the caller
+is answered only after this batch's COMMIT returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pacsnode.index.schema import utc_now
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pacsnode.index.postgres import PostgresIndex
+    from pacsnode.index.sqlite import _Pending
+
+#: Tries of one instance that lost a race for a new row, and of a batch chosen as a deadlock victim.
+TRIES = 3
+
+
+@dataclass
+class _Counts:
+    """What a batch adds to one study's counts (and to its series')."""
+
+    instances: int = 0
+    new_series: int = 0
+    size: int = 0
+    series: dict[int, int] = field(default_factory=dict)
+
+    def copy(self) -> "_Counts":
+        return _Counts(self.instances, self.new_series, self.size, dict(self.series))
+
+
+def _pending(index: "PostgresIndex") -> dict[int, _Counts] | None:
+    return getattr(index._local, "pending_counts", None)
+
+
+def defer_counts(index: "PostgresIndex", series_pk: int, study_pk: int, new_series: bool, size: int) -> bool:
+    """Keep one stored instance's counts for the end of this thread's batch; False outside a batch."""
+    pending = _pending(index)
+    if pending is None:
+        return False
+    counts = pending.setdefault(study_pk, _Counts())
+    counts.instances += 1
+    counts.new_series += int(new_series)
+    counts.size += size
+    counts.series[series_pk] = counts.series.get(series_pk, 0) + 1
+    return True
+
+
+def forget_counts(index: "PostgresIndex", study_pks: set[int]) -> None:
+    """A recount of these studies (replace, removal) already includes this batch's instances."""
+    pending = _pending(index)
+    for study_pk in study_pks if pending else ():
+        pending.pop(study_pk, None)  # type: ignore[union-attr]
+
+
+def _flush(conn: Any, pending: dict[int, _Counts], now: str) -> None:
+    for study_pk in sorted(pending):
+        counts = pending[study_pk]
+        for series_pk in sorted(counts.series):
+            conn.execute("UPDATE series SET instance_count = instance_count + ? WHERE pk = ?",
+                         (counts.series[series_pk], series_pk))
+        conn.execute(
+            "UPDATE studies SET instance_count = instance_count + ?, series_count = series_count + ?, "
+            "size_bytes = size_bytes + ?, updated_at = ? WHERE pk = ?",
+            (counts.instances, counts.new_series, counts.size, now, study_pk))
+
+
+def commit_batch(index: "PostgresIndex", batch: list["_Pending"]) -> None:
+    """Index ``batch`` in one transaction (each instance in its own savepoint), sharing the write lock."""
+    from psycopg.errors import DeadlockDetected
+
+    now = utc_now()
+    ordered = sorted(batch, key=lambda item: (item.args[0].study_uid, item.args[0].series_uid))
+    try:
+        for attempt in range(1, TRIES + 1):
+            try:
+                _run(index, ordered, now)
+                return
+            except Exception as exc:  # the commit failed: nothing of the batch is indexed
+                if isinstance(_cause(exc), DeadlockDetected) and attempt < TRIES:
+                    continue
+                for item in batch:
+                    item.error, item.result = item.error or exc, None
+                return
+    finally:
+        for item in batch:
+            item.done = True
+
+
+def _cause(exc: BaseException) -> BaseException:
+    return exc.__cause__ if exc.__cause__ is not None else exc
+
+
+def _run(index: "PostgresIndex", batch: list["_Pending"], now: str) -> None:
+    conn = index.connection()
+    pending: dict[int, _Counts] = {}
+    for item in batch:
+        item.error, item.result = None, None
+    conn.shared_lock, index._local.pending_counts = True, pending
+    try:
+        with index.write() as tx:
+            conn.shared_lock = False
+            for item in batch:
+                _record_one(index, tx, item, now, pending)
+            _flush(tx, pending, now)
+    finally:
+        conn.shared_lock, index._local.pending_counts = False, None
+
+
+def _record_one(index: "PostgresIndex", conn: Any, item: "_Pending", now: str, pending: dict[int, _Counts]) -> None:
+    """One instance in its savepoint: it fails alone, and runs again when it lost a race for a new row."""
+    from psycopg.errors import DeadlockDetected, UniqueViolation
+
+    for attempt in range(1, TRIES + 1):
+        saved = {pk: counts.copy() for pk, counts in pending.items()}
+        conn.execute("SAVEPOINT instance")
+        try:
+            item.result = index._record(conn, *item.args, now)
+            conn.execute("RELEASE instance")
+            return
+        except DeadlockDetected:
+            raise  # this batch's earlier rows hold the locks: only a new transaction helps
+        except Exception as exc:
+            conn.execute("ROLLBACK TO instance")
+            conn.execute("RELEASE instance")
+            pending.clear()
+            pending.update(saved)
+            if isinstance(exc, UniqueViolation) and attempt < TRIES:
+                continue  # another node created the same row a moment ago: its row is committed now
+            item.result, item.error = None, exc
+            return
