@@ -57,6 +57,28 @@ def _home(home: Path, port: int, settings: dict[str, str]) -> Path:
     return home
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, waited-for ones included."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, list[int]] = {}
+    for entry in (e for e in os.listdir("/proc") if e.isdigit()):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+        todo += parents.get(current, [])
+    return total
+
+
 def _serve(home: Path, port: int) -> NodeProcess:
     return NodeProcess(home, port=port, start_timeout=60, log_path=home.parent / f"{home.name}.err").start()
 
@@ -83,15 +105,20 @@ def ingest(pg: PostgresServer, count: int, scratch: Path) -> dict[str, float]:
         for p in ports:
             storescu(p, files[:1], "PACSNODE")  # warm each node (already stored: a duplicate)
         parts = [files[2 + n::8] for n in range(8)]
+        pids = [proc.proc.pid for proc in procs if proc.proc is not None] + [pg.process.pid]
+        cpu_before = [tree_cpu_s(pid) for pid in pids]
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: storescu(ports[n % 2], parts[n], "PACSNODE"), range(8)))
         cluster_seconds = time.perf_counter() - started
+        cpu = [tree_cpu_s(pid) - before for pid, before in zip(pids, cpu_before)]
     finally:
         for proc in procs:
             proc.stop()
     cluster_rate = (len(files) - 2) / cluster_seconds
-    return {"single": single_rate, "cluster": cluster_rate, "size_kb": files[0].stat().st_size / 1024}
+    return {"single": single_rate, "cluster": cluster_rate, "size_kb": files[0].stat().st_size / 1024,
+            "nodes_cpu_ms": sum(cpu[:-1]) * 1000 / (len(files) - 2), "pg_cpu_ms": cpu[-1] * 1000 / (len(files) - 2),
+            "load": float(Path("/proc/loadavg").read_text().split()[0])}
 
 
 def copy_into_postgres(sqlite_path: Path, url: str) -> float:
@@ -167,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             print_table(f"Ingest of {got['size_kb']:.1f} KB instances ({args.count})", ["setup", "instances/s", "ratio"], [
                 ["1 node, SQLite, 1 storescu", f"{got['single']:.0f}", "1.00"],
                 ["2 nodes, PostgreSQL, 8 storescu", f"{got['cluster']:.0f}", f"{ratio:.2f} (target >= 1.6)"]])
+            share = got["pg_cpu_ms"] / (got["pg_cpu_ms"] + got["nodes_cpu_ms"])
+            print(f"\nCPU per instance on 2 nodes: nodes {got['nodes_cpu_ms']:.1f} ms, PostgreSQL "
+                  f"{got['pg_cpu_ms']:.1f} ms ({share:.0%} of the two); load average {got['load']:.1f} on "
+                  f"{os.cpu_count()} cores")
         if "find" not in skip:
             print_table(f"C-FIND on PostgreSQL, {args.find_size} instances", ["query", "median findscu", "matches"],
                         cfind(pg, args.find_size, args.runs, scratch / "find"))

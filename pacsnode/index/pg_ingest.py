@@ -20,6 +20,10 @@ What keeps two concurrent batches right is PostgreSQL itself:
 * **a deadlock** (two batches creating each other's series at once) is detected by PostgreSQL
   after ``deadlock_timeout``; the whole batch is rolled back and run again.
 
+Round trips are what an instance costs here (~10 statements, each a wait for the server): a
+batch of one instance has no savepoint (its transaction is its savepoint: a lost race runs the
+batch again), and BEGIN goes with the lock in one message.
+
 Success still means committed (``synchronous_commit`` stays on for instance rows): the caller
 is answered only after this batch's COMMIT returned.
 """
@@ -90,17 +94,19 @@ def _flush(conn: Any, pending: dict[int, _Counts], now: str) -> None:
 
 def commit_batch(index: "PostgresIndex", batch: list["_Pending"]) -> None:
     """Index ``batch`` in one transaction (each instance in its own savepoint), sharing the write lock."""
-    from psycopg.errors import DeadlockDetected
+    from psycopg.errors import DeadlockDetected, UniqueViolation
 
     now = utc_now()
     ordered = sorted(batch, key=lambda item: (item.args[0].study_uid, item.args[0].series_uid))
+    again: tuple[type[BaseException], ...] = (DeadlockDetected, UniqueViolation) if len(batch) == 1 \
+        else (DeadlockDetected,)
     try:
         for attempt in range(1, TRIES + 1):
             try:
                 _run(index, ordered, now)
                 return
             except Exception as exc:  # the commit failed: nothing of the batch is indexed
-                if isinstance(_cause(exc), DeadlockDetected) and attempt < TRIES:
+                if isinstance(_cause(exc), again) and attempt < TRIES:
                     continue
                 for item in batch:
                     item.error, item.result = item.error or exc, None
@@ -123,7 +129,9 @@ def _run(index: "PostgresIndex", batch: list["_Pending"], now: str) -> None:
     try:
         with index.write() as tx:
             conn.shared_lock = False
-            for item in batch:
+            if len(batch) == 1:  # alone: no savepoint (two round trips); its failure rolls back the batch
+                batch[0].result = index._record(tx, *batch[0].args, now)
+            for item in batch if len(batch) > 1 else ():
                 _record_one(index, tx, item, now, pending)
             _flush(tx, pending, now)
     finally:

@@ -172,16 +172,15 @@ class PgConnection:
                 conn = self._pool.getconn(timeout=CONNECT_TIMEOUT_S)
             except Exception as exc:
                 raise IndexError_(f"index unreachable: {exc}") from exc
-            try:
-                conn.execute("BEGIN")
+            lock = "pg_advisory_xact_lock_shared" if self.shared_lock else "pg_advisory_xact_lock"
+            try:  # one round trip: no parameters, so both statements go as one simple query
+                conn.execute(f"BEGIN; SELECT {lock}({WRITE_LOCK_KEY:d})")
             except Exception as exc:  # a connection that died since its last use: once more on a fresh one
                 self._give_back(conn)
                 if attempt == ATTEMPTS or not conn.closed:
-                    raise IndexError_(f"index unreachable: {exc}") from exc
+                    raise IndexError_(f"index busy or unreachable: {exc}") from exc
                 continue
             try:
-                lock = "pg_advisory_xact_lock_shared" if self.shared_lock else "pg_advisory_xact_lock"
-                conn.execute(f"SELECT {lock}(%s)", (WRITE_LOCK_KEY,))
                 if self._relaxed:
                     conn.execute("SET LOCAL synchronous_commit = off")
             except Exception as exc:
