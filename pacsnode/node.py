@@ -47,7 +47,7 @@ from pacsnode.model import (
 from pacsnode.physician import PhysicianDesk
 from pacsnode.qc_service import QcDesk
 from pacsnode.regional import Regional
-from pacsnode import importing, maintenance, peer_admin, storage_commitment
+from pacsnode import importing, maintenance, peer_admin, storage_commitment, web_events
 from pacsnode.storage_commitment import COMMIT_NO_SUCH_INSTANCE, COMMIT_PROCESSING_FAILURE  # noqa: F401
 from pacsnode.importing import ImportReport, iter_files  # noqa: F401  (re-exported: cli, tests)
 from pacsnode.provenance_desk import ProvenanceDesk
@@ -84,6 +84,7 @@ class Node:
         self.peers = PeerRegistry(self.index)
         self.audit = AuditLog(self.index, node=config.node_name)
         self.events = EngineEvents(self.audit)  # the network's audit events (connections, associations)
+        self.web_events = web_events.WebEvents(self.audit)  # the web side's (logins, workspace, admin)
         self.after_store: list[Callable[[StoreOutcome, InstanceFacts], None]] = []
         self.observers: list[Observer] = []  # metrics: associations, service latency (pacsnode.observe)
         self.regional_store = RegionalStore(self.index)
@@ -113,8 +114,7 @@ class Node:
                      for i in region.scope_overrides}
         detail = json.dumps(overrides, ensure_ascii=False, sort_keys=True)
         if (self.audit.last_detail("scope-override") or "{}") != detail:
-            self.audit.record("scope-override", "set" if overrides else "cleared",
-                              detail=f"{detail}")
+            self.audit.record("scope-override", "set" if overrides else "cleared", detail=detail)
 
     @classmethod
     def open(cls, home: Path) -> "Node":

@@ -72,13 +72,13 @@ def init(ctx: click.Context, aet: str, port: int, host: str, institution: str, f
 
 def _first_admin(node: Any, institution: str, problem: str) -> None:
     """The web side's first account, its generated password shown this once (issue 15)."""
-    from pacsnode.web import users
+    from pacsnode import accounts
 
     if not institution or problem:
         click.echo("No admin account created: it needs a known --institution; add one with "
                    "`pacsnode user add admin --institution CODE --role admin`", err=True)
         return
-    made = users.first_admin(node, institution)
+    made = accounts.first_admin(node, institution)
     if made is None:
         click.echo("admin account kept: an active admin exists and its password is unchanged")
         return

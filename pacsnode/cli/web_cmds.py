@@ -1,4 +1,5 @@
-"""DICOMweb credentials: ``token create/list/revoke`` (click glue over ``pacsnode.web.tokens``)."""
+"""DICOMweb credentials: ``token create/list/revoke`` and ``user add/list/disable/passwd`` (click glue over
+the ``pacsnode.access_tokens`` and ``pacsnode.accounts`` services)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,11 @@ def token_create(ctx: click.Context, name: str, institution: str, peer_name: str
     Example:
       TOKEN=$(pacsnode token create ohif --institution PROV001 --permissions find,get | tail -1)
     """
-    from pacsnode.web import tokens
+    from pacsnode import access_tokens
 
     node = open_node(ctx)
     try:
-        value = tokens.create(node, name, institution, peer_name, tokens.parse_permissions(permissions))
+        value = access_tokens.create(node, name, institution, peer_name, access_tokens.parse_permissions(permissions))
     finally:
         node.close()
     click.echo(f"token {name} created; it is shown once, keep it secret:", err=True)
@@ -60,10 +61,10 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       pacsnode token list --json
     """
-    from pacsnode.web import tokens
+    from pacsnode import access_tokens
 
     node = open_node(ctx)
-    rows = tokens.rows(node)
+    rows = access_tokens.rows(node)
     node.close()
     if as_json:
         print_json(rows)
@@ -81,11 +82,11 @@ def token_revoke(ctx: click.Context, name: str) -> None:
     Example:
       pacsnode token revoke ohif
     """
-    from pacsnode.web import tokens
+    from pacsnode import access_tokens
 
     node = open_node(ctx)
     try:
-        tokens.revoke(node, name)
+        access_tokens.revoke(node, name)
     finally:
         node.close()
     click.echo(f"token {name} revoked")
@@ -114,13 +115,13 @@ def user_add(ctx: click.Context, name: str, institution: str, role: str) -> None
     Example:
       printf '%s\\n' "$PASSWORD" | pacsnode user add dr-li --institution PRV001 --role physician
     """
-    from pacsnode.web import users
+    from pacsnode import accounts
 
     data = sys.stdin.readline()  # click swaps sys.stdin under CliRunner too; get_text_stream is deprecated
     password = data[:-1] if data.endswith("\n") else data
     node = open_node(ctx)
     try:
-        users.add(node, name, institution, role, password)
+        accounts.add(node, name, institution, role, password)
     finally:
         node.close()
     click.echo(f"user {name} added ({role}, {institution})")
@@ -136,10 +137,10 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       pacsnode user list --json
     """
-    from pacsnode.web import users
+    from pacsnode import accounts
 
     node = open_node(ctx)
-    rows = users.listing(node)
+    rows = accounts.listing(node)
     node.close()
     if as_json:
         print_json(rows)
@@ -157,11 +158,11 @@ def user_disable(ctx: click.Context, name: str) -> None:
     Example:
       pacsnode user disable dr-li
     """
-    from pacsnode.web import users
+    from pacsnode import accounts
 
     node = open_node(ctx)
     try:
-        users.disable(node, name)
+        accounts.disable(node, name)
     finally:
         node.close()
     click.echo(f"user {name} disabled")
@@ -177,13 +178,13 @@ def user_passwd(ctx: click.Context, name: str) -> None:
     Example:
       printf '%s\\n' "$PASSWORD" | pacsnode user passwd dr-li
     """
-    from pacsnode.web import users
+    from pacsnode import accounts
 
     data = sys.stdin.readline()  # click swaps sys.stdin under CliRunner too; get_text_stream is deprecated
     password = data[:-1] if data.endswith("\n") else data
     node = open_node(ctx)
     try:
-        users.set_password(node, name, password)
+        accounts.set_password(node, name, password)
     finally:
         node.close()
     click.echo(f"password of {name} changed")

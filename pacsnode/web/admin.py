@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from pacsnode import access_tokens, accounts
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import ALL_PERMISSIONS
-from pacsnode.web import admin_actions, tokens, users
+from pacsnode.web import admin_actions
 from pacsnode.web.app import HttpError, Web, _guard
 from pacsnode.web.workspace import Workspace
 from pacsnode.web.workspace_auth import (CSRF_FIELD, WorkspaceUser, check_csrf, check_size, json_action,
@@ -55,9 +56,10 @@ class Admin:
         peers = self.node.peers.list()
         context: dict[str, Any] = {"kind": kind, "rows": admin_actions.listing(self.node, kind),
                                    "institutions": self.node.known_institutions(), "peer_names": [p.name for p in peers],
-                                   "peer_permissions": ALL_PERMISSIONS, "token_permissions": sorted(tokens.PERMISSIONS),
-                                   "roles": list(users.ROLES), "edit": None, "done": "", "error": "", "secret": {},
-                                   "form": {}}
+                                   "peer_permissions": ALL_PERMISSIONS,
+                                   "token_permissions": sorted(access_tokens.PERMISSIONS),
+                                   "roles": list(accounts.ROLES), "edit": None, "done": "", "error": "",
+                                   "secret": {}, "form": {}}
         wanted = request.query_params.get("edit", "")[:200]
         if kind == "peers" and wanted:
             context["edit"] = next((r for r in context["rows"] if r["name"] == wanted), None)
@@ -129,11 +131,10 @@ class Admin:
                 raise PacsnodeError(f"action {action!r}: use one of {', '.join(admin_actions.ACTIONS[kind])}")
             result = handler(self.node, user.name, fields)
         except PacsnodeError as exc:
-            self.node.audit.record("web-admin", "refused", peer_name=f"user:{user.name}",
-                                   detail={**detail, "reason": str(exc)[:500]})
+            self.node.web_events.admin_refused(user.name, detail, str(exc))
             raise
         shown = {k: v for k, v in result.items() if k not in admin_actions.SECRETS}
-        self.node.audit.record("web-admin", "done", peer_name=f"user:{user.name}", detail={**detail, **shown})
+        self.node.web_events.admin_done(user.name, detail, shown)
         return result
 
     def api_session(self, request: Request) -> Response:

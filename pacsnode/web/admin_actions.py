@@ -2,7 +2,7 @@
 
 Each action takes the node, the admin's name and the submitted fields (text, from a form or a
 JSON body) and calls exactly what the command does: ``build_peer`` + ``Node.add_peer`` like
-``peer add``, ``tokens.create``/``revoke`` like ``token``, ``users.add``/``disable``/
+``peer add``, ``access_tokens.create``/``revoke`` like ``token``, ``accounts.add``/``disable``/
 ``set_password`` like ``user``. So a value the CLI refuses is refused here with the same words.
 An action returns what the page shows once (a new token, a generated password); errors are
 ``PacsnodeError`` for the page to show in the form.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import secrets
 from typing import Any, Callable
 
+from pacsnode import access_tokens, accounts
 from pacsnode.errors import NotFound, PacsnodeError
 from pacsnode.node import Node
 from pacsnode.peer_spec import PeerSpec, build_peer
-from pacsnode.web import tokens, users
 
 Fields = dict[str, Any]
 Action = Callable[[Node, str, Fields], dict[str, str]]
@@ -72,29 +72,29 @@ def peer_remove(node: Node, _admin: str, fields: Fields) -> dict[str, str]:
 # -- tokens -------------------------------------------------------------------------------
 def token_create(node: Node, _admin: str, fields: Fields) -> dict[str, str]:
     name = _name(fields)
-    permissions = tokens.parse_permissions(_text(fields, "permissions", 200))
-    value = tokens.create(node, name, _text(fields, "institution", 100).strip(), _text(fields, "peer", 200).strip(),
-                          permissions)
+    permissions = access_tokens.parse_permissions(_text(fields, "permissions", 200))
+    value = access_tokens.create(node, name, _text(fields, "institution", 100).strip(),
+                                 _text(fields, "peer", 200).strip(), permissions)
     return {"name": name, "token": value}
 
 
 def token_revoke(node: Node, _admin: str, fields: Fields) -> dict[str, str]:
     name = _name(fields)
-    tokens.revoke(node, name)
+    access_tokens.revoke(node, name)
     return {"name": name}
 
 
 # -- users --------------------------------------------------------------------------------
 def _password(fields: Fields) -> tuple[str, bool]:
     """The typed password, or a generated one (24 characters, 144 bits) to show once."""
-    typed = _text(fields, "password", users.MAX_PASSWORD + 1)
+    typed = _text(fields, "password", accounts.MAX_PASSWORD + 1)
     return (typed, False) if typed else (secrets.token_urlsafe(18), True)
 
 
 def user_add(node: Node, _admin: str, fields: Fields) -> dict[str, str]:
     name = _name(fields)
     password, generated = _password(fields)
-    users.add(node, name, _text(fields, "institution", 100).strip(), _text(fields, "role", 40).strip(), password)
+    accounts.add(node, name, _text(fields, "institution", 100).strip(), _text(fields, "role", 40).strip(), password)
     return {"name": name, **({"password": password} if generated else {})}
 
 
@@ -102,16 +102,16 @@ def user_disable(node: Node, admin: str, fields: Fields) -> dict[str, str]:
     name = _name(fields)
     if name == admin:  # an admin locking themselves out mid-session is a mistake, not an action
         raise PacsnodeError("you cannot disable your own account; ask another admin or use `pacsnode user disable`")
-    users.disable(node, name)
+    accounts.disable(node, name)
     return {"name": name}
 
 
 def user_passwd(node: Node, _admin: str, fields: Fields) -> dict[str, str]:
     name = _name(fields)
-    if not any(u["name"] == name and not u["disabled_at"] for u in users.listing(node)):
+    if not any(u["name"] == name and not u["disabled_at"] for u in accounts.listing(node)):
         raise NotFound(f"no active user named {name!r}")
     password, generated = _password(fields)
-    users.set_password(node, name, password)
+    accounts.set_password(node, name, password)
     return {"name": name, **({"password": password} if generated else {})}
 
 
@@ -130,5 +130,5 @@ def listing(node: Node, kind: str) -> list[dict[str, Any]]:
     if kind == "peers":
         return peer_rows(node.peers.list())
     if kind == "tokens":
-        return tokens.rows(node)
-    return users.listing(node)
+        return access_tokens.rows(node)
+    return accounts.listing(node)

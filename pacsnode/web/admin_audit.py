@@ -102,9 +102,7 @@ class AuditPages:
 
     def _audit_read(self, who: str, request: Request, page: str, filters: dict[str, str]) -> None:
         """Reading the trail is itself audited (who looked for what)."""
-        self.node.audit.record("web-admin", "shown", peer_name=f"user:{who}",
-                               detail={"page": page, "filters": {k: v for k, v in filters.items() if v and k != "upto"},
-                                       "host": request.client.host if request.client else ""})
+        self.node.web_events.admin_shown(who, page, filters, request.client.host if request.client else "")
 
     async def health(self, request: Request) -> Response:
         from pacsnode.web.admin import ADMIN

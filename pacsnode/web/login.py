@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from pacsnode.web import users
+from pacsnode import accounts
 from pacsnode.web.app import SESSION_COOKIE, HttpError
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Login:
 
     def __init__(self, web: "Web") -> None:
         self.web = web
-        self.throttle = users.Throttle(web.store)
+        self.throttle = accounts.Throttle(web.store)
 
     def form(self, _request: Request) -> Response:
         return Response(LOGIN_FORM, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
@@ -67,22 +67,20 @@ class Login:
         who = name[:64]
         claim = self.throttle.claim(f"user:{who}", f"host:{host}")
         if claim is None:
-            self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
-                                   detail={"reason": "too many failed logins", "host": host})
+            self.web.node.web_events.login_refused(who, "too many failed logins", host)
             raise HttpError(429, "too many failed logins; try again later")
-        if not users.verify(self.web.store, name, password):
-            self.web.node.audit.record("web-login", "refused", peer_name=f"user:{who}",
-                                   detail={"reason": "wrong user name or password", "host": host})
+        if not accounts.verify(self.web.store, name, password):
+            self.web.node.web_events.login_refused(who, "wrong user name or password", host)
             raise HttpError(401, "wrong user name or password")
         self.throttle.succeeded(claim)
-        session_id = users.open_session(self.web.store, name)
-        self.web.node.audit.record("web-login", "done", peer_name=f"user:{name}", detail={"host": host})
+        session_id = accounts.open_session(self.web.store, name)
+        self.web.node.web_events.login_done(name, host)
         response: Response = Response("logged in\n", media_type="text/plain", headers=_PAGE_HEADERS)
         if browser:  # a person at the form goes on to the page of their role: a fixed local path (no open redirect)
             account = self.web.store.user(name)
             landing = back_to or LANDING.get(str(account["role"]) if account is not None else "", "/viewer/")
             response = RedirectResponse(landing, status_code=303, headers=_PAGE_HEADERS)
-        response.set_cookie(SESSION_COOKIE, session_id, max_age=users.SESSION_HOURS * 3600, path="/",
+        response.set_cookie(SESSION_COOKIE, session_id, max_age=accounts.SESSION_HOURS * 3600, path="/",
                             secure=True, httponly=True, samesite="strict")
         return response
 
@@ -110,6 +108,6 @@ class Login:
         return response
 
     def _end(self, request: Request, name: str) -> None:
-        self.web.store.end_session(users.digest(request.cookies.get(SESSION_COOKIE, "")))
+        self.web.store.end_session(accounts.digest(request.cookies.get(SESSION_COOKIE, "")))
         host = request.client.host if request.client else ""
-        self.web.node.audit.record("web-logout", "done", peer_name=f"user:{name}", detail={"host": host})
+        self.web.node.web_events.logout(name, host)

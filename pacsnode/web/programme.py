@@ -156,8 +156,7 @@ class ProgrammePages:
             raise HttpError(400, str(exc)) from None
 
     def _audit(self, user: WorkspaceUser, what: str, filters: Filters) -> None:
-        self.node.audit.record("web-report", "shown", peer_name=f"user:{user.name}",
-                               detail={"what": what, **filters.as_json()})
+        self.node.web_events.report_shown(user.name, what, filters.as_json())
 
     # -- the page ------------------------------------------------------------------------
     def page(self, request: Request) -> Response:

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from pacsnode.web import ohif_install, users
+from pacsnode import accounts
+from pacsnode.web import ohif_install
 
 if TYPE_CHECKING:
     from pacsnode.web.app import Web
@@ -90,7 +91,7 @@ class Viewer:
     def _logged_in(self, request: Request) -> bool:
         host = request.client.host if request.client else ""
         cookie = request.cookies.get(SESSION_COOKIE, "")
-        return users.session_caller(self.web.store, cookie, host) is not None
+        return accounts.session_caller(self.web.store, cookie, host) is not None
 
     def serve(self, request: Request) -> Response:
         path = request.path_params.get("path", "")

@@ -187,12 +187,9 @@ class Workspace:
         try:
             decision_id = self.node.desk.decide(uid, decision)
         except (RecognitionError, NotFound) as exc:
-            self.node.audit.record("web-decide", "refused", peer_name=f"user:{user.name}", study_uid=uid,
-                                   detail={"reason": str(exc)})
+            self.node.web_events.decide_refused(user.name, uid, str(exc))
             raise
-        self.node.audit.record("web-decide", "done", peer_name=f"user:{user.name}", study_uid=uid,
-                               detail={"decision_id": decision_id, "decision": decision.decision,
-                                       "informed_how": method, "host": user.caller.host})
+        self.node.web_events.decided(user.name, uid, decision_id, decision.decision, method, user.caller.host)
         return decision_id
 
     async def decide_submit(self, request: Request) -> Response:

@@ -19,8 +19,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from pacsnode import accounts
 from pacsnode.model import Caller
-from pacsnode.web import users
 from pacsnode.web.app import SESSION_COOKIE, HttpError, Web
 
 CSRF_FIELD = "csrf_token"
@@ -49,20 +49,18 @@ def session_user(web: Web, request: Request) -> WorkspaceUser | None:
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if not cookie or len(cookie) > 100:
         return None
-    row = web.store.session_user(users.digest(cookie))
+    row = web.store.session_user(accounts.digest(cookie))
     if row is None:
         return None
     host = request.client.host if request.client else ""
-    caller = Caller.web_user(row["name"], row["institution"], row["role"], users.ROLES.get(row["role"], frozenset()),
+    caller = Caller.web_user(row["name"], row["institution"], row["role"], accounts.ROLES.get(row["role"], frozenset()),
                              host)
     return WorkspaceUser(row["name"], row["institution"], row["role"], caller, csrf_for(cookie))
 
 
 def audit_refusal(web: Web, request: Request, who: str, reason: str, study_uid: str = "") -> None:
     host = request.client.host if request.client else ""
-    web.node.audit.record("workspace", "refused", peer_name=f"user:{who}" if who else "", study_uid=study_uid[:64],
-                          detail={"reason": reason, "host": host, "method": request.method,
-                                  "path": request.url.path[:200]})
+    web.node.web_events.workspace_refused(who, reason, host, request.method, request.url.path, study_uid)
 
 
 def require(web: Web, request: Request, roles: tuple[str, ...]) -> WorkspaceUser:

@@ -119,12 +119,9 @@ class QcPages:
         except HttpError as exc:
             return self.ws.render(request, "error.html", user, status=exc.status, message=exc.message)
         except PacsnodeError as exc:
-            self.node.audit.record("web-qc", "refused", peer_name=f"user:{user.name}", study_uid=uid,
-                                   detail={"action": action[:20], "reason": str(exc)})
+            self.node.web_events.qc_refused(user.name, uid, action, str(exc))
             return self._study_page(request, user, uid, "", str(exc), status=400)
-        self.node.audit.record("web-qc", action, peer_name=f"user:{user.name}", study_uid=uid,
-                               detail={"status": decision.status.value, "grade": form["grade"][:8],
-                                       "reason": form["reason"][:16]})
+        self.node.web_events.qc_decided(user.name, uid, action, decision.status.value, form["grade"], form["reason"])
         return self._study_page(request, user, uid, decision.status.value, "")
 
 
