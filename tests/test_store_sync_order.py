@@ -6,7 +6,8 @@ missing or misplaced sync: only a power cut could. This test watches the syscall
 association, and checks for every instance, between linking its file into the storage tree
 and sending its C-STORE-RSP:
 
-1. the file's data is synced (``fdatasync``/``fsync``) and its folder is fsync'ed (the link);
+1. the file's data is synced (``fdatasync``/``fsync``) and its folder is fsync'ed (the link),
+   and so is the parent of any folder made for it (the folder's own name);
 2. the index's WAL is written only after both completed (a row is never on disk before its
    file: a power cut in between would leave a row pointing at nothing, and a retry under
    ``keep-first`` would be answered "duplicate" with no file behind it);
@@ -111,7 +112,7 @@ def instances(folder: Path, count: int) -> list[Path]:
 def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: Path) -> None:
     trace = tmp_path / "serve.strace"
     command = [str(STRACE), "-f", "--seccomp-bpf", "-ttt", "-T", "-y", "-qq", "-o", str(trace),
-               "-e", "trace=link,linkat,fsync,fdatasync,sendto,pwrite64,write", *PACSNODE]
+               "-e", "trace=link,linkat,mkdir,mkdirat,fsync,fdatasync,sendto,pwrite64,write", *PACSNODE]
     node = NodeProcess(tmp_path / "home", command=command, start_timeout=60)
     node.init()
     node.configure("store", "fsync", True)
@@ -127,6 +128,7 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
     links = [c for c in calls if c.name in ("link", "linkat") and c.text.count('"') >= 4 and "= 0" in c.text]
     links = [c for c in links if re.findall(r'"([^"]+)"', c.text)[-1].startswith(storage)]
     assert len(links) == len(files), [c.text for c in links]
+    assert any(c.name in ("mkdir", "mkdirat") for c in calls), "a fresh home makes its aa/bb folders"
     for link in links:
         temp, final = re.findall(r'"([^"]+)"', link.text)[-2:]
         folder = os.path.dirname(final)
@@ -137,6 +139,14 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
         assert data, f"no sync of {final}'s data before its C-STORE-RSP"
         assert dirs, f"no fsync of {folder} before the C-STORE-RSP of {final}"
         on_disk = max(min(c.end for c in data), min(c.end for c in dirs))
+        made = [re.findall(r'"([^"]+)"', c.text)[0] for c in calls
+                if c.name in ("mkdir", "mkdirat") and c.text.rstrip().split("= ")[-1].startswith("0")
+                and c.start < link.start and folder.startswith(re.findall(r'"([^"]+)"', c.text)[0])]
+        for new in made:  # a folder made for this file: its name must be durable too (in its parent)
+            parent = [c for c in calls if c.name == "fsync" and c.fd_path == os.path.dirname(new)
+                      and c.start > link.start and c.end <= response.start]
+            assert parent, f"{new} was created but its parent was not fsync'ed before the C-STORE-RSP"
+            on_disk = max(on_disk, min(c.end for c in parent))
         wal = [c for c in window if c.fd_path.endswith("-wal")]
         wal_writes = [c for c in wal if c.name in ("pwrite64", "write")]
         assert wal_writes, "the index row was not written between the link and the response"
