@@ -21,6 +21,8 @@ venv: $(BIN)/.installed
 dcmtk:
 	@test -x /usr/bin/storescu || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq dcmtk; }
 	@command -v openssl >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq openssl; }
+	@# strace: tests/test_store_sync_order.py watches the syscalls of a store (fsync before Success)
+	@command -v strace >/dev/null 2>&1 || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq strace; }
 
 orthanc:
 	@command -v Orthanc >/dev/null 2>&1 || test -x /usr/sbin/Orthanc || { $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq orthanc; }

@@ -182,6 +182,7 @@ class Node:
         PacsnodeError) before anything is placed: STOW-RS's study in the URL.
         """
         placed: str | None = None
+        consumed = False  # place() took the temp file (StorageArea.place consumes it): no unlink to try
         started, size, status = time.perf_counter(), 0, "failed"
         provenance = provenance or self.provenance_of(caller)
         try:
@@ -211,7 +212,7 @@ class Node:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
-            placed = stored.relative_path
+            placed, consumed = stored.relative_path, True
             result, orphan = self.index.record_instance(facts, stored, caller.aet, policy, provenance,
                                                         web_metadata=web)
             placed = None  # the index owns it now
@@ -228,10 +229,8 @@ class Node:
                 self.storage.remove(placed)
             raise
         finally:
-            try:
-                temp_path.unlink()
-            except FileNotFoundError:
-                pass
+            if not consumed:
+                temp_path.unlink(missing_ok=True)
             if self.observers:
                 notify(self.observers, Event("store", status, time.perf_counter() - started,
                                              size if status in _STORED else 0))

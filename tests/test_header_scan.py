@@ -102,3 +102,43 @@ def test_the_struct_walk_keeps_what_pydicoms_generator_keeps_and_is_the_path_tak
             if isinstance(element.value, bytes):
                 assert ours[tag].value == element.value, (path, hex(tag))
     assert walked > 0.9 * little_endian, f"walked {walked} of {little_endian} little endian files"
+
+
+def _generator_meta(path: Path) -> tuple[str, int]:
+    """Transfer syntax and the offset after the meta group, as pydicom's generator reads them."""
+    from pydicom.filereader import data_element_generator
+    syntax = ""
+    with open(path, "rb") as handle:
+        handle.seek(132)
+        for raw in data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2):
+            if raw.tag == 0x00020010 and isinstance(raw.value, bytes):
+                syntax = raw.value.decode("ascii", "replace").strip("\x00 ")
+        return syntax, handle.tell()
+
+
+def test_the_meta_group_struct_walk_reads_what_pydicoms_generator_reads_and_is_the_path_taken() -> None:
+    """Issue 13: the File Meta group is walked with struct, ending where the generator ends."""
+    walked = 0
+    for path in _candidates():
+        with open(path, "rb") as handle:
+            if handle.read(132)[128:] != b"DICM":
+                continue
+            syntax = header._meta_syntax(handle)
+            position = handle.tell()
+        if syntax is None:
+            continue  # unusual: the generator reads it (covered by the facts comparison above)
+        assert (syntax, position) == _generator_meta(path), path
+        walked += 1
+    assert walked > 100  # the struct walk is the path taken for ordinary files
+
+
+def test_a_meta_group_with_an_unknown_vr_goes_to_pydicom(tmp_path: Path) -> None:
+    source = next(p for p in sorted(SAMPLE_DIR.rglob("*.dcm")) if "CT" in p.parent.name)
+    data = bytearray(source.read_bytes())
+    at = data.index(b"\x02\x00\x01\x00OB", 132)  # (0002,0001) File Meta Information Version
+    data[at + 4:at + 6] = b"QQ"
+    odd = tmp_path / "odd.dcm"
+    odd.write_bytes(bytes(data))
+    with open(odd, "rb") as handle:
+        handle.seek(132)
+        assert header._meta_syntax(handle) is None

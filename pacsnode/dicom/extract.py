@@ -226,6 +226,8 @@ def _facts_of_dataset(dataset: Dataset, syntax: str) -> InstanceFacts:
 
 
 def _codes_of(items: list[Dataset]) -> tuple[CodedEntry, ...]:
+    if not items:  # the usual case: no Dataset to build (each costs ~40 attribute sets)
+        return ()
     holder = Dataset()
     holder.ProcedureCodeSequence = items
     return _codes(holder, "ProcedureCodeSequence")
@@ -239,8 +241,11 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
     def uid(keyword: str, name: str) -> str:
         return require_uid(text(keyword), name)
 
-    others = Dataset()
-    others.OtherPatientIDsSequence = values.sequence("OtherPatientIDsSequence")
+    other_items = values.sequence("OtherPatientIDsSequence")
+    others = None
+    if other_items:
+        others = Dataset()
+        others.OtherPatientIDsSequence = other_items
     syntax = scanned.transfer_syntax
     return check_facts(InstanceFacts(
         sop_instance_uid=uid("SOPInstanceUID", "SOP Instance UID"), sop_class_uid=uid("SOPClassUID", "SOP Class UID"),
@@ -248,7 +253,7 @@ def facts_from_scan(scanned: header.HeaderScan) -> InstanceFacts:
         series_uid=uid("SeriesInstanceUID", "Series Instance UID"), transfer_syntax=syntax,
         patient_id=_clean(text("PatientID")), issuer_of_patient_id=_clean(text("IssuerOfPatientID")),
         patient_name=_clean(text("PatientName")), patient_birth_date=text("PatientBirthDate"),
-        patient_sex=text("PatientSex"), other_patient_ids=_other_ids(others),
+        patient_sex=text("PatientSex"), other_patient_ids=_other_ids(others) if others is not None else (),
         study_date=text("StudyDate"), study_time=normalise_time(text("StudyTime")),
         accession_number=_clean(text("AccessionNumber")), study_id=_clean(text("StudyID")),
         study_description=_clean(text("StudyDescription")),
