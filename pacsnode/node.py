@@ -295,9 +295,14 @@ class Node:
         of refusing a query with more than ``[query] max_results``, after skipping the first
         ``page_offset`` matches the caller may see (in SQL, not in Python).
         """
+        started = time.perf_counter()
+        with self.index.pinned():  # PostgreSQL: one connection for the match and its audit row
+            return self._find(query, caller, page_limit, page_offset, started)
+
+    def _find(self, query: Query, caller: Caller, page_limit: int | None, page_offset: int,
+              started: float) -> Iterator[dict[str, Any]]:
         from pacsnode.index import matching
 
-        started = time.perf_counter()
         try:
             self.require_permission(caller, "find")
             allowed, denied = self.regional.access(query, caller)
@@ -345,7 +350,8 @@ class Node:
         """
         viewer = caller.peer.institution if caller.peer and caller.peer.institution else self.config.institution
         uids = list(study_uids)
-        found = self.regional.advice_many(uids, viewer)
+        with self.index.pinned():  # PostgreSQL: every batch of study rows on one connection
+            found = self.regional.advice_many(uids, viewer)
         out: dict[str, dict[str, Any]] = {}
         for uid in uids:
             if uid not in found:

@@ -20,10 +20,9 @@ def insert_event(index: Index, action: str, outcome: str, peer_aet: str, peer_na
     Without an fsync of its own (``durable=False``): the row survives a crash of the process,
     and the next durable commit (an instance, a decision) takes it to the disk.
     """
-    with index.write(durable=False) as conn:
-        conn.execute(
-            "INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail, node) "
-            "VALUES (?,?,?,?,?,?,?,?)", (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail, node))
+    index.write_one("INSERT INTO audit (at, action, outcome, peer_aet, peer_name, study_uid, detail, node) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (utc_now(), action, outcome, peer_aet, peer_name, study_uid, detail, node), durable=False)
 
 
 def last_detail(index: Index, action: str) -> str | None:

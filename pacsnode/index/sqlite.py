@@ -12,10 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import unicodedata
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from pacsnode.errors import IndexError_, StorageFull
 from pacsnode.index import delivery, repair_rows
@@ -139,6 +139,18 @@ class SqliteIndex:
                         getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     raise StorageFull(f"the index cannot grow: {exc}") from exc
                 raise
+
+    def write_one(self, sql: str, params: Sequence[Any], durable: bool = True) -> None:
+        """One statement in its own write transaction (an audit row): ``write`` with one execute.
+
+        PostgreSQL sends the whole transaction in one round trip (PostgresIndex.write_one).
+        """
+        with self.write(durable=durable) as conn:
+            conn.execute(sql, params)
+
+    def pinned(self) -> AbstractContextManager[None]:
+        """The statements of one request on one connection: each thread has its own already."""
+        return nullcontext()
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()

@@ -1,0 +1,210 @@
+"""C-FIND on a PostgreSQL index at 1M instances against Orthanc on SQLite (issue 16 targets), same run.
+
+    .venv/bin/python -m bench.pg_query [--studies 100000] [--per-study 10] [--runs 9]
+                                       [--orthanc-data /tmp/query-bench/orthanc100k] [--url URL]
+
+1. A throw-away PostgreSQL (``tests/engines.start_postgres``, durable settings) gets ``--studies`` ×
+   ``--per-study`` instances of bench.query's synthetic region through ``bench.pg_load`` (COPY into
+   pacsnode's own schema: bench data, not ingest). ``--url`` uses an already loaded database instead.
+2. ``pacsnode serve`` on it (a workstation of the same hospital asks, as in bench.query), and
+   Orthanc on SQLite holding the same studies (one instance each) from ``--orthanc-data`` (a folder
+   ``bench.query --orthanc-data`` filled through REST; 100k studies take ~30 min, so it is reused,
+   never loaded here). Orthanc's size is what that folder holds.
+3. For each figure both servers answer ``--runs`` times, alternating (a load spike on this shared
+   machine hits both); the median wall time of the DCMTK process is reported: ``echoscu`` (the
+   floor: process start, association, release), an exact Patient ID, a Patient Name prefix
+   (``WANGAN*``: 1% of the patients, ~1000 studies at 100k studies).
+
+4. Per request: ``findscu --repeat N`` minus ``echoscu --repeat N`` on one association, divided by N:
+   the server's own cost of a C-FIND over a C-ECHO, without the process start-up noise.
+
+Targets: exact Patient ID ≤ echo floor + 5 ms; the name prefix ≤ 0.5 × Orthanc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.common import ROOT, dcmtk, free_port, median, orthanc_server, print_table
+from bench.node_process import NodeProcess
+from bench.query import (FAMILIES, INSTITUTION, cli, count_matches, findscu_args, orthanc_loaded, run_timed, set_toml,
+                         study)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from engines import start_postgres  # noqa: E402
+
+DEFAULT_ORTHANC = Path("/tmp/query-bench/orthanc100k")
+
+
+def figures(studies: int) -> list[tuple[str, list[str] | None]]:
+    target = study(studies // 2)
+    return [("echoscu (floor)", None), ("exact Patient ID", [f"PatientID={target['patient_id']}"]),
+            ("Patient Name prefix", [f"PatientName={FAMILIES[0]}*"])]
+
+
+def pg_home(folder: Path, url: str) -> tuple[Path, int]:
+    """A node home on ``url`` configured as bench.query's (workstations FINDSCU/ECHOSCU registered)."""
+    port = free_port()
+    home = folder / "home"
+    cli(home, "init", "--port", str(port), "--institution", INSTITUTION, "--index-url", url)
+    for key, value in (("max_results", "0"), ("case_sensitive_pn", "false"), ("watch_stable", "false"),
+                       ("acse_timeout", "2"), ("dimse_timeout", "15")):
+        set_toml(home, key, value)
+    for name in ("FINDSCU", "ECHOSCU"):  # workstations of this hospital: they see everything
+        cli(home, "peer", "add", name.lower(), "--aet", name, "--host", "127.0.0.1", "--port", "1",
+            "--institution", INSTITUTION, "--replace")
+    return home, port
+
+
+def echo_args(port: int, aec: str) -> list[str]:
+    return [dcmtk("echoscu"), "-aet", "ECHOSCU", "-aec", aec, "127.0.0.1", str(port)]
+
+
+def measure(servers: list[tuple[str, int, str]], studies: int, runs: int) -> list[list[object]]:
+    """One row per figure: median ms per server (alternating runs) and the match counts."""
+    rows: list[list[object]] = []
+    for figure, keys in figures(studies):
+        counts = {name: count_matches(port, aec, keys) if keys else 0 for name, port, aec in servers}
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+        for _ in range(runs):
+            for name, port, aec in servers:
+                samples[name].append(run_timed(findscu_args(port, aec, keys) if keys else echo_args(port, aec)))
+        rows.append([figure, "/".join(dict.fromkeys(str(c) for c in counts.values())) if keys else "",
+                     *(median(samples[name]) * 1000 for name, _, _ in servers)])
+    return rows
+
+
+def tree_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of process ``pid`` and all its descendants, living and reaped."""
+    if pid is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:  # utime stime cutime cstime (fields 14-17 of stat)
+            total += sum(int(v) for v in fields[11:15]) / tick
+        todo += children.get(current, [])
+    return total
+
+
+def per_request(servers: list[tuple[str, int, str]], studies: int, runs: int, repeat: int,
+                pids: dict[str, list[int | None]]) -> list[list[object]]:
+    """Per request on one association: (findscu --repeat N − echoscu --repeat N) / N, median of ``runs``.
+
+    Process start and association set-up, which dominate the single-shot times and their noise on
+    a shared machine, cancel out: what is left is what the server adds to answer a C-FIND
+    instead of a C-ECHO. The same difference in CPU seconds of the server's processes (``pids``:
+    the node and its PostgreSQL) is what it would add on an idle machine, where a wake-up does
+    not wait for a core.
+    """
+    walls: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+    cpus: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+    keys = figures(studies)[1][1]  # the exact Patient ID (the floor target)
+    assert keys is not None
+
+    def cpu(name: str) -> float | None:
+        used = [tree_cpu(pid) for pid in pids.get(name, [None])]
+        return None if None in used else sum(u for u in used if u is not None)
+
+    for _ in range(runs):
+        for name, port, aec in servers:
+            cpu0 = cpu(name)
+            echo = run_timed([*echo_args(port, aec)[:1], "--repeat", str(repeat), *echo_args(port, aec)[1:]])
+            cpu1 = cpu(name)
+            find = run_timed(findscu_args(port, aec, keys, ("--repeat", str(repeat))))
+            cpu2 = cpu(name)
+            walls[name].append((find - echo) / repeat)
+            if cpu0 is not None and cpu1 is not None and cpu2 is not None:
+                cpus[name].append(((cpu2 - cpu1) - (cpu1 - cpu0)) / repeat)
+    return [[f"exact Patient ID minus echo, wall per request (--repeat {repeat})",
+             *(median(walls[name]) * 1000 for name, _, _ in servers)],
+            ["  the same in server CPU (node + PostgreSQL; Orthanc: -)",
+             *((median(cpus[name]) * 1000 if cpus[name] else None) for name, _, _ in servers)]]
+
+
+def report(rows: list[list[object]], names: list[str], runs: int, notes: list[str]) -> None:
+    floor = {name: rows[0][2 + n] for n, name in enumerate(names)}
+    table = []
+    for row in rows:
+        ours = float(row[2])  # type: ignore[arg-type]
+        cells = [row[0], row[1], *(f"{float(v):.1f}" for v in row[2:])]  # type: ignore[arg-type]
+        cells.append(f"{ours - floor['pacsnode']:+.1f}" if row is not rows[0] else "")
+        if len(names) > 1:
+            cells.append(f"{ours / float(row[3]):.2f}")  # type: ignore[arg-type]
+        table.append(cells)
+    header = ["figure", "matches", *(f"{n} ms" for n in names), "pacsnode − its floor (ms)"]
+    if len(names) > 1:
+        header.append("pacsnode / Orthanc")
+    print_table(f"Study-level C-FIND, DCMTK wall time, median of {runs}", header, table)
+    print("\nNotes:")
+    for note in notes:
+        print(f"- {note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=100_000)
+    parser.add_argument("--per-study", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--url", default="", help="an already loaded PostgreSQL index (skips the load)")
+    parser.add_argument("--orthanc-data", type=Path, default=DEFAULT_ORTHANC)
+    parser.add_argument("--pg-pid", type=int, default=None, help="with --url: the postmaster's pid (its CPU)")
+    parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--repeat", type=int, default=50, help="requests per association for the per-request "
+                                                                "figures (0: skip them)")
+    args = parser.parse_args(argv)
+    from bench import pg_load
+
+    notes: list[str] = []
+    started = time.perf_counter()
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-pgquery-") as folder:
+        url, pg_pid = args.url, args.pg_pid
+        if not url:
+            pg = stack.enter_context(start_postgres(fsync=True))
+            url, pg_pid = pg.create_database("find"), pg.process.pid
+            seconds = pg_load.load(url, args.studies, args.per_study)
+            notes.append(f"PostgreSQL: {args.studies * args.per_study:,} instances ({args.studies:,} studies, "
+                         f"{args.per_study} each) loaded by COPY in {seconds:.0f} s")
+        else:
+            notes.append(f"PostgreSQL: the database given by --url ({args.studies:,} studies assumed)")
+        home, port = pg_home(Path(folder), url)
+        node = stack.enter_context(NodeProcess(home, port=port, start_timeout=120))
+        servers = [("pacsnode", port, "PACSNODE")]
+        held = orthanc_loaded(args.orthanc_data) if not args.no_orthanc else 0
+        if held:
+            oport, _http = stack.enter_context(orthanc_server(data_dir=args.orthanc_data))
+            servers.append(("Orthanc", oport, "ORTHANC"))
+            notes.append(f"Orthanc on SQLite: {held:,} of the same studies (1 instance each) in {args.orthanc_data}")
+        else:
+            notes.append("Orthanc: no loaded --orthanc-data folder; its column is absent")
+        rows = measure(servers, args.studies, args.runs)
+        pids = {"pacsnode": [node.proc.pid if node.proc else None, pg_pid]}
+        extra = per_request(servers, args.studies, max(3, args.runs // 2), args.repeat, pids) if args.repeat else []
+    notes.append(f"total bench time {time.perf_counter() - started:.0f} s")
+    report(rows, [name for name, _, _ in servers], args.runs, notes)
+    if extra:
+        names = [name for name, _, _ in servers]
+        print_table("C-FIND minus C-ECHO, per request on one association (ms, median)", ["figure", *names],
+                    [[row[0], *("-" if v is None else f"{float(v):.1f}" for v in row[1:])] for row in extra])  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
