@@ -96,6 +96,8 @@ class WebSettings:
     port: int = 8042
     max_body_bytes: int = 1_073_741_824  # one STOW-RS request body; a larger Content-Length is refused unread
     max_results: int = 1000  # QIDO-RS answers at most this many matches per request (limit is capped here)
+    access_cache_seconds: float = 5.0  # a (caller, study) access answer is reused this long (0: never)
+    read_audit_window_seconds: int = 60  # viewer reads of a study are audited per caller, kind and window
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "port": Key(int, 8042, 1, 65535),
         "max_body_bytes": Key(int, 1_073_741_824, 1024, 64 * 1_073_741_824),
         "max_results": Key(int, 1000, 1, 1_000_000),
+        "access_cache_seconds": Key(float, 5.0, 0.0, 60.0),
+        "read_audit_window_seconds": Key(int, 60, 1, 3600),
     },
     "storage": {  # "s3://bucket/prefix?endpoint=http://host:port" (credentials from the environment)
         "url": Key(str, ""),

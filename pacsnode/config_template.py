@@ -67,6 +67,8 @@ host = "127.0.0.1"          # HTTP listening address (plain HTTP: keep it on loo
 port = 8042
 max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Length is refused (413) unread
 max_results = 1000          # QIDO-RS answers at most this many matches per request
+access_cache_seconds = 5.0  # a viewer's (caller, study) access answer is reused this long: a QC rejection or withdrawn share reaches it within this
+read_audit_window_seconds = 60  # frames/rendered/metadata reads: one audit row at a caller's first read of a study per window, one with the count at its end
 
 [log]
 format = "text"             # serve's log: "text", or "json" (one JSON object per line, for log collectors)

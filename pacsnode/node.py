@@ -364,7 +364,7 @@ class Node:
         return out
 
     def retrieve(self, query: Query, caller: Caller, action: str,
-                 destination: Peer | None = None) -> list[InstanceLocation]:
+                 destination: Peer | None = None, audit_started: bool = True) -> list[InstanceLocation]:
         """Instances a C-MOVE/C-GET identifier names that ``caller`` (and ``destination``) may have.
 
         Hidden equals absent (THREATS.md rule 4): studies outside the caller's access are left
@@ -374,6 +374,9 @@ class Node:
         ``destination`` too, as if it had asked with this request's patient context: one it
         may not receive refuses the whole move (:class:`DestinationNotAuthorized`, 0x0124)
         before anything is sent.
+
+        ``audit_started=False`` is for DICOMweb viewer reads, which ``read_audit.ReadAudit``
+        audits per caller, study and minute instead; refusals are audited here all the same.
         """
         from pacsnode.index import matching
 
@@ -411,7 +414,7 @@ class Node:
             self._audit_caller(caller, action, "refused", study_uid=study_uid, detail=detail)
             self._observe(action, "refused", started)
             raise
-        if action in ("get", "move"):  # the DIMSE retrieves: their sub-operations start now
+        if action in ("get", "move") and audit_started:  # the DIMSE retrieves: their sub-operations start now
             sent: dict[str, Any] = {"destination": destination.aet} if destination is not None else {}
             self._audit_caller(caller, action, "started", study_uid=locations[0].study_uid,
                                detail={**sent, "instances": len(locations)})

@@ -25,7 +25,9 @@ from pacsnode.errors import InvalidQuery, MissingPatientContext, NotPermitted, P
 from pacsnode.index.web_store import InstanceRow, WebStore
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
 from pacsnode.node import Node
+from pacsnode.read_audit import ReadAudit
 from pacsnode.web import qido, rendered, stow, tokens, users, wado
+from pacsnode.web.access_cache import AccessCache
 from pacsnode.web.stow import Part as StowPart  # inside the class ``stow`` is the STOW route method
 
 LOGGER = logging.getLogger(__name__)
@@ -34,6 +36,9 @@ DICOM_JSON = "application/dicom+json; charset=utf-8"
 SESSION_COOKIE = "pacsnode_session"
 FRAMES_IN_ONE_BODY = 16 << 20  # frames up to this many bytes go as one body, larger ones are streamed
 AUTH_AUDIT_INTERVAL = 10.0  # seconds between two audited 401s of one address and reason
+# Viewer reads: audited per caller, study and minute (read_audit.py), their access kept a few seconds.
+VIEWER_READS = frozenset({"wado-frames", "wado-rendered", "wado-metadata"})
+INLINE_FRAME_BYTES = 1 << 20  # frames up to this size are read on the event loop when nothing else is needed
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -55,6 +60,9 @@ class Web:
         self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
         self._refusal_lock = threading.Lock()
         self._base_urls: dict[tuple[Any, ...], str] = {}
+        self.access = AccessCache(node.config.web.access_cache_seconds)
+        self.reads = ReadAudit(node.audit, float(node.config.web.read_audit_window_seconds))
+        self.inline_reads = _reads_never_block(node)
 
     # -- who is asking -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -172,7 +180,20 @@ class Web:
     # -- WADO-RS -------------------------------------------------------------------------
     def rows(self, caller: Caller, study: str, series: str | None = None, sop: str | None = None,
              action: str = "wado") -> list[InstanceRow]:
-        """The instances a WADO request names, if the caller may have them (else 404, audited)."""
+        """The instances a WADO request names, if the caller may have them (else 404, audited).
+
+        Viewer reads (``VIEWER_READS``) take their access from :meth:`allowed_instances` and are
+        audited per caller, study and window (``read_audit``); refusals are audited at once.
+        """
+        if action in VIEWER_READS:
+            allowed = self.allowed_instances(caller, study)
+            rows = [r for r in self.store.instances(study, series, sop) if r.sop_instance_uid in allowed]
+            if not rows:
+                self._audit(caller, action, "refused", study_uid=study[:64], reason="not found",
+                            series=series or "", instance=sop or "")
+                raise HttpError(404, "no such study, series or instance")
+            self.reads.record(caller, study, action, series=series or "", instance=sop or "", instances=len(rows))
+            return rows
         keys = [QueryKey("StudyInstanceUID", "UI", study)]
         level = Level.STUDY
         if series:
@@ -194,6 +215,36 @@ class Web:
         self._audit(caller, action, "answered", study_uid=study, series=series or "", instance=sop or "",
                     instances=len(rows))
         return rows
+
+    def allowed_instances(self, caller: Caller, study: str) -> frozenset[str]:
+        """The SOP Instance UIDs of ``study`` the caller may have, from the door or, for a few seconds
+        after it answered, from ``self.access`` (a refusal is never kept: 404, audited by ``Node.retrieve``)."""
+        found = self.access.get((caller, study))
+        if found is not None:
+            return found
+        query = Query(Level.STUDY, InformationModel.STUDY_ROOT, (QueryKey("StudyInstanceUID", "UI", study),))
+        try:
+            found = frozenset(loc.sop_instance_uid for loc in self.node.retrieve(query, caller, "get",
+                                                                                 audit_started=False))
+        except PacsnodeError:  # refused: audited by Node.retrieve; the answer is that of absence
+            raise HttpError(404, "no such study, series or instance") from None
+        self.access.put((caller, study), found)
+        return found
+
+    def known_caller(self, request: Request) -> Caller | None:
+        """The Caller of a request whose credentials check out, else None (nothing audited: the
+        caller of this then asks :meth:`caller`, which refuses and audits)."""
+        host = request.client.host if request.client else ""
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, presented = header.partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return tokens.caller_for(self.node, presented.strip(), host)[0]
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if cookie and request.method in ("GET", "HEAD"):
+            return users.session_caller(self.store, cookie, host)
+        return None
 
     def retrieve(self, request: Request) -> Response:
         caller = self.caller(request)
@@ -220,10 +271,37 @@ class Web:
         body = wado.metadata_json(self.store, rows, self.node.storage, self.base_url(request))
         return Response(body, media_type=DICOM_JSON)
 
-    def frames(self, request: Request) -> Response:
+    async def frames(self, request: Request) -> Response:
+        """Frames of one instance. A viewer's usual request (credentials valid, the study's access
+        answered moments ago, its read already audited this window, a small frame on the local
+        disk) is answered here on the event loop: every step is an index read or an ``os.pread``
+        of the page cache. Anything else (the first read, a refusal, S3, PostgreSQL) goes the
+        full way in a worker thread, where it may wait on the index or the network."""
+        if self.inline_reads:
+            p = request.path_params
+            caller = self.known_caller(request)
+            allowed = self.access.get((caller, p["study"])) if caller is not None else None
+            if caller is not None and allowed is not None and p["sop"] in allowed:
+                rows = [r for r in self.store.instances(p["study"], p["series"], p["sop"])
+                        if r.sop_instance_uid in allowed and r.frames]  # no frame table yet: built in the thread
+                try:
+                    plan = self._frames_plan(request, rows) if rows else None
+                except HttpError:  # answered (and its read audited) the full way
+                    plan = None
+                if plan is not None and plan[4] <= INLINE_FRAME_BYTES and \
+                        self.reads.counted(caller, p["study"], "wado-frames", p["sop"]):
+                    return self._frames_response(rows[0], plan)
+        return await run_in_threadpool(self._frames_in_thread, request)
+
+    def _frames_in_thread(self, request: Request) -> Response:
         caller = self.caller(request)
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-frames")
+        return self._frames_response(rows[0], self._frames_plan(request, rows))
+
+    def _frames_plan(self, request: Request, rows: list[InstanceRow]) -> tuple[list[Any], str, str, str, int]:
+        """(the asked frames' byte runs, media type, transfer syntax, boundary, bytes), or HttpError."""
+        p = request.path_params
         table = wado.frame_table(self.store, rows[0], self.node.storage)
         frames = table.get("frames")
         runs: list[Any] = frames if isinstance(frames, list) else []
@@ -238,11 +316,14 @@ class Web:
         if not wado.accepts(request.headers.get("accept", ""), media) or (wanted is not None and syntax not in wanted):
             raise HttpError(406, f"frames of this instance are {media} (transfer syntax {syntax}); "
                                  "pacsnode does not transcode")
-        boundary = wado.new_boundary()
         chosen = [runs[n - 1] for n in numbers]
-        parts = wado.multipart_frames(self.node.storage, rows[0].path, chosen, boundary, media, syntax)
+        return chosen, media, syntax, wado.new_boundary(), sum(length for frame in chosen for _offset, length in frame)
+
+    def _frames_response(self, row: InstanceRow, plan: tuple[list[Any], str, str, str, int]) -> Response:
+        chosen, media, syntax, boundary, size = plan
+        parts = wado.multipart_frames(self.node.storage, row.path, chosen, boundary, media, syntax)
         content_type = f'multipart/related; type="{media}"; boundary={boundary}'
-        if sum(length for frame in chosen for _offset, length in frame) <= FRAMES_IN_ONE_BODY:
+        if size <= FRAMES_IN_ONE_BODY:
             # A viewer asks for one frame at a time: one body read here, in the worker thread, is
             # sent in one write; streaming it cost a thread hop per chunk, more than the read.
             return Response(b"".join(parts), media_type=content_type)
@@ -403,6 +484,15 @@ class Web:
         return PlainTextResponse("ready\n")
 
 
+def _reads_never_block(node: Node) -> bool:
+    """Whether index reads and frame reads are local (SQLite, filesystem): then a cached frame
+    request may be answered on the event loop (``Web.frames``); PostgreSQL and S3 go over a network."""
+    from pacsnode.index.sqlite import SqliteIndex
+    from pacsnode.storage.filesystem import FileStorage
+
+    return type(node.index) is SqliteIndex and isinstance(node.storage, FileStorage)
+
+
 def _header_safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != '"' else "?" for c in text)[:300]
 
@@ -482,4 +572,6 @@ def create_app(node: Node) -> Starlette:
     from pacsnode.web import admin
 
     routes += admin.routes(web)  # the admin pages (issue 15 item 6)
-    return Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
+    app = Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
+    app.state.web = web  # WebServer.stop writes the read audit's open windows (web.reads.stop)
+    return app

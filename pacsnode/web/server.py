@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from typing import Any
 
 import uvicorn
 
@@ -30,6 +31,7 @@ class WebServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._app: Any = None
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -48,7 +50,8 @@ class WebServer:
         self._socket = sock
         # httptools (llhttp, Node.js's parser) rather than uvicorn's pure-Python h11 protocol: with h11 a
         # small request on a keep-alive connection took ~10 ms, with httptools ~2 (bench.web frames).
-        config = uvicorn.Config(create_app(self.node), http="httptools", lifespan="off", log_level="warning",
+        self._app = create_app(self.node)
+        config = uvicorn.Config(self._app, http="httptools", lifespan="off", log_level="warning",
                                 access_log=False,
                                 server_header=False, timeout_keep_alive=5, limit_concurrency=256)
         self._server = uvicorn.Server(config)
@@ -63,3 +66,5 @@ class WebServer:
             self._thread.join(timeout=15)
         if self._socket is not None:
             self._socket.close()
+        if self._app is not None:  # the totals of the viewer reads' open audit windows (read_audit.py)
+            self._app.state.web.reads.stop()
