@@ -532,6 +532,9 @@ def create_app(node: Node) -> Starlette:
     series, sop = "{series:str}", "{sop:str}"
     instance = f"{BASE}/studies/{uid}/series/{series}/instances/{sop}"
     routes = [  # specific paths first: the generic QIDO paths below would match /metadata too
+        # frames first: a viewer asks for them hundreds of times per study, and every route tried
+        # before is a regex match ({frames:str} stops at "/", so .../frames/N/rendered is not this)
+        Route(instance + "/frames/{frames:str}", g(web.frames), methods=["GET"]),
         Route("/healthz", web.healthz), Route("/readyz", web.readyz), Route("/metrics", g(web.metrics)),
         Route("/login", login.form, methods=["GET"]), Route("/login", g(login.submit), methods=["POST"]),
         Route("/logout", g(login.logout), methods=["POST"]),
@@ -544,7 +547,6 @@ def create_app(node: Node) -> Starlette:
         Route(f"{BASE}/studies/{uid}/series/{series}/metadata", g(web.metadata), methods=["GET"]),
         Route(instance, g(web.retrieve), methods=["GET"]),
         Route(f"{instance}/metadata", g(web.metadata), methods=["GET"]),
-        Route(instance + "/frames/{frames:str}", g(web.frames), methods=["GET"]),
         Route(instance + "/bulkdata/{tag:str}", g(web.bulkdata), methods=["GET"]),
         Route(f"{instance}/rendered", g(web.rendered), methods=["GET"]),
         Route(f"{instance}/thumbnail", g(web.rendered), methods=["GET"]),
