@@ -26,7 +26,7 @@ from pacsnode.index.web_store import InstanceRow, WebStore
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
 from pacsnode.node import Node
 from pacsnode.read_audit import ReadAudit
-from pacsnode.web import qido, rendered, stow, tokens, users, wado
+from pacsnode.web import frames, qido, rendered, stow, tokens, users, wado
 from pacsnode.web.access_cache import AccessCache
 from pacsnode.web.stow import Part as StowPart  # inside the class ``stow`` is the STOW route method
 
@@ -34,11 +34,9 @@ LOGGER = logging.getLogger(__name__)
 BASE = "/dicom-web"
 DICOM_JSON = "application/dicom+json; charset=utf-8"
 SESSION_COOKIE = "pacsnode_session"
-FRAMES_IN_ONE_BODY = 16 << 20  # frames up to this many bytes go as one body, larger ones are streamed
 AUTH_AUDIT_INTERVAL = 10.0  # seconds between two audited 401s of one address and reason
 # Viewer reads: audited per caller, study and minute (read_audit.py), their access kept a few seconds.
 VIEWER_READS = frozenset({"wado-frames", "wado-rendered", "wado-metadata"})
-INLINE_FRAME_BYTES = 1 << 20  # frames up to this size are read on the event loop when nothing else is needed
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -272,62 +270,18 @@ class Web:
         return Response(body, media_type=DICOM_JSON)
 
     async def frames(self, request: Request) -> Response:
-        """Frames of one instance. A viewer's usual request (credentials valid, the study's access
-        answered moments ago, its read already audited this window, a small frame on the local
-        disk) is answered here on the event loop: every step is an index read or an ``os.pread``
-        of the page cache. Anything else (the first read, a refusal, S3, PostgreSQL) goes the
-        full way in a worker thread, where it may wait on the index or the network."""
-        if self.inline_reads:
-            p = request.path_params
-            caller = self.known_caller(request)
-            allowed = self.access.get((caller, p["study"])) if caller is not None else None
-            if caller is not None and allowed is not None and p["sop"] in allowed:
-                rows = [r for r in self.store.instances(p["study"], p["series"], p["sop"])
-                        if r.sop_instance_uid in allowed and r.frames]  # no frame table yet: built in the thread
-                try:
-                    plan = self._frames_plan(request, rows) if rows else None
-                except HttpError:  # answered (and its read audited) the full way
-                    plan = None
-                if plan is not None and plan[4] <= INLINE_FRAME_BYTES and \
-                        self.reads.counted(caller, p["study"], "wado-frames", p["sop"]):
-                    return self._frames_response(rows[0], plan)
+        """Frames of one instance: a viewer's usual request on the event loop (``frames.inline``),
+        anything else the full way in a worker thread, where it may wait on the index or network."""
+        answer = frames.inline(self, request)
+        if answer is not None:
+            return answer
         return await run_in_threadpool(self._frames_in_thread, request)
 
     def _frames_in_thread(self, request: Request) -> Response:
         caller = self.caller(request)
         p = request.path_params
         rows = self.rows(caller, p["study"], p["series"], p["sop"], action="wado-frames")
-        return self._frames_response(rows[0], self._frames_plan(request, rows))
-
-    def _frames_plan(self, request: Request, rows: list[InstanceRow]) -> tuple[list[Any], str, str, str, int]:
-        """(the asked frames' byte runs, media type, transfer syntax, boundary, bytes), or HttpError."""
-        p = request.path_params
-        table = wado.frame_table(self.store, rows[0], self.node.storage)
-        frames = table.get("frames")
-        runs: list[Any] = frames if isinstance(frames, list) else []
-        if not runs:
-            raise HttpError(404, "this instance has no frames pacsnode can serve without decoding")
-        numbers = wado.parse_frame_list(p["frames"], len(runs))
-        if numbers is None:
-            raise HttpError(404, f"frame numbers must be 1..{len(runs)}")
-        syntax = str(table.get("transfer_syntax", ""))
-        media = wado.frame_media_type(syntax)
-        wanted = wado.requested_syntaxes(request.headers.get("accept", ""))
-        if not wado.accepts(request.headers.get("accept", ""), media) or (wanted is not None and syntax not in wanted):
-            raise HttpError(406, f"frames of this instance are {media} (transfer syntax {syntax}); "
-                                 "pacsnode does not transcode")
-        chosen = [runs[n - 1] for n in numbers]
-        return chosen, media, syntax, wado.new_boundary(), sum(length for frame in chosen for _offset, length in frame)
-
-    def _frames_response(self, row: InstanceRow, plan: tuple[list[Any], str, str, str, int]) -> Response:
-        chosen, media, syntax, boundary, size = plan
-        parts = wado.multipart_frames(self.node.storage, row.path, chosen, boundary, media, syntax)
-        content_type = f'multipart/related; type="{media}"; boundary={boundary}'
-        if size <= FRAMES_IN_ONE_BODY:
-            # A viewer asks for one frame at a time: one body read here, in the worker thread, is
-            # sent in one write; streaming it cost a thread hop per chunk, more than the read.
-            return Response(b"".join(parts), media_type=content_type)
-        return StreamingResponse(parts, media_type=content_type)
+        return frames.response(self, rows[0], frames.plan(self, request, rows))
 
     def bulkdata(self, request: Request) -> Response:
         caller = self.caller(request)
@@ -576,4 +530,4 @@ def create_app(node: Node) -> Starlette:
     routes += admin.routes(web)  # the admin pages (issue 15 item 6)
     app = Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
     app.state.web = web  # WebServer.stop writes the read audit's open windows (web.reads.stop)
-    return app
+    return frames.FramesFastPath(app, web)  # type: ignore[return-value]  # ASGI like the app it wraps

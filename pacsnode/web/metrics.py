@@ -88,7 +88,7 @@ class MetricsMiddleware:
         finally:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched") if endpoint else "unmatched"
-            count, seconds = _children(route, scope.get("method", ""), status["code"])
+            count, seconds = children(route, scope.get("method", ""), status["code"])
             count.inc()
             seconds.observe(time.perf_counter() - started)
 
@@ -96,7 +96,7 @@ class MetricsMiddleware:
 _CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
-def _children(route: str, method: str, status: int) -> tuple[Any, Any]:
+def children(route: str, method: str, status: int) -> tuple[Any, Any]:
     """The labelled counter and histogram of a route, kept: ``labels()`` took a tenth of a frame request's
     own time. Bounded: route names are the endpoints', methods and statuses few (a client's odd method
     is one more entry; past 1000 the memory starts over)."""
