@@ -100,6 +100,10 @@ def test_viewer_frames_are_audited_once_per_window_with_the_count(county: NodePr
     first = next(json.loads(e["detail"]) for e in rows if not json.loads(e["detail"]).get("window_total"))
     assert first["instance"] and first["window_seconds"] == WINDOW  # who read what, and when to the window
     assert not [e for e in events if e["action"] == "get" and e["outcome"] == "started"]  # no row per read
+    metrics = get(county, "/../metrics", create_token(county, "scraper", "CTY001", "metrics")).text
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                 if line.startswith("pacsnode_http_requests_total{") and 'route="frames"' in line and 'status="200"' in line)
+    assert served >= asked  # the reads answered before the router are counted like the others
 
 
 def test_a_refused_frame_request_is_audited_at_once_every_time(county: NodeProcess) -> None:
