@@ -60,7 +60,7 @@ class Web:
         self._base_urls: dict[tuple[Any, ...], str] = {}
         self.access = AccessCache(node.config.web.access_cache_seconds)
         self.reads = ReadAudit(node.audit, float(node.config.web.read_audit_window_seconds))
-        self.inline_reads = _reads_never_block(node)
+        self.inline_reads = frames.reads_never_block(node)
 
     # -- who is asking -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -180,12 +180,12 @@ class Web:
              action: str = "wado") -> list[InstanceRow]:
         """The instances a WADO request names, if the caller may have them (else 404, audited).
 
-        Viewer reads (``VIEWER_READS``) take their access from :meth:`allowed_instances` and are
+        Viewer reads (``VIEWER_READS``) take their access from ``frames.allowed_instances`` and are
         audited per caller, study and window (``read_audit``); refusals are audited at once.
         """
         if action in VIEWER_READS:
-            allowed = self.allowed_instances(caller, study)
-            rows = [r for r in self.store.instances(study, series, sop) if r.sop_instance_uid in allowed]
+            kept = frames.allowed_instances(self, caller, study)
+            rows = [r for r in self.store.instances(study, series, sop) if r.sop_instance_uid in kept]
             if not rows:
                 self._audit(caller, action, "refused", study_uid=study[:64], reason="not found",
                             series=series or "", instance=sop or "")
@@ -213,36 +213,6 @@ class Web:
         self._audit(caller, action, "answered", study_uid=study, series=series or "", instance=sop or "",
                     instances=len(rows))
         return rows
-
-    def allowed_instances(self, caller: Caller, study: str) -> frozenset[str]:
-        """The SOP Instance UIDs of ``study`` the caller may have, from the door or, for a few seconds
-        after it answered, from ``self.access`` (a refusal is never kept: 404, audited by ``Node.retrieve``)."""
-        found = self.access.get((caller, study))
-        if found is not None:
-            return found
-        query = Query(Level.STUDY, InformationModel.STUDY_ROOT, (QueryKey("StudyInstanceUID", "UI", study),))
-        try:
-            found = frozenset(loc.sop_instance_uid for loc in self.node.retrieve(query, caller, "get",
-                                                                                 audit_started=False))
-        except PacsnodeError:  # refused: audited by Node.retrieve; the answer is that of absence
-            raise HttpError(404, "no such study, series or instance") from None
-        self.access.put((caller, study), found)
-        return found
-
-    def known_caller(self, request: Request) -> Caller | None:
-        """The Caller of a request whose credentials check out, else None (nothing audited: the
-        caller of this then asks :meth:`caller`, which refuses and audits)."""
-        host = request.client.host if request.client else ""
-        header = request.headers.get("authorization", "")
-        if header:
-            scheme, _, presented = header.partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            return tokens.caller_for(self.node, presented.strip(), host)[0]
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        if cookie and request.method in ("GET", "HEAD"):
-            return users.session_caller(self.store, cookie, host)
-        return None
 
     def retrieve(self, request: Request) -> Response:
         caller = self.caller(request)
@@ -436,15 +406,6 @@ class Web:
         except Exception as exc:
             return PlainTextResponse(f"not ready: {exc}\n", status_code=503)
         return PlainTextResponse("ready\n")
-
-
-def _reads_never_block(node: Node) -> bool:
-    """Whether index reads and frame reads are local (SQLite, filesystem): then a cached frame
-    request may be answered on the event loop (``Web.frames``); PostgreSQL and S3 go over a network."""
-    from pacsnode.index.sqlite import SqliteIndex
-    from pacsnode.storage.filesystem import FileStorage
-
-    return type(node.index) is SqliteIndex and isinstance(node.storage, FileStorage)
 
 
 def _header_safe(text: str) -> str:

@@ -19,16 +19,66 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from pacsnode.errors import PacsnodeError
 from pacsnode.index.web_store import InstanceRow
-from pacsnode.web import wado
+from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
+from pacsnode.web import tokens, users, wado
 
 if TYPE_CHECKING:
+    from pacsnode.node import Node
     from pacsnode.web.app import Web
 
 FRAMES_IN_ONE_BODY = 16 << 20  # frames up to this many bytes go as one body, larger ones are streamed
 INLINE_FRAME_BYTES = 1 << 20  # frames up to this size are read on the event loop when nothing else is needed
 PATH = re.compile(r"^/dicom-web/studies/([^/]+)/series/([^/]+)/instances/([^/]+)/frames/([^/]+)$")
 Plan = tuple[list[Any], str, str, str, int]  # byte runs of the asked frames, media type, syntax, boundary, bytes
+
+
+def allowed_instances(web: "Web", caller: Caller, study: str) -> frozenset[str]:
+    """The SOP Instance UIDs of ``study`` the caller may have (viewer reads: frames, rendered, metadata),
+    from the door or, for a few seconds after it answered, from ``web.access``. A refusal is never
+    kept: HttpError 404, audited by ``Node.retrieve`` (no "started" row: ``read_audit`` audits reads)."""
+    from pacsnode.web.app import HttpError
+
+    found = web.access.get((caller, study))
+    if found is not None:
+        return found
+    query = Query(Level.STUDY, InformationModel.STUDY_ROOT, (QueryKey("StudyInstanceUID", "UI", study),))
+    try:
+        found = frozenset(loc.sop_instance_uid for loc in web.node.retrieve(query, caller, "get",
+                                                                            audit_started=False))
+    except PacsnodeError:  # refused: audited by Node.retrieve; the answer is that of absence
+        raise HttpError(404, "no such study, series or instance") from None
+    web.access.put((caller, study), found)
+    return found
+
+
+def known_caller(web: "Web", request: Request) -> Caller | None:
+    """The Caller of a request whose credentials check out, else None (nothing audited: the full
+    way then asks ``Web.caller``, which refuses and audits). Looked up on every request: a revoked
+    token or ended session is refused at once, whatever ``web.access`` keeps."""
+    from pacsnode.web.app import SESSION_COOKIE
+
+    host = request.client.host if request.client else ""
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return tokens.caller_for(web.node, presented.strip(), host)[0]
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if cookie and request.method in ("GET", "HEAD"):
+        return users.session_caller(web.store, cookie, host)
+    return None
+
+
+def reads_never_block(node: "Node") -> bool:
+    """Whether index reads and frame reads are local (SQLite, filesystem): then a cached frame
+    request may be answered on the event loop; PostgreSQL and S3 go over a network."""
+    from pacsnode.index.sqlite import SqliteIndex
+    from pacsnode.storage.filesystem import FileStorage
+
+    return type(node.index) is SqliteIndex and isinstance(node.storage, FileStorage)
 
 
 def plan(web: "Web", request: Request, rows: list[InstanceRow]) -> Plan:
@@ -76,7 +126,7 @@ def inline(web: "Web", request: Request) -> Response | None:
     if not web.inline_reads:
         return None
     p = request.path_params
-    caller = web.known_caller(request)
+    caller = known_caller(web, request)
     allowed = web.access.get((caller, p["study"])) if caller is not None else None
     if caller is None or allowed is None or p["sop"] not in allowed:
         return None
