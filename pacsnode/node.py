@@ -373,8 +373,7 @@ class Node:
         cause; only the audit trail says which. For a C-MOVE every study is then decided for
         ``destination`` too, as if it had asked with this request's patient context: one it
         may not receive refuses the whole move (:class:`DestinationNotAuthorized`, 0x0124)
-        before anything is sent. ``audit_started=False``: DICOMweb viewer reads, audited per caller,
-        study and minute by ``read_audit.ReadAudit`` instead (refusals are audited here all the same).
+        before anything is sent. ``audit_started=False``: DICOMweb viewer reads (``read_audit``).
         """
         from pacsnode.index import matching
 
