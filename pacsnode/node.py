@@ -59,6 +59,12 @@ from pacsnode.storage.tempfiles import temp_prefix
 LOGGER = logging.getLogger(__name__)
 
 
+def _web_metadata_at_ingest(path: Path) -> tuple[str, str] | None:
+    from pacsnode.dicom import web_metadata  # only when DICOMweb is on
+
+    return web_metadata.at_ingest(path)
+
+
 def _no_hr_values() -> dict[str, Any]:
     """The HR block of a study without advice: empty status, scope and conditions."""
     return {"status": "", "failed": [], "scope": ""}
@@ -205,7 +211,7 @@ class Node:
             size = temp_path.stat().st_size
             used = self.index.used_bytes() if self.storage.quota_bytes else 0
             self.storage.check_room(size, used)
-            web = self.web_metadata_of_file(temp_path)  # from the temp file: S3 would fetch the object back
+            web = _web_metadata_at_ingest(temp_path) if self.config.web.enabled else None  # from the temp file
             try:
                 stored = self.storage.place(temp_path, facts.sop_instance_uid, received)
             except OSError as exc:  # any backend: a full disk is Out of Resources, not an internal error
@@ -240,23 +246,6 @@ class Node:
             except Exception:  # a hook must never undo an acknowledged store
                 LOGGER.exception("after-store hook failed")
         return outcome
-
-    def web_metadata_of_file(self, path: Path) -> tuple[str, str] | None:
-        """DICOMweb's metadata and frame table of a received file, when DICOMweb is on (issue 14).
-
-        Built from the temp file before it is placed (an S3 area would otherwise fetch the object
-        back) and indexed in the instance's own transaction; a file it cannot describe is still
-        stored (DICOMweb builds the metadata on first request instead).
-        """
-        if not self.config.web.enabled:
-            return None
-        from pacsnode.dicom import web_metadata
-
-        try:
-            return web_metadata.build(path)
-        except Exception:  # never refuse a valid store because of its web view
-            LOGGER.warning("DICOMweb metadata of %s not built at ingest", path.name, exc_info=True)
-            return None
 
     def _qc_on_store(self, outcome: StoreOutcome, _facts: InstanceFacts) -> None:
         """A new or replaced instance sends an accepted study back to pending."""

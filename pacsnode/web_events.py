@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pacsnode.audit import AuditLog
+from pacsnode.model import Caller
 
 
 def _user(name: str) -> str:
@@ -27,6 +28,19 @@ class WebEvents:
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
+
+    # -- the DICOMweb door --------------------------------------------------------------
+    def auth_refused(self, reason: str, host: str, method: str, path: str, similar_not_audited: int = 0) -> None:
+        """A request without a valid token or session (the door throttles how often per address)."""
+        detail: dict[str, Any] = {"reason": reason, "host": host, "method": method, "path": path[:200]}
+        if similar_not_audited:
+            detail["similar_refusals_not_audited"] = similar_not_audited
+        self.audit.record("web-auth", "refused", peer_name="", detail=detail)
+
+    def caller_did(self, caller: Caller, action: str, outcome: str, study_uid: str = "", **detail: Any) -> None:
+        """A DICOMweb request of a token or session caller (QIDO, STOW, WADO), as DIMSE peers are audited."""
+        self.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
+                          study_uid=study_uid, detail=detail)
 
     # -- login ---------------------------------------------------------------------------
     def login_refused(self, who: str, reason: str, host: str) -> None:

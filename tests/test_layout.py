@@ -122,9 +122,7 @@ def test_the_engine_and_the_cli_write_no_audit_records_themselves() -> None:
     assert hits == [], "audit records written by adapters:\n" + "\n".join(hits)
 
 
-# The DICOMweb door (``web/app.py``: the ``web-auth`` refusals and the read audit of every caller) still
-# writes its rows; it is the ``frames`` lane's this session and moves behind ``node.web_events`` next.
-WEB_AUDIT_WRITERS_FOR_NOW = {"web/app.py"}
+WEB_AUDIT_WRITERS_FOR_NOW: set[str] = set()  # none: the DICOMweb door goes through node.web_events too
 
 
 def _audit_writes(path: Path) -> list[int]:

@@ -16,6 +16,7 @@ run per frame; encapsulated: the fragments of each frame), so ``/frames/N`` is a
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pydicom.tag import BaseTag
 from pydicom.dataelem import DataElement, RawDataElement
 
 from pacsnode.dicom import dicom_json
+
+LOGGER = logging.getLogger(__name__)
 
 BASE_MARKER = "@@PACSNODE_WEB_BASE@@"
 BULK_THRESHOLD = 1024
@@ -47,6 +50,20 @@ def build(path: Path | str) -> tuple[str, str]:
         return _build_fast(path)
     except dicom_json.Unsupported:
         return _build_with_pydicom(path)
+
+
+def at_ingest(path: Path | str) -> tuple[str, str] | None:
+    """DICOMweb's metadata and frame table of a received file, or None when it cannot be built.
+
+    Built from the temp file before it is placed (an S3 area would otherwise fetch the object
+    back) and indexed in the instance's own transaction; a file it cannot describe is still
+    stored (DICOMweb builds the metadata on first request instead).
+    """
+    try:
+        return build(path)
+    except Exception:  # never refuse a valid store because of its web view
+        LOGGER.warning("DICOMweb metadata of %s not built at ingest", Path(path).name, exc_info=True)
+        return None
 
 
 def _build_fast(path: Path | str) -> tuple[str, str]:

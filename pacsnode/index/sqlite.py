@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from pacsnode.errors import IndexError_, StorageFull
 from pacsnode.index import delivery, repair_rows
 from pacsnode.index.schema import migrate, utc_now
+from pacsnode.index.summaries import study_summary
 from pacsnode.model import (
     DuplicatePolicy,
     InstanceFacts,
@@ -394,19 +395,7 @@ class SqliteIndex:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid"
-        return [self._summary(row) for row in self.query(sql, params)]
-
-    @staticmethod
-    def _summary(row: sqlite3.Row) -> StudySummary:
-        return StudySummary(
-            study_uid=row["study_uid"], patient_id=row["patient_id"], issuer_of_patient_id=row["issuer"],
-            patient_name=row["patient_name"], study_date=row["study_date"],
-            accession_number=row["accession_number"],
-            modalities=[m for m in row["modalities"].split("\\") if m], series_count=row["series_count"],
-            instance_count=row["instance_count"], institution_name=row["institution_name"],
-            study_description=row["study_description"], institution_code=row["institution_code"],
-            patient_birth_date=row["birth_date"], patient_sex=row["sex"], study_time=row["study_time"],
-            received_at=row["received_at"])
+        return [study_summary(row) for row in self.query(sql, params)]
 
     def study_series(self, study_uid: str) -> list[dict[str, Any]]:
         """Series of a study with their instances (for ``study show``)."""

@@ -26,7 +26,8 @@ from pacsnode.index.web_store import InstanceRow, WebStore
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
 from pacsnode.node import Node
 from pacsnode.read_audit import ReadAudit
-from pacsnode.web import frames, qido, rendered, stow, tokens, users, wado
+from pacsnode import access_tokens, accounts
+from pacsnode.web import frames, qido, rendered, stow, wado
 from pacsnode.web.access_cache import AccessCache
 from pacsnode.web.stow import Part as StowPart  # inside the class ``stow`` is the STOW route method
 
@@ -74,7 +75,7 @@ class Web:
             if request.method not in ("GET", "HEAD"):  # no CSRF: a cookie never authorises a change
                 reason = "a session cookie authorises reading only; STOW-RS needs a bearer token"
             else:
-                found_user = users.session_caller(self.store, cookie, host)
+                found_user = accounts.session_caller(self.store, cookie, host)
                 if found_user is not None:
                     return found_user
                 reason = "unknown or expired session"
@@ -82,7 +83,7 @@ class Web:
             if scheme.lower() != "bearer":
                 reason = f"unsupported authorization scheme {scheme[:20]!r}"
             else:
-                found, name, reason = tokens.caller_for(self.node, presented.strip(), host)
+                found, name, reason = access_tokens.caller_for(self.node, presented.strip(), host)
                 if found is not None:
                     return found
         self._audit_unauthenticated(host, reason, request)
@@ -100,11 +101,7 @@ class Web:
             if len(self._refusals) > 10_000:  # many addresses: forget the old ones
                 self._refusals.clear()
             self._refusals[key] = (now, 0)
-        detail: dict[str, Any] = {"reason": reason, "host": host, "method": request.method,
-                                  "path": request.url.path[:200]}
-        if skipped:
-            detail["similar_refusals_not_audited"] = skipped
-        self.node.audit.record("web-auth", "refused", peer_name="", detail=detail)
+        self.node.web_events.auth_refused(reason, host, request.method, request.url.path, skipped)
 
     def base_url(self, request: Request) -> str:
         """Where this service is, as the client addressed it (for RetrieveURL and BulkDataURI).
@@ -134,8 +131,7 @@ class Web:
         return str(url).rstrip("/") + BASE
 
     def _audit(self, caller: Caller, action: str, outcome: str, study_uid: str = "", **detail: Any) -> None:
-        self.node.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
-                               study_uid=study_uid, detail=detail)
+        self.node.web_events.caller_did(caller, action, outcome, study_uid, **detail)
 
     # -- QIDO-RS -------------------------------------------------------------------------
     def search(self, request: Request) -> Response:

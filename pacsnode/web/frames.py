@@ -22,7 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from pacsnode.errors import PacsnodeError
 from pacsnode.index.web_store import InstanceRow
 from pacsnode.model import Caller, InformationModel, Level, Query, QueryKey
-from pacsnode.web import tokens, users, wado
+from pacsnode import access_tokens, accounts
+from pacsnode.web import wado
 
 if TYPE_CHECKING:
     from pacsnode.node import Node
@@ -65,10 +66,10 @@ def known_caller(web: "Web", request: Request) -> Caller | None:
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
-        return tokens.caller_for(web.node, presented.strip(), host)[0]
+        return access_tokens.caller_for(web.node, presented.strip(), host)[0]
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if cookie and request.method in ("GET", "HEAD"):
-        return users.session_caller(web.store, cookie, host)
+        return accounts.session_caller(web.store, cookie, host)
     return None
 
 
