@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACSNODE_HOME ?= pacsnode-data
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test venv dcmtk orthanc postgres peers fonts viewer browser bench bench-quick bench-web bench-s3 samples clean
+.PHONY: run test test-cluster venv dcmtk orthanc postgres peers fonts viewer browser bench bench-quick bench-web bench-s3 samples clean
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -64,6 +64,14 @@ TEST_WORKERS ?= 2
 test: venv peers postgres fonts viewer browser
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+
+# Issue 16 "Done means": the interop suites (tests marked `cluster`: DCMTK, Orthanc, dicomweb-client) through
+# two nodes of one archive on PostgreSQL + SeaweedFS. Every node a test starts is two `pacsnode serve` behind one
+# port (tests/cluster_node.py): stores go to one node, queries, retrieves and DICOMweb to the other. Not part of
+# `make test` (it takes several minutes); one PostgreSQL and one SeaweedFS per worker, stopped at the end.
+test-cluster: venv peers postgres
+	PACSNODE_TEST_ARCHIVE=postgres+s3 $(BIN)/python -m pytest -q -p no:cacheprovider -m cluster \
+		-n $(TEST_WORKERS) --dist loadscope
 
 samples: venv
 	$(BIN)/python scripts/make_sample_dicom.py sample_dicom

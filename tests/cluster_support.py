@@ -16,7 +16,8 @@ from typing import Any
 
 import requests
 
-from support import LOOPBACK, NodeProcess, dcmtk, run_tool
+from support import LOOPBACK, dcmtk, run_tool
+from support import OneNodeProcess as NodeProcess  # each node of a SharedArchive is one serve, in any run
 
 INSTITUTION = "PRV001"
 

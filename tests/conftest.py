@@ -154,3 +154,26 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
         yield server
     finally:
         server.stop()
+
+
+# -- the cluster run (make test-cluster, tests/cluster_node.py) --------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_engines() -> Iterator[None]:
+    """Under ``PACSNODE_TEST_ARCHIVE=postgres+s3`` the PostgreSQL and SeaweedFS the cluster nodes share
+    are started by the first node and stopped here, when the session ends."""
+    yield
+    from cluster_node import Engines
+
+    Engines.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the cluster run, a test about one process or one home by nature (``one_node``) is skipped."""
+    from cluster_node import cluster_mode
+
+    if not cluster_mode():
+        return
+    for item in items:
+        marker = item.get_closest_marker("one_node")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"one node by nature: {marker.args[0] if marker.args else ''}"))

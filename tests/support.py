@@ -198,11 +198,14 @@ def expected_studies(paths: Iterable[Path]) -> dict[str, ExpectedStudy]:
     return studies
 
 
-def dataset_bytes(path: Path) -> bytes:
-    """The bytes of a Part 10 file after its preamble and file meta: the dataset as sent on the wire."""
+def dataset_bytes(path: Path | bytes) -> bytes:
+    """The bytes of a Part 10 file (a path, or its bytes) after its preamble and file meta: the dataset
+    as sent on the wire."""
+    import io
+
     from pydicom.filereader import data_element_generator, read_preamble
 
-    with open(path, "rb") as handle:
+    with (io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")) as handle:
         read_preamble(handle, False)
         for _ in data_element_generator(handle, False, True, stop_when=lambda tag, *_: tag.group != 2):
             pass
@@ -282,6 +285,48 @@ class NodeProcess(node_process.NodeProcess):
     def temp_files(self) -> list[Path]:
         return sorted(p for p in (self.home / "tmp").glob("*") if p.is_file())
 
+    # -- the stored files, through the storage seam (a folder or S3 alike) ------------------
+    def stored_relative(self, sop_instance_uid: str) -> str | None:
+        """The storage path the index recorded for an instance (None when it is not indexed)."""
+        rows = self.index_rows("SELECT path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        return str(rows[0][0]) if rows else None
+
+    def storage_area(self) -> Any:
+        """The node's ``StorageArea`` (``storage/area.py``), as ``pacsnode.toml`` names it (opened once)."""
+        from pacsnode.config import load_config
+        from pacsnode.storage.area import open_storage
+
+        if getattr(self, "_storage_area", None) is None:
+            self._storage_area = open_storage(load_config(self.home))
+        return self._storage_area
+
+    def stored_bytes(self, sop_instance_uid: str) -> bytes | None:
+        """The stored file of an instance as the storage area holds it (None when not indexed)."""
+        relative = self.stored_relative(sop_instance_uid)
+        if relative is None:
+            return None
+        with self.storage_area().open(relative) as handle:
+            return bytes(handle.read())
+
+    def stored_files(self) -> list[str]:
+        """Every file in the storage area, as relative paths (an orphan shows here, not in the index)."""
+        return sorted(self.storage_area().walk())
+
+    def replace_stored(self, sop_instance_uid: str, data: bytes) -> None:
+        """Put other bytes where an instance's file is (damage behind the node's back)."""
+        from pacsnode.storage.area import sha256_of
+
+        relative = self.stored_relative(sop_instance_uid)
+        assert relative is not None, sop_instance_uid
+        area = self.storage_area()
+        source = self.home.parent / f"{self.home.name}-replacement.bin"
+        source.write_bytes(data)
+        try:
+            area.remove(relative)
+            area.put(relative, source, sha256_of(source))
+        finally:
+            source.unlink(missing_ok=True)
+
 
 # -- DCMTK storescp as a move destination ---------------------------------------------------
 class Storescp:
@@ -324,3 +369,16 @@ class Storescp:
     def received(self) -> dict[str, Dataset]:
         """SOP Instance UID → the file storescp wrote (header and pixels)."""
         return {str(ds.SOPInstanceUID): ds for ds in (dcmread(p) for p in sorted(self.folder.iterdir()))}
+
+
+# -- the cluster run ------------------------------------------------------------------------
+# ``PACSNODE_TEST_ARCHIVE=postgres+s3`` (``make test-cluster``): every NodeProcess a test builds is two
+# nodes of one PostgreSQL + SeaweedFS archive behind one port (tests/cluster_node.py). OneNodeProcess
+# stays one node whatever the mode (the cluster's own nodes, SharedArchive).
+OneNodeProcess = NodeProcess
+from cluster_node import cluster_mode  # noqa: E402
+
+if cluster_mode():
+    from cluster_node import ClusterNodeProcess
+
+    NodeProcess = ClusterNodeProcess  # type: ignore[misc]

@@ -39,7 +39,7 @@ from pacsnode.dimse import pdu
 from support import LOOPBACK, NodeProcess, sample_files
 from test_lean_store import RawScu, split_part10
 
-pytestmark = [pytest.mark.interop,
+pytestmark = [pytest.mark.interop, pytest.mark.cluster,
               pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK storescu is needed")]
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -70,10 +70,9 @@ def test_storage_commitment_reports_on_the_same_association(node: NodeProcess) -
     assert node.store(files, aet="MODALITY").returncode == 0
     uids = stored_uids(node)
     damaged = uids[2]
-    path = node.stored_path(damaged)
-    assert path is not None
-    with open(path, "ab") as handle:  # the file no longer matches its recorded digest
-        handle.write(b"\0\0")
+    stored = node.stored_bytes(damaged)
+    assert stored is not None
+    node.replace_stored(damaged, stored + b"\0\0")  # the file no longer matches its recorded digest
     reports: list[Dataset] = []
     event_types: list[int] = []
     arrived = threading.Event()

@@ -9,6 +9,7 @@ dataset itself, so it can produce none of these).
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import time
@@ -35,7 +36,7 @@ from support import (
     write_instance,
 )
 
-pytestmark = [pytest.mark.interop, needs_dcmtk]
+pytestmark = [pytest.mark.interop, pytest.mark.cluster, needs_dcmtk]
 
 SUCCESS, NOT_AUTHORIZED, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0000, 0x0124, 0xA900, 0xC000
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -106,9 +107,9 @@ def test_stored_files_are_byte_identical_and_valid_part10(sample_node: tuple[Nod
     node, files, _sent = sample_node
     for source in files:
         original = dcmread(source, stop_before_pixels=True)
-        stored = node.stored_path(str(original.SOPInstanceUID))
+        stored = node.stored_bytes(str(original.SOPInstanceUID))
         assert stored is not None, source
-        copy = dcmread(stored)  # a valid Part 10 file, pixel data and all
+        copy = dcmread(io.BytesIO(stored))  # a valid Part 10 file, pixel data and all
         assert copy.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
         assert copy.file_meta.MediaStorageSOPClassUID == original.SOPClassUID
         assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
@@ -219,13 +220,14 @@ def test_invalid_uid_characters_are_refused_and_nothing_escapes_the_storage_fold
         assert result.status_of(uid) == CANNOT_UNDERSTAND
     for path in good:
         assert result.status_of(uid_of(path)) == SUCCESS
-    storage = served.home / "storage"
     new_files = {p for p in tmp_path.rglob("*") if p.is_file()} - before
-    outside = sorted(p for p in new_files if storage not in p.parents and p.parent != served.home
+    homes = {served.home, served.home.parent / f"{served.home.name}-node2"}  # the cluster run's second node
+    outside = sorted(p for p in new_files if not any(h / "storage" in p.parents or p.parent == h for h in homes)
                      and not p.name.endswith(".err"))
     assert outside == []
-    assert len([p for p in storage.rglob("*") if p.is_file()]) == len(good)
-    assert not any(part in ("etc", "..") for p in storage.rglob("*") for part in p.relative_to(storage).parts)
+    stored = served.stored_files()  # through the storage seam: the folder, or the S3 prefix
+    assert len(stored) == len(good), stored
+    assert not any(part in ("etc", "..", "") or "\\" in part for p in stored for part in p.split("/")), stored
     assert served.temp_files() == []
     assert served.index_rows("SELECT COUNT(*) FROM instances")[0][0] == len(good)
     assert served.check().returncode == 0
@@ -248,9 +250,9 @@ def test_duplicates_keep_the_first_copy_by_default(served: NodeProcess, tmp_path
     assert served.store([first]).status_of(uid) == SUCCESS
     assert served.store([second]).status_of(uid) == SUCCESS  # the sender is told it is safe; nothing changes
     assert served.index_rows("SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ?", (uid,)) == [(1,)]
-    stored = served.stored_path(uid)
+    stored = served.stored_bytes(uid)
     assert stored is not None and dataset_bytes(stored) == dataset_bytes(first)
-    assert len([p for p in (served.home / "storage").rglob("*") if p.is_file()]) == 1
+    assert served.stored_files() == [served.stored_relative(uid)]
     [study] = served.studies()
     assert (study["patient_name"], study["instance_count"]) == ("FIRST^COPY", 1)
     assert served.check().returncode == 0
@@ -263,9 +265,9 @@ def test_duplicates_replace_the_first_copy_when_configured(node_process: Callabl
     assert node.store([first]).status_of(uid) == SUCCESS
     assert node.store([second]).status_of(uid) == SUCCESS
     assert node.index_rows("SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ?", (uid,)) == [(1,)]
-    stored = node.stored_path(uid)
+    stored = node.stored_bytes(uid)
     assert stored is not None and dataset_bytes(stored) == dataset_bytes(second)
-    assert [p for p in (node.home / "storage").rglob("*") if p.is_file()] == [stored]  # no orphan
+    assert node.stored_files() == [node.stored_relative(uid)]  # no orphan
     [study] = node.studies()
     assert study["instance_count"] == 1
     checked = node.check()

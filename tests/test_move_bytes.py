@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 from support import LOOPBACK, NodeProcess, dataset_bytes, run_tool, write_instance
 from test_outgoing import EVERY_SYNTAX, PYDICOM_FILES, StoreSCP, storescp  # noqa: F401
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.cluster]
 INSTITUTION = "PRV001"
 
 
@@ -52,7 +52,7 @@ def test_c_move_of_every_transfer_syntax_reaches_storescp_byte_for_byte(
     for original in files:
         ds = dcmread(original, stop_before_pixels=True)
         uid, syntax = str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)
-        stored, received = node.stored_path(uid), scp.received(uid)
+        stored, received = node.stored_bytes(uid), scp.received(uid)
         assert stored is not None and received is not None, f"{original.name}: stored {stored}, received {received}"
         assert dcmread(received, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax, original.name
         assert _comparable(dataset_bytes(received), syntax) == _comparable(dataset_bytes(stored), syntax), \

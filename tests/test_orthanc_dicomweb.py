@@ -22,7 +22,7 @@ from support import LOOPBACK, NodeProcess, SAMPLE_DIR
 from test_orthanc_interop import ORTHANC, STUDY_CONTRAST, Orthanc
 
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-pytestmark = [pytest.mark.interop, pytest.mark.web,
+pytestmark = [pytest.mark.interop, pytest.mark.web, pytest.mark.cluster,
               pytest.mark.skipif(ORTHANC is None, reason="Orthanc is not installed"),
               pytest.mark.skipif(not PLUGIN.exists(), reason="orthanc-dicomweb is not installed (make peers)")]
 INSTITUTION = "PRV001"

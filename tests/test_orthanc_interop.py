@@ -34,7 +34,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from support import LOOPBACK, SAMPLE_DIR, NodeProcess, free_port, port_accepts
 
 ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
-pytestmark = [pytest.mark.interop,
+pytestmark = [pytest.mark.interop, pytest.mark.cluster,
               pytest.mark.skipif(ORTHANC is None, reason="Orthanc is not installed (/usr/sbin/Orthanc absent)")]
 
 INSTITUTION = "PRV001"

@@ -12,6 +12,7 @@ own log text. Every process started here is stopped in teardown.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from support import LOOPBACK, NodeProcess, SAMPLE_DIR, Storescp, have_tool
 from support import dcmtk as dcmtk_path
 
 pytestmark = [
+    pytest.mark.cluster,
     pytest.mark.interop,
     pytest.mark.skipif(not all(have_tool(t) for t in ("movescu", "getscu", "storescp")),
                        reason="DCMTK (movescu, getscu, storescp) is not installed"),
@@ -151,9 +153,9 @@ class Site:
                 for i in s["instances"]}
 
     def stored_dataset(self, sop_instance_uid: str) -> Dataset:
-        path = self.node.stored_path(sop_instance_uid)
-        assert path is not None
-        return dcmread(path)
+        stored = self.node.stored_bytes(sop_instance_uid)  # through the storage seam (a folder or S3)
+        assert stored is not None
+        return dcmread(io.BytesIO(stored))
 
 
 def new_node(home: Path, aet: str = "PACSNODE", institution: str = INSTITUTION) -> NodeProcess:

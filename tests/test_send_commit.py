@@ -21,7 +21,7 @@ from pacsnode.dimse import commit_scu, outgoing, sending
 from pacsnode.model import InstanceLocation, Peer
 from support import LOOPBACK, NodeProcess, free_port, sample_files
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.cluster]
 
 
 def _location(path: Path) -> InstanceLocation:

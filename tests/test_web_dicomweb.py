@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +20,7 @@ from pydicom.encaps import generate_frames
 from web_helpers import SAMPLE_GB18030, client, create_token, encoded, get, held_back, multipart_parts
 from support import NodeProcess
 
-pytestmark = pytest.mark.web
+pytestmark = [pytest.mark.web, pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +122,8 @@ def test_metadata_equals_pydicom_json_with_bulk_data_as_resolvable_uris(web_node
 def test_metadata_and_frame_offsets_are_indexed_at_ingest(web_node: Any) -> None:
     """Every stored instance (STOW-RS and CLI import alike) has its DICOM JSON in the index."""
     node, _token, datasets = web_node
-    with sqlite3.connect(f"file:{node.home / 'index.sqlite'}?mode=ro", uri=True) as conn:
-        rows = dict(conn.execute("SELECT i.sop_instance_uid, m.frames FROM instances i "
-                                 "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid"))
+    rows = dict(node.index_rows("SELECT i.sop_instance_uid, m.frames FROM instances i "
+                                "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid"))
     assert None not in rows.values()
     for ds in datasets:
         assert bool(rows[str(ds.SOPInstanceUID)]) == ("PixelData" in ds)

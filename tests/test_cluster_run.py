@@ -1,0 +1,112 @@
+"""The cluster run's own harness (``make test-cluster``, tests/cluster_node.py, tests/node_router.py).
+
+The run is only worth its name if a test's store really lands on one node and its query on the
+other: here a :class:`ClusterNodeProcess` on the session's PostgreSQL and SeaweedFS takes a
+``storescu`` and a ``findscu`` through its one port, and the archive's audit says which node
+served each association. The router's parser is checked on the A-ASSOCIATE-RQ that DCMTK itself
+sends, captured on a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pydicom
+import pytest
+
+from cluster_node import ClusterNodeProcess, Engines
+from cluster_support import add_peer, find_study_uids
+from node_router import QUERY, STORE, abstract_syntaxes, dimse_route, http_route
+from support import LOOPBACK, a_ct_file, dcmtk, have_tool, make_series, run_tool
+
+pytestmark = [pytest.mark.interop,
+              pytest.mark.skipif(not all(have_tool(t) for t in ("storescu", "findscu")),
+                                 reason="DCMTK (storescu, findscu) is not installed")]
+
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+FIND_STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def _first_pdu_of(argv_before_host: list[str], after: tuple[str, ...] = ()) -> bytes:
+    """The first PDU a DCMTK tool sends to a listener that never answers (its A-ASSOCIATE-RQ)."""
+    listener = socket.socket()
+    listener.bind((LOOPBACK, 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    got: list[bytes] = []
+
+    def take() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        data = b""
+        while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        got.append(data)
+        conn.close()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    run_tool([*argv_before_host, LOOPBACK, str(port), *after], timeout=30)
+    thread.join(30)
+    listener.close()
+    assert got, "the tool sent nothing"
+    return got[0]
+
+
+def test_the_router_sends_dcmtk_storescu_to_the_store_node_and_findscu_and_echoscu_to_the_query_node(
+        tmp_path: Path) -> None:
+    [file] = make_series(a_ct_file(), tmp_path, 1)
+    store_rq = _first_pdu_of([dcmtk("storescu"), "-to", "5", "-ta", "5", "-aec", "X"], (str(file),))
+    assert CT_STORAGE in (abstract_syntaxes(store_rq) or []) and dimse_route(store_rq) == STORE
+    find_rq = _first_pdu_of([dcmtk("findscu"), "-S", "-to", "5", "-ta", "5", "-aec", "X", "-k", "PatientID=X"])
+    assert abstract_syntaxes(find_rq) == [FIND_STUDY_ROOT] and dimse_route(find_rq) == QUERY
+    echo_rq = _first_pdu_of([dcmtk("echoscu"), "-to", "5", "-ta", "5", "-aec", "X"])
+    assert dimse_route(echo_rq) == QUERY
+    assert dimse_route(b"\x16\x03\x01\x00\x05hello") == QUERY  # a TLS ClientHello: not parsed, not stored
+    assert dimse_route(b"\x01\x00\x00\x00\xff\xff") == QUERY  # a cut or forged RQ
+    assert http_route(b"POST /dicom-web/studies HTTP/1.1\r\n") == STORE
+    assert http_route(b"GET /dicom-web/studies HTTP/1.1\r\n") == QUERY
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+            ) -> Iterator[ClusterNodeProcess]:
+    """A ClusterNodeProcess on the session's PostgreSQL and SeaweedFS (whatever PACSNODE_TEST_ARCHIVE says)."""
+    s3 = request.getfixturevalue("s3_server")
+    monkeypatch.setattr(Engines, "postgres", request.getfixturevalue("postgres_server"))
+    monkeypatch.setattr(Engines, "s3", s3)
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    node = ClusterNodeProcess(tmp_path / "home", institution="PRV001")
+    try:
+        yield node.init().start()
+    finally:
+        node.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_cluster_node_stores_through_one_node_and_answers_queries_from_the_other(
+        cluster: ClusterNodeProcess, tmp_path: Path) -> None:
+    files = make_series(a_ct_file(), tmp_path / "study", 2, PatientID="ROUTED-1")
+    add_peer(cluster, "route_find", "ROUTE_FIND", 1)  # through node 2's home: node 2 answers it
+    stored = cluster.store(files, aet="ROUTE_STORE")
+    assert [r.status for r in stored.store_responses] == [0, 0], stored.explain()
+    assert find_study_uids(cluster, "ROUTED-1", aet="ROUTE_FIND") == [
+        str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)]
+    assert cluster.dimse is not None and cluster.dimse.routed == [1, 1]
+    audit = cluster.cli("audit", "--json", "--limit", "1000")
+    assert audit.returncode == 0, audit.explain()
+    served_by: dict[str, Any] = {e["peer_aet"]: e["node"] for e in json.loads(audit.stdout)
+                                 if e["action"] == "association"}
+    assert served_by["ROUTE_STORE"] == "node-1" and served_by["ROUTE_FIND"] == "node-2", served_by
+    assert cluster.stored_files() == sorted(cluster.stored_relative(
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)) for f in files)  # in S3, none local
+    assert not list((cluster.home / "storage").rglob("*.dcm"))
