@@ -22,6 +22,7 @@ from pacsnode.errors import ConfigError
 from pacsnode.model import DuplicatePolicy
 from pacsnode.node_name import default_node_name, validate_node_name
 from pacsnode.storage.s3_url import checked_storage_url
+from pacsnode.web.public_url import checked_web
 from pacsnode.config_template import render_config  # noqa: F401  (re-exported: init, tests)
 
 CONFIG_NAME = "pacsnode.toml"
@@ -90,7 +91,6 @@ class TlsSettings:
 @dataclass(frozen=True)
 class WebSettings:
     """DICOMweb (PS3.18) beside DIMSE: where it listens and how much one request may carry."""
-
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8042
@@ -98,6 +98,7 @@ class WebSettings:
     max_results: int = 1000  # QIDO-RS answers at most this many matches per request (limit is capped here)
     access_cache_seconds: float = 5.0  # a (caller, study) access answer is reused this long (0: never)
     read_audit_window_seconds: int = 60  # viewer reads of a study are audited per caller, kind and window
+    public_url: str = ""  # the address behind a load balancer, for RetrieveURL/BulkDataURI (web/public_url.py)
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_results": Key(int, 1000, 1, 1_000_000),
         "access_cache_seconds": Key(float, 5.0, 0.0, 60.0),
         "read_audit_window_seconds": Key(int, 60, 1, 3600),
+        "public_url": Key(str, ""),
     },
     "storage": {  # "s3://bucket/prefix?endpoint=http://host:port" (credentials from the environment)
         "url": Key(str, ""),
@@ -368,7 +370,7 @@ def parse_config(data: dict[str, Any], home: Path, source: str = CONFIG_NAME) ->
         network=NetworkSettings(**section_values(data, "network", source)),
         qc=QcSettings(**section_values(data, "qc", source)),
         tls=_tls(section_values(data, "tls", source), home, source),
-        web=WebSettings(**section_values(data, "web", source)),
+        web=WebSettings(**checked_web(section_values(data, "web", source), source)),
         log=LogSettings(**section_values(data, "log", source)),
         index=_index(data, source),
         storage=StorageSettings(url=checked_storage_url(section_values(data, "storage", source)["url"], source)),

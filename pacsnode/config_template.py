@@ -69,6 +69,8 @@ max_body_bytes = 1073741824 # largest STOW-RS request body; a larger Content-Len
 max_results = 1000          # QIDO-RS answers at most this many matches per request
 access_cache_seconds = 5.0  # a viewer's (caller, study) access answer is reused this long: a QC rejection or withdrawn share reaches it within this
 read_audit_window_seconds = 60  # frames/rendered/metadata reads: one audit row at a caller's first read of a study per window, one with the count at its end
+public_url = ""             # behind a load balancer: the address users reach, e.g. "https://pacs.example.org"
+                            # (RetrieveURL/BulkDataURI start with it); "" = the address each request came to
 
 [log]
 format = "text"             # serve's log: "text", or "json" (one JSON object per line, for log collectors)

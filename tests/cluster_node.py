@@ -98,10 +98,9 @@ class ClusterNodeProcess(_single()):  # type: ignore[misc]
 
     # -- life cycle -------------------------------------------------------------------------
     def init(self, *extra: str) -> "ClusterNodeProcess":
-        from support import free_port
-
         postgres, s3 = Engines.get()
-        self.port = self.port or free_port()
+        self.dimse = self.dimse or Router.for_dimse([0, 0], port=self.port)
+        self.port = self.dimse.open().port  # bound from here on: no other server can take the port
         self.index_url = self.index_url or postgres.create_database()
         self.storage_url = self.storage_url or s3.url(f"cluster-{secrets.token_hex(6)}")
         for number, node in enumerate(self.nodes, 1):
@@ -120,13 +119,14 @@ class ClusterNodeProcess(_single()):  # type: ignore[misc]
         return self
 
     def enable_web(self) -> "ClusterNodeProcess":
-        from support import free_port
-
         if not (self.home / "pacsnode.toml").exists():
             self.init()
         for node in self.nodes:
             node.enable_web()
-        self.web_port = free_port()
+        self.http = self.http or Router.for_http([0, 0])
+        self.web_port = self.http.open().port
+        for node in self.nodes:  # as behind any load balancer: URIs in answers name the balancer
+            node.configure("web", "public_url", f"http://127.0.0.1:{self.web_port}")
         return self
 
     def start(self) -> "ClusterNodeProcess":
@@ -142,15 +142,12 @@ class ClusterNodeProcess(_single()):  # type: ignore[misc]
         if failures:
             self.stop()
             raise failures[0]
-        self.dimse = (self.dimse or Router.for_dimse([0, 0]))
+        self.dimse = self.dimse or Router.for_dimse([0, 0], port=self.port)
         self.dimse.backends[:] = [self.store_node.port, self.query_node.port]
-        self.dimse.port = self.port
-        self.dimse.open()
-        if self.web_port:
-            self.http = self.http or Router.for_http([0, 0])
+        self.port = self.dimse.open().port
+        if self.http is not None:
             self.http.backends[:] = [self.store_node.web_port, self.query_node.web_port]
-            self.http.port = self.web_port
-            self.http.open()
+            self.web_port = self.http.open().port
         self.starts += 1
         return self
 

@@ -89,19 +89,22 @@ class Router:
         self._open: set[socket.socket] = set()
 
     @classmethod
-    def for_dimse(cls, backends: list[int]) -> "Router":
-        return cls(backends, dimse_route, _dimse_complete)
+    def for_dimse(cls, backends: list[int], port: int = 0) -> "Router":
+        return cls(backends, dimse_route, _dimse_complete, port)
 
     @classmethod
-    def for_http(cls, backends: list[int]) -> "Router":
-        return cls(backends, http_route, _http_complete)
+    def for_http(cls, backends: list[int], port: int = 0) -> "Router":
+        return cls(backends, http_route, _http_complete, port)
 
     def open(self) -> "Router":
         if self._listener is not None:
             return self
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((LOOPBACK, self.port))
+        try:
+            listener.bind((LOOPBACK, self.port))
+        except OSError:  # taken while stopped (as NodeProcess.start does: serve on another free port)
+            listener.bind((LOOPBACK, 0))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

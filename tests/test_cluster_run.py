@@ -110,3 +110,42 @@ def test_a_cluster_node_stores_through_one_node_and_answers_queries_from_the_oth
     assert cluster.stored_files() == sorted(cluster.stored_relative(
         str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)) for f in files)  # in S3, none local
     assert not list((cluster.home / "storage").rglob("*.dcm"))
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.web
+def test_dicomweb_through_the_balancer_names_the_balancer_in_bulk_data_uris_with_public_url(
+        cluster: ClusterNodeProcess, tmp_path: Path) -> None:
+    """dicomweb-client sends ``Host`` without the port, so a node behind a balancer used to name its own
+    private port in BulkDataURI; with ``[web] public_url`` (set by the cluster node, as in
+    docs/deployment.md) every URI names the address the client used."""
+    from dicomweb_client.api import DICOMwebClient
+
+    cluster.stop()
+    cluster.enable_web().start()
+    [file] = make_series(a_ct_file(), tmp_path / "web", 1, PatientID="ROUTED-WEB")
+    imported = cluster.cli("import", str(file))
+    assert imported.returncode == 0, imported.explain()
+    made = cluster.cli("token", "create", "route-web", "--institution", "PRV001", "--permissions", "find,get")
+    assert made.returncode == 0, made.explain()
+    client = DICOMwebClient(cluster.web_url, headers={"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"})
+    ds = pydicom.dcmread(file, stop_before_pixels=True)
+    [metadata] = client.retrieve_study_metadata(str(ds.StudyInstanceUID))
+    uri = metadata["7FE00010"]["BulkDataURI"]
+    assert uri.startswith(cluster.web_url + "/studies/"), (uri, cluster.web_url)
+    assert client.retrieve_bulkdata(uri)  # resolvable through the balancer
+    assert cluster.http is not None and cluster.http.routed[1] >= 1  # answered by the query node
+
+
+@pytest.mark.parametrize("bad", ["ftp://pacs.example.org", "http://user:secret@pacs.example.org",
+                                 "https://pacs.example.org/?next=x", "https://", "http://pacs.example.org:99999",
+                                 "http://pacs example.org"])
+def test_a_public_url_that_is_not_a_plain_http_address_is_refused(tmp_path: Path, bad: str) -> None:
+    from pacsnode.config import parse_config
+    from pacsnode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="public_url"):
+        parse_config({"web": {"public_url": bad}}, tmp_path)
+    assert parse_config({"web": {"public_url": "https://pacs.example.org/"}}, tmp_path).web.public_url == \
+        "https://pacs.example.org"

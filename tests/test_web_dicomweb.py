@@ -228,6 +228,7 @@ def _listeners(port: int) -> int:
     return count
 
 
+@pytest.mark.one_node("the workers of one serve process share its HTTP port")
 def test_every_worker_serves_http_too(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "home", institution="PRV001")
     node.init()
@@ -251,6 +252,7 @@ def _sample(exposition: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{exposition[:3000]}")
 
 
+@pytest.mark.one_node("Prometheus counters are per process: each node of an archive is scraped on its own")
 def test_metrics_need_a_token_and_count_requests_and_stores(web_node: Any) -> None:
     node, token, datasets = web_node
     assert get(node, "/../metrics").status_code == 401

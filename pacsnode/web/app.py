@@ -123,6 +123,9 @@ class Web:
         return found
 
     def _base_url(self, request: Request) -> str:
+        public = self.node.config.web.public_url  # behind a load balancer (web/public_url.py)
+        if public:
+            return public + request.scope.get("root_path", "").rstrip("/") + BASE
         url = request.base_url
         host = request.headers.get("host", "")
         server = request.scope.get("server")
