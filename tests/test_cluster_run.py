@@ -75,20 +75,22 @@ def test_the_router_sends_dcmtk_storescu_to_the_store_node_and_findscu_and_echos
     assert http_route(b"GET /dicom-web/studies HTTP/1.1\r\n") == QUERY
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             ) -> Iterator[ClusterNodeProcess]:
-    """A ClusterNodeProcess on the session's PostgreSQL and SeaweedFS (whatever PACSNODE_TEST_ARCHIVE says)."""
+    """A ClusterNodeProcess with DICOMweb on the session's PostgreSQL and SeaweedFS (whatever
+    PACSNODE_TEST_ARCHIVE says); one for the module, so the nodes start once."""
     s3 = request.getfixturevalue("s3_server")
-    monkeypatch.setattr(Engines, "postgres", request.getfixturevalue("postgres_server"))
-    monkeypatch.setattr(Engines, "s3", s3)
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
-    node = ClusterNodeProcess(tmp_path / "home", institution="PRV001")
-    try:
-        yield node.init().start()
-    finally:
-        node.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Engines, "postgres", request.getfixturevalue("postgres_server"))
+        patch.setattr(Engines, "s3", s3)
+        for key, value in s3.env().items():
+            patch.setenv(key, value)
+        node = ClusterNodeProcess(tmp_path_factory.mktemp("cluster-run") / "home", institution="PRV001")
+        try:
+            yield node.init().enable_web().start()
+        finally:
+            node.stop()
 
 
 @pytest.mark.postgres
@@ -101,7 +103,7 @@ def test_a_cluster_node_stores_through_one_node_and_answers_queries_from_the_oth
     assert [r.status for r in stored.store_responses] == [0, 0], stored.explain()
     assert find_study_uids(cluster, "ROUTED-1", aet="ROUTE_FIND") == [
         str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)]
-    assert cluster.dimse is not None and cluster.dimse.routed == [1, 1]
+    assert cluster.dimse is not None and cluster.dimse.routed == [1, 1], cluster.dimse.routed
     audit = cluster.cli("audit", "--json", "--limit", "1000")
     assert audit.returncode == 0, audit.explain()
     served_by: dict[str, Any] = {e["peer_aet"]: e["node"] for e in json.loads(audit.stdout)
@@ -122,8 +124,6 @@ def test_dicomweb_through_the_balancer_names_the_balancer_in_bulk_data_uris_with
     docs/deployment.md) every URI names the address the client used."""
     from dicomweb_client.api import DICOMwebClient
 
-    cluster.stop()
-    cluster.enable_web().start()
     [file] = make_series(a_ct_file(), tmp_path / "web", 1, PatientID="ROUTED-WEB")
     imported = cluster.cli("import", str(file))
     assert imported.returncode == 0, imported.explain()
