@@ -51,10 +51,10 @@ class Engines:
         from engines import start_postgres, start_seaweedfs
 
         if cls.postgres is None:
-            cls.postgres = start_postgres()
+            cls.postgres = _twice(start_postgres)  # 30 s each: a loaded machine may need the second
             atexit.register(cls.stop)
         if cls.s3 is None:
-            cls.s3 = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pacsnode-s3-")))
+            cls.s3 = start_seaweedfs(Path(tempfile.mkdtemp(prefix="pacsnode-s3-")), start_timeout=90)
             os.environ.update(cls.s3.env())  # serve and the CLI read the S3 credentials from the environment
         return cls.postgres, cls.s3
 
@@ -207,6 +207,13 @@ class ClusterNodeProcess(_single()):  # type: ignore[misc]
 
     def temp_files(self) -> list[Path]:
         return sorted(p for node in self.nodes for p in node.temp_files())
+
+
+def _twice(start: Callable[[], Any]) -> Any:
+    try:
+        return start()
+    except RuntimeError:
+        return start()
 
 
 def _start(node: Any, failures: list[BaseException]) -> None:
