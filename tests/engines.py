@@ -290,7 +290,10 @@ def start_seaweedfs(folder: Path, bucket: str = "pacsnode", start_timeout: float
             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
             f"-webdav.port={webdav}", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
-            "-admin.ui=false", f"-bucket={bucket}", "-master.volumeSizeLimitMB=64"]
+            "-admin.ui=false", f"-bucket={bucket}", "-master.volumeSizeLimitMB=64",
+            # the Iceberg and Lance listeners default to fixed ports (8181, 9101): a second server on the
+            # machine (another xdist worker, make test-cluster) then dies at start-up; neither is used
+            "-s3.port.iceberg=0", "-s3.port.lance=0"]
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 (the child keeps it)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env,

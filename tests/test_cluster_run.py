@@ -149,3 +149,20 @@ def test_a_public_url_that_is_not_a_plain_http_address_is_refused(tmp_path: Path
         parse_config({"web": {"public_url": bad}}, tmp_path)
     assert parse_config({"web": {"public_url": "https://pacs.example.org/"}}, tmp_path).web.public_url == \
         "https://pacs.example.org"
+
+
+@pytest.mark.s3
+def test_a_second_seaweedfs_on_the_machine_starts_beside_the_sessions(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """``weed mini`` opened its Iceberg and Lance listeners on fixed ports: with the session's server
+    running, every further one (another xdist worker, the cluster run) died at start-up."""
+    from engines import s3_client, start_seaweedfs
+
+    first = request.getfixturevalue("s3_server")
+    second = start_seaweedfs(tmp_path / "second", start_timeout=90)
+    try:
+        for server in (first, second):
+            s3_client(server).put_object(Bucket=server.bucket, Key="two-servers-probe", Body=b"1")
+        assert first.running() and second.running()
+    finally:
+        second.stop()
