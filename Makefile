@@ -59,11 +59,13 @@ run: venv fonts viewer
 
 # The type check first (a minute at most), then the suite on TEST_WORKERS pytest-xdist workers: every
 # test starts its own servers on free ports in its own tmp folder, and --dist loadscope keeps a module's
-# tests (and so its module-scoped node) on one worker. `make test TEST_WORKERS=0` runs it in one process.
+# tests (and so its module-scoped node) on one worker; --no-loadscope-reorder hands modules out in collection
+# order, which tests/conftest.py starts with the slowest (LONG_POLES) so that they never run alone at the end.
+# `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 2
 test: venv peers postgres fonts viewer browser
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Issue 16 "Done means": the interop suites (tests marked `cluster`: DCMTK, Orthanc, dicomweb-client) through
 # two nodes of one archive on PostgreSQL + SeaweedFS. Every node a test starts is two `pacsnode serve` behind one

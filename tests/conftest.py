@@ -156,6 +156,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
         server.stop()
 
 
+# -- the order modules are handed out in ---------------------------------------------------------
+# `make test` runs pytest-xdist with --dist loadscope --no-loadscope-reorder: each module goes whole to
+# one worker, in collection order, and a worker takes the next module when it runs low. Modules that take
+# minutes go first so that they overlap with everything else; the suite's tail is then short modules
+# on both workers rather than one worker finishing a three-node region alone. Keep the slowest first.
+LONG_POLES = (  # each took 7-15 min of one worker in a full run on a loaded machine (2026-12-01)
+    "test_regional_e2e.py",
+    "test_regional_details.py",
+    "test_identity.py",
+    "test_backup_safety.py",
+    "test_tls_outgoing.py",
+    "test_qr_interop.py",
+)
+
+
 # -- the cluster run (make test-cluster, tests/cluster_node.py) --------------------------------
 @pytest.fixture(scope="session", autouse=True)
 def _cluster_engines() -> Iterator[None]:
@@ -168,8 +183,12 @@ def _cluster_engines() -> Iterator[None]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the cluster run, a test about one process or one home by nature (``one_node``) is skipped."""
+    """Slowest modules first (:data:`LONG_POLES`); in the cluster run, a test about one process or one home
+    by nature (``one_node``) is skipped."""
     from cluster_node import cluster_mode
+
+    rank = {name: n for n, name in enumerate(LONG_POLES)}
+    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(rank)))  # stable: tests keep their order
 
     if not cluster_mode():
         return
