@@ -196,3 +196,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("one_node")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=f"one node by nature: {marker.args[0] if marker.args else ''}"))
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three served nodes of one region (regional_support.serve_region), once per module that asks:
+    the two regional modules each get their own, on their own xdist worker."""
+    from regional_support import serve_region
+
+    with serve_region(tmp_path_factory.mktemp("region")) as started:
+        yield started

@@ -30,10 +30,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from support import LOOPBACK, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, NodeProcess, ToolResult, dcmtk, free_port, run_tool
+from support import (LOOPBACK, REPO, SAMPLE_DIR, SAMPLE_MANIFEST, NodeProcess, ToolResult, dcmtk, free_port, have_tool,
+                     run_tool)
 
 RULES = tomllib.loads((REPO / "config" / "recognition.toml").read_text(encoding="utf-8"))
 MANIFEST = json.loads(SAMPLE_MANIFEST.read_text(encoding="utf-8"))
@@ -251,3 +253,10 @@ def audit_events(region: Region, institution: str, *args: str) -> list[dict[str,
         event["detail"] = json.loads(event["detail"]) if str(event["detail"]).startswith("{") else event["detail"]
     return list(rows)
 
+
+# The marks of both regional modules (their ``region`` fixture is in conftest.py: one region per module).
+MARKS = [
+    pytest.mark.interop,
+    pytest.mark.skipif(not (have_tool("findscu") and have_tool("movescu")), reason="DCMTK findscu/movescu missing"),
+    pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="sample_dicom/ is not generated"),
+]

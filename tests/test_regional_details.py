@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from iocm_factory import rejection_note
-from regional_support import (HR_KEYS, PRV_MR, RESIDENT_ISSUER, RULES, STUDIES, TWN_DX, VIEWER_AET, Region,
+from regional_support import (MARKS, HR_KEYS, PRV_MR, RESIDENT_ISSUER, RULES, STUDIES, TWN_DX, VIEWER_AET, Region,
                               audit_events, expected_advice, findscu, hr_block, movescu, ok, patient_keys,
-                              serve_region, today)
-from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, have_tool, run_tool, write_instance
+                              today)
+from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, run_tool, write_instance
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(not (have_tool("findscu") and have_tool("movescu")), reason="DCMTK findscu/movescu missing"),
-    pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="sample_dicom/ is not generated"),
-]
-
-
-@pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
-    with serve_region(tmp_path_factory.mktemp("region")) as started:
-        yield started
+pytestmark = MARKS
 
 
 # -- issues 12 and 10: recognition details, on the wire --------------------------------------------

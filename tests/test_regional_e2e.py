@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from regional_support import (AET, CTY_CT, HIDDEN_EQUALS_ABSENT, HR_KEYS, INSTITUTIONS, OTHER_RESIDENT_ID, PRV_MR,
+from regional_support import (MARKS, AET, CTY_CT, HIDDEN_EQUALS_ABSENT, HR_KEYS, INSTITUTIONS, OTHER_RESIDENT_ID, PRV_MR,
                               RESIDENT_ID, RULES, STUDIES, TWN_DX, UID_ROOT, VIEWER_AET, Region, audit_events,
                               chen_studies_at, expected_advice, findscu, hr_block, instance_uids, may_see, movescu,
-                              ok, patient_keys, serve_region)
-from support import LOOPBACK, SAMPLE_DIR, NodeProcess, Storescp, ToolResult, free_port, have_tool
+                              ok, patient_keys)
+from support import LOOPBACK, NodeProcess, Storescp, ToolResult, free_port
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(not (have_tool("findscu") and have_tool("movescu")), reason="DCMTK findscu/movescu missing"),
-    pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="sample_dicom/ is not generated"),
-]
-
-
-@pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Region]:
-    with serve_region(tmp_path_factory.mktemp("region")) as started:
-        yield started
+pytestmark = MARKS
 
 # -- the tests, in the order a demo would run them ------------------------------------------------
 def test_each_node_holds_only_its_own_studies_all_accepted_by_qc(region: Region) -> None:
