@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.soak_crash import (UID_ROOT, NodeServer, Sent, chunked_send, configure, dataset_digest, echo, free_port,
+from bench.node_process import NodeProcess
+from bench.soak_crash import (UID_ROOT, Sent, chunked_send, configure, dataset_digest, echo, free_port,
                               init_home, quiet_pynetdicom, run_check, sender)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -99,7 +100,7 @@ class Engines:
         self.pg.stop()
 
 
-def one_cycle(cycle: int, fault: str, server: NodeServer, engines: Engines, scratch: Path,
+def one_cycle(cycle: int, fault: str, server: NodeProcess, engines: Engines, scratch: Path,
               sent: dict[str, Sent], rng: random.Random, senders: int, max_run: float, seed: int) -> dict[str, Any]:
     stop = threading.Event()
     lists: list[list[Sent]] = [[] for _ in range(senders)]
@@ -128,7 +129,7 @@ def one_cycle(cycle: int, fault: str, server: NodeServer, engines: Engines, scra
         engines.restart_s3(server.home)
     attempts = [r for records in lists for r in records]
     sent.update((r.sop_uid, r) for r in attempts)
-    server.start(timeout=60)
+    server.start()
     problems, indexed = verify(server.home, sent)
     repaired = run_check(server.home, repair=True)
     if repaired.missing or repaired.changed:
@@ -150,7 +151,7 @@ def run(cycles: int, senders: int, seed: int, max_run: float) -> list[dict[str, 
     workdir = Path(tempfile.mkdtemp(prefix="soak-cluster-"))
     engines = Engines(workdir)
     results: list[dict[str, Any]] = []
-    server: NodeServer | None = None
+    server: NodeProcess | None = None
     try:
         engines.use_s3_env()
         home, scratch = workdir / "home", workdir / "sent"
@@ -158,8 +159,8 @@ def run(cycles: int, senders: int, seed: int, max_run: float) -> list[dict[str, 
         port = free_port()
         init_home(home, port, settings={"index": {"url": engines.url}, "storage": {"url": engines.s3.url("soak")},
                                         "node": {"name": "soak-node"}, "qc": {"watch_stable": False}})
-        server = NodeServer(home, port, log_path=workdir / "serve.log")
-        server.start(timeout=60)
+        server = NodeProcess(home, port=port, log_path=workdir / "serve.log", ready="echo", start_timeout=60)
+        server.start()
         sent: dict[str, Sent] = {}
         with chunked_send():
             for cycle in range(1, cycles + 1):
