@@ -20,9 +20,11 @@ What keeps two concurrent batches right is PostgreSQL itself:
 * **a deadlock** (two batches creating each other's series at once) is detected by PostgreSQL
   after ``deadlock_timeout``; the whole batch is rolled back and run again.
 
-Round trips are what an instance costs here (~10 statements, each a wait for the server): a
-batch of one instance has no savepoint (its transaction is its savepoint: a lost race runs the
-batch again), and BEGIN goes with the lock in one message.
+Round trips are what an instance costs here (each a wait for the server): a batch of one
+instance has no savepoint (its transaction is its savepoint: a lost race runs the batch again),
+BEGIN goes with the lock in one message, and the writes whose answer nobody reads wait for the
+next statement that is answered and go out with it in one pipeline (:mod:`pacsnode.index.pg_pipeline`):
+7 round trips for an instance into a known series, 13 before.
 
 Success still means committed (``synchronous_commit`` stays on for instance rows): the caller
 is answered only after this batch's COMMIT returned.
@@ -125,7 +127,7 @@ def _run(index: "PostgresIndex", batch: list["_Pending"], now: str) -> None:
     pending: dict[int, _Counts] = {}
     for item in batch:
         item.error, item.result = None, None
-    conn.shared_lock, index._local.pending_counts = True, pending
+    conn.shared_lock, conn.defer_writes, index._local.pending_counts = True, True, pending
     try:
         with index.write() as tx:
             conn.shared_lock = False
@@ -135,7 +137,7 @@ def _run(index: "PostgresIndex", batch: list["_Pending"], now: str) -> None:
                 _record_one(index, tx, item, now, pending)
             _flush(tx, pending, now)
     finally:
-        conn.shared_lock, index._local.pending_counts = False, None
+        conn.shared_lock, conn.defer_writes, index._local.pending_counts = False, False, None
 
 
 def _record_one(index: "PostgresIndex", conn: Any, item: "_Pending", now: str, pending: dict[int, _Counts]) -> None:

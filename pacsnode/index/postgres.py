@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from pacsnode.errors import IndexError_
+from pacsnode.index import pg_pipeline
 from pacsnode.index.dialect import is_ddl, pg_ddl, pg_params, pg_statement
 from pacsnode.index.sqlite import SqliteIndex
 
@@ -103,6 +104,8 @@ class PgConnection:
         self._pinned: Any = None  # the connection one request keeps for all its statements (pinned())
         self._relaxed = False  # PRAGMA synchronous=NORMAL: commits need not wait for the WAL flush
         self.shared_lock = False  # the next BEGINs take the write lock shared (ingest batches: pg_ingest)
+        self.defer_writes = False  # an ingest batch: writes go out with the next read (pg_pipeline)
+        self._queue: pg_pipeline.Queued = []  # the deferred writes of the open transaction
 
     @property
     def in_transaction(self) -> bool:
@@ -167,6 +170,8 @@ class PgConnection:
         if word in ("COMMIT", "ROLLBACK"):
             return self._end(word)
         text = pg_ddl(sql) if is_ddl(sql) else pg_statement(sql)
+        if self._held is not None and self.defer_writes:
+            return self._run_deferring(self._held, text, params)
         if self._held is not None or self._pinned is not None:
             return self._run(self._held if self._held is not None else self._pinned, text, params)
         try:
@@ -206,8 +211,20 @@ class PgConnection:
         with conn.cursor(row_factory=_row_factory) as cur:
             cur.execute(text, pg_params(params) if params else None)
             rows = cur.fetchall() if cur.description is not None else []
-            lastrowid = int(rows[0][0]) if rows and text.endswith("RETURNING pk") else None
-            return PgCursor(rows, cur.rowcount, lastrowid)
+            return _cursor(rows, cur.rowcount, text)
+
+    def _run_deferring(self, conn: Any, text: str, params: Sequence[Any] | None) -> PgCursor:
+        """Inside an ingest batch: queue a write, or send the queue with a statement that is answered."""
+        if pg_pipeline.deferrable(text):
+            self._queue.append((text, params))
+            return PgCursor([], -1, None)
+        queue, self._queue = self._queue, []
+        if pg_pipeline.is_rollback_to(text):
+            queue = pg_pipeline.before_rollback_to(queue, text)
+        if not queue:
+            return self._run(conn, text, params)
+        rows, count = pg_pipeline.run_pipelined(conn, queue, text, params, pg_params, _row_factory)
+        return _cursor(rows, count, text)
 
     def write_one(self, sql: str, params: Sequence[Any], relaxed: bool) -> None:
         """One statement in its own write transaction, sent as one message in one round trip.
@@ -284,10 +301,14 @@ class PgConnection:
 
     def _end(self, word: str) -> PgCursor:
         conn, self._held = self._held, None
+        queue, self._queue = self._queue, []
         if conn is None:
             return PgCursor([], -1, None)
         try:
-            conn.execute(word)
+            if queue and word == "COMMIT":  # the deferred writes and COMMIT in one round trip
+                pg_pipeline.run_pipelined(conn, queue, word, None, pg_params, _row_factory)
+            else:  # ROLLBACK: the queued writes are simply not sent
+                conn.execute(word)
         finally:
             if conn is not self._pinned:
                 self._give_back(conn)
@@ -306,6 +327,10 @@ class PgConnection:
     def close(self) -> None:
         if self._held is not None:
             self._end("ROLLBACK")
+
+
+def _cursor(rows: list[Row], rowcount: int, text: str) -> PgCursor:
+    return PgCursor(rows, rowcount, int(rows[0][0]) if rows and text.endswith("RETURNING pk") else None)
 
 
 def _is_read(text: str) -> bool:
