@@ -72,12 +72,12 @@ def test_a_batch_of_one_whose_deferred_write_fails_commits_nothing(index: Postgr
     assert index.query("SELECT COUNT(*) FROM patients")[0][0] == 0
 
 
-def test_an_instance_into_a_known_series_costs_seven_round_trips(index: PostgresIndex, tmp_path: object) -> None:
+def test_an_instance_into_a_known_series_costs_four_round_trips(index: PostgresIndex, tmp_path: object) -> None:
     """Counted in libpq's own protocol trace: one Sync (or simple Query) per wait for the server.
 
-    BEGIN with the lock; the instance's reads (already there? patient, study, series); its INSERT
-    (RETURNING pk); then its seven writes (study flags, delivery, rejection flag, counts) ride with
-    the COMMIT. Thirteen before the writes were deferred.
+    BEGIN with the lock; the instance's four reads (already there? patient, study, series) in one
+    pipeline; its INSERT (RETURNING pk); then its writes (study flags, delivery, rejection flag,
+    counts) ride with the COMMIT. Thirteen before the writes were deferred and the reads sent together.
     """
     from pathlib import Path
 
@@ -94,4 +94,17 @@ def test_an_instance_into_a_known_series_costs_seven_round_trips(index: Postgres
     sent = [line.split("\t") for line in trace.read_text().splitlines()]
     waits = sum(1 for fields in sent if len(fields) > 2 and fields[1] == "F" and fields[3].split(" ")[0] in
                 ("Sync", "Query"))
-    assert waits == 7, trace.read_text()
+    assert waits == 4, trace.read_text()
+
+
+def test_reads_sent_ahead_are_never_served_stale_within_a_batch(index: PostgresIndex) -> None:
+    """A second copy of an instance in the same batch sees the first (the read is asked again, after
+    the first's rows), and instances creating their patient, study and series count right."""
+    batch = [pending(1, "OK"), pending(1, "OK"), pending(2, "OK")]
+    pg_ingest.commit_batch(index, batch)
+    assert [item.error for item in batch] == [None, None, None]
+    assert [item.result[0] if item.result else None for item in batch] == \
+        [StoreResult.STORED, StoreResult.DUPLICATE, StoreResult.STORED]
+    assert counts(index) == (2, [(2, 200)])
+    assert index.query("SELECT COUNT(*) FROM patients")[0][0] == 1
+    assert index.query("SELECT series_count FROM studies")[0][0] == 1

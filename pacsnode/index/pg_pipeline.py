@@ -19,6 +19,15 @@ Where an error is reported is what keeps this right:
 * in a pipeline the server skips everything after a failed statement up to the Sync, so a COMMIT
   behind a failed write is never run: the transaction is left aborted and rolled back when its
   connection goes back to the pool.
+
+An instance's reads go out together too (``PgConnection.read_ahead``): whether the instance, its
+patient, study and series exist are four SELECTs by keys the batch already knows, each answered
+before the next was asked. They are sent in one pipeline at the start of the instance and their
+rows kept; the shared code's same statement with the same parameters gets them instead of a round
+trip. A write of this transaction to a table a kept read mentions drops that read (it asks the
+server again), and the end of the transaction or a ROLLBACK TO drops them all. A kept read is the
+read made a few statements earlier under READ COMMITTED: what another node commits meanwhile is
+met by the UNIQUE constraints and the savepoint retry, as it is between any two statements.
 """
 
 from __future__ import annotations
@@ -55,6 +64,44 @@ def before_rollback_to(queue: Queued, text: str) -> Queued:
         if queued[0].upper() == "SAVEPOINT" and queued[-1].lower() == name:
             return queue[position:position + 1]
     return []
+
+
+def written_table(text: str) -> str:
+    """The table an UPDATE / INSERT INTO / DELETE FROM writes ("" for anything else)."""
+    words = text.split(None, 3)
+    if not words:
+        return ""
+    head = words[0].upper()
+    if head == "UPDATE" and len(words) > 1:
+        return words[1].lower()
+    if head in ("INSERT", "DELETE") and len(words) > 2:
+        return words[2].lower()
+    return ""
+
+
+def cache_key(text: str, params: Sequence[Any] | None) -> tuple[str, tuple[Any, ...]] | None:
+    try:
+        key = (text, tuple(params or ()))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def run_reads(conn: Any, queue: Queued, reads: Queued, convert: Callable[[Sequence[Any] | None], Any],
+              row_factory: Any) -> list[list[Any]]:
+    """Send ``queue`` then every statement of ``reads`` in one pipeline; return each read's rows."""
+    cursors = [conn.cursor(row_factory=row_factory) for _ in reads]
+    try:
+        with conn.pipeline():
+            for queued, queued_params in queue:
+                conn.execute(queued, convert(queued_params) if queued_params else None)
+            for cursor, (text, params) in zip(cursors, reads):
+                cursor.execute(text, convert(params) if params else None)
+        return [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def run_pipelined(conn: Any, queue: Queued, text: str | None, params: Sequence[Any] | None,

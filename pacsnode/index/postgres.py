@@ -20,6 +20,7 @@ password is never logged: :func:`redact` is what error messages show.
 
 from __future__ import annotations
 
+import re
 import select
 import threading
 from contextlib import contextmanager
@@ -113,6 +114,7 @@ class PgConnection:
         self.shared_lock = False  # the next BEGINs take the write lock shared (ingest batches: pg_ingest)
         self.defer_writes = False  # an ingest batch: writes go out with the next read (pg_pipeline)
         self._queue: pg_pipeline.Queued = []  # the deferred writes of the open transaction
+        self._kept: dict[tuple[str, tuple[Any, ...]], list[Row]] = {}  # rows read ahead (read_ahead)
 
     @property
     def in_transaction(self) -> bool:
@@ -220,8 +222,33 @@ class PgConnection:
             rows = cur.fetchall() if cur.description is not None else []
             return _cursor(rows, cur.rowcount, text)
 
+    def read_ahead(self, reads: pg_pipeline.Queued) -> None:
+        """Inside an ingest batch: send these reads (SQLite dialect) with the queued writes in one
+        pipeline and keep their rows for the same statements asked later (see pg_pipeline)."""
+        if self._held is None or not self.defer_writes:
+            return
+        texts = [(pg_statement(sql), params) for sql, params in reads]
+        queue, self._queue = self._queue, []
+        self._kept = {}  # an earlier instance's reads are never served to this one
+        rows = pg_pipeline.run_reads(self._held, queue, texts, pg_params, _row_factory)
+        for (text, params), found in zip(texts, rows):
+            key = pg_pipeline.cache_key(text, params)
+            if key is not None:
+                self._kept[key] = found
+
     def _run_deferring(self, conn: Any, text: str, params: Sequence[Any] | None) -> PgCursor:
         """Inside an ingest batch: queue a write, or send the queue with a statement that is answered."""
+        if self._kept:
+            table = pg_pipeline.written_table(text)
+            if table:  # this transaction's own write: a kept read of that table is stale
+                self._kept = {key: rows for key, rows in self._kept.items() if not _mentions(key[0], table)}
+            elif pg_pipeline.is_rollback_to(text) or text.lstrip()[:7].upper() == "RELEASE":
+                self._kept = {}  # the instance is over (or undone): its reads go
+            else:
+                key = pg_pipeline.cache_key(text, params)
+                kept = self._kept.pop(key, None) if key is not None else None
+                if kept is not None:
+                    return _cursor(list(kept), len(kept), text)
         if pg_pipeline.deferrable(text):
             self._queue.append((text, params))
             return PgCursor([], -1, None)
@@ -311,7 +338,7 @@ class PgConnection:
 
     def _end(self, word: str) -> PgCursor:
         conn, self._held = self._held, None
-        queue, self._queue = self._queue, []
+        queue, self._queue, self._kept = self._queue, [], {}
         if conn is None:
             return PgCursor([], -1, None)
         try:
@@ -337,6 +364,10 @@ class PgConnection:
     def close(self) -> None:
         if self._held is not None:
             self._end("ROLLBACK")
+
+
+def _mentions(text: str, table: str) -> bool:
+    return re.search(rf"\b{re.escape(table)}\b", text, re.IGNORECASE) is not None
 
 
 def _cursor(rows: list[Row], rowcount: int, text: str) -> PgCursor:
