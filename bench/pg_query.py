@@ -17,6 +17,11 @@
 
 4. Per request: ``findscu --repeat N`` minus ``echoscu --repeat N`` on one association, divided by N:
    the server's own cost of a C-FIND over a C-ECHO, without the process start-up noise.
+5. The client's own share of the single-shot difference: the same findscu and echoscu against
+   DCMTK's ``dcmqrscp`` on an empty database (a C-FIND that costs its server next to nothing),
+   alternating with the others. ``findscu`` starts and negotiates more than ``echoscu`` (~20-50 ms
+   here under load): that part of "pacsnode − its floor" is the client's, not the server's, and the
+   last column takes it out.
 
 Targets: exact Patient ID ≤ echo floor + 5 ms; the name prefix ≤ 0.5 × Orthanc.
 """
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from bench.common import ROOT, dcmtk, free_port, median, orthanc_server, print_table
 from bench.node_process import NodeProcess
@@ -62,6 +69,34 @@ def pg_home(folder: Path, url: str) -> tuple[Path, int]:
     return home, port
 
 
+@contextmanager
+def reference_scp(folder: Path) -> Iterator[tuple[str, int, str]]:
+    """DCMTK's dcmqrscp on an empty database: the client-side floor of findscu against echoscu."""
+    port = free_port()
+    database = folder / "dcmqrscp-db"
+    database.mkdir(parents=True)
+    config = folder / "dcmqrscp.cfg"
+    config.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+                      "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+                      f"AETable BEGIN\nREFQR {database} RW (10, 10mb) ANY\nAETable END\n")
+    proc = subprocess.Popen([dcmtk("dcmqrscp"), "-c", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                run_timed(echo_args(port, "REFQR"))
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield ("dcmqrscp", port, "REFQR")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def echo_args(port: int, aec: str) -> list[str]:
     return [dcmtk("echoscu"), "-aet", "ECHOSCU", "-aec", aec, "127.0.0.1", str(port)]
 
@@ -70,7 +105,8 @@ def measure(servers: list[tuple[str, int, str]], studies: int, runs: int) -> lis
     """One row per figure: median ms per server (alternating runs) and the match counts."""
     rows: list[list[object]] = []
     for figure, keys in figures(studies):
-        counts = {name: count_matches(port, aec, keys) if keys else 0 for name, port, aec in servers}
+        counts = {name: count_matches(port, aec, keys) if keys else 0 for name, port, aec in servers
+                  if name != "dcmqrscp"}  # an empty database: no matches, the client's floor
         samples: dict[str, list[float]] = {name: [] for name, _, _ in servers}
         for _ in range(runs):
             for name, port, aec in servers:
@@ -141,17 +177,24 @@ def per_request(servers: list[tuple[str, int, str]], studies: int, runs: int, re
 
 
 def report(rows: list[list[object]], names: list[str], runs: int, notes: list[str]) -> None:
-    floor = {name: rows[0][2 + n] for n, name in enumerate(names)}
+    floor = {name: float(rows[0][2 + n]) for n, name in enumerate(names)}  # type: ignore[arg-type]
+    orthanc = names.index("Orthanc") if "Orthanc" in names else None
+    reference = names.index("dcmqrscp") if "dcmqrscp" in names else None
     table = []
     for row in rows:
         ours = float(row[2])  # type: ignore[arg-type]
         cells = [row[0], row[1], *(f"{float(v):.1f}" for v in row[2:])]  # type: ignore[arg-type]
         cells.append(f"{ours - floor['pacsnode']:+.1f}" if row is not rows[0] else "")
-        if len(names) > 1:
-            cells.append(f"{ours / float(row[3]):.2f}")  # type: ignore[arg-type]
+        if reference is not None:  # the client's own find − echo difference taken out
+            client = float(row[2 + reference]) - floor["dcmqrscp"]  # type: ignore[arg-type]
+            cells.append(f"{ours - floor['pacsnode'] - client:+.1f}" if row is not rows[0] else "")
+        if orthanc is not None:
+            cells.append(f"{ours / float(row[2 + orthanc]):.2f}")  # type: ignore[arg-type]
         table.append(cells)
     header = ["figure", "matches", *(f"{n} ms" for n in names), "pacsnode − its floor (ms)"]
-    if len(names) > 1:
+    if reference is not None:
+        header.append("the same − dcmqrscp's (ms)")
+    if orthanc is not None:
         header.append("pacsnode / Orthanc")
     print_table(f"Study-level C-FIND, DCMTK wall time, median of {runs}", header, table)
     print("\nNotes:")
@@ -168,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orthanc-data", type=Path, default=DEFAULT_ORTHANC)
     parser.add_argument("--pg-pid", type=int, default=None, help="with --url: the postmaster's pid (its CPU)")
     parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--no-reference", action="store_true", help="no dcmqrscp column (client-side floor)")
     parser.add_argument("--repeat", type=int, default=50, help="requests per association for the per-request "
                                                                 "figures (0: skip them)")
     args = parser.parse_args(argv)
@@ -195,13 +239,17 @@ def main(argv: list[str] | None = None) -> None:
             notes.append(f"Orthanc on SQLite: {held:,} of the same studies (1 instance each) in {args.orthanc_data}")
         else:
             notes.append("Orthanc: no loaded --orthanc-data folder; its column is absent")
+        if not args.no_reference:
+            servers.append(stack.enter_context(reference_scp(Path(folder))))
+            notes.append("dcmqrscp: DCMTK's Q/R SCP on an empty database, the client's own findscu − echoscu")
         rows = measure(servers, args.studies, args.runs)
         pids = {"pacsnode": [node.proc.pid if node.proc else None, pg_pid]}
-        extra = per_request(servers, args.studies, max(3, args.runs // 2), args.repeat, pids) if args.repeat else []
+        measured = [server for server in servers if server[0] != "dcmqrscp"]
+        extra = per_request(measured, args.studies, max(3, args.runs // 2), args.repeat, pids) if args.repeat else []
     notes.append(f"total bench time {time.perf_counter() - started:.0f} s")
     report(rows, [name for name, _, _ in servers], args.runs, notes)
     if extra:
-        names = [name for name, _, _ in servers]
+        names = [name for name, _, _ in measured]
         print_table("C-FIND minus C-ECHO, per request on one association (ms, median)", ["figure", *names],
                     [[row[0], *("-" if v is None else f"{float(v):.1f}" for v in row[1:])] for row in extra])  # type: ignore[arg-type]
 

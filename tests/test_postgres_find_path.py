@@ -187,3 +187,37 @@ def test_c_finds_holding_every_pooled_connection_do_not_starve_a_store_commit(
     finally:
         go.set()
         index.close()
+
+
+def test_a_c_finds_audit_row_does_not_wait_for_an_ingest_batch_in_flight(postgres_server: Any) -> None:
+    """An ingest batch holds the writers' advisory lock shared until its COMMIT: the audit row of a
+    C-FIND (an INSERT that reads nothing) must not queue behind it, as it did with the exclusive lock."""
+    import threading
+
+    import psycopg
+
+    from pacsnode.index.postgres import WRITE_LOCK_KEY
+
+    url = postgres_server.create_database()
+    index = PostgresIndex(url)
+    done = threading.Event()
+    try:
+        with psycopg.connect(url, autocommit=True) as batch:  # another node's ingest batch, mid-transaction
+            batch.execute("BEGIN")
+            batch.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_LOCK_KEY,))
+
+            def a_c_find() -> None:
+                with index.pinned():
+                    index.write_one("INSERT INTO audit (at, action, outcome) VALUES (?,?,?)",
+                                    ("2026", "find", "answered"), durable=False)
+                done.set()
+
+            thread = threading.Thread(target=a_c_find, daemon=True)
+            thread.start()
+            answered = done.wait(timeout=10)
+            batch.execute("ROLLBACK")  # lets an old-style (locked) audit row through, so the thread ends
+            thread.join(timeout=10)
+        assert answered, "the C-FIND's audit row waited for the ingest batch's lock"
+        assert [r[0] for r in index.query("SELECT action FROM audit")] == ["find"]
+    finally:
+        index.close()
