@@ -132,14 +132,15 @@ def get(session: Session, request: Request) -> Sink:
             _final(session, request, pdu.C_GET_RSP, status, Counts(0), str(exc))
             return
         sendable = {cid: ctx for cid, ctx in session.contexts.items() if ctx[0] in session.scp_roles}
+        buffer = bytearray(sending.WIRE_BATCH)  # one for the whole run
         _run(session, request, pdu.C_GET_RSP, locations,
-             lambda location: _store_here(session, request, location, sendable))
+             lambda location: _store_here(session, request, location, sendable, buffer))
 
     return BufferSink(lean_find.MAX_IDENTIFIER, answer)
 
 
 def _store_here(session: Session, request: Request, location: InstanceLocation,
-                sendable: dict[int, tuple[str, str]]) -> str:
+                sendable: dict[int, tuple[str, str]], buffer: bytearray) -> str:
     """One C-GET sub-operation: C-STORE-RQ on this association, then its C-STORE-RSP."""
     chosen = sending.choose_context(location.sop_class_uid, location.transfer_syntax, sendable)
     if chosen is None:
@@ -150,9 +151,10 @@ def _store_here(session: Session, request: Request, location: InstanceLocation,
     message_id = session.next_message_id()
     started = False
     try:
-        for chunk in sending.iter_store_pdus(location, context_id, syntax, message_id, session.peer_max_pdu):
-            started = True
-            session.send(chunk)  # type: ignore[arg-type]
+        with sending.prepare_store(location, context_id, syntax, message_id, session.peer_max_pdu) as prepared:
+            for batch in prepared.batches(buffer):
+                started = True
+                session.send(batch)
     except sending.CannotSend as exc:
         if started:  # half a dataset is on the wire: the association cannot go on
             raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc
