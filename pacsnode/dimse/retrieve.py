@@ -10,13 +10,15 @@ the destination too), then run one C-STORE sub-operation per instance:
 
 Each instance goes out as the bytes on disk when the accepted syntax is the stored one,
 else transcoded with pydicom, else counted as a failed sub-operation (``sending``): never
-a hang. A Pending response with the counts follows every sub-operation; a C-CANCEL-RQ
-ends the run with 0xFE00; the final response carries the Failed SOP Instance UID List.
+a hang. A Pending response with the counts follows the first sub-operation, then at most
+one every ``PENDING_EVERY`` seconds; a C-CANCEL-RQ ends the run with 0xFE00; the final
+response carries the exact counts and the Failed SOP Instance UID List.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +33,7 @@ from pacsnode.model import InformationModel, InstanceLocation, Peer
 LOGGER = logging.getLogger(__name__)
 
 SendOne = Callable[[InstanceLocation], str]  # 'success' | 'warning' | 'failure'
+PENDING_EVERY = 0.25  # seconds between two Pending responses of one retrieve (after the first)
 
 
 def model_of(sop_class_uid: str) -> InformationModel:
@@ -101,8 +104,16 @@ def _final(session: Session, request: Request, field_: int, status: int, counts:
 
 def _run(session: Session, request: Request, field_: int, locations: list[InstanceLocation],
          send_one: SendOne) -> None:
-    """The sub-operations, Pending after each, cancel between them, then the final response."""
+    """The sub-operations, cancel between them, then the final response.
+
+    Pending responses are optional (PS3.4 C.4.2.3.1, C.4.3.3.1): one after the first
+    sub-operation, so that the caller knows the run started (and may cancel), then at most one
+    per ``PENDING_EVERY`` seconds, none when no sub-operation remains (the final response
+    follows at once). One per sub-operation made the caller print and the node encode a
+    response per instance, on the cores the transfer itself needs.
+    """
     counts = Counts(len(locations))
+    last_pending: float | None = None
     for location in locations:
         if session.cancelled(request.message_id):
             LOGGER.info("%s cancelled by the peer after %d sub-operation(s)", session.label(),
@@ -117,7 +128,10 @@ def _run(session: Session, request: Request, field_: int, locations: list[Instan
         else:
             counts.failed += 1
             counts.failed_uids.append(location.sop_instance_uid)
-        session.respond(request, field_, statuses.PENDING, "", counts.elements(True))
+        now = time.monotonic()
+        if counts.remaining and (last_pending is None or now - last_pending >= PENDING_EVERY):
+            session.respond(request, field_, statuses.PENDING, "", counts.elements(True))
+            last_pending = now
     _final(session, request, field_, counts.final_status(), counts)
 
 
