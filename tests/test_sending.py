@@ -7,6 +7,7 @@ transcoding must be its own exception so a retrieve counts one failed sub-operat
 
 from __future__ import annotations
 
+import io
 import tracemalloc
 from pathlib import Path
 
@@ -44,11 +45,25 @@ def _pydicom_files_with_meta() -> list[Path]:
     return files
 
 
+def _split(batches: list[bytes | bytearray]) -> list[bytes]:
+    """The PDUs in the batches; a PDU never spans two batches (each is written as it comes)."""
+    found = []
+    for batch in batches:
+        offset = 0
+        while offset < len(batch):
+            _type, length = pdu.HEADER.unpack_from(batch, offset)
+            assert offset + pdu.HEADER_SIZE + length <= len(batch), "a PDU cut between two batches"
+            found.append(bytes(batch[offset:offset + pdu.HEADER_SIZE + length]))
+            offset += pdu.HEADER_SIZE + length
+    return found
+
+
 def _reassemble(pdus: list[bytes | bytearray], max_pdu: int) -> tuple[pdu.Command, bytes, set[int]]:
-    """Decode the yielded PDUs: (command, dataset bytes, context ids seen); checks each PDU's size."""
+    """Decode the yielded batches of whole PDUs: (command, dataset bytes, context ids seen);
+    checks each PDU's size."""
     command, dataset, contexts = b"", b"", set()
     last_command = last_dataset = False
-    for raw in pdus:
+    for raw in _split(pdus):
         assert len(raw) - pdu.HEADER_SIZE <= max_pdu, "a PDU exceeds the peer's maximum length"
         message = pdu.decode(bytes(raw))
         assert isinstance(message, pdu.PDataTF)
@@ -146,12 +161,11 @@ def test_a_missing_file_is_unreadable_not_a_transcoding_failure(tmp_path: Path) 
 def test_a_file_cut_short_after_inspection_is_never_sent_as_whole(tmp_path: Path) -> None:
     path = write_instance(a_ct_file(), tmp_path / "cut.dcm")
     location = _location(path)
-    stream = sending.iter_store_pdus(location, 1, location.transfer_syntax, 1, 1024)
-    next(stream)  # the command; the file is open and inspected
-    with open(path, "r+b") as handle:
-        handle.truncate(path.stat().st_size - 100)
-    with pytest.raises(sending.UnreadableInstance, match="early"):
-        list(stream)
+    with sending.prepare_store(location, 1, location.transfer_syntax, 1, 1024) as prepared:  # open, inspected
+        with open(path, "r+b") as handle:
+            handle.truncate(path.stat().st_size - 100)
+        with pytest.raises(sending.UnreadableInstance, match="early"):
+            list(prepared.batches())
 
 
 def test_proposed_contexts_offer_the_stored_syntax_alone_then_uncompressed() -> None:
@@ -187,3 +201,28 @@ def test_store_response_reads_status_and_comment() -> None:
     echo = pdu.encode_command({pdu.COMMAND_FIELD: pdu.C_ECHO_RSP, pdu.STATUS: 0})
     with pytest.raises(pdu.PDUError):
         sending.store_response(pdu.decode_command(echo))
+
+
+@pytest.mark.parametrize("max_pdu", [1024, 16384, 4 * 1024 * 1024])
+@pytest.mark.parametrize("opener", ["file", "spooled"])
+def test_batches_of_a_file_larger_than_the_buffer_carry_its_bytes_unchanged(tmp_path: Path, max_pdu: int,
+                                                                            opener: str) -> None:
+    """Across batch boundaries, for a real file (preadv) and an S3 object's in-memory spool
+    (readinto), with one buffer reused for two instances: the dataset bytes exactly, each PDU
+    within the peer's maximum, no PDU cut between two writes."""
+    template = dcmread(a_ct_file())
+    template.PixelData = bytes(range(256)) * (3 * sending.WIRE_BATCH // 256 + 7)
+    template.Rows, template.Columns = len(template.PixelData) // 1024, 512
+    path = write_instance(template, tmp_path / "wide.dcm")
+    location = _location(path)
+    if opener == "spooled":
+        location = InstanceLocation(location.sop_instance_uid, location.sop_class_uid, location.transfer_syntax,
+                                    location.path, opener=lambda: io.BytesIO(path.read_bytes()))
+    buffer = bytearray(sending.WIRE_BATCH)
+    for _ in range(2):
+        with sending.prepare_store(location, 3, location.transfer_syntax, 9, max_pdu) as prepared:
+            batches = [bytes(batch) for batch in prepared.batches(buffer)]
+        assert len(batches) >= 3
+        command, dataset, contexts = _reassemble(batches, max_pdu)
+        assert dataset == dataset_bytes(path) and contexts == {3}
+        assert command.text(pdu.AFFECTED_SOP_INSTANCE_UID) == location.sop_instance_uid

@@ -106,7 +106,7 @@ class Association:
             except OSError:
                 pass  # temp_file() tries again and the store reports the error
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray | memoryview) -> None:
         with self._send_lock:
             self.sock.sendall(data)
 

@@ -74,6 +74,7 @@ class Association:
     _next_message_id: int = 1
     _open: bool = True
     _pending: list[Message] = field(default_factory=list)
+    _buffer: bytearray = field(default_factory=lambda: bytearray(sending.WIRE_BATCH))  # reused by send_stored
 
     # -- life cycle ------------------------------------------------------------------------
     def __enter__(self) -> "Association":
@@ -139,7 +140,7 @@ class Association:
                 return cid, syntax
         return None
 
-    def send_pdus(self, pdus: Iterable[bytes | bytearray]) -> None:
+    def send_pdus(self, pdus: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write PDUs; a broken connection aborts the association and raises."""
         self._require_open()
         try:
@@ -207,14 +208,15 @@ class Association:
                                             f"{location.sop_class_uid}")
         context_id, syntax = chosen
         message_id = self.next_message_id()
-        stream = sending.iter_store_pdus(location, context_id, syntax, message_id, self.peer_max_pdu,
-                                         move_originator)
-        first = next(stream)  # transcoding and opening happen here: CannotSend leaves the association usable
-        try:
-            self.send_pdus(_chain(first, stream))
-        except sending.CannotSend as exc:  # the file changed under us mid-dataset: the message is broken
-            self.abort()
-            raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of {location.sop_instance_uid}: {exc}")
+        # opening and transcoding happen here: CannotSend leaves the association usable
+        with sending.prepare_store(location, context_id, syntax, message_id, self.peer_max_pdu,
+                                   move_originator) as prepared:
+            try:
+                self.send_pdus(prepared.batches(self._buffer))
+            except sending.CannotSend as exc:  # the file changed under us mid-dataset: the message is broken
+                self.abort()
+                raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of {location.sop_instance_uid}: "
+                                         f"{exc}") from None
         while True:
             message = self.receive_message()
             if message.command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RSP:
@@ -284,11 +286,6 @@ class Association:
 
 
 VERIFICATION = "1.2.840.10008.1.1"
-
-
-def _chain(first: bytes | bytearray, rest: Iterable[bytes | bytearray]) -> Iterable[bytes | bytearray]:
-    yield first
-    yield from rest
 
 
 def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:

@@ -10,13 +10,15 @@ the destination too), then run one C-STORE sub-operation per instance:
 
 Each instance goes out as the bytes on disk when the accepted syntax is the stored one,
 else transcoded with pydicom, else counted as a failed sub-operation (``sending``): never
-a hang. A Pending response with the counts follows every sub-operation; a C-CANCEL-RQ
-ends the run with 0xFE00; the final response carries the Failed SOP Instance UID List.
+a hang. A Pending response with the counts follows the first sub-operation, then at most
+one every ``PENDING_EVERY`` seconds; a C-CANCEL-RQ ends the run with 0xFE00; the final
+response carries the exact counts and the Failed SOP Instance UID List.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +33,7 @@ from pacsnode.model import InformationModel, InstanceLocation, Peer
 LOGGER = logging.getLogger(__name__)
 
 SendOne = Callable[[InstanceLocation], str]  # 'success' | 'warning' | 'failure'
+PENDING_EVERY = 0.25  # seconds between two Pending responses of one retrieve (after the first)
 
 
 def model_of(sop_class_uid: str) -> InformationModel:
@@ -101,8 +104,16 @@ def _final(session: Session, request: Request, field_: int, status: int, counts:
 
 def _run(session: Session, request: Request, field_: int, locations: list[InstanceLocation],
          send_one: SendOne) -> None:
-    """The sub-operations, Pending after each, cancel between them, then the final response."""
+    """The sub-operations, cancel between them, then the final response.
+
+    Pending responses are optional (PS3.4 C.4.2.3.1, C.4.3.3.1): one after the first
+    sub-operation, so that the caller knows the run started (and may cancel), then at most one
+    per ``PENDING_EVERY`` seconds, none when no sub-operation remains (the final response
+    follows at once). One per sub-operation made the caller print and the node encode a
+    response per instance, on the cores the transfer itself needs.
+    """
     counts = Counts(len(locations))
+    last_pending: float | None = None
     for location in locations:
         if session.cancelled(request.message_id):
             LOGGER.info("%s cancelled by the peer after %d sub-operation(s)", session.label(),
@@ -117,7 +128,10 @@ def _run(session: Session, request: Request, field_: int, locations: list[Instan
         else:
             counts.failed += 1
             counts.failed_uids.append(location.sop_instance_uid)
-        session.respond(request, field_, statuses.PENDING, "", counts.elements(True))
+        now = time.monotonic()
+        if counts.remaining and (last_pending is None or now - last_pending >= PENDING_EVERY):
+            session.respond(request, field_, statuses.PENDING, "", counts.elements(True))
+            last_pending = now
     _final(session, request, field_, counts.final_status(), counts)
 
 
@@ -132,14 +146,15 @@ def get(session: Session, request: Request) -> Sink:
             _final(session, request, pdu.C_GET_RSP, status, Counts(0), str(exc))
             return
         sendable = {cid: ctx for cid, ctx in session.contexts.items() if ctx[0] in session.scp_roles}
+        buffer = bytearray(sending.WIRE_BATCH)  # one for the whole run
         _run(session, request, pdu.C_GET_RSP, locations,
-             lambda location: _store_here(session, request, location, sendable))
+             lambda location: _store_here(session, request, location, sendable, buffer))
 
     return BufferSink(lean_find.MAX_IDENTIFIER, answer)
 
 
 def _store_here(session: Session, request: Request, location: InstanceLocation,
-                sendable: dict[int, tuple[str, str]]) -> str:
+                sendable: dict[int, tuple[str, str]], buffer: bytearray) -> str:
     """One C-GET sub-operation: C-STORE-RQ on this association, then its C-STORE-RSP."""
     chosen = sending.choose_context(location.sop_class_uid, location.transfer_syntax, sendable)
     if chosen is None:
@@ -150,9 +165,10 @@ def _store_here(session: Session, request: Request, location: InstanceLocation,
     message_id = session.next_message_id()
     started = False
     try:
-        for chunk in sending.iter_store_pdus(location, context_id, syntax, message_id, session.peer_max_pdu):
-            started = True
-            session.send(chunk)  # type: ignore[arg-type]
+        with sending.prepare_store(location, context_id, syntax, message_id, session.peer_max_pdu) as prepared:
+            for batch in prepared.batches(buffer):
+                started = True
+                session.send(batch)
     except sending.CannotSend as exc:
         if started:  # half a dataset is on the wire: the association cannot go on
             raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc

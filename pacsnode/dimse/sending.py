@@ -173,19 +173,20 @@ def pdv_limit(peer_max_pdu: int) -> int:
     return (peer_max_pdu - 6) & ~1  # even: DICOM fragments have even lengths
 
 
-def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax: str, message_id: int,
-                    peer_max_pdu: int, move_originator: tuple[str, int] | None = None,
-                    priority: int = 0) -> Iterator[bytes | bytearray]:
-    """The encoded P-DATA-TF PDUs of one C-STORE-RQ for a stored file, command first.
+WIRE_BATCH = 256 * 1024  # PDU bytes laid out per socket write; the buffer is reused, whatever the file size
+_MAX_SLOTS = 512  # PDV slots filled per preadv (Linux's IOV_MAX is 1024)
+
+
+def prepare_store(location: InstanceLocation, context_id: int, transfer_syntax: str, message_id: int,
+                  peer_max_pdu: int, move_originator: tuple[str, int] | None = None,
+                  priority: int = 0) -> "PreparedStore":
+    """One C-STORE-RQ for a stored file, ready to go out: its file open and inspected, or its
+    dataset transcoded in memory. Nothing has been sent when this raises :class:`CannotSend`
+    (:class:`UnreadableInstance` for a missing file, :class:`TranscodeError` when the
+    dataset cannot be put into ``transfer_syntax``): the association stays usable.
 
     When ``transfer_syntax`` (accepted on ``context_id``) is the one in the file's meta, the
-    dataset is read from disk in PDU-sized chunks, each straight into the buffer that is
-    yielded: memory stays at one PDU whatever the file size. Otherwise the dataset is
-    transcoded in memory first; :class:`TranscodeError` (raised before anything is yielded)
-    means the instance cannot be sent on this context.
-
-    The file is opened before the first PDU is yielded, so a missing file raises
-    :class:`UnreadableInstance` before the command goes out.
+    dataset goes out as the bytes on disk (see :meth:`PreparedStore.batches`).
     """
     limit = pdv_limit(peer_max_pdu)
     command = store_command(location, message_id, move_originator, priority)
@@ -195,19 +196,143 @@ def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax
         raise UnreadableInstance(f"cannot open {location.path}: {exc.strerror or exc}") from None
     except StorageUnavailable as exc:
         raise UnreadableInstance(f"cannot read {location.path}: {exc}") from None
-    with handle:
+    command_pdus = pdu_bytes(context_id, command, True, limit)
+    try:
         try:
             stored: StoredFile | None = inspect_file(handle, location.path)
         except UnreadableInstance:
             stored = None
         if stored is not None and stored.transfer_syntax == transfer_syntax:
-            yield from fragments(context_id, command, True, limit)
-            yield from _streamed(handle, stored, context_id, limit)
-            return
+            return PreparedStore(command_pdus, context_id, limit, handle, stored)  # it closes the file
         handle.seek(0)
         payload = _transcoded(handle, location.path, transfer_syntax)
-    yield from fragments(context_id, command, True, limit)
-    yield from fragments(context_id, payload, False, limit)
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return PreparedStore(command_pdus, context_id, limit, payload=payload)
+
+
+class PreparedStore:
+    """A C-STORE-RQ whose command is encoded and whose dataset is an open file or bytes.
+
+    :meth:`batches` lays its PDUs out in one reused buffer: the command, then per PDU the
+    header written in place and the stored bytes read straight into the slot after it (one
+    ``preadv`` for a whole batch when the file is a real file). The sender writes each batch
+    with one call, instead of a read, an allocation and a write per PDU. Close it (or use it
+    as a context manager) to close the file.
+    """
+
+    def __init__(self, command_pdus: bytes, context_id: int, limit: int, handle: BinaryIO | None = None,
+                 stored: StoredFile | None = None, payload: bytes | None = None) -> None:
+        self.command_pdus = command_pdus
+        self.context_id, self.limit = context_id, limit
+        self._handle, self._stored, self._payload = handle, stored, payload
+
+    def __enter__(self) -> "PreparedStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def batches(self, buffer: bytearray | None = None) -> Iterator[memoryview]:
+        """Whole PDUs, command first, as views of ``buffer`` (or of bytes for a transcoded
+        dataset). A view is valid until the next one is asked for. Raises
+        :class:`UnreadableInstance` when the file ends early (the file changed under us): the
+        caller must then abort, since part of the message may be on the wire."""
+        if self._payload is not None:
+            yield memoryview(self.command_pdus)
+            for raw in fragments(self.context_id, self._payload, False, self.limit):
+                yield memoryview(raw)
+            return
+        assert self._handle is not None and self._stored is not None
+        if buffer is None or len(buffer) < len(self.command_pdus) + 64:
+            buffer = bytearray(max(WIRE_BATCH, len(self.command_pdus) + 64))
+        yield from _laid_out(self._handle, self._stored, self.context_id, self.limit, buffer, self.command_pdus)
+
+
+def _laid_out(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int, buffer: bytearray,
+              head: bytes) -> Iterator[memoryview]:
+    """The dataset's P-DATA-TF PDUs (one PDV each, the last flagged last), batch by batch."""
+    view = memoryview(buffer)
+    view[:len(head)] = head
+    pos, offset = len(head), stored.dataset_offset
+    remaining = stored.size - offset
+    # A deflated bitstream of odd length gets one trailing NUL (PS3.5 A.5): fragments are even.
+    pad = remaining % 2 if stored.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else 0
+    fd = handle.fileno() if type(handle) in (io.BufferedReader, io.FileIO) else None  # never a spool's rollover
+    done = False
+    while not done:
+        slots: list[memoryview] = []
+        while not done and len(slots) < _MAX_SLOTS:
+            room = (len(buffer) - pos - 13) & ~1  # 12 header bytes and a pad byte; PDVs stay even
+            chunk = min(limit, remaining, room)
+            if chunk < min(limit, remaining) and slots:
+                break  # the next PDU goes whole into the next batch
+            last = chunk == remaining
+            wire = chunk + (pad if last else 0)
+            pdu.HEADER.pack_into(buffer, pos, pdu.P_DATA_TF, wire + 6)
+            _PDV_HEADER.pack_into(buffer, pos + 6, wire + 2, context_id, pdu.MCH_LAST if last else 0)
+            slots.append(view[pos + 12:pos + 12 + chunk])
+            if wire > chunk:
+                buffer[pos + 12 + chunk] = 0
+            pos += 12 + wire
+            remaining -= chunk
+            done = last
+        wanted = sum(len(slot) for slot in slots)
+        got = _read_slots(handle, fd, offset, slots)
+        if got != wanted:  # the file shrank under us: never send a short dataset as if it were whole
+            raise UnreadableInstance(f"{stored.path}: file ended {remaining + wanted - got} bytes early")
+        offset += got
+        yield view[:pos]
+        pos = 0
+
+
+def _read_slots(handle: BinaryIO, fd: int | None, offset: int, slots: list[memoryview]) -> int:
+    """Fill ``slots`` from ``offset`` on: one ``preadv`` (repeated on a short read) for a real
+    file, ``readinto`` otherwise (an S3 object's spooled file). Bytes read; fewer means EOF."""
+    total = 0
+    if fd is None:
+        handle.seek(offset)
+        for slot in slots:
+            got = cast(io.BufferedIOBase, handle).readinto(slot) if len(slot) else 0
+            total += got
+            if got < len(slot):
+                break
+        return total
+    pending = [slot for slot in slots if len(slot)]
+    while pending:
+        got = os.preadv(fd, pending, offset + total)
+        if got == 0:
+            break
+        total += got
+        while pending and got >= len(pending[0]):
+            got -= len(pending.pop(0))
+        if got:
+            pending[0] = pending[0][got:]
+    return total
+
+
+def iter_store_pdus(location: InstanceLocation, context_id: int, transfer_syntax: str, message_id: int,
+                    peer_max_pdu: int, move_originator: tuple[str, int] | None = None,
+                    priority: int = 0) -> Iterator[bytes]:
+    """The encoded P-DATA-TF PDUs of one C-STORE-RQ, command first, as bytes (several whole
+    PDUs per item): :func:`prepare_store` and :meth:`PreparedStore.batches`, each batch copied.
+    Memory stays at one batch whatever the file size."""
+    with prepare_store(location, context_id, transfer_syntax, message_id, peer_max_pdu, move_originator,
+                       priority) as prepared:
+        for batch in prepared.batches():
+            yield bytes(batch)
+
+
+def pdu_bytes(context_id: int, payload: bytes, is_command: bool, limit: int) -> bytes:
+    """:func:`fragments` joined (a command set: a few hundred bytes)."""
+    return b"".join(fragments(context_id, payload, is_command, limit))
 
 
 def fragments(context_id: int, payload: bytes, is_command: bool, limit: int) -> Iterator[bytes]:
@@ -217,31 +342,11 @@ def fragments(context_id: int, payload: bytes, is_command: bool, limit: int) -> 
     for offset in range(0, max(size, 1), limit):
         chunk = payload[offset:offset + limit]
         control = base | (pdu.MCH_LAST if offset + limit >= size else 0)
-        yield pdu.HEADER.pack(pdu.P_DATA_TF, len(chunk) + 6) + struct.pack(">LBB", len(chunk) + 2, context_id,
-                                                                            control) + chunk
+        yield pdu.HEADER.pack(pdu.P_DATA_TF, len(chunk) + 6) + _PDV_HEADER.pack(len(chunk) + 2, context_id,
+                                                                                 control) + chunk
 
 
-def _streamed(handle: BinaryIO, stored: StoredFile, context_id: int, limit: int) -> Iterator[bytearray]:
-    """One PDU per ``limit`` bytes of the on-disk dataset, the last PDV flagged last."""
-    handle.seek(stored.dataset_offset)
-    remaining = stored.size - stored.dataset_offset
-    # A deflated bitstream of odd length gets one trailing NUL (PS3.5 A.5): fragments are even.
-    pad = remaining % 2 if stored.transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else 0
-    while True:
-        chunk = min(limit, remaining)
-        last = chunk == remaining
-        wire = chunk + (pad if last else 0)
-        buffer = bytearray(12 + wire)
-        pdu.HEADER.pack_into(buffer, 0, pdu.P_DATA_TF, wire + 6)
-        struct.pack_into(">LBB", buffer, 6, wire + 2, context_id, pdu.MCH_LAST if last else 0)
-        # every opener gives readinto: a file on disk (BufferedReader), an S3 object (SpooledTemporaryFile)
-        got = cast(io.BufferedIOBase, handle).readinto(memoryview(buffer)[12:12 + chunk]) if chunk else 0
-        if got != chunk:  # the file shrank under us: never send a short dataset as if it were whole
-            raise UnreadableInstance(f"{stored.path}: file ended {remaining - got} bytes early")
-        remaining -= chunk
-        yield buffer
-        if last:
-            return
+_PDV_HEADER = struct.Struct(">LBB")
 
 
 def _transcoded(handle: BinaryIO, path: str, transfer_syntax: str) -> bytes:
