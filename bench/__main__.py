@@ -1,5 +1,5 @@
-"""``python -m bench [--quick]`` (``make bench`` / ``make bench-quick``): the performance
-issue's targets in one table (bench/targets.py).
+"""``python -m bench [--quick] [--orthanc-data DIR]`` (``make bench`` / ``make bench-quick``): the
+performance issue's targets in one table (bench/targets.py; its options pass through).
 
 The detailed benchmarks stay runnable on their own: ``python -m bench.store`` (ingest per
 receiver), ``python -m bench.query`` (C-FIND and C-MOVE at 10k-1M), ``bench.load``,
@@ -14,7 +14,7 @@ from bench import targets
 
 
 def main() -> None:
-    targets.main(["--quick"] if "--quick" in sys.argv[1:] else [])
+    targets.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ servers in the same order, so at a common size both hold exactly the same studie
   faster public way in); a size whose projected load time passes ``--orthanc-budget`` is
   skipped, and the notes say so. ``--orthanc-data DIR`` keeps Orthanc's storage and index in
   DIR and records there how many of the synthetic studies it holds (``bench-studies.txt``): a
-  later run reuses them and loads only the rest (100k studies take ~8 min through REST). A size
-  smaller than what DIR holds has no Orthanc column (the data would differ).
+  later run reuses them and loads only the rest (100k studies take 8-13 min through REST, by the
+  machine's load). A size smaller than what DIR holds has no Orthanc column (the data would differ).
 
 At each size pacsnode is restarted (its start-up time, ``serve`` until the port accepts, is
 measured there, median of 3 in full mode), then for each query both servers answer ``--runs``

@@ -443,6 +443,18 @@ def test_responses_fit_a_small_peer_maximum(site: Site) -> None:
         scu.close()
 
 
+def test_each_pending_response_is_one_pdu(site: Site) -> None:
+    """The command and its identifier share one P-DATA-TF (PS3.8 9.3.5: one or more PDVs): half the PDUs to read."""
+    scu = RawFindScu(site.port)
+    try:
+        scu.sock.sendall(scu.find_request(encoded(study_query(PatientID="P001")), 4))
+        pdus = [scu.read_pdu() for _ in range(3)]
+        layout = [[(pdv.is_command, pdv.is_last) for pdv in message.pdvs] for message in pdus]  # type: ignore[attr-defined]
+        assert layout == [[(True, True), (False, True)], [(True, True), (False, True)], [(True, True)]]
+    finally:
+        scu.close()
+
+
 def test_release_while_a_find_runs_is_answered_after_it(site: Site) -> None:
     site.node.slow = True
     try:

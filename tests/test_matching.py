@@ -137,6 +137,8 @@ STUDY_CASES: list[tuple[str, dict[str, Any], dict[str, Any], set[str]]] = [
     ("pn-question-mark-is-not-two-chars", {"PatientName": "Zhang^S?"}, {}, set()),
     ("pn-chinese-single-value", {"PatientName": "王^小明"}, {}, {"S4"}),
     ("pn-chinese-wildcard-finds-any-group", {"PatientName": "王*"}, {}, {"S4", "S5"}),
+    ("pn-trailing-star-prefix-of-first-group", {"PatientName": "Wang^XiaoH*"}, {}, {"S5"}),  # "P*" covers "P*=*"
+    ("pn-trailing-star-prefix-of-later-group", {"PatientName": "王^小*"}, {}, {"S4", "S5"}),  # "*=P*" covers "*=P*=*"
     ("pn-chinese-question-mark-one-ideograph", {"PatientName": "王^小?"}, {}, {"S4", "S5"}),
     ("pn-chinese-case-insensitive", {"PatientName": "王^小明"}, {"ci": True}, {"S4"}),
     ("pn-ideographic-group-single-value", {"PatientName": "王^小红"}, {}, {"S5"}),

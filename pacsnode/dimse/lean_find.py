@@ -5,8 +5,10 @@ module decodes the identifier in the context's transfer syntax, asks ``find.answ
 (query parsing, ``Node.find`` with its access filter and audit, the PACSNODE HR block)
 and streams the responses:
 
-* every pending C-FIND-RSP has the same command set, so its PDU is encoded once per
-  request; each match costs one dataset encoding;
+* every pending C-FIND-RSP has the same command set, so its PDV is encoded once per
+  request; each match costs one dataset encoding and goes out with that command in one
+  P-DATA-TF (PS3.8 9.3.5: one or more PDVs) when the peer's maximum PDU length allows:
+  findscu then makes half the read calls (2456 instead of 4766 for 1155 matches);
 * responses are coalesced into ``sendall`` calls of about ``BATCH_BYTES``: the first goes
   out alone, so the peer sees a match at once, and small batches let the peer parse while
   we build the next ones (64 KB batches made findscu 30% slower end to end than 8 KB);
@@ -55,6 +57,7 @@ EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 FIND_TRANSFER_SYNTAXES = frozenset({IMPLICIT_LITTLE, EXPLICIT_LITTLE, DEFLATED_EXPLICIT_LITTLE, EXPLICIT_BIG})
 MAX_IDENTIFIER = 1 << 20  # a real identifier is well under 4 KB
 BATCH_BYTES = 8 * 1024  # measured with findscu: 1-16 KB alike, 64 KB 30% slower, 0 (no coalescing) 10%
+_PDATA_HEADER, _PDV_HEADER = struct.Struct(">BxL"), struct.Struct(">LBB")
 MAX_HELD = 4 << 20  # PDUs read (and held) while polling for a cancel; beyond this, TCP waits for us
 
 
@@ -203,6 +206,7 @@ class FindService:
         an error of ``send`` or ``cancelled`` (socket, protocol) ends the association instead.
         """
         pending = self._command(request, statuses.PENDING)
+        pending_pdv = pending[6:]  # its one PDV (a peer maximum below ~100 bytes takes the other branch)
         batch, count, status, comment = bytearray(), 0, statuses.SUCCESS, ""
         codec = DatasetCodec.of(transfer_syntax)  # negotiate() accepts only FIND_TRANSFER_SYNTAXES
         try:
@@ -223,8 +227,14 @@ class FindService:
                 LOGGER.info("C-FIND cancelled by the peer after %d match(es)", count)
                 status = statuses.CANCEL
                 break
-            batch += pending
-            batch += pdu.encode_fragments(request.context_id, data, False, self.peer_max_pdu)
+            if self.peer_max_pdu and len(pending_pdv) + len(data) + 6 > self.peer_max_pdu:
+                batch += pending
+                batch += pdu.encode_fragments(request.context_id, data, False, self.peer_max_pdu)
+            else:  # the command and its dataset in one P-DATA-TF (PS3.8 9.3.5: one or more PDVs)
+                batch += _PDATA_HEADER.pack(pdu.P_DATA_TF, len(pending_pdv) + len(data) + 6)
+                batch += pending_pdv
+                batch += _PDV_HEADER.pack(len(data) + 2, request.context_id, pdu.MCH_LAST)
+                batch += data
             count += 1
             if count == 1 or len(batch) >= BATCH_BYTES:
                 self.send(bytes(batch))

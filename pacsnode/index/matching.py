@@ -241,8 +241,8 @@ def find(index: Index, query: Query, *, allowed_study_uids: Collection[str] | No
     _allowed(where, allowed_study_uids)
     if hide_rejected:
         where.add(_VISIBLE[level])
-    select = ", ".join(_visible_columns(level) if hide_rejected else _select_columns(level))
-    sql = f"SELECT {select} FROM {_FROM[level]} WHERE {where.sql()}"
+    columns = _visible_columns(level) if hide_rejected else _select_columns(level)
+    sql = f"SELECT {', '.join(columns)} FROM {_FROM[level]} WHERE {where.sql()}"
     if level is Level.PATIENT:
         sql += " GROUP BY p.pk"
     sql += f" ORDER BY {_ORDER[level]}"
@@ -253,7 +253,8 @@ def find(index: Index, query: Query, *, allowed_study_uids: Collection[str] | No
         if truncate and offset > 0:
             sql += " OFFSET ?"
             params.append(offset)
-    rows = [dict(row) for row in index.query(sql, params)]
+    names = [_alias(column) for column in columns]  # zip, not dict(row): a Row looks names up one by one
+    rows = [dict(zip(names, row)) for row in index.query(sql, params)]
     if limit > 0 and len(rows) > limit and not truncate:
         LOGGER.warning("C-FIND at %s level matched more than the limit of %d; refused", level.value, limit)
         raise TooManyResults(f"more than {limit} matches; narrow the query (e.g. a date range)")
@@ -278,11 +279,16 @@ _VISIBLE_COUNTS = {
 }
 
 
+def _alias(column: str) -> str:
+    """The result name of one SELECT column (``expr AS "Keyword"`` or ``expr AS _name``)."""
+    return column.rsplit(" AS ", 1)[-1].strip('"')
+
+
 def _visible_columns(level: Level) -> list[str]:
     """The SELECT of :func:`_select_columns` with every count recounted over visible instances."""
     columns = []
     for column in _select_columns(level):
-        keyword = column.rsplit(" AS ", 1)[-1].strip('"')
+        keyword = _alias(column)
         if keyword in _VISIBLE_COUNTS:
             column = f'({_VISIBLE_COUNTS[keyword]}) AS "{keyword}"'
         elif keyword == "NumberOfPatientRelatedSeries":
