@@ -75,7 +75,15 @@ class PeerError(PacsnodeError):
 
 
 class RecognitionError(PacsnodeError):
-    """A physician decision or share request breaks the rules (e.g. decline without consent)."""
+    """A physician decision or share request breaks the rules (e.g. decline without consent).
+
+    ``rule`` names the broken rule in a stable word (``decline_needs_reason``) so that a page can
+    say it in the user's language; the message stays the English sentence the CLI prints.
+    """
+
+    def __init__(self, message: str, rule: str = "") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class NothingToRetrieve(NotPermitted):

@@ -1,25 +1,27 @@
 """The admin pages in a real browser (issue 15 item 6): an admin logs in, adds a peer through the
 form (a refused one first, with the reason in the form), creates a token shown once, looks at the
 audit trail and node health, switches to English, and logs out with the menu's button. Debian's
-chromium through Playwright (the viewer lane's harness). Screenshots of each page are saved under
-the test's tmp dir and their paths printed, for reviewers.
+chromium through Playwright (the viewer lane's harness). Screenshots of each page are saved in
+``test-artifacts/admin-browser/`` (gitignored), for reviewers.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from support import PACSNODE, NodeProcess
+from support import PACSNODE, REPO, NodeProcess
 from test_viewer_browser import CHROMIUM, CHROMIUM_ARGS
 from workspace_helpers import PASSWORD, audit, base, workspace_node
 
 pytestmark = [pytest.mark.browser, pytest.mark.web]
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (make venv)")
+
+SHOTS = REPO / "test-artifacts" / "admin-browser"
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +40,13 @@ def admin_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess
 
 
 def test_admin_adds_a_peer_creates_a_token_reads_audit_and_health_and_logs_out(
-        admin_node: NodeProcess, tmp_path: Path) -> None:
+        admin_node: NodeProcess) -> None:
     from playwright.sync_api import sync_playwright
 
     origin = base(admin_node)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = SHOTS
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -72,6 +75,15 @@ def test_admin_adds_a_peer_creates_a_token_reads_audit_and_health_and_logs_out(
             page.click("#peer-form button[type=submit]")
             page.wait_for_selector("#done")
             assert page.query_selector('tr.peer[data-name="city"]') is not None
+            page.click('tr.peer[data-name="city"] a')  # edit: the form comes filled, the name fixed
+            assert page.input_value("#peer-form input[name=aet]") == "CITY_PACS"
+            page.fill("#peer-form input[name=port]", "70000")  # peer add's validation refuses it in the form
+            page.click("#peer-form button[type=submit]")
+            page.wait_for_selector("#error")
+            page.fill("#peer-form input[name=port]", "11191")
+            page.click("#peer-form button[type=submit]")
+            page.wait_for_selector("#done")
+            assert "11191" in page.inner_text('tr.peer[data-name="city"]')
             page.screenshot(path=str(shots / "03-admin-peers.png"), full_page=True)
 
             page.goto(f"{origin}/admin/tokens")
@@ -89,6 +101,7 @@ def test_admin_adds_a_peer_creates_a_token_reads_audit_and_health_and_logs_out(
             assert page.query_selector_all("tr.event")
             page.screenshot(path=str(shots / "06-admin-audit.png"), full_page=True)
             page.click("#lang-switch")
+            page.wait_for_url(f"{origin}/admin/audit?actor=user:root-admin&action=web-admin")  # back to the same page
             page.goto(f"{origin}/admin/health")
             assert page.inner_text("#listener") == "accepting"
             page.screenshot(path=str(shots / "07-admin-health-en.png"), full_page=True)

@@ -191,10 +191,15 @@ def test_language_switch_returns_to_the_report(ws: NodeProcess) -> None:
     host = base(ws).split("://", 1)[1]
     back = requests.get(f"{base(ws)}/lang", params={"to": "en"}, cookies=office, allow_redirects=False, timeout=30,
                         headers={"Referer": f"{base(ws)}/report?from=2026-11-01"})
-    assert back.status_code == 303 and back.headers["location"] == "/report"
+    assert back.status_code == 303 and back.headers["location"] == "/report?from=2026-11-01"  # same page, same filter
     elsewhere = requests.get(f"{base(ws)}/lang", params={"to": "en"}, cookies=office, allow_redirects=False, timeout=30,
                              headers={"Referer": "http://evil.example/report", "Host": host})
-    assert elsewhere.headers["location"] == "/patients"
+    assert elsewhere.headers["location"] == "/login"  # not back to another site; the login form sends her on
+    unknown = requests.get(f"{base(ws)}/lang", params={"to": "en"}, cookies=office, allow_redirects=False, timeout=30,
+                           headers={"Referer": f"{base(ws)}//evil.example/x?next=http://evil.example"})
+    assert unknown.headers["location"] == "/login"
+    onwards = requests.get(f"{base(ws)}/login", cookies=office, allow_redirects=False, timeout=30)
+    assert onwards.status_code == 303 and onwards.headers["location"] == "/report"
     html = requests.get(f"{base(ws)}/report", cookies={**office, "pacsnode_lang": "en"}, timeout=30).text
     assert 'id="nav-report"' in html and "Mutual recognition report" in html
 

@@ -2,25 +2,28 @@
 their statuses and the unreachable peer, accept one, decline another with reasons and consent;
 a refused decision shows why; a POST without the CSRF token is refused; a physician of another
 institution is refused by URL. Debian's /usr/bin/chromium through Playwright's executable_path
-(the viewer lane's harness: same binary and flags). A screenshot of each page is saved under the
-test's tmp dir and its path printed, for reviewers (the QC queue and a study's contact sheet too).
+(the viewer lane's harness: same binary and flags). A screenshot of each page is saved in
+``test-artifacts/workspace-browser/`` (gitignored) for reviewers (the QC queue and a study's contact
+sheet too).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from support import NodeProcess
+from support import REPO, NodeProcess
 from test_viewer_browser import CHROMIUM, CHROMIUM_ARGS
 from workspace_helpers import CR_CHEST, CT_HEAD, PASSWORD, audit, base, workspace_node
 
 pytestmark = [pytest.mark.browser, pytest.mark.web]
 pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (make venv)")
+
+SHOTS = REPO / "test-artifacts" / "workspace-browser"
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +53,25 @@ def _decide(page: Any, origin: str, study: str) -> None:
 
 
 def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
-        ws_node: NodeProcess, tmp_path: Path) -> None:
+        ws_node: NodeProcess) -> None:
     from playwright.sync_api import sync_playwright
 
     origin = base(ws_node)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = SHOTS
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
     started = time.monotonic()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{origin}/login")
+            page.goto(f"{origin}/login")  # the form in Chinese; a wrong password is refused on it, in words
+            assert page.inner_text("h1") == "登录" and "用户名" in page.inner_text("form#login")
+            page.fill("input[name=username]", "dr-wang")
+            page.fill("input[name=password]", "not the password")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#error")
+            assert page.inner_text("#error") == "用户名或密码错误。"
             page.screenshot(path=str(shots / "01-login.png"))
             _log_in(page, origin, "dr-wang")
 
@@ -86,7 +96,7 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
             _decide(page, origin, CT_HEAD)  # decline without a reason first: refused, why shown
             page.check("input[name=decision][value=decline]")
             page.click("form#decide button[type=submit]")
-            assert "a decline needs at least one reason code" in page.inner_text("#error")
+            assert "不认可须至少选择一项原因" in page.inner_text("#error")  # why, in the user's language
             page.screenshot(path=str(shots / "04-refused.png"), full_page=True)
             page.check("input[name=reasons][value=T1]")  # the form kept "decline"
             page.select_option("select[name=informed]", "patient")
@@ -95,7 +105,8 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
             page.fill("textarea[name=note]", "超出30天，患者同意复查")
             page.click("form#decide button[type=submit]")
             page.wait_for_selector("#saved")
-            assert "T1" in page.inner_text("table#history")
+            history = page.inner_text("table#history")
+            assert "T1 超出有效期" in history and "同意" in history and "书面签字" in history and "不认可" in history
             page.screenshot(path=str(shots / "05-declined.png"), full_page=True)
 
             _decide(page, origin, CR_CHEST)  # the same form with its CSRF field removed
@@ -115,6 +126,7 @@ def test_physician_searches_accepts_one_prior_and_declines_another_with_consent(
             _log_in(other, origin, "dr-li")
             refused = other.goto(f"{origin}/decide?study={CR_CHEST}")
             assert refused is not None and refused.status == 403
+            assert "其他机构" in other.inner_text("#error")  # says why, in words
             other.screenshot(path=str(shots / "07-other-institution.png"))
 
             qc = browser.new_context().new_page()  # QC review: the queue, a study's checks and contact sheet

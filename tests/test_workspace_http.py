@@ -46,8 +46,10 @@ def test_priors_page_shows_statuses_failed_conditions_reason_codes_and_peer_stat
     html = page.text
     assert CR_CHEST in html and CT_HEAD in html
     assert "可互认" in html and "不符合互认条件" in html  # Chinese by default
-    assert "超出有效期" in html and "outside_window" in html and "[T1]" in html  # plain words, code, reason
-    assert "county" in html and "未连通" in html and "30 s" in html  # the unreachable peer, visibly
+    assert "超出有效期" in html and "outside_window" in html and "[T1 超出有效期]" in html  # words, code, reason
+    # the validity window in words: from the study date to the last valid day, its length, and where today is
+    assert "2026年3月15日 至 2026年4月14日（30天）" in html and "已过期" in html
+    assert "county" in html and "未连通" in html and "30 秒" in html  # the unreachable peer, visibly
     assert f'/viewer/viewer?StudyInstanceUIDs={CR_CHEST}' in html
     assert "2026年11月24日" in html  # dates as users write them
     english = requests.get(f"{base(ws)}/patients", params={"patient_id": "P0001", "issuer": "CTY001"},
@@ -96,10 +98,12 @@ def test_decline_without_reason_and_accept_of_not_eligible_without_note_are_refu
     declined = requests.post(f"{base(ws)}/decide", cookies=wang, timeout=30, data={
         "csrf_token": token, "study_uid": CT_HEAD, "decision": "decline", "consent": "given", "informed": "patient"})
     assert declined.status_code == 400 and "a decline needs at least one reason code" in declined.text
+    assert "不认可须至少选择一项原因" in declined.text  # the reason in the user's language, in the form
     assert 'value="decline" checked' in declined.text  # the form keeps what was entered
     accepted = requests.post(f"{base(ws)}/decide", cookies=wang, timeout=30, data={
         "csrf_token": token, "study_uid": CT_HEAD, "decision": "accept"})
     assert accepted.status_code == 400 and "needs a note saying why" in accepted.text
+    assert "认可时须在备注中说明理由" in accepted.text
     events = audit(ws)
     assert len([e for e in events if e["action"] == "recognition-decision"]) == before  # nothing recorded
     assert len([e for e in events if e["action"] == "web-decide" and e["outcome"] == "refused"]) >= 2
@@ -160,6 +164,46 @@ def test_api_decisions_records_through_the_same_validation(ws: NodeProcess, wang
     assert unknown.status_code == 404 and "no such study" in unknown.json()["error"]
     report = json.loads(ws.cli("report", "recognition", "--json").stdout)
     assert sum(r["accepted"] for r in report) >= 1
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("reasons", "ZZ9", "不认可原因代码不存在"),  # a reason code that does not exist
+    ("note", "复查\x1b[2J\x1b[31m", "备注含有控制字符"),  # terminal escapes for whoever lists decisions
+    ("note", "正常\u202e复查", "备注含有控制字符"),  # a right-to-left override that makes the note read otherwise
+    ("note", "长" * 999, "备注超过200字"),  # long, but under the form's size limit
+    ("consent", "given\x00", "不认可须记录知情同意"),
+])
+def test_forged_decide_inputs_are_refused_in_words_and_nothing_is_recorded(
+        ws: NodeProcess, wang: dict[str, str], field: str, value: str, words: str) -> None:
+    token = csrf_of(_decide_page(ws, wang, CT_HEAD).text)
+    form = {"csrf_token": token, "study_uid": CT_HEAD, "decision": "decline", "reasons": "T1", "consent": "given",
+            "informed": "patient", field: value}
+    before = len([e for e in audit(ws) if e["action"] == "recognition-decision"])
+    refused = requests.post(f"{base(ws)}/decide", cookies=wang, timeout=30, data=form)
+    assert refused.status_code == 400 and words in refused.text, refused.text[-2000:]
+    assert "\x1b" not in refused.text and "\u202e" not in refused.text.split('id="error"')[1].split("</p>")[0]
+    api = requests.post(f"{base(ws)}/api/decisions", cookies=wang, timeout=30, json={**form, "reasons": [form["reasons"]]},
+                        headers={"X-CSRF-Token": token})
+    assert api.status_code == 400  # the JSON twin refuses the same
+    assert len([e for e in audit(ws) if e["action"] == "recognition-decision"]) == before
+
+
+def test_a_huge_note_or_a_qc_users_own_token_on_the_decide_form_is_refused(ws: NodeProcess,
+                                                                          wang: dict[str, str]) -> None:
+    token = csrf_of(_decide_page(ws, wang, CT_HEAD).text)
+    huge = requests.post(f"{base(ws)}/decide", cookies=wang, timeout=30, data={
+        "csrf_token": token, "study_uid": CT_HEAD, "decision": "decline", "reasons": "T1", "note": "x" * 200_000})
+    assert huge.status_code == 413  # refused before the body is read
+    qc = login(ws, "qc-zhou")
+    qc_token = csrf_of(requests.get(f"{base(ws)}/qc", cookies=qc, timeout=30).text)  # the qc user's own, valid token
+    posted = requests.post(f"{base(ws)}/decide", cookies=qc, timeout=30, data={
+        "csrf_token": qc_token, "study_uid": CT_HEAD, "decision": "accept", "note": "qc accepting"})
+    assert posted.status_code == 403
+    swapped = requests.post(f"{base(ws)}/decide", cookies=wang, timeout=30, data={
+        "csrf_token": qc_token, "study_uid": CT_HEAD, "decision": "accept", "note": "another session's token"})
+    assert swapped.status_code == 403  # a token is this session's only
+    refusals = [e for e in audit(ws) if e["action"] == "workspace" and e["outcome"] == "refused"]
+    assert [e for e in refusals if e["peer_name"] == "user:qc-zhou" and "role qc" in e["detail"]]
 
 
 def test_physician_of_another_institution_cannot_open_a_study_by_url(ws: NodeProcess) -> None:

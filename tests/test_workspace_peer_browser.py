@@ -146,6 +146,10 @@ def test_physician_decides_on_priors_of_two_nodes_report_shows_the_rate_qc_rejec
             assert "可互认" in page.inner_text(f'tr[data-study="{CR_CHEST}"] .status')
             assert "不符合互认条件" in page.inner_text(f'tr[data-study="{CT_HEAD}"] .status')
             assert "超出有效期" in page.inner_text(f'tr[data-study="{CT_HEAD}"] .failed')
+            # a peer's prior: no local pixels, the page says where its images are (see the priors module)
+            assert page.inner_text(f'tr[data-study="{CT_HEAD}"] .remote-thumb') == "图像在 county"
+            assert page.query_selector(f'tr[data-study="{CR_CHEST}"] img.thumbnail') is not None
+            assert "已过期" in page.inner_text(f'tr[data-study="{CT_HEAD}"] .window')
             peers = {r.inner_text().split("\t")[0].split(" ")[0]: r.inner_text() for r in page.query_selector_all("tr.peer")}
             assert "已应答 (1)" in peers["county"] and "未连通" in peers["township"], peers
 
@@ -168,7 +172,7 @@ def test_physician_decides_on_priors_of_two_nodes_report_shows_the_rate_qc_rejec
             clicks(page, "select", "select[name=consent]", "given")
             clicks(page, "click", "form#decide button[type=submit]")
             page.wait_for_selector("#saved")
-            assert "T1" in page.inner_text("table#history") and "given" in page.inner_text("table#history")
+            assert "T1" in page.inner_text("table#history") and "同意" in page.inner_text("table#history")
             page.screenshot(path=str(SHOTS / "04-declined-peer-prior.png"), full_page=True)
 
             office = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()

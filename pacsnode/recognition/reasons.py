@@ -71,7 +71,7 @@ def normalise_reason(code: str, reason_codes: Mapping[str, str] = REASON_CODES) 
         return alias
     raise RecognitionError(
         f"reason {code!r} is not a reason code; use one of {', '.join(reason_codes)} "
-        f"or {', '.join(REASON_ALIASES)}"
+        f"or {', '.join(REASON_ALIASES)}", "reason_unknown"
     )
 
 

@@ -82,7 +82,7 @@ class AuditPages:
         try:
             typed, rows, page, more = self._rows(request)
         except HttpError as exc:
-            return self.admin.ws.render(request, "error.html", user, status=exc.status, message=exc.message)
+            return self.admin.ws.error_page(request, user, exc)
         self._audit_read(user.name, request, "audit", typed)
         kept = urlencode({k: v for k, v in typed.items() if v})  # with upto: the next page continues this one
         return self.admin.ws.render(request, "admin_audit.html", user, kind="audit", rows=rows, filters=typed,

@@ -13,19 +13,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from pacsnode import accounts
+from pacsnode.web import page_render
 from pacsnode.web.app import SESSION_COOKIE, HttpError
 
 if TYPE_CHECKING:
     from pacsnode.web.app import Web
 
 MAX_LOGIN_BODY = 8192
-LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>pacsnode</title></head><body>
-<form method="post"><h1>pacsnode</h1>
-<label>User <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button type="submit">Log in</button></form></body></html>"""
-
-
 _PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                  "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'"}
 
@@ -45,8 +39,14 @@ class Login:
         self.web = web
         self.throttle = accounts.Throttle(web.store)
 
-    def form(self, _request: Request) -> Response:
-        return Response(LOGIN_FORM, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+    def form(self, request: Request) -> Response:
+        """The login form in the user's language; a person already signed in goes on to their page."""
+        from pacsnode.web.workspace_auth import session_user
+
+        user = session_user(self.web, request)
+        if user is not None:
+            return RedirectResponse(LANDING.get(user.role, "/viewer/"), status_code=303, headers=_PAGE_HEADERS)
+        return page_render.render(request, "login.html", None)
 
     async def submit(self, request: Request) -> Response:
         host = request.client.host if request.client else ""
@@ -60,8 +60,15 @@ class Login:
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
         back_to = request.query_params.get("next", "")  # the page that sent the person here (?next=, see viewer)
-        return await run_in_threadpool(self._login, name, password, host, browser,
-                                       back_to if back_to in RETURN_PAGES else "")
+        try:
+            return await run_in_threadpool(self._login, name, password, host, browser,
+                                           back_to if back_to in RETURN_PAGES else "")
+        except HttpError as exc:
+            if not browser or exc.status not in (401, 429):
+                raise
+            # a person at the form sees why in their language, on the form, with the same status
+            return page_render.render(request, "login.html", None, status=exc.status,
+                                      error="login.wrong" if exc.status == 401 else "login.locked")
 
     def _login(self, name: str, password: str, host: str, browser: bool = False, back_to: str = "") -> Response:
         who = name[:64]

@@ -10,11 +10,9 @@ twin under ``/api/``. Pages are server-rendered Jinja2 (autoescaped) with the st
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -22,36 +20,27 @@ from starlette.routing import Route
 
 from pacsnode.errors import NotFound, RecognitionError
 from pacsnode.recognition import REASON_CODES, SUGGESTED_REASON, DecisionInput
-from pacsnode.recognition.decisions import CONSENTS, INFORMED_HOW, INFORMED_PARTIES
-from pacsnode.web import i18n
+from pacsnode.recognition.decisions import CONSENTS, INFORMED_HOW, INFORMED_PARTIES, hidden_character
+from pacsnode.web import i18n, page_render
 from pacsnode.web.app import HttpError, Web, _guard
-from pacsnode.web.workspace_auth import (CSRF_FIELD, WorkspaceUser, audit_refusal, check_csrf,
+from pacsnode.web.workspace_auth import (CSRF_FIELD, PageError, WorkspaceUser, audit_refusal, check_csrf,
                                          check_size, json_action, require)
 
 PHYSICIAN = ("physician",)
 PEER_TIMEOUT_S = 30  # scu.new_ae's connection timeout for each peer's C-FIND
 METHODS = INFORMED_HOW  # how the patient was informed (RECOGNITION.md), a column of the decision
 MAX_ID = 64
-LANG_RETURN_PATHS = ("/patients", "/qc", "/report")  # where the language switch may send a user back to
-# same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a form POST,
-# which check_csrf refuses; same-origin still sends no Referer to another site.
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
-                "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-                                           "form-action 'self'; frame-ancestors 'none'"}
+# where the language switch may send a user back to (a fixed list of our paths: no open redirect)
+LANG_RETURN_PATHS = ("/patients", "/decide", "/qc", "/qc/study", "/report", "/login", "/admin/health", "/admin/peers",
+                     "/admin/tokens", "/admin/users", "/admin/audit")
+PAGE_HEADERS = page_render.PAGE_HEADERS
 CSS = """body{font-family:"WenQuanYi Zen Hei",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:left}
 .HR_ELIGIBLE{color:#060;font-weight:bold}.NOT_ELIGIBLE{color:#a00;font-weight:bold}
 .error{background:#fee;border:1px solid #c00;padding:.5em}.ok{background:#efe;border:1px solid #0a0;padding:.5em}
-nav a,nav form{margin-right:1em;display:inline}label{display:block;margin:.4em 0}"""
-
-
-def _display_date(value: str, lang: str) -> str:
-    """YYYYMMDD as users write it: 2026年11月26日 in Chinese, 2026-11-26 in English."""
-    if len(value) != 8 or not value.isdigit():
-        return value
-    if lang == "zh":
-        return f"{value[:4]}年{int(value[4:6])}月{int(value[6:])}日"
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+nav a,nav form{margin-right:1em;display:inline}label{display:block;margin:.4em 0}
+small,.detail{color:#666}.expired{color:#a00}fieldset{margin:.6em 0}img.thumbnail{max-width:128px}"""
+_display_date = page_render.display_date  # the report page's month and day labels use it too
 
 
 class Workspace:
@@ -60,17 +49,17 @@ class Workspace:
     def __init__(self, web: Web) -> None:
         self.web = web
         self.node = web.node
-        self.env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
-                               autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
     # -- rendering -----------------------------------------------------------------------
     def render(self, request: Request, template: str, user: WorkspaceUser | None, status: int = 200,
                **context: Any) -> Response:
-        lang = i18n.language(request.cookies.get(i18n.LANG_COOKIE))
-        html = self.env.get_template(template).render(
-            t=i18n.translator(lang), lang=lang, user=user, csrf_field=CSRF_FIELD,
-            date=lambda v: _display_date(v, lang), **context)
-        return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+        return page_render.render(request, template, user, status, **context)
+
+    def error_page(self, request: Request, user: WorkspaceUser | None, exc: HttpError) -> Response:
+        """The refusal as a page: the catalog's words when the error names them, the English
+        message under them as technical detail."""
+        return self.render(request, "error.html", user, status=exc.status, message=exc.message,
+                           message_id=getattr(exc, "message_id", ""))
 
     def page_user(self, request: Request, roles: tuple[str, ...] = PHYSICIAN) -> WorkspaceUser | Response:
         """The user (of one of ``roles``), or the response a browser should see instead (login, or a 403 page)."""
@@ -82,19 +71,21 @@ class Workspace:
             from pacsnode.web.workspace_auth import session_user
 
             # the menu of the user's own pages (an admin's /admin) stays on the 403 page
-            return self.render(request, "error.html", session_user(self.web, request), status=exc.status,
-                               message=exc.message)
+            return self.error_page(request, session_user(self.web, request), exc)
 
     def css(self, _request: Request) -> Response:
         return Response(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     def switch_language(self, request: Request) -> Response:
         """Remember the chosen language and go back to the page the switch was on when it is one of
-        ours (a fixed list of paths: no open redirect), else to the priors page."""
+        ours (a fixed list of paths, the referer's query kept: no open redirect), else to the login
+        form, which sends a signed-in person on to their own page."""
         lang = i18n.language(request.query_params.get("to"))
         referer = urlsplit(request.headers.get("referer", ""))
         same_site = referer.netloc == request.headers.get("host", "")
-        back = referer.path if same_site and referer.path in LANG_RETURN_PATHS else "/patients"
+        back = "/login"
+        if same_site and referer.path in LANG_RETURN_PATHS:
+            back = referer.path + (f"?{referer.query}" if referer.query and len(referer.query) < 1000 else "")
         response = RedirectResponse(back, status_code=303)
         response.set_cookie(i18n.LANG_COOKIE, lang, max_age=365 * 86400, path="/", samesite="strict", httponly=True)
         return response
@@ -114,7 +105,10 @@ class Workspace:
                                asked_by=f"user:{user.name}")  # audited there
         from pacsnode.web import thumbnails
 
+        local = [p.study_uid for p in result.priors if p.source == "local"]
+        rows = self.node.regional_store.studies_by_uid(local[:1]) if local else []
         return {"result": result, "peers": self._peer_status(result),
+                "patient_name": rows[0].patient_name if rows else "",
                 "thumbnails": thumbnails.visible(self.node, user.caller, result.priors)}
 
     def _peer_status(self, result: Any) -> list[dict[str, Any]]:
@@ -155,15 +149,26 @@ class Workspace:
         snapshot = self.node.desk.snapshot(uid) if uid and len(uid) <= 64 else None
         if snapshot is None:
             audit_refusal(self.web, request, user.name, "study not in this node nor among the priors shown", uid)
-            raise HttpError(404, "no such study among this node's studies or the priors shown")
+            raise PageError(404, "no such study among this node's studies or the priors shown", "error.no_study")
         return snapshot
 
     def _decide_context(self, request: Request, user: WorkspaceUser, uid: str) -> dict[str, Any]:
         snapshot = self._study(request, user, uid)
         history = [d for d in self.node.regional_store.decisions() if d["study_uid"] == uid]
         return {"study_uid": uid, "snapshot": snapshot, "history": history, "reasons": list(REASON_CODES),
+                "prior": self._window_of(uid), "rule": "",
                 "consents": CONSENTS, "informed_parties": INFORMED_PARTIES, "methods": METHODS,
                 "suggested": SUGGESTED_REASON, "form": {}, "error": "", "saved": None}
+
+    def _window_of(self, uid: str) -> dict[str, str] | None:
+        """Study date and last valid day of a study of this node (a peer's prior shows its window
+        on the priors page: the advice it answered with is not kept with the study date)."""
+        rows = self.node.regional_store.studies_by_uid([uid])
+        if not rows or self.node.regional.region is None:
+            return None
+        advice = self.node.desk.explain(uid)
+        until = advice.valid_until.strftime("%Y%m%d") if advice.valid_until else ""
+        return {"study_date": rows[0].study_date, "valid_until": until}
 
     def decide_form(self, request: Request) -> Response:
         user = self.page_user(request)
@@ -172,7 +177,7 @@ class Workspace:
         try:
             context = self._decide_context(request, user, request.query_params.get("study", ""))
         except HttpError as exc:
-            return self.render(request, "error.html", user, status=exc.status, message=exc.message)
+            return self.error_page(request, user, exc)
         return self.render(request, "decide.html", user, **context)
 
     def _record(self, request: Request, user: WorkspaceUser, form: dict[str, Any]) -> int:
@@ -205,12 +210,14 @@ class Workspace:
         try:
             context = self._decide_context(request, user, form["study_uid"])
         except HttpError as exc:
-            return self.render(request, "error.html", user, status=exc.status, message=exc.message)
+            return self.error_page(request, user, exc)
         try:
             context["saved"] = self._record(request, user, form)
             context["history"] = [d for d in self.node.regional_store.decisions() if d["study_uid"] == form["study_uid"]]
         except (RecognitionError, NotFound) as exc:
-            context.update(error=str(exc), form=form)
+            # the form keeps what was typed, less what the rules refuse to show (control characters)
+            shown = {**form, "note": "".join(c for c in form["note"] if not hidden_character(c))}
+            context.update(error=str(exc), rule=getattr(exc, "rule", ""), form=shown)
             return self.render(request, "decide.html", user, status=400, **context)
         return self.render(request, "decide.html", user, **context)
 

@@ -28,6 +28,15 @@ CSRF_HEADER = "x-csrf-token"
 MAX_FORM_BODY = 16384
 
 
+class PageError(HttpError):
+    """An HttpError a page shows in the user's language: ``message_id`` names the catalog's words,
+    the English message stays the JSON twin's answer and the technical detail under them."""
+
+    def __init__(self, status: int, message: str, message_id: str) -> None:
+        super().__init__(status, message)
+        self.message_id = message_id
+
+
 @dataclass(frozen=True)
 class WorkspaceUser:
     """A logged-in person: account name, institution and role, the Caller the door decides for,
@@ -78,10 +87,10 @@ def require(web: Web, request: Request, roles: tuple[str, ...]) -> WorkspaceUser
         raise HttpError(401, "authentication required")
     if user.role not in roles:
         audit_refusal(web, request, user.name, f"role {user.role} may not use this page")
-        raise HttpError(403, f"the role {user.role} may not use this page")
+        raise PageError(403, f"the role {user.role} may not use this page", "error.role")
     if user.institution != web.node.config.institution:
         audit_refusal(web, request, user.name, f"institution {user.institution} has no workspace on this node")
-        raise HttpError(403, "this workspace decides for another institution")
+        raise PageError(403, "this workspace decides for another institution", "error.institution")
     return user
 
 
@@ -90,10 +99,10 @@ def check_csrf(web: Web, request: Request, user: WorkspaceUser, presented: str) 
     origin = request.headers.get("origin", "")
     if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
         audit_refusal(web, request, user.name, "request from another origin")
-        raise HttpError(403, "request from another origin refused")
+        raise PageError(403, "request from another origin refused", "error.origin")
     if not presented or not hmac.compare_digest(presented.encode("ascii", "replace"), user.csrf.encode("ascii")):
         audit_refusal(web, request, user.name, "missing or wrong CSRF token")
-        raise HttpError(403, "missing or wrong CSRF token; reload the page and submit again")
+        raise PageError(403, "missing or wrong CSRF token; reload the page and submit again", "error.csrf")
 
 
 def check_size(request: Request) -> None:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from pacsnode.errors import NotFound, PacsnodeError
 from pacsnode.web.app import HttpError, _guard
-from pacsnode.web.workspace_auth import CSRF_FIELD, WorkspaceUser, check_csrf, check_size, require
+from pacsnode.web.workspace_auth import CSRF_FIELD, PageError, WorkspaceUser, check_csrf, check_size, require
 
 if TYPE_CHECKING:
     from pacsnode.web.workspace import Workspace
@@ -60,7 +60,7 @@ class QcPages:
         try:
             self.node.study(uid)
         except (NotFound, PacsnodeError):
-            raise HttpError(404, "no such study in this node") from None
+            raise PageError(404, "no such study in this node", "error.no_study") from None
         return self.node.regional_store.qc_status(uid) or {"status": "pending", "outcomes": []}
 
     def study(self, request: Request) -> Response:
@@ -74,7 +74,7 @@ class QcPages:
         try:
             shown = self._show(uid)
         except HttpError as exc:
-            return self.ws.render(request, "error.html", user, status=exc.status, message=exc.message)
+            return self.ws.error_page(request, user, exc)
         return self.ws.render(request, "qc_study.html", user, status=status, study_uid=uid, qc=shown, done=done,
                               error=error, reasons=REJECT_REASONS)
 
@@ -117,7 +117,7 @@ class QcPages:
             else:
                 raise PacsnodeError(f"action {action[:20]!r}: use one of {', '.join(ACTIONS)}")
         except HttpError as exc:
-            return self.ws.render(request, "error.html", user, status=exc.status, message=exc.message)
+            return self.ws.error_page(request, user, exc)
         except PacsnodeError as exc:
             self.node.web_events.qc_refused(user.name, uid, action, str(exc))
             return self._study_page(request, user, uid, "", str(exc), status=400)
