@@ -306,7 +306,7 @@ def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFact
 
 
 def _clean(value: str) -> str:
-    return LEFTOVER_ESCAPE.sub("", value).strip()
+    return (LEFTOVER_ESCAPE.sub("", value) if "\x1b" in value else value).strip()
 
 
 def read_facts(path: Path | str) -> InstanceFacts:

@@ -195,6 +195,11 @@ class Values:
         value = self._bytes(tag)
         if value is None:
             return ""
+        if value.isascii() and b"\x1b" not in value and (vr != "PN" or b"=" not in value):
+            # Every character set a dataset may name reads 7-bit bytes without an escape as ASCII,
+            # so pydicom's decoders (10-20 us a value: a tenth of a 9 KB store) would say the same.
+            return value.rstrip(b"\x00 ").decode("ascii").strip() if vr == "PN" else \
+                value.decode("ascii").strip("\x00 ")
         if vr == "PN":
             return str(PersonName(value.rstrip(b"\x00 "), self.encodings)).strip()
         if vr in TEXT_VRS:

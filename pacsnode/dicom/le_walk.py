@@ -17,7 +17,7 @@ import struct
 from typing import Any, Collection
 
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 
 ITEM, ITEM_DELIM, SEQ_DELIM = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
@@ -31,24 +31,28 @@ class NotPlain(Exception):
     """The data set has something this walker does not vouch for: use pydicom's generator."""
 
 
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, short length (precompiled: issue 13)
+_IMPLICIT = struct.Struct("<HHL")  # group, element, length
+_LONG_LENGTH = struct.Struct("<L")
+
+
 def _header(buf: Any, pos: int, end: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
     """(tag, VR or None, value length, value offset) of the element at ``pos``."""
     if pos + 8 > end:
         raise NotPlain("element header past the end")
-    group, element = struct.unpack_from("<HH", buf, pos)
+    if implicit:
+        group, element, length = _IMPLICIT.unpack_from(buf, pos)
+        return (group << 16) | element, None, length, pos + 8
+    group, element, vr, length = _EXPLICIT.unpack_from(buf, pos)
     tag = (group << 16) | element
-    if implicit or group == 0xFFFE:
-        (length,) = struct.unpack_from("<L", buf, pos + 4)
-        return tag, None, length, pos + 8
-    vr = bytes(buf[pos + 4:pos + 6])
+    if group == 0xFFFE:  # items and delimiters have no VR, whatever the syntax
+        return tag, None, _LONG_LENGTH.unpack_from(buf, pos + 4)[0], pos + 8
     if vr in SHORT_VRS:
-        (length,) = struct.unpack_from("<H", buf, pos + 6)
         return tag, vr, length, pos + 8
     if vr in LONG_VRS:
         if pos + 12 > end:
             raise NotPlain("element header past the end")
-        (length,) = struct.unpack_from("<L", buf, pos + 8)
-        return tag, vr, length, pos + 12
+        return tag, vr, _LONG_LENGTH.unpack_from(buf, pos + 8)[0], pos + 12
     raise NotPlain(f"VR {vr!r}")
 
 
@@ -68,7 +72,7 @@ def top_level(buf: Any, pos: int, implicit: bool, wanted: Collection[int]) -> di
             if stop > end:
                 raise NotPlain("value past the end of the file")
         if tag in wanted:
-            found[tag] = RawDataElement(Tag(tag), vr.decode("ascii") if vr else None, length,
+            found[tag] = RawDataElement(BaseTag(tag), vr.decode("ascii") if vr else None, length,
                                         bytes(buf[start:stop]), start, implicit, True)
         pos = stop
     return found
