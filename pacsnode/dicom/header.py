@@ -50,7 +50,7 @@ INDEXED: dict[str, str] = {
 TAGS: dict[int, tuple[str, str]] = {int(tag_for_keyword(k) or 0): (k, vr) for k, vr in INDEXED.items()}
 TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
 DEFER_BYTES = 4096
-SMALL_FILE = 256 * 1024  # read whole by the scan; larger files are mapped
+SMALL_FILE = 64 * 1024  # the scan reads this much of a file at once (larger ones: see _walk)
 MAX_META_VALUE = 1 << 16  # a meta value longer than this is not ours to vouch for
 
 
@@ -124,12 +124,17 @@ def _syntax_kind(syntax: str) -> tuple[bool, bool] | None:
 
 
 def _walk(handle: BinaryIO, size: int, implicit: bool) -> dict[int, RawDataElement]:
-    """``le_walk.top_level`` from the handle's position: a small file read at once (two system
-    calls fewer than a map), a large one mapped (its pixel data is never read). The handle's
-    position does not move: after NotPlain, pydicom's generator reads on from there."""
+    """``le_walk.top_level`` from the handle's position: a small file read at once, a large one's
+    first ``SMALL_FILE`` bytes (its pixel data is skipped by length, never read), mapped whole
+    only when the walk needs more (a sequence of undefined length, a header past the prefix).
+    No map: two system calls and page faults fewer. The handle's position does not move: after
+    NotPlain, pydicom's generator reads on from there."""
     start = handle.tell()
-    if size <= SMALL_FILE:  # read from 0: offsets stay file offsets, as in the map
-        return le_walk.top_level(os.pread(handle.fileno(), size, 0), start, implicit, TAGS)
+    try:  # read from 0: offsets stay file offsets, as in the map
+        return le_walk.top_level(os.pread(handle.fileno(), min(size, SMALL_FILE), 0), start, implicit, TAGS,
+                                 size)
+    except le_walk.BeyondPrefix:
+        pass
     with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         return le_walk.top_level(buf, start, implicit, TAGS)
 

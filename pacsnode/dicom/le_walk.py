@@ -56,22 +56,39 @@ def _header(buf: Any, pos: int, end: int, implicit: bool) -> tuple[int, bytes | 
     raise NotPlain(f"VR {vr!r}")
 
 
-def top_level(buf: Any, pos: int, implicit: bool, wanted: Collection[int]) -> dict[int, RawDataElement]:
-    """The ``wanted`` top-level elements from ``pos`` to the end of ``buf``, which the last
-    element must end exactly at (else NotPlain: a cut file is pydicom's to judge)."""
-    end = len(buf)
+class BeyondPrefix(NotPlain):
+    """The walk needs bytes past the prefix it was given: walk the whole file instead."""
+
+
+def top_level(buf: Any, pos: int, implicit: bool, wanted: Collection[int],
+              size: int | None = None) -> dict[int, RawDataElement]:
+    """The ``wanted`` top-level elements from ``pos`` to the end of the file, which the last
+    element must end exactly at (else NotPlain: a cut file is pydicom's to judge).
+
+    ``buf`` is the whole file, or with ``size`` (the file's length) its first bytes: values are
+    skipped by their lengths, so a large instance's pixel data need not be read or mapped; a
+    header, a wanted value or a sequence past the prefix raises BeyondPrefix.
+    """
+    prefix = len(buf)
+    end = prefix if size is None else size
     found: dict[int, RawDataElement] = {}
     while pos < end:
+        if prefix < end and pos + 12 > prefix:
+            raise BeyondPrefix("element header past the prefix")
         tag, vr, length, start = _header(buf, pos, end, implicit)
         if tag >> 16 in (2, 0xFFFE):
             raise NotPlain(f"{tag:08X} in the data set")
         if length == UNDEFINED:
+            if prefix < end:
+                raise BeyondPrefix("undefined length: walked in the whole file")
             stop = _skip_undefined(buf, start, end, implicit, vr, 0)
         else:
             stop = start + length
             if stop > end:
                 raise NotPlain("value past the end of the file")
         if tag in wanted:
+            if stop > prefix:
+                raise BeyondPrefix("wanted value past the prefix")
             found[tag] = RawDataElement(BaseTag(tag), vr.decode("ascii") if vr else None, length,
                                         bytes(buf[start:stop]), start, implicit, True)
         pos = stop
