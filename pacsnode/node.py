@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import replace
 from functools import partial
@@ -54,7 +53,7 @@ from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.archive_lock import OthersMayWrite, WriterLock, file_archive_lock
-from pacsnode.storage.tempfiles import temp_prefix
+from pacsnode.storage import tempfiles
 
 LOGGER = logging.getLogger(__name__)
 
@@ -164,10 +163,14 @@ class Node:
         may be held by an open association, and the process holds ``serve.lock`` shared from
         now on, so that an offline repair or a restore never runs while it may be storing.
         """
-        self.home_lock.share()
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=".dcm", dir=self.config.temp_path)
+        path, fd = self.open_temp_file()
         os.close(fd)
-        return Path(name)
+        return path
+
+    def open_temp_file(self) -> tuple[Path, int]:
+        """``new_temp_file`` and its descriptor, open for writing (the receiver does not reopen it)."""
+        self.home_lock.share()
+        return tempfiles.create(self.config.temp_path)
 
     # -- storing -------------------------------------------------------------------------
     def provenance_of(self, caller: Caller, retrieved: bool = False) -> Provenance:
@@ -208,7 +211,7 @@ class Node:
                     self.rejections.apply(note, provenance, caller)
                 status = StoreResult.DUPLICATE.value
                 return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
-            size = temp_path.stat().st_size
+            size = received.size if received is not None else temp_path.stat().st_size
             used = self.index.used_bytes() if self.storage.quota_bytes else 0
             self.storage.check_room(size, used)
             web = _web_metadata_at_ingest(temp_path) if self.config.web.enabled else None  # from the temp file

@@ -142,3 +142,64 @@ def test_a_meta_group_with_an_unknown_vr_goes_to_pydicom(tmp_path: Path) -> None
     with open(odd, "rb") as handle:
         handle.seek(132)
         assert header._meta_syntax(handle) is None
+
+
+CHARSETS = [[], ["ISO_IR 100"], ["ISO_IR 192"], ["ISO_IR 13"], ["GB18030"], ["ISO_IR 144"], ["ISO_IR 166"],
+            ["ISO 2022 IR 6", "ISO 2022 IR 87"], ["ISO 2022 IR 13", "ISO 2022 IR 87"], ["ISO 2022 IR 6", "ISO 2022 IR 149"]]
+ASCII_VALUES = [b"", b"BENCH^CT", b"Yamada^Tarou ", b"A\\B", b"^^^", b" lead", b"X\x00", b"x=y", b"A^B==", b"a~b|c{}",
+                b"Doe^John^^Dr.", b"12345\\6789 "]
+
+
+@pytest.mark.parametrize("charsets", CHARSETS, ids=lambda c: "+".join(c) or "default")
+def test_seven_bit_values_decode_as_pydicom_decodes_them(charsets: list[str]) -> None:
+    """``Values.text`` reads 7-bit values without ESC as ASCII (issue 13): the same text as pydicom's
+    decoders in every character set, for PN and the other text VRs."""
+    from pydicom.charset import convert_encodings, decode_bytes
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+    from pydicom.valuerep import PersonName
+
+    encodings = convert_encodings(charsets or ["ISO_IR 6"])
+    for keyword in ("PatientName", "PatientID", "StudyDescription"):
+        tag = header.TAGS_BY_KEYWORD[keyword]
+        vr = header.TAGS[tag][1]
+        for value in ASCII_VALUES:
+            if vr == "PN":
+                expected = str(PersonName(value.rstrip(b"\x00 "), encodings)).strip()
+            else:
+                expected = decode_bytes(value, encodings, {0x5C} if len(encodings) > 1 else set()).strip("\x00 ")
+            elements = {tag: RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)}
+            if charsets:
+                named = "\\".join(charsets).encode()
+                elements[0x00080005] = RawDataElement(BaseTag(0x00080005), "CS", len(named), named, 0, False, True)
+            scanned = header.HeaderScan("1.2.840.10008.1.2.1", False, True, elements, True)
+            assert header.Values(scanned).text(keyword) == expected, (keyword, value)
+
+
+def _large_ct(tmp_path: Path) -> Path:
+    """A CT of about 0.5 MB: its pixel data lies past the prefix the scan reads (header.SMALL_FILE)."""
+    source = pydicom.dcmread(next(p for p in sorted(SAMPLE_DIR.rglob("*.dcm")) if "CT" in p.parent.name))
+    source.Rows = source.Columns = 512
+    source.BitsAllocated, source.BitsStored, source.HighBit, source.SamplesPerPixel = 16, 12, 11, 1
+    source.PixelData = bytes(512 * 512 * 2)
+    path = tmp_path / "large.dcm"
+    source.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size > 4 * header.SMALL_FILE
+    return path
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5, 0.99])
+def test_a_large_file_is_judged_from_its_first_bytes_as_from_the_whole(tmp_path: Path, keep: float) -> None:
+    """Issue 13: the scan reads a large file's first bytes and skips the pixel data by its length;
+    the facts are the full read's, and a file cut inside the pixel data is still refused."""
+    path = _large_ct(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    scanned = header.scan(path)
+    if keep == 1.0:
+        assert scanned is not None and scanned.complete
+        assert facts_from_scan(scanned) == facts_from_dataset(read_header(path))
+    else:
+        assert scanned is None or not scanned.complete
+        with pytest.raises(InvalidInstance):
+            read_facts(path)

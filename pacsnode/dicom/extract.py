@@ -306,7 +306,7 @@ def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFact
 
 
 def _clean(value: str) -> str:
-    return LEFTOVER_ESCAPE.sub("", value).strip()
+    return (LEFTOVER_ESCAPE.sub("", value) if "\x1b" in value else value).strip()
 
 
 def read_facts(path: Path | str) -> InstanceFacts:
@@ -330,7 +330,8 @@ def facts_from_file(path: Path | str, expected_sop_class: str | None = None,
                     expected_sop_instance: str | None = None) -> InstanceFacts:
     """Read a file's header and extract facts, checking it against what the sender declared."""
     facts = read_facts(path)
-    if expected_sop_class and UID(facts.sop_class_uid) != UID(expected_sop_class):
+    if expected_sop_class and facts.sop_class_uid != expected_sop_class and \
+            UID(facts.sop_class_uid) != UID(expected_sop_class):  # equal text: no UID to build
         raise SopClassMismatch(
             f"dataset SOP Class {facts.sop_class_uid} does not match the presentation context {expected_sop_class}"
         )

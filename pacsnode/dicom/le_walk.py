@@ -17,7 +17,7 @@ import struct
 from typing import Any, Collection
 
 from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 
 ITEM, ITEM_DELIM, SEQ_DELIM = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
@@ -31,44 +31,65 @@ class NotPlain(Exception):
     """The data set has something this walker does not vouch for: use pydicom's generator."""
 
 
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, short length (precompiled: issue 13)
+_IMPLICIT = struct.Struct("<HHL")  # group, element, length
+_LONG_LENGTH = struct.Struct("<L")
+
+
 def _header(buf: Any, pos: int, end: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
     """(tag, VR or None, value length, value offset) of the element at ``pos``."""
     if pos + 8 > end:
         raise NotPlain("element header past the end")
-    group, element = struct.unpack_from("<HH", buf, pos)
+    if implicit:
+        group, element, length = _IMPLICIT.unpack_from(buf, pos)
+        return (group << 16) | element, None, length, pos + 8
+    group, element, vr, length = _EXPLICIT.unpack_from(buf, pos)
     tag = (group << 16) | element
-    if implicit or group == 0xFFFE:
-        (length,) = struct.unpack_from("<L", buf, pos + 4)
-        return tag, None, length, pos + 8
-    vr = bytes(buf[pos + 4:pos + 6])
+    if group == 0xFFFE:  # items and delimiters have no VR, whatever the syntax
+        return tag, None, _LONG_LENGTH.unpack_from(buf, pos + 4)[0], pos + 8
     if vr in SHORT_VRS:
-        (length,) = struct.unpack_from("<H", buf, pos + 6)
         return tag, vr, length, pos + 8
     if vr in LONG_VRS:
         if pos + 12 > end:
             raise NotPlain("element header past the end")
-        (length,) = struct.unpack_from("<L", buf, pos + 8)
-        return tag, vr, length, pos + 12
+        return tag, vr, _LONG_LENGTH.unpack_from(buf, pos + 8)[0], pos + 12
     raise NotPlain(f"VR {vr!r}")
 
 
-def top_level(buf: Any, pos: int, implicit: bool, wanted: Collection[int]) -> dict[int, RawDataElement]:
-    """The ``wanted`` top-level elements from ``pos`` to the end of ``buf``, which the last
-    element must end exactly at (else NotPlain: a cut file is pydicom's to judge)."""
-    end = len(buf)
+class BeyondPrefix(NotPlain):
+    """The walk needs bytes past the prefix it was given: walk the whole file instead."""
+
+
+def top_level(buf: Any, pos: int, implicit: bool, wanted: Collection[int],
+              size: int | None = None) -> dict[int, RawDataElement]:
+    """The ``wanted`` top-level elements from ``pos`` to the end of the file, which the last
+    element must end exactly at (else NotPlain: a cut file is pydicom's to judge).
+
+    ``buf`` is the whole file, or with ``size`` (the file's length) its first bytes: values are
+    skipped by their lengths, so a large instance's pixel data need not be read or mapped; a
+    header, a wanted value or a sequence past the prefix raises BeyondPrefix.
+    """
+    prefix = len(buf)
+    end = prefix if size is None else size
     found: dict[int, RawDataElement] = {}
     while pos < end:
+        if prefix < end and pos + 12 > prefix:
+            raise BeyondPrefix("element header past the prefix")
         tag, vr, length, start = _header(buf, pos, end, implicit)
         if tag >> 16 in (2, 0xFFFE):
             raise NotPlain(f"{tag:08X} in the data set")
         if length == UNDEFINED:
+            if prefix < end:
+                raise BeyondPrefix("undefined length: walked in the whole file")
             stop = _skip_undefined(buf, start, end, implicit, vr, 0)
         else:
             stop = start + length
             if stop > end:
                 raise NotPlain("value past the end of the file")
         if tag in wanted:
-            found[tag] = RawDataElement(Tag(tag), vr.decode("ascii") if vr else None, length,
+            if stop > prefix:
+                raise BeyondPrefix("wanted value past the prefix")
+            found[tag] = RawDataElement(BaseTag(tag), vr.decode("ascii") if vr else None, length,
                                         bytes(buf[start:stop]), start, implicit, True)
         pos = stop
     return found

@@ -29,6 +29,8 @@ degraded image be recognised.
 
 from __future__ import annotations
 
+import functools
+
 #: Transfer syntaxes whose pixel data is (or may be) lossy compressed.
 LOSSY_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
     [f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 52, 53, 54, 55, 56, 59, 60, 61, 62, 63, 64)]  # JPEG DCT
@@ -40,9 +42,11 @@ LOSSY_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def lossy_transfer_syntax(transfer_syntax: str) -> bool:
     """True for a transfer syntax of :data:`LOSSY_TRANSFER_SYNTAXES` (a fragmentable ``<uid>.1``
-    variant, as MPEG-4 and HEVC define, counts as its parent)."""
+    variant, as MPEG-4 and HEVC define, counts as its parent). Cached: every store asks, and
+    the prefix test walks the whole set."""
     uid = (transfer_syntax or "").strip().rstrip("\x00")
     return uid in LOSSY_TRANSFER_SYNTAXES or any(uid.startswith(lossy + ".") for lossy in LOSSY_TRANSFER_SYNTAXES)
 

@@ -16,6 +16,7 @@ meanwhile and are not what they wait for are held, in order, and processed after
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -79,7 +80,7 @@ class Association:
         self._watch = CancelWatch(sock, self._read_whole_pdu)
         self._cancel_seen: set[int] = set()
         self._message_id = 0
-        self._spare_temp: Path | None = None
+        self._spare_temp: tuple[Path, int] | None = None  # path and descriptor open for writing
         self._send_lock = threading.Lock()
         self._closing = False
         self._label = f"{rq.calling_ae.strip()}@{address[0]} -> {rq.called_ae.strip()}"
@@ -93,18 +94,26 @@ class Association:
     def label(self) -> str:
         return self._label
 
-    def temp_file(self) -> Path:
-        """A temporary file for the next C-STORE: the spare one made off the critical path, or a new one."""
+    def temp_file(self) -> tuple[Path, int]:
+        """A temporary file for the next C-STORE and its open descriptor, which the caller now owns:
+        the spare one made off the critical path, or a new one."""
         spare, self._spare_temp = self._spare_temp, None
-        return spare or self.node.new_temp_file()
+        return spare or self.node.open_temp_file()
 
     def prepare_temp_file(self) -> None:
         """Make the spare temporary file while the peer prepares its next C-STORE (after a response)."""
         if self._spare_temp is None:
             try:
-                self._spare_temp = self.node.new_temp_file()
+                self._spare_temp = self.node.open_temp_file()
             except OSError:
                 pass  # temp_file() tries again and the store reports the error
+
+    def _drop_spare_temp(self) -> None:
+        if self._spare_temp is not None:
+            path, fd = self._spare_temp
+            self._spare_temp = None
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         with self._send_lock:
@@ -214,8 +223,7 @@ class Association:
             if self._sink is not None:
                 self._sink.discard()
                 self._sink = None
-            if self._spare_temp is not None:
-                self._spare_temp.unlink(missing_ok=True)
+            self._drop_spare_temp()
             self._close()
             if self.outcome != "rejected":
                 LOGGER.info("association %s %s: %s", self._label, self.outcome,
@@ -360,9 +368,7 @@ class Association:
             self._on_pdata(body)
             return True
         if pdu_type == pdu.RELEASE_RQ:
-            if self._spare_temp is not None:  # nothing of ours is left once the peer hears RELEASE-RP
-                self._spare_temp.unlink(missing_ok=True)
-                self._spare_temp = None
+            self._drop_spare_temp()  # nothing of ours is left once the peer hears RELEASE-RP
             self.send(pdu.ReleaseRP().encode())
             self.outcome = "released"
             self._linger()

@@ -67,9 +67,10 @@ class IncomingStore:
         self.size = 0
         self.synced = False
 
-    def open(self, path: Path, header: bytes) -> None:
+    def open(self, path: Path, fd: int, header: bytes) -> None:
+        """Take over ``path`` and its descriptor ``fd`` (closed in close/discard), write ``header``."""
         self.path = path
-        self.handle = open(path, "wb", buffering=0)  # noqa: SIM115 (closed in close/discard)
+        self.handle = os.fdopen(fd, "wb", buffering=0)
         self.write(memoryview(header))
 
     def write(self, fragment: memoryview) -> None:
@@ -149,8 +150,9 @@ def store(session: Session, request: Request) -> IncomingStore:
         incoming.failure = (statuses.STORE_CANNOT_UNDERSTAND, "C-STORE request without a dataset")
     else:
         try:
-            temp = session.temp_file()
-            incoming.open(temp, file_meta(sop_class, sop_instance, request.transfer_syntax, session.rq.calling_ae))
+            meta = file_meta(sop_class, sop_instance, request.transfer_syntax, session.rq.calling_ae)
+            temp, fd = session.temp_file()
+            incoming.open(temp, fd, meta)
         except OSError as exc:
             LOGGER.error("cannot create a temporary file: %s", exc)
             incoming.discard()

@@ -75,8 +75,9 @@ class Session(Protocol):
 
     def next_message_id(self) -> int: ...
 
-    def temp_file(self) -> Path:
-        """A new temporary file on the storage filesystem for a received dataset."""
+    def temp_file(self) -> tuple[Path, int]:
+        """A new temporary file on the storage filesystem for a received dataset, and its descriptor
+        open for writing (the caller closes it)."""
 
     def prepare_temp_file(self) -> None:
         """Make the next temporary file now, off the critical path (after a response went out)."""

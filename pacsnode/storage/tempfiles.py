@@ -28,6 +28,25 @@ def temp_prefix(pid: int | None = None) -> str:
     return f"in-{os.getpid() if pid is None else pid}-"
 
 
+def create(folder: Path | str, suffix: str = ".dcm") -> tuple[Path, int]:
+    """A new, empty temporary file of this process in ``folder``, and its descriptor open for writing.
+
+    ``tempfile.mkstemp`` with a cheaper name: 96 random bits (``os.urandom``) instead of eight
+    characters drawn one by one by ``random.choices`` behind a lock, a tenth of a 9 KB store's
+    Python time once the receiver also keeps the descriptor instead of reopening the file
+    (issue 13). ``O_EXCL`` still refuses a name that exists; mode 0600 like mkstemp.
+    """
+    prefix = os.path.join(folder, temp_prefix())
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _attempt in range(100):
+        name = f"{prefix}{os.urandom(12).hex()}{suffix}"
+        try:
+            return Path(name), os.open(name, flags, 0o600)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
+
+
 def owner_pid(name: str) -> int | None:
     """The pid a temporary file's name says made it, or None for a file without an owner."""
     match = _OWNED.match(name)
