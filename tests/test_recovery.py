@@ -1,0 +1,64 @@
+"""Recovery after an unclean stop, in process: the marker, repair deferring to recovery, re-indexing.
+
+The end-to-end version (a real ``serve`` killed, its WAL cut) is ``test_crash_wal_tail.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pacsnode import durability, maintenance, recovery
+from pacsnode.config import parse_config
+from pacsnode.model import Caller
+from pacsnode.node import Node
+from pacsnode.storage.home_lock import HomeLock
+from support import a_ct_file
+
+
+def _stored_then_row_lost(node: Node) -> tuple[str, Path]:
+    """Store one instance, then drop its row (what a power cut's lost WAL tail does), keep its file."""
+    temp = node.new_temp_file()
+    shutil.copyfile(a_ct_file(), temp)
+    outcome = node.store_file(temp, Caller.local_admin())
+    row = node.index.all_instance_files()[0]
+    node.index.delete_instance_rows([int(row["pk"])])
+    return outcome.sop_instance_uid, node.storage.root / row["path"]
+
+
+def _dead_marker(home: Path) -> None:
+    (home / durability.MARKER_DIR).mkdir(exist_ok=True)
+    (home / durability.MARKER_DIR / "4194000.1.json").write_text(json.dumps({"pid": 4194000, "start": "1"}))
+
+
+def test_repair_next_to_a_server_keeps_orphans_a_dead_process_may_have_acknowledged(tmp_path: Path) -> None:
+    node = Node(parse_config({}, tmp_path / "home"))
+    uid, path = _stored_then_row_lost(node)
+    _dead_marker(node.config.home)
+    server = HomeLock(node.config.home)
+    server.share()  # a serve that could not recover at its start (the home was not its alone)
+    # past the grace a running server gets, so only the dead marker can keep it
+    report = maintenance.check(node, repair=True, verify_checksums=True, grace_seconds=0.001)
+    assert path.exists() and report.orphan_files == [] and report.in_flight == [str(path.relative_to(node.storage.root))]
+    assert recovery.pending(node)
+    server.release()
+    report = node.check(repair=True)  # offline now: the recovery runs first, then the repair
+    assert path.exists() and not recovery.pending(node)
+    assert node.index.instance_files([uid])[uid]["path"] == str(path.relative_to(node.storage.root))
+    assert node.check().clean
+    node.close()
+
+
+def test_without_a_dead_marker_repair_removes_orphans_as_before(tmp_path: Path) -> None:
+    """A clean stop leaves no marker: an orphan is a leftover of a store that was never answered."""
+    node = Node(parse_config({}, tmp_path / "home"))
+    _uid, path = _stored_then_row_lost(node)
+    syncer = durability.RowSyncer(node.index, node.config.home)
+    syncer.start()
+    assert durability.markers(node.config.home) and not durability.dead_markers(node.config.home)
+    syncer.stop()
+    assert durability.markers(node.config.home) == []
+    node.check(repair=True)
+    assert not path.exists()
+    node.close()
