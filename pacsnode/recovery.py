@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from pacsnode import durability
 from pacsnode.dicom.extract import facts_from_file
 from pacsnode.errors import PacsnodeError
-from pacsnode.model import DeliveryKind, Provenance, StoredFile, StoreResult
+from pacsnode.model import DeliveryKind, Provenance, StoredFile, StoreOutcome, StoreResult
 from pacsnode.storage.filesystem import FileStorage, relative_path_for
 from pacsnode.storage.area import sha256_of
 
@@ -133,8 +133,14 @@ def _reindex(node: "Node", storage: FileStorage, relative: str, mtime: int, repo
         storage.remove(orphan)
     if result is StoreResult.DUPLICATE:
         report.superseded.append(relative)
-    else:
-        report.reindexed.append(relative)
+        return
+    report.reindexed.append(relative)
+    outcome = StoreOutcome(result, facts.sop_instance_uid, facts.study_uid)
+    for hook in node.after_store:  # what a store does after its commit (QC: the study is pending again);
+        try:                       # lost with the row, since its own write came after the row's
+            hook(outcome, facts)
+        except Exception:  # as in Node.store_file: a hook never undoes a store
+            LOGGER.exception("after-store hook failed during recovery")
 
 
 def recover_if_alone(node: "Node") -> RecoveryReport:

@@ -62,3 +62,19 @@ def test_without_a_dead_marker_repair_removes_orphans_as_before(tmp_path: Path) 
     node.check(repair=True)
     assert not path.exists()
     node.close()
+
+
+def test_a_recovered_instance_sends_an_accepted_study_back_to_qc(tmp_path: Path) -> None:
+    """The after-store hooks ran after the lost row, so their writes were lost with it: recovery runs them."""
+    node = Node(parse_config({}, tmp_path / "home"))
+    temp = node.new_temp_file()
+    shutil.copyfile(a_ct_file(), temp)
+    study = node.store_file(temp, Caller.local_admin()).study_uid
+    node.qc.accept(study, "3", "Dr Li")
+    row = node.index.all_instance_files()[0]
+    node.index.delete_instance_rows([int(row["pk"])])  # the instance arrived after the acceptance; its row was lost
+    _dead_marker(node.config.home)
+    assert recovery.recover_if_alone(node).reindexed == [row["path"]]
+    current = node.qc.current(study)
+    assert current is not None and current.status.value == "pending"
+    node.close()
