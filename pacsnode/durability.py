@@ -8,8 +8,9 @@ in the WAL file), and a power cut can lose only the WAL tail, i.e. rows whose *f
 durable. What makes that sound:
 
 - **An unclean-stop marker.** Before its first relaxed commit the process writes, durably,
-  ``<home>/unclean/<pid>.<start>``; a clean stop syncs the WAL and removes it. A marker whose
-  process is gone means rows may have been lost (SIGKILL, power cut, OS crash).
+  ``<index file>-unclean/<pid>.<start>.json`` (beside the index, not in the home: homes that
+  share one SQLite archive see each other's markers); a clean stop syncs the WAL and removes
+  it. A marker whose process is gone means rows may have been lost (SIGKILL, power cut).
 - **Recovery re-indexes, never deletes** (``pacsnode.recovery``): after an unclean stop, before
   serving and before ``check --repair`` may remove anything, every file without a row is
   re-indexed through the ingest rules (acknowledged: its row was lost; never answered: fine to
@@ -40,7 +41,7 @@ from pacsnode.storage.filesystem import fsync_dir, sync_data
 
 LOGGER = logging.getLogger(__name__)
 
-MARKER_DIR = "unclean"
+MARKER_SUFFIX = "-unclean"
 SYNC_INTERVAL_S = 2.0
 
 
@@ -57,15 +58,19 @@ def _alive(pid: int, start: str) -> bool:
     return bool(start) and _start_ticks(pid) == start
 
 
-def markers(home: Path) -> list[Path]:
-    folder = home / MARKER_DIR
+def marker_dir(index_path: Path) -> Path:
+    """``<index file>-unclean``: where the processes writing into this SQLite index leave their markers."""
+    return index_path.with_name(index_path.name + MARKER_SUFFIX)
+
+
+def markers(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
-def dead_markers(home: Path) -> list[Path]:
+def dead_markers(folder: Path) -> list[Path]:
     """Markers of processes that are gone without a clean stop: their last rows may be lost."""
     dead: list[Path] = []
-    for marker in markers(home):
+    for marker in markers(folder):
         try:
             data = json.loads(marker.read_text())
             alive = _alive(int(data["pid"]), str(data["start"]))
@@ -76,12 +81,12 @@ def dead_markers(home: Path) -> list[Path]:
     return dead
 
 
-def remove_markers(home: Path, done: list[Path]) -> None:
+def remove_markers(done: list[Path]) -> None:
     """Recovery finished: the markers go, durably (a marker that comes back only costs a walk)."""
     for marker in done:
         marker.unlink(missing_ok=True)
     if done:
-        fsync_dir(home / MARKER_DIR)
+        fsync_dir(done[0].parent)
 
 
 def _write_durably(path: Path, data: dict[str, Any]) -> None:
@@ -100,11 +105,11 @@ def _write_durably(path: Path, data: dict[str, Any]) -> None:
 class RowSyncer:
     """Lets one process's instance rows commit without their own fsync, soundly (module doc)."""
 
-    def __init__(self, index: Any, home: Path, interval: float = SYNC_INTERVAL_S) -> None:
+    def __init__(self, index: Any, interval: float = SYNC_INTERVAL_S) -> None:
         self.index = index
         self.wal = Path(f"{index.path}-wal")
         pid = os.getpid()
-        self.marker = home / MARKER_DIR / f"{pid}.{_start_ticks(pid) or '0'}.json"
+        self.marker = marker_dir(Path(index.path)) / f"{pid}.{_start_ticks(pid) or '0'}.json"
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,6 +164,6 @@ def start_syncer(node: Any) -> RowSyncer | None:
     if not (node.config.store.fsync and isinstance(node.index, SqliteIndex)
             and isinstance(node.storage, FileStorage)):
         return None
-    syncer = RowSyncer(node.index, node.config.home)
+    syncer = RowSyncer(node.index)
     syncer.start()
     return syncer

@@ -58,13 +58,19 @@ class RecoveryReport:
 
 def pending(node: "Node") -> bool:
     """A process stopped uncleanly since the last recovery (its rows may be lost)."""
-    return bool(durability.dead_markers(node.config.home))
+    return bool(_dead(node))
+
+
+def _dead(node: "Node") -> list[Path]:
+    if node.config.index.url:  # PostgreSQL: no relaxed commits, no markers
+        return []
+    return durability.dead_markers(durability.marker_dir(node.config.index_path))
 
 
 def recover(node: "Node") -> RecoveryReport:
     """Re-index what an unclean stop may have lost; the caller holds ``serve.lock`` exclusive."""
     report = RecoveryReport()
-    dead = durability.dead_markers(node.config.home)
+    dead = _dead(node)
     if not dead:
         return report
     storage = node.storage
@@ -82,7 +88,7 @@ def recover(node: "Node") -> RecoveryReport:
             continue
     for mtime, relative in sorted(candidates):
         _reindex(node, storage, relative, mtime, report)
-    durability.remove_markers(node.config.home, dead)
+    durability.remove_markers(dead)
     if report.reindexed or report.superseded:
         LOGGER.warning("recovery after an unclean stop: %d file(s) indexed again, %d older copies removed",
                        len(report.reindexed), len(report.superseded))

@@ -55,7 +55,7 @@ def test_lost_wal_tail_is_recovered_from_the_files_before_repair(tmp_path: Path)
     server = NodeProcess(home, port=port, log_path=tmp_path / "serve.log", ready="echo", start_timeout=30).start()
     wal = home / "index.sqlite-wal"
     try:
-        assert list((home / "unclean").glob("*.json")), "serve writes its unclean-stop marker"
+        assert list((home / "index.sqlite-unclean").glob("*.json")), "serve writes its unclean-stop marker"
         before = wal.stat().st_size if wal.exists() else 0
         sent = [write_instance(tmp_path / f"s{n}.dcm", f"{UID}.1", f"{UID}.1.1", f"{UID}.1.1.{n}", "WALTAIL",
                                number=n, seed=n) for n in range(1, 9)]
@@ -81,7 +81,7 @@ def test_lost_wal_tail_is_recovered_from_the_files_before_repair(tmp_path: Path)
 
     repaired = run_check(home, repair=True)
     assert repaired.returncode == 0, repaired.text
-    assert not list((home / "unclean").glob("*.json")), "the recovery is done: its marker is gone"
+    assert not list((home / "index.sqlite-unclean").glob("*.json")), "the recovery is done: its marker is gone"
     rows = {r["sop_instance_uid"]: r for r in index_rows(home)}
     for path in sent:
         uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID

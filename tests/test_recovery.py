@@ -27,15 +27,16 @@ def _stored_then_row_lost(node: Node) -> tuple[str, Path]:
     return outcome.sop_instance_uid, node.storage.root / row["path"]
 
 
-def _dead_marker(home: Path) -> None:
-    (home / durability.MARKER_DIR).mkdir(exist_ok=True)
-    (home / durability.MARKER_DIR / "4194000.1.json").write_text(json.dumps({"pid": 4194000, "start": "1"}))
+def _dead_marker(node: Node) -> None:
+    folder = durability.marker_dir(node.config.index_path)
+    folder.mkdir(exist_ok=True)
+    (folder / "4194000.1.json").write_text(json.dumps({"pid": 4194000, "start": "1"}))
 
 
 def test_repair_next_to_a_server_keeps_orphans_a_dead_process_may_have_acknowledged(tmp_path: Path) -> None:
     node = Node(parse_config({}, tmp_path / "home"))
     uid, path = _stored_then_row_lost(node)
-    _dead_marker(node.config.home)
+    _dead_marker(node)
     server = HomeLock(node.config.home)
     server.share()  # a serve that could not recover at its start (the home was not its alone)
     # past the grace a running server gets, so only the dead marker can keep it
@@ -54,11 +55,12 @@ def test_without_a_dead_marker_repair_removes_orphans_as_before(tmp_path: Path) 
     """A clean stop leaves no marker: an orphan is a leftover of a store that was never answered."""
     node = Node(parse_config({}, tmp_path / "home"))
     _uid, path = _stored_then_row_lost(node)
-    syncer = durability.RowSyncer(node.index, node.config.home)
+    syncer = durability.RowSyncer(node.index)
     syncer.start()
-    assert durability.markers(node.config.home) and not durability.dead_markers(node.config.home)
+    folder = durability.marker_dir(node.config.index_path)
+    assert durability.markers(folder) and not durability.dead_markers(folder)
     syncer.stop()
-    assert durability.markers(node.config.home) == []
+    assert durability.markers(folder) == []
     node.check(repair=True)
     assert not path.exists()
     node.close()
@@ -73,7 +75,7 @@ def test_a_recovered_instance_sends_an_accepted_study_back_to_qc(tmp_path: Path)
     node.qc.accept(study, "3", "Dr Li")
     row = node.index.all_instance_files()[0]
     node.index.delete_instance_rows([int(row["pk"])])  # the instance arrived after the acceptance; its row was lost
-    _dead_marker(node.config.home)
+    _dead_marker(node)
     assert recovery.recover_if_alone(node).reindexed == [row["path"]]
     current = node.qc.current(study)
     assert current is not None and current.status.value == "pending"

@@ -157,7 +157,7 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
         assert min(c.start for c in wal_writes) >= on_disk, "the index row was written before its file was on disk"
         assert not any(c.name in ("fdatasync", "fsync") and c.pid == link.pid for c in wal), \
             "the storing thread synced the WAL: two flushes per instance"
-    marker = os.path.join(storage, "unclean")
+    marker = os.path.join(storage, "index.sqlite-unclean")
     synced = [c for c in calls if c.name == "fsync" and c.fd_path == marker]
     assert synced and min(c.end for c in synced) <= min(c.start for c in links), \
         "the unclean-stop marker was not durable before the first store"
