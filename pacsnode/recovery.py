@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,7 @@ class RecoveryReport:
     reindexed: list[str] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)  # older copies of an indexed UID, removed
     unreadable: list[str] = field(default_factory=list)  # left for ``check`` to report
+    failed: list[str] = field(default_factory=list)  # could not be indexed now: the markers stay (retried)
     ran: bool = False
 
 
@@ -87,8 +89,13 @@ def recover(node: "Node") -> RecoveryReport:
         except (FileNotFoundError, PacsnodeError):
             continue
     for mtime, relative in sorted(candidates):
-        _reindex(node, storage, relative, mtime, report)
-    durability.remove_markers(dead)
+        try:
+            _reindex(node, storage, relative, mtime, report)
+        except (OSError, sqlite3.Error, PacsnodeError) as exc:  # a full disk...: the file stays, retried
+            LOGGER.error("recovery could not index %s again: %s", relative, exc)
+            report.failed.append(relative)
+    if not report.failed:  # else the markers stay: repair keeps deferring, the next start retries
+        durability.remove_markers(dead)
     if report.reindexed or report.superseded:
         LOGGER.warning("recovery after an unclean stop: %d file(s) indexed again, %d older copies removed",
                        len(report.reindexed), len(report.superseded))
