@@ -161,7 +161,9 @@ def start_syncer(node: Any) -> RowSyncer | None:
     from pacsnode.index.sqlite import SqliteIndex
     from pacsnode.storage.filesystem import FileStorage
 
-    if not (node.config.store.fsync and isinstance(node.index, SqliteIndex)
+    # not PostgreSQL (PostgresIndex is a SqliteIndex underneath: the URL tells them apart), whose
+    # instance rows keep synchronous_commit on; not S3, whose listing cannot be walked as ours
+    if not (node.config.store.fsync and not node.config.index.url and isinstance(node.index, SqliteIndex)
             and isinstance(node.storage, FileStorage)):
         return None
     syncer = RowSyncer(node.index)

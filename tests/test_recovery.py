@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from pacsnode import durability, maintenance, recovery
 from pacsnode.config import parse_config
 from pacsnode.model import Caller
@@ -79,4 +81,13 @@ def test_a_recovered_instance_sends_an_accepted_study_back_to_qc(tmp_path: Path)
     assert recovery.recover_if_alone(node).reindexed == [row["path"]]
     current = node.qc.current(study)
     assert current is not None and current.status.value == "pending"
+    node.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_keeps_a_durable_commit_per_instance(tmp_path: Path, postgres_url: str) -> None:
+    """PostgresIndex is a SqliteIndex underneath: no syncer, no relaxed commit (synchronous_commit stays on)."""
+    node = Node(parse_config({"index": {"url": postgres_url}}, tmp_path / "home"))
+    assert durability.start_syncer(node) is None
+    assert not node.index.relaxed_instance_commits  # type: ignore[attr-defined]
     node.close()
