@@ -10,6 +10,13 @@ acknowledged must be in the index, its file present, readable by pydicom and byt
 the dataset part to what was sent; no row may point to a missing file; ``check --repair``
 removes the leftovers and ``check`` is clean afterwards.
 
+``--cut-wal`` simulates a power cut on top of the kill: the index's WAL is cut back to what it
+held when the cycle began (a prefix, as SQLite keeps after a cut: every row of the cycle is
+lost, more than a real cut loses since the WAL is synced every 2 s), unless a checkpoint copied
+frames of the cycle into the database meanwhile (a real cut cannot lose frames a checkpoint
+used: it syncs the WAL first), and then the cycle is not cut. The restarted server must index
+every acknowledged instance again from its file (``pacsnode.recovery``).
+
 The machinery here (home set-up, instance writer; the node itself is ``bench.node_process.NodeProcess``) is shared
 with ``bench/load.py``, ``bench/fuzz.py`` and their short versions in ``tests/``, which drive
 the server only from outside (subprocess and network), whatever listener it runs.
@@ -18,6 +25,7 @@ Usage::
 
     python -m bench.soak_crash --cycles 50 --seed 1
     python -m bench.soak_crash --seconds 300          # as many cycles as fit in 5 minutes
+    python -m bench.soak_crash --cycles 10 --cut-wal  # and lose the WAL tail at each kill
 """
 
 from __future__ import annotations
@@ -289,6 +297,42 @@ class CycleResult:
     orphans_after_kill: int
     temps_after_kill: int
     problems: list[str]
+    wal_cut: int = 0  # bytes of WAL removed after the kill (--cut-wal)
+
+
+_WAL_HEADER, _FRAME_HEADER = 32, 24
+
+
+def wal_mark(home: Path) -> tuple[int, bytes]:
+    """The WAL's size and salts now (the point a later cut returns to)."""
+    wal = home / "index.sqlite-wal"
+    if not wal.exists() or wal.stat().st_size < _WAL_HEADER:
+        return 0, b""
+    with open(wal, "rb") as handle:
+        header = handle.read(_WAL_HEADER)
+    return wal.stat().st_size, header[16:24]
+
+
+def cut_wal(home: Path, mark: tuple[int, bytes]) -> int:
+    """Cut the (dead server's) WAL back to ``mark`` when a power cut could have: bytes removed, or 0."""
+    size, salt = mark
+    wal, shm = home / "index.sqlite-wal", home / "index.sqlite-shm"
+    if not salt or not wal.exists() or wal.stat().st_size <= size:
+        return 0
+    with open(wal, "rb") as handle:
+        header = handle.read(_WAL_HEADER)
+    if header[16:24] != salt:  # the WAL restarted after a checkpoint: frames of the cycle are in the database
+        return 0
+    page = int.from_bytes(header[8:12], "big")
+    kept_frames = (size - _WAL_HEADER) // (_FRAME_HEADER + page)
+    backfilled = int.from_bytes(shm.read_bytes()[96:100], sys.byteorder) if shm.exists() else 0
+    if backfilled > kept_frames:  # a checkpoint copied frames past the cut into the database
+        return 0
+    removed = wal.stat().st_size - size
+    with open(wal, "r+b") as handle:
+        handle.truncate(size)
+    shm.unlink(missing_ok=True)
+    return removed
 
 
 def sender(port: int, folder: Path, prefix: str, rng: random.Random, stop: threading.Event,
@@ -357,7 +401,8 @@ def verify(home: Path, sent: dict[str, Sent]) -> tuple[list[str], set[str]]:
 
 
 def run_soak(workdir: Path, cycles: int = 50, seconds: float | None = None, senders: int = 4, seed: int = 1,
-             max_run: float = 2.0, big_share: float = 0.3, log: Any = print) -> list[CycleResult]:
+             max_run: float = 2.0, big_share: float = 0.3, log: Any = print,
+             lose_wal_tail: bool = False) -> list[CycleResult]:
     """Run the soak in ``workdir`` (a home and a scratch folder are made there); one result per cycle."""
     quiet_pynetdicom()
     rng = random.Random(seed)
@@ -375,7 +420,8 @@ def run_soak(workdir: Path, cycles: int = 50, seconds: float | None = None, send
             for cycle in range(1, cycles + 1):
                 if seconds is not None and time.monotonic() - started > seconds:
                     break
-                results.append(_one_cycle(cycle, server, scratch, sent, rng, senders, max_run, big_share, seed))
+                results.append(_one_cycle(cycle, server, scratch, sent, rng, senders, max_run, big_share, seed,
+                                          lose_wal_tail))
                 log(_describe(results[-1]))
                 if results[-1].problems:
                     break
@@ -385,8 +431,9 @@ def run_soak(workdir: Path, cycles: int = 50, seconds: float | None = None, send
 
 
 def _one_cycle(cycle: int, server: NodeProcess, scratch: Path, sent: dict[str, Sent], rng: random.Random,
-               senders: int, max_run: float, big_share: float, seed: int) -> CycleResult:
+               senders: int, max_run: float, big_share: float, seed: int, lose_wal_tail: bool = False) -> CycleResult:
     home = server.home
+    mark = wal_mark(home)
     stop = threading.Event()
     lists: list[list[Sent]] = [[] for _ in range(senders)]
     threads = [threading.Thread(target=sender, args=(server.port, scratch, f"{UID_ROOT}.{seed}.{cycle}.{i + 1}",
@@ -403,6 +450,7 @@ def _one_cycle(cycle: int, server: NodeProcess, scratch: Path, sent: dict[str, S
     stop.set()
     for thread in threads:
         thread.join(60)
+    removed = cut_wal(home, mark) if lose_wal_tail else 0
     attempts = [record for records in lists for record in records]
     sent.update((r.sop_uid, r) for r in attempts)
     problems: list[str] = ["sender thread still running after the kill" for t in threads if t.is_alive()]
@@ -439,14 +487,15 @@ def _one_cycle(cycle: int, server: NodeProcess, scratch: Path, sent: dict[str, S
         unacked_stored=sum(1 for r in attempts if not r.acked and r.sop_uid in indexed),
         unacked_absent=sum(1 for r in attempts if not r.acked and r.sop_uid not in indexed),
         refused=sum(1 for r in attempts if r.status not in (None, SUCCESS)),
-        orphans_after_kill=len(after_kill.orphan), temps_after_kill=len(after_kill.temporary), problems=problems)
+        orphans_after_kill=len(after_kill.orphan), temps_after_kill=len(after_kill.temporary), problems=problems,
+        wal_cut=removed)
 
 
 def _describe(result: CycleResult) -> str:
     text = (f"cycle {result.cycle:3d}: killed after {result.kill_after:5.2f}s; {result.attempted} sent, "
             f"{result.acked} acked, {result.unacked_stored} unacked-but-stored, {result.unacked_absent} "
             f"unacked-absent, {result.refused} refused; after kill: {result.orphans_after_kill} orphan(s), "
-            f"{result.temps_after_kill} temp file(s)")
+            f"{result.temps_after_kill} temp file(s)" + (f"; WAL cut by {result.wal_cut} bytes" if result.wal_cut else ""))
     if result.problems:
         text += "\n  PROBLEMS:\n  " + "\n  ".join(result.problems[:20])
     return text
@@ -462,6 +511,7 @@ def summary(results: list[CycleResult]) -> dict[str, int]:
         "refused": sum(r.refused for r in results),
         "orphans_after_kill": sum(r.orphans_after_kill for r in results),
         "temps_after_kill": sum(r.temps_after_kill for r in results),
+        "wal_cut_cycles": sum(1 for r in results if r.wal_cut),
         "problems": sum(len(r.problems) for r in results),
     }
 
@@ -475,12 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (kill moments, sizes)")
     parser.add_argument("--max-run", type=float, default=2.0, help="longest sending time before the kill (s)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    parser.add_argument("--cut-wal", action="store_true", help="also lose the index's WAL tail at each kill")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="soak-crash-"))
     started = time.monotonic()
     try:
         results = run_soak(workdir, cycles=args.cycles, seconds=args.seconds, senders=args.senders,
-                           seed=args.seed, max_run=args.max_run)
+                           seed=args.seed, max_run=args.max_run, lose_wal_tail=args.cut_wal)
     finally:
         if args.keep:
             print(f"work folder kept: {workdir}")

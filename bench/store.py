@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> list[list[object]]:
         targets += target_rows(label, seconds)
     if not orthanc_binary():
         print("(Orthanc not installed: its rows are skipped)")
-    print("pacsnode (fsync = true) makes file, folder and index row durable, in that order, before Success: two\n"
-          "flushes. Orthanc 1.10 fdatasyncs the file only (SyncStorageArea; no folder fsync, index synced at\n"
+    print("pacsnode (fsync = true) makes file and folder entry durable before the index row commits and Success\n"
+          "is sent: one flush (the row's WAL is synced every 2 s; a row a power cut loses is re-indexed from its\n"
+          "file). Orthanc 1.10 fdatasyncs the file only (SyncStorageArea; no folder fsync, index synced at\n"
           "checkpoints): one flush, and a power cut can lose what it acknowledged. storescp does not sync.")
     print_table("C-STORE ingest, one storescu association (median of %d)" % args.repeat,
                 ["corpus", "receiver", "inst/s", "MB/s", "pacsnode ÷ receiver"], rows)

@@ -174,6 +174,12 @@ def backup(node: Node, dest: Path) -> BackupReport:
         raise BackupError(f"{dest} exists and is not a folder; back up into a new folder")
     if not _is_empty(dest):
         raise BackupError(f"{dest} is not empty; back up into a new folder")
+    from pacsnode import recovery
+
+    recovery.recover_if_alone(node)
+    if recovery.pending(node):  # acknowledged files may lack their rows: a backup would leave them out
+        raise BackupError("an unclean stop has not been recovered yet (another process writes into the home): "
+                          "restart serve, or run check --repair with the home to itself, then back up")
     started = time.monotonic()
     for attempt in range(1, ATTEMPTS + 1):
         _mkdirs(dest)

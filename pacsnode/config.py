@@ -36,7 +36,7 @@ class StoreSettings:
     accept_from: str = "any"  # "any" (like Orthanc) or "registered"
     duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     quota_bytes: int = 0  # 0 = no quota
-    fsync: bool = True  # Success only once file, folder entry and index row reached the disk
+    fsync: bool = True  # Success only once the instance survives a power cut (durability.py, recovery.py)
     stable_seconds: int = 60
 
 

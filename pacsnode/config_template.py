@@ -29,8 +29,9 @@ accept_from = "any"         # "any" calling AE may C-STORE (like Orthanc), or on
                             # "any" lets nobody store, never query or retrieve (see README, Security)
 duplicates = "keep-first"   # a repeated SOP Instance UID: "keep-first" or "replace"
 quota_bytes = 0             # 0 = no quota; past it C-STORE answers Out of Resources (0xA700)
-fsync = true                # Success only after file, folder entry and index row reached the disk.
-                            # false: a killed process still loses nothing, a power cut may (faster)
+fsync = true                # Success only once the instance survives a power cut: file and folder entry
+                            # on disk (an index row the cut loses is re-indexed from its file at the
+                            # next start). false: a killed process still loses nothing, a power cut may
 stable_seconds = 60         # a study with no new instance for this long is stable (QC runs)
 
 [query]

@@ -11,7 +11,10 @@ between looks unindexed. The rules that make repair lose nothing:
   says why that order cannot race with a store), and each row whose file is gone inside the
   write transaction that deletes it (``index.repair_rows.delete_rows_whose_file_is_gone``);
 - temporary files of live processes are in use (an open association's spare temp file,
-  ``storage.tempfiles``): never reported, never removed.
+  ``storage.tempfiles``): never reported, never removed;
+- after an unclean stop a file without a row may be acknowledged (``pacsnode.durability``:
+  rows commit without their own fsync): repair runs the recovery first (it re-indexes them),
+  and when it cannot (a server holds the home) it removes no orphan at all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pacsnode import recovery
 from pacsnode.model import CheckReport
 from pacsnode.storage.area import StorageArea
 from pacsnode.storage.tempfiles import classify
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: float) -> CheckReport:
     """Orphans, missing files, changed files, leftover temp files; removed (re-checked) with ``repair``."""
     report = CheckReport()
+    if repair:
+        recovery.recover_if_alone(node)
     rows = node.index.all_instance_files()
     indexed = {row["path"] for row in rows}
     missing: list[tuple[int, str]] = []
@@ -52,6 +58,8 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
         # offline means "nobody can be mid-store" only when nobody outside this home writes there
         grace = 0.0 if offline and not node.storage.shared else grace_seconds
         report.orphan_files, report.in_flight = _split_by_age(storage, unindexed, grace)
+        if repair and recovery.pending(node):  # rows a dead process lost: only recovery may decide
+            report.in_flight, report.orphan_files = report.in_flight + report.orphan_files, []
         report.missing_files = _still_missing(node, missing)
         temps = classify(node.config.temp_path, offline=offline, grace_seconds=grace_seconds)
         report.temp_files = [str(p) for p in temps.leftovers]

@@ -128,7 +128,14 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
     if count < 1:
         raise click.BadParameter("--workers must be at least 1")
     node = Node(config)
+    if not worker:  # rows an unclean stop lost come back from their files before anyone is served
+        from pacsnode.recovery import recover_if_alone
+
+        recover_if_alone(node)
     node.home_lock.share(wait_seconds=5)  # held by every worker: restore refuses while we serve
+    from pacsnode.durability import start_syncer
+
+    syncer = start_syncer(node)  # fsync = true: one flush per instance (pacsnode.durability)
     problem = node.own_institution_problem()
     if problem:
         node.close()
@@ -178,6 +185,8 @@ def serve(ctx: click.Context, port: int | None, aet: str | None, host: str | Non
             child.wait(timeout=15)
         except subprocess.TimeoutExpired:
             child.kill()
+    if syncer is not None:
+        syncer.stop()
     node.close()
 
 

@@ -57,6 +57,7 @@ class SqliteIndex:
         self.synchronous = synchronous
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        self.relaxed_instance_commits = False  # durability.RowSyncer: instance rows skip the WAL fsync
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         # Every open connection by the thread that owns it. pynetdicom runs each association in
@@ -207,7 +208,7 @@ class SqliteIndex:
     def _commit_batch(self, batch: list["_Pending"]) -> None:
         now = utc_now()
         try:
-            with self.write() as conn:
+            with self.write(durable=not self.relaxed_instance_commits) as conn:
                 for item in batch:
                     conn.execute("SAVEPOINT instance")
                     try:

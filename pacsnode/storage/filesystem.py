@@ -299,6 +299,9 @@ class FileStorage:
         longer than the grace (the index's busy timeout is far shorter) could be caught, and the
         path itself is never reused while the file exists (``place`` never links over a name).
         ``min_age`` is 0 only when no process writes into the home (exclusive ``serve.lock``).
+        "Acknowledged means indexed" holds once the recovery after an unclean stop has run: with
+        ``fsync = true`` a power cut can take a row whose file stays (``pacsnode.durability``), so
+        ``maintenance.check`` recovers first and removes nothing while a dead process's marker waits.
         """
         path = self.absolute(relative_path)
         try:
