@@ -133,7 +133,8 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
     links = [c for c in links if re.findall(r'"([^"]+)"', c.text)[-1].startswith(storage)]
     assert len(links) == len(files), [c.text for c in links]
     assert any(c.name in ("mkdir", "mkdirat") for c in calls), "a fresh home makes its aa/bb folders"
-    for link in links:
+    previous_link = 0.0
+    for link in sorted(links, key=lambda c: c.start):
         temp, final = re.findall(r'"([^"]+)"', link.text)[-2:]
         folder = os.path.dirname(final)
         response = next(c for c in calls if c.name == "sendto" and c.start > link.end and "socket:" in c.text)
@@ -145,12 +146,14 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
         on_disk = max(min(c.end for c in data), min(c.end for c in dirs))
         made = [re.findall(r'"([^"]+)"', c.text)[0] for c in calls
                 if c.name in ("mkdir", "mkdirat") and c.text.rstrip().split("= ")[-1].startswith("0")
-                and c.start < link.start and folder.startswith(re.findall(r'"([^"]+)"', c.text)[0])]
+                and previous_link < c.start < link.start
+                and folder.startswith(re.findall(r'"([^"]+)"', c.text)[0])]
         for new in made:  # a folder made for this file: its name must be durable too (in its parent)
             parent = [c for c in calls if c.name == "fsync" and c.fd_path == os.path.dirname(new)
                       and c.start > link.start and c.end <= response.start]
             assert parent, f"{new} was created but its parent was not fsync'ed before the C-STORE-RSP"
             on_disk = max(on_disk, min(c.end for c in parent))
+        previous_link = link.end  # a folder an earlier file made was made durable for that file
         wal = [c for c in window if c.fd_path.endswith("-wal")]
         wal_writes = [c for c in wal if c.name in ("pwrite64", "write")]
         assert wal_writes, "the index row was not written between the link and the response"
