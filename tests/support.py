@@ -278,14 +278,17 @@ class NodeProcess(node_process.NodeProcess):
     cli_in_process = False
 
     # -- talking to it ----------------------------------------------------------------------
-    def cli(self, *args: str, timeout: float = 60.0) -> ToolResult:
-        """Run ``pacsnode --home H <args>`` (the CLI works next to a running server)."""
-        if self.cli_in_process and self.command == node_process.PACSNODE:
+    def cli(self, *args: str, timeout: float = 60.0, in_process: bool | None = None) -> ToolResult:
+        """Run ``pacsnode --home H <args>`` (the CLI works next to a running server); ``in_process``
+        overrides :attr:`cli_in_process` for one call (a set-up step, or the command under test)."""
+        wanted = self.cli_in_process if in_process is None else in_process
+        if wanted and self.command == node_process.PACSNODE:
             return cli_in_process("--home", str(self.home), *args)
         return run_tool([*self.command, "--home", str(self.home), *args], timeout=timeout)
 
     def studies(self) -> list[dict[str, Any]]:
-        result = self.cli("studies", "--json")
+        """``pacsnode studies --json`` (in process: a read of what was stored, never the test's subject)."""
+        result = self.cli("studies", "--json", in_process=True)
         assert result.returncode == 0, result.explain()
         return list(json.loads(result.stdout))
 
