@@ -160,14 +160,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
 # `make test` runs pytest-xdist with --dist loadscope --no-loadscope-reorder: each module goes whole to
 # one worker, in collection order, and a worker takes the next module when it runs low. Modules that take
 # minutes go first so that they overlap with everything else; the suite's tail is then short modules
-# on both workers rather than one worker finishing a three-node region alone. Keep the slowest first.
-LONG_POLES = (  # each took 7-15 min of one worker in a full run on a loaded machine (2026-12-01)
-    "test_regional_e2e.py",
-    "test_regional_details.py",
-    "test_identity.py",
-    "test_backup_safety.py",
-    "test_tls_outgoing.py",
-    "test_qr_interop.py",
+# on both workers rather than one worker finishing a long module alone. Keep the slowest first, and
+# re-measure after a change that moves a module's time: `--junitxml` of a full run, summed per module.
+# The two regional modules left this list when their CLI calls went in process (~30 s each).
+LONG_POLES = (  # worker-seconds in a full run at a load average of ~15 (2026-12-02), longest first;
+    # "now ~" scales that by the module's alone time after / before its set-up CLI went in process
+    "test_admin_web.py",  # 339 s (9 tests: the CLI as subprocesses next to a served node)
+    "test_cluster.py",  # 157 s for its first 7 of 14 tests: two served pairs (files; PostgreSQL + SeaweedFS)
+    "test_backup.py",  # 242 s: backup/restore subprocesses
+    "test_backup_safety.py",  # 255 s: backup/restore/check/serve subprocesses (homes now set up in process)
+    "test_tls_outgoing.py",  # 417 s, now ~220 s: every outgoing CLI command against a TLS peer
+    "test_qr_interop.py",  # 499 s, now ~210 s: a served archive, three storescp, the CLI as the SCU
+    "test_admin_browser.py",  # 145 s: chromium
+    "test_workspace_browser.py",  # chromium; 124 s alone under load (e48bcb0)
 )
 
 
