@@ -162,17 +162,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
 # minutes go first so that they overlap with everything else; the suite's tail is then short modules
 # on both workers rather than one worker finishing a long module alone. Keep the slowest first, and
 # re-measure after a change that moves a module's time: `--junitxml` of a full run, summed per module.
-# The two regional modules left this list when their CLI calls went in process (~30 s each).
-LONG_POLES = (  # worker-seconds in a full run at a load average of ~15 (2026-12-02), longest first;
-    # "now ~" scales that by the module's alone time after / before its set-up CLI went in process
-    "test_admin_web.py",  # 339 s (9 tests: the CLI as subprocesses next to a served node)
-    "test_cluster.py",  # 157 s for its first 7 of 14 tests: two served pairs (files; PostgreSQL + SeaweedFS)
-    "test_backup.py",  # 242 s: backup/restore subprocesses
-    "test_backup_safety.py",  # 255 s: backup/restore/check/serve subprocesses (homes now set up in process)
-    "test_tls_outgoing.py",  # 417 s, now ~220 s: every outgoing CLI command against a TLS peer
-    "test_qr_interop.py",  # 499 s, now ~210 s: a served archive, three storescp, the CLI as the SCU
-    "test_admin_browser.py",  # 145 s: chromium
-    "test_workspace_browser.py",  # chromium; 124 s alone under load (e48bcb0)
+# The two regional modules left this list when their CLI calls went in process (~12 s each now).
+LONG_POLES = (  # worker-seconds in a full make test at a load average of ~5 (2026-12-02), longest first
+    "test_cluster.py",  # 120 s: two served pairs (files; PostgreSQL + SeaweedFS)
+    "test_backup_safety.py",  # 118 s: backup/restore/check/serve subprocesses
+    "test_admin_web.py",  # 97 s: the CLI as subprocesses next to a served node
+    "test_backup.py",  # 73 s
+    "test_repair_under_load.py",  # 71 s: repairs during 300-instance stores
+    "test_tls_outgoing.py",  # 70 s: every outgoing CLI command against a TLS peer
+    "test_crash.py",  # 66 s: SIGKILL cycles
+    "test_qr_interop.py",  # 60 s
+    "test_admin_browser.py",  # 51 s: chromium
+    "test_workspace_browser.py",  # 45 s: chromium
 )
 
 
