@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,11 +30,24 @@ class NodeStartError(RuntimeError):
     """``pacsnode serve`` exited or did not accept connections in time (its stderr is in the message)."""
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free a moment ago on the loopback interface, and not handed out before by
+    this process: a port is picked at ``init`` and bound only at ``start``, so without the memory two
+    nodes of one test could be given the same number (a cluster pair's second node once got the first
+    node's DICOM port as its web port, and died with "address already in use" under load)."""
+    with _HANDED_OUT_LOCK:
+        for _attempt in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                break
+        _HANDED_OUT.add(port)
+        return port
 
 
 def port_accepts(port: int, host: str = LOOPBACK) -> bool:

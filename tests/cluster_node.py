@@ -184,9 +184,9 @@ class ClusterNodeProcess(_single()):  # type: ignore[misc]
         return "".join(f"--- {node.home.name}\n{node.log_text()}" for node in self.nodes)
 
     # -- talking to it ----------------------------------------------------------------------
-    def cli(self, *args: str, timeout: float = 60.0) -> Any:
+    def cli(self, *args: str, timeout: float = 60.0, in_process: bool | None = None) -> Any:
         """The CLI on the query node's home (the same archive as the store node's)."""
-        return self.query_node.cli(*args, timeout=timeout)
+        return self.query_node.cli(*args, timeout=timeout, in_process=in_process)
 
     def index_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` on the shared PostgreSQL index, through the index seam (``?`` placeholders)."""

@@ -160,14 +160,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
 # `make test` runs pytest-xdist with --dist loadscope --no-loadscope-reorder: each module goes whole to
 # one worker, in collection order, and a worker takes the next module when it runs low. Modules that take
 # minutes go first so that they overlap with everything else; the suite's tail is then short modules
-# on both workers rather than one worker finishing a three-node region alone. Keep the slowest first.
-LONG_POLES = (  # each took 7-15 min of one worker in a full run on a loaded machine (2026-12-01)
-    "test_regional_e2e.py",
-    "test_regional_details.py",
-    "test_identity.py",
-    "test_backup_safety.py",
-    "test_tls_outgoing.py",
-    "test_qr_interop.py",
+# on both workers rather than one worker finishing a long module alone. Keep the slowest first, and
+# re-measure after a change that moves a module's time: `--junitxml` of a full run, summed per module.
+# The two regional modules left this list when their CLI calls went in process (~12 s each now).
+LONG_POLES = (  # worker-seconds in a full make test at a load average of ~5 (2026-12-02), longest first
+    "test_cluster.py",  # 120 s: two served pairs (files; PostgreSQL + SeaweedFS)
+    "test_backup_safety.py",  # 118 s: backup/restore/check/serve subprocesses
+    "test_admin_web.py",  # 97 s: the CLI as subprocesses next to a served node
+    "test_backup.py",  # 73 s
+    "test_repair_under_load.py",  # 71 s: repairs during 300-instance stores
+    "test_tls_outgoing.py",  # 70 s: every outgoing CLI command against a TLS peer
+    "test_crash.py",  # 66 s: SIGKILL cycles
+    "test_qr_interop.py",  # 60 s
+    "test_admin_browser.py",  # 51 s: chromium
+    "test_workspace_browser.py",  # 45 s: chromium
 )
 
 

@@ -216,13 +216,14 @@ def ok(result: ToolResult) -> ToolResult:
 def serve_region(base: Path) -> Iterator[Region]:
     """Start the three nodes under ``base``, register every peer, and stop them all on the way out."""
     nodes = {inst: NodeProcess(base / name, aet=aet, institution=inst) for name, (inst, aet) in NODES.items()}
+    for node in nodes.values():
+        node.cli_in_process = True  # the CLI sets up and reads the region here; test_cli*.py test the CLI
     made = Region(nodes, pvt_port=free_port(), viewer_port=free_port())
 
-    def prepare(inst: str) -> None:
+    def prepare(inst: str) -> None:  # in process, one command at a time (CliRunner): no gain from threads
         node = nodes[inst].init()
         node.configure("store", "accept_from", "any")  # the forged-producer and IOCM tests store as nobody
         ok(node.cli("import", str(SAMPLE_DIR / inst)))
-        node.start()
 
     def register(inst: str) -> None:
         node = nodes[inst]
@@ -237,9 +238,12 @@ def serve_region(base: Path) -> Iterator[Region]:
                          str(made.viewer_port), "--institution", "CTY001", "--permissions", "echo,store"))
 
     try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(prepare, nodes))  # peers are added on running nodes: they know the real ports
-            list(pool.map(register, nodes))
+        for inst in nodes:
+            prepare(inst)
+        with ThreadPoolExecutor(max_workers=3) as pool:  # the three start-ups overlap
+            list(pool.map(lambda node: node.start(), nodes.values()))
+        for inst in nodes:  # peers are added on running nodes: they know the real ports
+            register(inst)
         yield made
     finally:
         for node in nodes.values():

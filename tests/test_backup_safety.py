@@ -1,8 +1,8 @@
 """Backup and restore stay inside the home and keep what they copy private (issue 10, items 5, 12-13, low).
 
-Everything is driven through the CLI (``pacsnode backup``/``restore``/``serve`` subprocesses) and
-checked on disk and on the wire (DCMTK ``echoscu +tls``), as an operator and an attacker who
-hands over a crafted backup would.
+Everything is driven through the CLI (``pacsnode backup``/``restore``/``check``/``serve`` subprocesses; the
+homes they work on are set up in process) and checked on disk and on the wire (DCMTK ``echoscu +tls``), as an
+operator and an attacker who hands over a crafted backup would.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from bench.soak_crash import index_rows, pacsnode, write_instance
-from support import LOOPBACK, PACSNODE, NodeProcess, dcmtk, free_port, run_tool, set_config
+from support import LOOPBACK, PACSNODE, NodeProcess, cli_in_process, dcmtk, free_port, run_tool, set_config
 
 pytestmark = pytest.mark.timeout(180)
 UID = "1.2.826.0.1.3680043.10.1078.68"
@@ -31,14 +31,21 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
 
 
+def set_up(home: Path, *args: str) -> None:
+    """A set-up command (init, import): run in process, since the commands under test here are the
+    subprocesses (backup, restore, check, serve) and an interpreter start costs seconds on a loaded machine."""
+    done = cli_in_process("--home", str(home), *args)
+    assert done.returncode == 0, done.explain()
+
+
 def seeded_home(tmp_path: Path, name: str = "live", count: int = 4) -> Path:
     home = tmp_path / name
-    pacsnode(home, "init", "--port", str(free_port()), check=True)
+    set_up(home, "init", "--port", str(free_port()))
     folder = tmp_path / f"{name}-seed"
     folder.mkdir()
     for i in range(1, count + 1):
         write_instance(folder / f"{i}.dcm", f"{UID}.1", f"{UID}.1.1", f"{UID}.1.1.{i}", "SAFE1", number=i, seed=i)
-    pacsnode(home, "import", str(folder), check=True)
+    set_up(home, "import", str(folder))
     return home
 
 
@@ -99,7 +106,7 @@ def test_restore_of_a_crafted_backup_never_touches_the_live_node(live_and_backup
 ])
 def test_a_live_config_naming_paths_that_leave_the_home_is_refused(tmp_path: Path, key: str, value: str) -> None:
     home = tmp_path / "home"
-    pacsnode(home, "init", check=True)
+    set_up(home, "init")
     set_config(home, "node", key, value)
     assert key in one_line_error(pacsnode(home, "check"))
 
@@ -235,7 +242,7 @@ def test_serve_refuses_a_home_being_restored(tmp_path: Path) -> None:
     from pacsnode.storage.home_lock import HomeLock
 
     home = tmp_path / "home"
-    pacsnode(home, "init", "--port", str(free_port()), check=True)
+    set_up(home, "init", "--port", str(free_port()))
     restoring = HomeLock(home)
     assert restoring.try_exclusive()  # what restore holds while it replaces the home's files
     try:

@@ -77,11 +77,11 @@ def test_storage_commitment_reports_on_the_same_association(node: NodeProcess) -
     event_types: list[int] = []
     arrived = threading.Event()
 
-    def on_report(event: Any) -> int:
+    def on_report(event: Any) -> tuple[int, None]:
         event_types.append(int(event.request.EventTypeID))
         reports.append(event.event_information)
         arrived.set()
-        return 0x0000
+        return 0x0000, None  # an N-EVENT-REPORT handler answers (status, reply), on either side
 
     request = Dataset()
     request.TransactionUID = "1.2.826.0.1.3680043.10.1078.99.1"
@@ -117,10 +117,10 @@ def test_storage_commitment_of_another_senders_instances_is_no_such_instance(nod
     got: list[Dataset] = []
     arrived = threading.Event()
 
-    def on_report(event: Any) -> int:
+    def on_report(event: Any) -> tuple[int, None]:
         got.append(event.event_information)
         arrived.set()
-        return 0
+        return 0x0000, None
 
     request = Dataset()
     request.TransactionUID = "1.2.826.0.1.3680043.10.1078.99.2"

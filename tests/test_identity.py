@@ -40,6 +40,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 def served(node_process: Callable[..., NodeProcess]) -> NodeProcess:
     """A node of PRV001 holding the sample studies, storing only from registered peers."""
     proc = node_process(institution=OWN)
+    proc.cli_in_process = True  # the CLI sets the node up; the wire is what is tested
     proc.configure("store", "accept_from", "registered")
     imported = proc.cli("import", *map(str, sample_files()[:40]))
     assert imported.returncode == 0, imported.explain()
@@ -253,6 +254,7 @@ def test_a_space_padded_ae_title_is_the_same_title_for_uniqueness(served: NodePr
 def test_peer_add_validates_host_port_and_institution(node_process: Callable[..., NodeProcess],
                                                       args: tuple[str, str], named: str) -> None:
     proc = node_process(institution=OWN)
+    proc.cli_in_process = True  # the same click command; stderr is still one line (a traceback would add lines)
     base = {"--aet": "NEWPEER", "--host": LOOPBACK, "--port": "104", "--institution": "CTY001"}
     base.update(dict([args]))
     result = proc.cli("peer", "add", "new", *[x for pair in base.items() for x in pair])

@@ -83,8 +83,9 @@ def test_metrics_count_dimse_work_by_status(node: NodeProcess, tmp_path: Path) -
     assert samples['pacsnode_store_total{status="duplicate"}'] == 2
     assert samples["pacsnode_store_bytes_total"] >= sum(f.stat().st_size for f in files) * 0.9
     assert samples['pacsnode_store_seconds_count{status="stored"}'] == 10
-    assert samples['pacsnode_dimse_associations_total{caller="nobody"}'] >= 2  # the two storescu runs
-    assert samples['pacsnode_dimse_associations_total{caller="peer"}'] >= 3
+    # each association counted once (its peer looked up once): the two storescu runs, then two findscu and a getscu
+    assert samples['pacsnode_dimse_associations_total{caller="nobody"}'] == 2
+    assert samples['pacsnode_dimse_associations_total{caller="peer"}'] == 3
     assert samples['pacsnode_service_seconds_count{service="find",status="answered"}'] >= 1
     assert samples['pacsnode_service_seconds_count{service="find",status="refused"}'] >= 1
     assert samples['pacsnode_service_seconds_count{service="get",status="answered"}'] >= 1

@@ -146,7 +146,7 @@ class Site:
 
     def instances(self, study_uid: str, series_uid: str | None = None) -> dict[str, dict[str, Any]]:
         """SOP Instance UID → instance row, from ``pacsnode study show --json``."""
-        result = self.node.cli("study", "show", study_uid, "--json")
+        result = self.node.cli("study", "show", study_uid, "--json", in_process=True)  # a read, not the test
         assert result.returncode == 0, result.explain()
         study = json.loads(result.stdout)
         return {i["sop_instance_uid"]: i for s in study["series"] if series_uid in (None, s["series_uid"])
@@ -171,9 +171,9 @@ def new_node(home: Path, aet: str = "PACSNODE", institution: str = INSTITUTION) 
 
 
 def add_peer(node: NodeProcess, name: str, aet: str, port: int, institution: str = INSTITUTION) -> None:
-    """Register a peer through the CLI (takes effect on the running node: peers live in the index)."""
+    """Register a peer through the CLI, in process (takes effect on the running node: peers live in the index)."""
     result = node.cli("peer", "add", name, "--aet", aet, "--host", LOOPBACK, "--port", str(port),
-                      "--institution", institution, "--replace")
+                      "--institution", institution, "--replace", in_process=True)
     assert result.returncode == 0, result.explain()
 
 
@@ -182,7 +182,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("qr")
     node = new_node(base / "home")
     write_big_study(base / "big50")
-    result = node.cli("import", str(SAMPLE_DIR), str(base / "big50"), timeout=120)
+    result = node.cli("import", str(SAMPLE_DIR), str(base / "big50"), timeout=120, in_process=True)
     assert result.returncode == 0, result.explain()
     dest = Storescp(base / "dest", "DEST")
     implicit = Storescp(base / "implicit", "IMPLICIT", "+xi")

@@ -20,7 +20,7 @@ from iocm_factory import rejection_note
 from regional_support import (MARKS, HR_KEYS, PRV_MR, RESIDENT_ISSUER, RULES, STUDIES, TWN_DX, VIEWER_AET, Region,
                               audit_events, expected_advice, findscu, hr_block, movescu, ok, patient_keys,
                               today)
-from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, run_tool, write_instance
+from support import LOOPBACK, REPO, SAMPLE_DIR, NodeProcess, dcmtk, run_tool, write_instance
 
 pytestmark = MARKS
 
@@ -242,7 +242,7 @@ def test_a_producer_claim_is_trusted_only_when_the_deliverer_vouches_for_it(
 # -- IOCM rejection notes (issue 12 item 4) ---------------------------------------------------------
 def _find_at(node: NodeProcess, calling: str, level: str, keys: list[str], out: Path) -> list[Dataset]:
     out.mkdir(parents=True, exist_ok=True)
-    args = ["findscu", "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
+    args = [dcmtk("findscu"), "-S", "-to", "20", "-aet", calling, "-aec", node.aet, "-X", "-od", out,
             "-k", f"QueryRetrieveLevel={level}"]
     for key in keys:
         args += ["-k", key]

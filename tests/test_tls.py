@@ -63,7 +63,8 @@ def _tls_home(proc: NodeProcess, pki: Path, cert: str, ca: str = "ca", enabled: 
 def tls_node(node_process: Callable[..., NodeProcess], pki: Path) -> NodeProcess:
     proc = node_process(institution="PRV001")
     _tls_home(proc, pki, "node")
-    proc.cli("peer", "add", "viewer", "--aet", "TLSSCU", "--host", LOOPBACK, "--port", "1", "--institution", "PRV001")
+    proc.cli("peer", "add", "viewer", "--aet", "TLSSCU", "--host", LOOPBACK, "--port", "1", "--institution", "PRV001",
+             in_process=True)
     return proc.start()
 
 

@@ -1,7 +1,8 @@
 """Issue 10 item 3: every outgoing association uses the destination peer's TLS settings and
 fails closed, for each CLI command that calls a peer (echo, find, move, get, send, priors).
 
-Two proofs per command: against a TLS-only pacsnode (mutual authentication) it works, so it
+The commands under test run as ``pacsnode`` subprocesses; the peers they call are registered in
+process (set-up, not what is tested). Two proofs per command: against a TLS-only pacsnode (mutual authentication) it works, so it
 did speak TLS; against a listener registered with ``--tls`` that does not answer the
 handshake, the command fails (priors: reports the peer as not reached) and the listener
 never receives anything but a TLS ClientHello: no clear-text retry, no A-ASSOCIATE-RQ.
@@ -74,7 +75,7 @@ def test_a_tls_peer_that_fails_the_handshake_is_an_error_never_clear_text(caller
     listener = _SilentListener()
     try:
         caller.cli("peer", "add", "provincial", "--aet", "PACSNODE", "--host", LOOPBACK, "--port",
-                   str(listener.port), "--institution", "PRV001", "--tls")
+                   str(listener.port), "--institution", "PRV001", "--tls", in_process=True)
         result = caller.cli(*_command(command, "provincial"))
     finally:
         listener.close()
@@ -94,12 +95,12 @@ def test_a_tls_peer_that_fails_the_handshake_is_an_error_never_clear_text(caller
 def test_each_command_works_against_a_tls_only_peer(tls_node: NodeProcess, caller: NodeProcess,  # noqa: F811
                                                     command: str) -> None:
     files = [p for p in sample_files() if "PRV001" in str(p)][:2]
-    assert tls_node.cli("import", *map(str, files)).returncode == 0
+    assert tls_node.cli("import", *map(str, files), in_process=True).returncode == 0
     study_uid = tls_node.index_rows("SELECT study_uid FROM studies")[0][0]
     tls_node.cli("peer", "add", "caller", "--aet", "TLSSCU", "--host", LOOPBACK, "--port", "1",
-                 "--institution", "CTY001", "--replace")
+                 "--institution", "CTY001", "--replace", in_process=True)
     caller.cli("peer", "add", "provincial", "--aet", "PACSNODE", "--host", LOOPBACK, "--port", str(tls_node.port),
-               "--institution", "PRV001", "--tls")
+               "--institution", "PRV001", "--tls", in_process=True)
     ds = dcmread(files[0], stop_before_pixels=True)
     result = caller.cli(*_command(command, "provincial", study_uid, (str(ds.PatientID), str(ds.IssuerOfPatientID))))
     assert result.returncode == 0, result.explain()
@@ -111,7 +112,7 @@ def test_a_tls_peer_with_a_certificate_we_do_not_trust_is_refused_by_every_comma
     rogue = _tls_home(node_process(name="rogue", aet="TLSSCU", institution="CTY001"), pki, "client", ca="rogue-ca",
                       enabled=False, mutual=False)
     rogue.cli("peer", "add", "provincial", "--aet", "PACSNODE", "--host", LOOPBACK, "--port", str(tls_node.port),
-              "--institution", "PRV001", "--tls")
+              "--institution", "PRV001", "--tls", in_process=True)
     for command in COMMANDS:
         result = rogue.cli(*_command(command, "provincial"))
         if command == "priors":

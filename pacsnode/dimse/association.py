@@ -51,11 +51,13 @@ class Association:
     """Serve one association whose A-ASSOCIATE-RQ (``rq``) has been read from ``sock``.
 
     ``run`` returns with the socket closed and no temporary file left behind; ``abort``
-    may be called from another thread (server shutdown).
+    may be called from another thread (server shutdown). ``caller``: who the listener found
+    calling (it identifies every association before admitting it), so the peer is looked up
+    once per association; without it the first service identifies.
     """
 
     def __init__(self, sock: socket.socket, address: tuple[str, int], node: Node, rq: pdu.AssociateRQ,
-                 peer_certificate: bytes | None = None) -> None:
+                 peer_certificate: bytes | None = None, caller: Caller | None = None) -> None:
         self.sock = sock
         self.address = address
         self.node = node
@@ -71,7 +73,7 @@ class Association:
         self._idle_timeout = network.network_timeout
         self._pdu_timeout = min(network.pdu_timeout, network.network_timeout)
         self._limit = network.max_pdu + PDU_MARGIN if network.max_pdu else 0xFFFFFFFF
-        self._caller: Caller | None = None
+        self._caller: Caller | None = caller
         self._command = bytearray()
         self._command_context = -1
         self._sink: Sink | None = None

@@ -259,18 +259,19 @@ class Listener:
             return
         certificate = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
         try:
-            stranger = identify(self.node, rq.calling_ae.strip(), address[0], certificate).peer is None
+            caller = identify(self.node, rq.calling_ae.strip(), address[0], certificate)
         except IndexError_ as exc:  # the index (a PostgreSQL server) is unreachable: who calls is unknown
             LOGGER.warning("association from %s@%s rejected (transient): %s", rq.calling_ae.strip(), address[0], exc)
             _reject_and_close(conn, pdu.AssociateRJ(pdu.RJ_TRANSIENT, pdu.RJ_SOURCE_PRESENTATION,
                                                     pdu.RJ_PRESENTATION_CONGESTION))
             return
+        stranger = caller.peer is None
         with self._lock:
             self._pending.pop(sock, None)
             busy = len(self._associations)
             admitted = not self._stopping.is_set() and busy < network.max_associations and not (
                 stranger and len(self._strangers) >= stranger_slots(network.max_associations))
-            association = Association(conn, address, self.node, rq, certificate) if admitted else None
+            association = Association(conn, address, self.node, rq, certificate, caller) if admitted else None
             if association is not None:
                 self._associations.add(association)
                 if stranger:

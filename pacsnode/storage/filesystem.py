@@ -25,6 +25,7 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.errors import InvalidInstance, StorageFull
 from pacsnode.model import ReceivedFile, StoredFile
+from pacsnode.storage import orphans
 from pacsnode.storage.area import CHUNK, DigestMismatch, StorageArea, sha256_of
 from pacsnode.storage.tempfiles import age_seconds
 
@@ -286,38 +287,14 @@ class FileStorage:
             pass
 
     def remove_if_orphan(self, relative_path: str, is_indexed: Callable[[str], bool], min_age: float) -> bool:
-        """Remove an orphan file (``check --repair``) only if it is one at this very moment.
-
-        Why this cannot remove an acknowledged instance: a store *links* its file, then commits
-        the row pointing to it (``Node.store_file``), and answers Success only after the
-        commit. So a file that is acknowledged is indexed, and a file that is linked but not yet
-        indexed is at most ``min_age`` old. The order here is: (1) stat the file and skip it if
-        it changed (data, link or rename: ``max(mtime, ctime)``) within ``min_age``; (2) ask the
-        index *now* whether a row points to this path; (3) stat again and skip it unless it is
-        the same inode with the same ctime; (4) unlink. A row committed after (2) would be for
-        a file linked before (1), hence within ``min_age`` of its commit: only a store stalled
-        longer than the grace (the index's busy timeout is far shorter) could be caught, and the
-        path itself is never reused while the file exists (``place`` never links over a name).
-        ``min_age`` is 0 only when no process writes into the home (exclusive ``serve.lock``).
-        "Acknowledged means indexed" holds once the recovery after an unclean stop has run: with
-        ``fsync = true`` a power cut can take a row whose file stays (``pacsnode.durability``), so
-        ``maintenance.check`` recovers first and removes nothing while a dead process's marker waits.
-        """
-        path = self.absolute(relative_path)
-        try:
-            before = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if age_seconds(before) < min_age or is_indexed(relative_path):
-            return False
-        try:
-            after = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if (after.st_ino, after.st_ctime_ns) != (before.st_ino, before.st_ctime_ns):
-            return False
-        path.unlink(missing_ok=True)
-        return True
+        """Remove an orphan file (``check --repair``) only if it is one at this very moment
+        (``storage/orphans.py`` says why this cannot remove an acknowledged instance). The file is
+        the same between the two looks when its inode and ctime are: ``max(mtime, ctime)`` is its
+        age, so a change of data, link or name within ``min_age`` keeps it."""
+        return orphans.remove_if_orphan(
+            relative_path, stat=lambda relative: os.lstat(self.absolute(relative)), age=age_seconds,
+            identity=lambda st: (st.st_ino, st.st_ctime_ns), is_indexed=is_indexed, remove=self.remove,
+            min_age=min_age)
 
     def walk(self) -> Iterator[str]:
         """Every file under the root, as a relative path (for ``check``)."""

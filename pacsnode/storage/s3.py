@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, Callable, Iterator, NoReturn, Sequence
 
 from pacsnode.errors import ConfigError, InvalidInstance, StorageUnavailable
 from pacsnode.model import ReceivedFile, StoredFile
+from pacsnode.storage import orphans
 from pacsnode.storage.area import CHUNK, DigestMismatch, sha256_of, sha256_stream
 from pacsnode.storage.filesystem import check_quota, relative_path_for, sibling_name
 from pacsnode.storage.s3_url import S3Location, parse_s3_url
@@ -210,29 +211,14 @@ class S3Storage:
         self._call("delete", relative_path, self.client.delete_object, Key=self.key(relative_path))
 
     def remove_if_orphan(self, relative_path: str, is_indexed: Callable[[str], bool], min_age: float) -> bool:
-        """Delete an unindexed object only if it is one at this very moment (``check --repair``).
-
-        The same order as on the filesystem (``FileStorage.remove_if_orphan`` says why it
-        cannot remove an acknowledged instance): HEAD it and skip it if stored within
-        ``min_age``; ask the index *now*; HEAD again and skip it unless it is the same object
-        (ETag and Last-Modified); delete. A key is never written over (If-None-Match), so the
-        object deleted is the one that was checked, unless another repair removed it and a new
-        store re-used the key within these milliseconds (two repairs at once: do not).
-        """
-        try:
-            before = self._head(relative_path)
-        except FileNotFoundError:
-            return False
-        if _age(before) < min_age or is_indexed(relative_path):
-            return False
-        try:
-            after = self._head(relative_path)
-        except FileNotFoundError:
-            return False
-        if (after.get("ETag"), after.get("LastModified")) != (before.get("ETag"), before.get("LastModified")):
-            return False
-        self.remove(relative_path)
-        return True
+        """Delete an unindexed object only if it is one at this very moment (``check --repair``), in the
+        order ``storage/orphans.py`` explains. HEAD is the stat, Last-Modified the age, ETag and
+        Last-Modified the identity: a key is never written over (If-None-Match), so the object deleted
+        is the one that was checked."""
+        return orphans.remove_if_orphan(
+            relative_path, stat=self._head, age=_age,
+            identity=lambda head: (head.get("ETag"), head.get("LastModified")), is_indexed=is_indexed,
+            remove=self.remove, min_age=min_age)
 
     def walk(self) -> Iterator[str]:
         """Every object under the prefix, as a relative path (listed page by page)."""
