@@ -161,6 +161,10 @@ class Association:
         """The next whole DIMSE message from the peer; raises AssociationAborted when it ends."""
         if self._pending:
             return self._pending.pop(0)
+        return self._receive_from_peer(timeout)
+
+    def _receive_from_peer(self, timeout: float | None = None) -> Message:
+        """The next whole DIMSE message read off the socket (the kept ones are not looked at)."""
         self._require_open()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         command, dataset = bytearray(), bytearray()
@@ -217,8 +221,8 @@ class Association:
                 self.abort()
                 raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of {location.sop_instance_uid}: "
                                          f"{exc}") from None
-        while True:
-            message = self.receive_message()
+        while True:  # off the wire: a kept message taken back out would be kept again, for ever
+            message = self._receive_from_peer()
             if message.command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RSP:
                 response = sending.store_response(message.command)
                 if response.message_id != message_id:
