@@ -344,3 +344,29 @@ def test_an_unsolicited_message_before_the_store_response_is_kept_not_spun_on() 
         assoc.abort()
     finally:
         acceptor.close()
+
+
+def test_a_store_response_without_a_status_is_a_peer_error_that_aborts_only_that_association() -> None:
+    """A C-STORE-RSP without its Status used to raise a bare PDUError (a ValueError) out of
+    send_stored: C-MOVE counts only PeerError as "this destination is gone", so the error went
+    on up and aborted the move requester's association, which got no final response, no counts
+    and no Failed SOP Instance UID List."""
+    location = _location(a_ct_file())
+
+    def serve_one(conn: socket.socket) -> None:
+        context_id, command, _dataset = _read_message(conn)
+        conn.sendall(pdu.encode_message(context_id, pdu.encode_command({
+            pdu.AFFECTED_SOP_CLASS_UID: location.sop_class_uid, pdu.COMMAND_FIELD: pdu.C_STORE_RSP,
+            pdu.MESSAGE_ID_BEING_RESPONDED_TO: command.us(pdu.MESSAGE_ID),
+            pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET}), None, 0))
+        time.sleep(3)
+
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+        with pytest.raises(outgoing.AssociationAborted, match="without a Status"):
+            assoc.send_stored(location)
+        assert not assoc.is_open
+    finally:
+        acceptor.close()

@@ -224,7 +224,11 @@ class Association:
         while True:  # off the wire: a kept message taken back out would be kept again, for ever
             message = self._receive_from_peer()
             if message.command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RSP:
-                response = sending.store_response(message.command)
+                try:
+                    response = sending.store_response(message.command)
+                except pdu.PDUError as exc:  # the destination broke the protocol: our association with it ends
+                    self._protocol_error(f"malformed C-STORE-RSP ({exc})")
+                    raise  # unreachable
                 if response.message_id != message_id:
                     self._protocol_error(f"C-STORE-RSP for message {response.message_id}, expected {message_id}")
                 return response
