@@ -370,3 +370,28 @@ def test_a_store_response_without_a_status_is_a_peer_error_that_aborts_only_that
         assert not assoc.is_open
     finally:
         acceptor.close()
+
+
+@pytest.mark.parametrize("answer", [
+    pdu.HEADER.pack(pdu.P_DATA_TF, 0),  # no PDV at all
+    pdu.HEADER.pack(pdu.P_DATA_TF, 8) + b"\x00\x00\x10\x00\x01\x03\x00\x00",  # a PDV longer than its PDU
+], ids=["empty", "overrunning-pdv"])
+def test_a_malformed_p_data_answer_is_a_peer_error(answer: bytes) -> None:
+    """Like a missing Status: a broken P-DATA-TF from the destination used to escape send_stored as
+    a bare PDUError and abort the C-MOVE requester's association instead of this one."""
+    location = _location(a_ct_file())
+
+    def serve_one(conn: socket.socket) -> None:
+        _read_message(conn)
+        conn.sendall(answer)
+        time.sleep(3)
+
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+        with pytest.raises(outgoing.AssociationAborted, match="malformed P-DATA-TF"):
+            assoc.send_stored(location)
+        assert not assoc.is_open
+    finally:
+        acceptor.close()

@@ -173,7 +173,12 @@ class Association:
             pdu_type, body = self._read(deadline)
             if pdu_type != pdu.P_DATA_TF:
                 self._unexpected(pdu_type)
-            for cid, control, start, end in pdu.iter_pdvs(memoryview(body)):
+            try:
+                pdvs = list(pdu.iter_pdvs(memoryview(body)))
+            except pdu.PDUError as exc:  # a PeerError like every other broken answer (C-MOVE counts on it)
+                self._protocol_error(f"malformed P-DATA-TF ({exc})")
+                raise  # unreachable
+            for cid, control, start, end in pdvs:
                 if control & pdu.MCH_COMMAND:
                     if command_done:
                         self._protocol_error("a command fragment after the command was complete")
