@@ -395,3 +395,21 @@ def test_a_malformed_p_data_answer_is_a_peer_error(answer: bytes) -> None:
         assert not assoc.is_open
     finally:
         acceptor.close()
+
+
+def test_a_file_that_cannot_be_read_fails_its_sub_operation_and_the_association_goes_on(storescp) -> None:
+    """An open file whose read fails (EIO: /proc/self/mem is the kernel's own unreadable file) is
+    one failed sub-operation (CannotSend before anything is sent). The OSError used to escape
+    send_stored: C-MOVE took it for the requester's connection breaking and closed that, with
+    no final response; C-GET closed the requester's association the same way."""
+    scp = storescp()
+    good = _location(a_ct_file())
+    unreadable = InstanceLocation("1.2.826.0.1.3680043.10.1173.18.1", good.sop_class_uid, good.transfer_syntax,
+                                  "/proc/self/mem")
+    with outgoing.open_for_sending(scp.peer(), "PACSNODE", [good]) as assoc:
+        with pytest.raises(sending.UnreadableInstance, match="cannot read /proc/self/mem"):
+            assoc.send_stored(unreadable)
+        assert assoc.send_stored(good).status == 0
+    scp.stop()
+    received = scp.received(good.sop_instance_uid)
+    assert received is not None and dataset_bytes(received) == dataset_bytes(a_ct_file())

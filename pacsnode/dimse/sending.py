@@ -206,6 +206,9 @@ def prepare_store(location: InstanceLocation, context_id: int, transfer_syntax: 
             return PreparedStore(command_pdus, context_id, limit, handle, stored)  # it closes the file
         handle.seek(0)
         payload = _transcoded(handle, location.path, transfer_syntax)
+    except OSError as exc:  # a read error (EIO): this instance fails, the association goes on
+        handle.close()
+        raise UnreadableInstance(f"cannot read {location.path}: {exc.strerror or exc}") from None
     except BaseException:
         handle.close()
         raise
