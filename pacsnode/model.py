@@ -313,6 +313,8 @@ class InstanceLocation:
     path: str  # the storage area's relative path (with ``opener``), or a file's path (``send PATH``)
     study_uid: str = ""
     series_uid: str = ""
+    #: the file's size as indexed (None: not known, ``send PATH``); a stored file of another size is not sent
+    size: int | None = None
     #: how to open the stored file (``StorageArea.open`` of ``path``); None: ``open(path)``
     opener: "Callable[[], BinaryIO] | None" = field(default=None, compare=False, repr=False)
 

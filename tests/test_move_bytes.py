@@ -57,3 +57,33 @@ def test_c_move_of_every_transfer_syntax_reaches_storescp_byte_for_byte(
         assert dcmread(received, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax, original.name
         assert _comparable(dataset_bytes(received), syntax) == _comparable(dataset_bytes(stored), syntax), \
             f"{original.name}: the moved dataset differs from the stored one"
+
+
+def test_a_stored_file_cut_short_behind_the_index_is_a_failed_sub_operation_not_a_smaller_instance(
+        node_process: Callable[..., NodeProcess], storescp, tmp_path: Path) -> None:  # noqa: F811
+    """A stored file cut at an element boundary (here: just before its Pixel Data) still parses:
+    it used to go out as a whole, smaller dataset and the destination answered Success for a
+    damaged instance. Its size no longer matches the indexed one, so that sub-operation fails,
+    nothing of it is sent, and the move goes on with the next instance."""
+    scp: StoreSCP = storescp("+xa")
+    node = node_process(institution=INSTITUTION)
+    node.cli("peer", "add", "storescp", "--aet", "STORESCP", "--host", LOOPBACK, "--port", str(scp.port),
+             "--institution", INSTITUTION)
+    study_uid = generate_uid()
+    files = [write_instance(PYDICOM_FILES / "CT_small.dcm", tmp_path / f"ct{i}.dcm", study_uid=study_uid,
+                            PatientID="MOVE2", IssuerOfPatientID=INSTITUTION) for i in range(2)]
+    imported = node.cli("import", *map(str, files))
+    assert imported.returncode == 0, imported.explain()
+    node.start()
+    damaged, intact = (str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files)
+    stored = node.stored_bytes(damaged)
+    assert stored is not None
+    node.replace_stored(damaged, stored[:stored.rindex(b"\xe0\x7f\x10\x00")])  # Pixel Data (7FE0,0010) gone
+    moved = run_tool(["/usr/bin/movescu", "-v", "-S", "-aet", "STORESCP", "-aec", "PACSNODE", "-aem", "STORESCP",
+                      "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                      LOOPBACK, str(node.port)], timeout=120)
+    scp.stop()
+    assert scp.received(damaged) is None, "a damaged file went out as a whole instance"
+    received = scp.received(intact)
+    assert received is not None and dataset_bytes(received) == dataset_bytes(node.stored_bytes(intact) or b"")
+    assert "Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)" in moved.output, moved.explain()

@@ -225,10 +225,11 @@ def test_a_tls_peer_is_never_sent_clear_text(pki: Path, tmp_path: Path) -> None:
 class _FakeAcceptor:
     """A raw-socket SCP that answers the A-ASSOCIATE-RQ with ``reply(rq)`` bytes, then idles."""
 
-    def __init__(self, reply: Callable[[pdu.AssociateRQ], bytes]) -> None:
+    def __init__(self, reply: Callable[[pdu.AssociateRQ], bytes],
+                 after: Callable[[socket.socket], None] | None = None) -> None:
         self.server = socket.create_server((LOOPBACK, 0))
         self.port = self.server.getsockname()[1]
-        self.reply = reply
+        self.reply, self.after = reply, after
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -240,7 +241,10 @@ class _FakeAcceptor:
             header = conn.recv(6, socket.MSG_WAITALL)
             body = conn.recv(pdu.HEADER.unpack(header)[1], socket.MSG_WAITALL)
             conn.sendall(self.reply(pdu.decode_associate_rq(header + body)))
-            time.sleep(3)
+            if self.after is not None:
+                self.after(conn)
+            else:
+                time.sleep(3)
 
     def close(self) -> None:
         self.server.close()
@@ -267,3 +271,145 @@ def test_a_hostile_acceptor_is_refused_at_association_time(reply, match: str) ->
         assert time.monotonic() - started < 4, "a declared 4 GB PDU must be refused, not awaited"
     finally:
         acceptor.close()
+
+
+def _read_message(conn: socket.socket) -> tuple[int, pdu.Command, bytes]:
+    """One whole DIMSE message from a raw socket: (context id, command, dataset bytes)."""
+    command, dataset, parsed, context_id = b"", b"", None, 0
+    while True:
+        header = conn.recv(6, socket.MSG_WAITALL)
+        body = conn.recv(pdu.HEADER.unpack(header)[1], socket.MSG_WAITALL)
+        message = pdu.decode(header + body)
+        assert isinstance(message, pdu.PDataTF), message
+        for pdv in message.pdvs:
+            context_id = pdv.context_id
+            if pdv.is_command:
+                command += pdv.data
+                if pdv.is_last:
+                    parsed = pdu.decode_command(command)
+                    if parsed.us(pdu.COMMAND_DATASET_TYPE) == pdu.NO_DATASET:
+                        return context_id, parsed, b""
+            else:
+                dataset += pdv.data
+                if pdv.is_last:
+                    assert parsed is not None
+                    return context_id, parsed, dataset
+
+
+def test_an_unsolicited_message_before_the_store_response_is_kept_not_spun_on() -> None:
+    """A destination that sends a message of its own (here a C-ECHO-RQ) before its C-STORE-RSP:
+    the C-STORE-RSP is read off the wire and the other message is kept for whoever waits for it.
+    The wait used to take the kept message back out of the pending list, put it in again, and
+    so on: the C-MOVE's thread spun at 100 % CPU for ever, the bytes of the answer unread."""
+    location = _location(a_ct_file())
+    received: list[bytes] = []
+
+    def serve_one(conn: socket.socket) -> None:
+        context_id, command, dataset = _read_message(conn)
+        received.append(dataset)
+        conn.sendall(pdu.encode_message(context_id, pdu.encode_command({
+            pdu.AFFECTED_SOP_CLASS_UID: outgoing.VERIFICATION, pdu.COMMAND_FIELD: pdu.C_ECHO_RQ,
+            pdu.MESSAGE_ID: 77, pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET}), None, 0))
+        conn.sendall(pdu.encode_message(context_id, pdu.encode_command({
+            pdu.AFFECTED_SOP_CLASS_UID: location.sop_class_uid, pdu.COMMAND_FIELD: pdu.C_STORE_RSP,
+            pdu.MESSAGE_ID_BEING_RESPONDED_TO: command.us(pdu.MESSAGE_ID), pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET,
+            pdu.STATUS: 0, pdu.AFFECTED_SOP_INSTANCE_UID: location.sop_instance_uid}), None, 0))
+        time.sleep(3)
+
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    outcome: list[object] = []
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+
+        def send() -> None:
+            try:
+                outcome.append(assoc.send_stored(location))
+            except Exception as exc:  # noqa: BLE001 (reported below)
+                outcome.append(exc)
+
+        worker = threading.Thread(target=send, daemon=True)
+        worker.start()
+        worker.join(5)
+        if worker.is_alive():  # stop the spinning thread before failing
+            def stop(timeout: float | None = None) -> outgoing.Message:
+                raise outgoing.AssociationAborted("stopped by the test")
+            assoc.receive_message = stop  # type: ignore[method-assign]
+            worker.join(5)
+            pytest.fail("send_stored never returned: it spun on the kept unsolicited message")
+        assert isinstance(outcome[0], sending.StoreResponse) and outcome[0].status == 0, outcome
+        assert received == [dataset_bytes(a_ct_file())]
+        kept = assoc.receive_message(timeout=1)  # the C-ECHO-RQ is still there for whoever waits
+        assert kept.command.us(pdu.COMMAND_FIELD) == pdu.C_ECHO_RQ
+        assoc.abort()
+    finally:
+        acceptor.close()
+
+
+def test_a_store_response_without_a_status_is_a_peer_error_that_aborts_only_that_association() -> None:
+    """A C-STORE-RSP without its Status used to raise a bare PDUError (a ValueError) out of
+    send_stored: C-MOVE counts only PeerError as "this destination is gone", so the error went
+    on up and aborted the move requester's association, which got no final response, no counts
+    and no Failed SOP Instance UID List."""
+    location = _location(a_ct_file())
+
+    def serve_one(conn: socket.socket) -> None:
+        context_id, command, _dataset = _read_message(conn)
+        conn.sendall(pdu.encode_message(context_id, pdu.encode_command({
+            pdu.AFFECTED_SOP_CLASS_UID: location.sop_class_uid, pdu.COMMAND_FIELD: pdu.C_STORE_RSP,
+            pdu.MESSAGE_ID_BEING_RESPONDED_TO: command.us(pdu.MESSAGE_ID),
+            pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET}), None, 0))
+        time.sleep(3)
+
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+        with pytest.raises(outgoing.AssociationAborted, match="without a Status"):
+            assoc.send_stored(location)
+        assert not assoc.is_open
+    finally:
+        acceptor.close()
+
+
+@pytest.mark.parametrize("answer", [
+    pdu.HEADER.pack(pdu.P_DATA_TF, 0),  # no PDV at all
+    pdu.HEADER.pack(pdu.P_DATA_TF, 8) + b"\x00\x00\x10\x00\x01\x03\x00\x00",  # a PDV longer than its PDU
+], ids=["empty", "overrunning-pdv"])
+def test_a_malformed_p_data_answer_is_a_peer_error(answer: bytes) -> None:
+    """Like a missing Status: a broken P-DATA-TF from the destination used to escape send_stored as
+    a bare PDUError and abort the C-MOVE requester's association instead of this one."""
+    location = _location(a_ct_file())
+
+    def serve_one(conn: socket.socket) -> None:
+        _read_message(conn)
+        conn.sendall(answer)
+        time.sleep(3)
+
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+        with pytest.raises(outgoing.AssociationAborted, match="malformed P-DATA-TF"):
+            assoc.send_stored(location)
+        assert not assoc.is_open
+    finally:
+        acceptor.close()
+
+
+def test_a_file_that_cannot_be_read_fails_its_sub_operation_and_the_association_goes_on(storescp) -> None:
+    """An open file whose read fails (EIO: /proc/self/mem is the kernel's own unreadable file) is
+    one failed sub-operation (CannotSend before anything is sent). The OSError used to escape
+    send_stored: C-MOVE took it for the requester's connection breaking and closed that, with
+    no final response; C-GET closed the requester's association the same way."""
+    scp = storescp()
+    good = _location(a_ct_file())
+    unreadable = InstanceLocation("1.2.826.0.1.3680043.10.1173.18.1", good.sop_class_uid, good.transfer_syntax,
+                                  "/proc/self/mem")
+    with outgoing.open_for_sending(scp.peer(), "PACSNODE", [good]) as assoc:
+        with pytest.raises(sending.UnreadableInstance, match="cannot read /proc/self/mem"):
+            assoc.send_stored(unreadable)
+        assert assoc.send_stored(good).status == 0
+    scp.stop()
+    received = scp.received(good.sop_instance_uid)
+    assert received is not None and dataset_bytes(received) == dataset_bytes(a_ct_file())

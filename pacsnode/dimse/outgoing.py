@@ -161,6 +161,10 @@ class Association:
         """The next whole DIMSE message from the peer; raises AssociationAborted when it ends."""
         if self._pending:
             return self._pending.pop(0)
+        return self._receive_from_peer(timeout)
+
+    def _receive_from_peer(self, timeout: float | None = None) -> Message:
+        """The next whole DIMSE message read off the socket (the kept ones are not looked at)."""
         self._require_open()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         command, dataset = bytearray(), bytearray()
@@ -169,7 +173,12 @@ class Association:
             pdu_type, body = self._read(deadline)
             if pdu_type != pdu.P_DATA_TF:
                 self._unexpected(pdu_type)
-            for cid, control, start, end in pdu.iter_pdvs(memoryview(body)):
+            try:
+                pdvs = list(pdu.iter_pdvs(memoryview(body)))
+            except pdu.PDUError as exc:  # a PeerError like every other broken answer (C-MOVE counts on it)
+                self._protocol_error(f"malformed P-DATA-TF ({exc})")
+                raise  # unreachable
+            for cid, control, start, end in pdvs:
                 if control & pdu.MCH_COMMAND:
                     if command_done:
                         self._protocol_error("a command fragment after the command was complete")
@@ -217,10 +226,14 @@ class Association:
                 self.abort()
                 raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of {location.sop_instance_uid}: "
                                          f"{exc}") from None
-        while True:
-            message = self.receive_message()
+        while True:  # off the wire: a kept message taken back out would be kept again, for ever
+            message = self._receive_from_peer()
             if message.command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RSP:
-                response = sending.store_response(message.command)
+                try:
+                    response = sending.store_response(message.command)
+                except pdu.PDUError as exc:  # the destination broke the protocol: our association with it ends
+                    self._protocol_error(f"malformed C-STORE-RSP ({exc})")
+                    raise  # unreachable
                 if response.message_id != message_id:
                     self._protocol_error(f"C-STORE-RSP for message {response.message_id}, expected {message_id}")
                 return response

@@ -198,6 +198,11 @@ def prepare_store(location: InstanceLocation, context_id: int, transfer_syntax: 
         raise UnreadableInstance(f"cannot read {location.path}: {exc}") from None
     command_pdus = pdu_bytes(context_id, command, True, limit)
     try:
+        if location.size is not None and (found := handle.seek(0, os.SEEK_END)) != location.size:
+            # cut short (or grown) behind the index's back: a dataset cut at an element boundary
+            # would still parse, and the receiver would answer Success for a damaged instance
+            raise UnreadableInstance(f"{location.path}: the stored file has {found} bytes, "
+                                     f"the index recorded {location.size}")
         try:
             stored: StoredFile | None = inspect_file(handle, location.path)
         except UnreadableInstance:
@@ -206,6 +211,9 @@ def prepare_store(location: InstanceLocation, context_id: int, transfer_syntax: 
             return PreparedStore(command_pdus, context_id, limit, handle, stored)  # it closes the file
         handle.seek(0)
         payload = _transcoded(handle, location.path, transfer_syntax)
+    except OSError as exc:  # a read error (EIO): this instance fails, the association goes on
+        handle.close()
+        raise UnreadableInstance(f"cannot read {location.path}: {exc.strerror or exc}") from None
     except BaseException:
         handle.close()
         raise

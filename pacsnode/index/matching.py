@@ -430,10 +430,10 @@ def match_instances(index: Index, query: Query, storage_root: Path | None, *,
     if hide_rejected:
         where.add(_VISIBLE[Level.IMAGE])
     rows = index.query(
-        "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
+        "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid, i.size "
         f"FROM {_FROM[Level.IMAGE]} WHERE {where.sql()} "
         "ORDER BY s.pk, se.series_number, se.pk, i.instance_number, i.pk", where.params)
     root = Path(storage_root) if storage_root is not None else None  # None: the recorded relative paths
     return [InstanceLocation(sop_instance_uid=r[0], sop_class_uid=r[1], transfer_syntax=r[2],
-                             path=str((root / r[3]).absolute()) if root else r[3], study_uid=r[4], series_uid=r[5])
+                             path=str((root / r[3]).absolute()) if root else r[3], study_uid=r[4], series_uid=r[5], size=r[6])
             for r in rows]

@@ -431,8 +431,8 @@ class SqliteIndex:
 
         ``visible_only`` leaves out what peers never see (rejected instances, rejection notes).
         """
-        sql = ("SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid "
-               "FROM instances i JOIN series se ON se.pk=i.series_pk JOIN studies s ON s.pk=se.study_pk "
+        sql = ("SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.path, s.study_uid, se.series_uid, "
+               "i.size FROM instances i JOIN series se ON se.pk=i.series_pk JOIN studies s ON s.pk=se.study_pk "
                "WHERE s.study_uid=?")
         params: list[Any] = [study_uid]
         if series_uid:
@@ -444,7 +444,7 @@ class SqliteIndex:
         if visible_only:
             sql += " AND i.hidden = ''"
         sql += " ORDER BY se.series_number, i.instance_number"
-        return [InstanceLocation(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.query(sql, params)]
+        return [InstanceLocation(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in self.query(sql, params)]
 
     def instance_files(self, sop_instance_uids: list[str]) -> dict[str, sqlite3.Row]:
         """Stored-file rows of the listed instances (storage commitment), by SOP Instance UID."""
