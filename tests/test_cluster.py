@@ -127,7 +127,8 @@ def test_each_node_audits_what_it_served_under_its_own_name(
                             timeout=30)
     assert answered.status_code in (200, 204), answered.text[:300]
     events = _audit(one)  # one audit for the archive, read through either node
-    assert events == _audit(two)
+    later = _audit(two)  # a row may commit between the two reads (audit rows take no lock), none may vanish
+    assert [e for e in events if e not in later] == []
     by_aet = {e["peer_aet"]: e["node"] for e in events if e["action"] == "association"}
     assert by_aet["ECHO_ONE"] == "node-1" and by_aet["ECHO_TWO"] == "node-2"
     refusals = [e for e in events if e["action"] == "web-auth"]
