@@ -75,7 +75,7 @@ def test_revoked_token_is_401(access_node: Any) -> None:
     assert get(node, f"/studies/{study}/metadata", token).status_code == 401
     listed = json.loads(node.cli("token", "list", "--json").stdout)
     assert {t["name"]: bool(t["revoked_at"]) for t in listed}["soon-revoked"] is True
-    stored = b"".join(p.read_bytes() for p in node.home.glob("index.sqlite*"))  # the WAL too
+    stored = b"".join(p.read_bytes() for p in node.home.glob("index.sqlite*") if p.is_file())  # the WAL too
     assert token.encode() not in stored and hashlib.sha256(token.encode()).hexdigest().encode() in stored
 
 
