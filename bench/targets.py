@@ -273,7 +273,7 @@ def retrieve_figures(files: list[Path], runs: int = 5) -> list[Row]:
 def getscu(port: int, study_uid: str, tmp: Path) -> float:
     out = Path(tempfile.mkdtemp(dir=tmp))
     began = time.perf_counter()
-    subprocess.run([dcmtk("getscu"), "-S", "-aet", "GETSCU", "-aec", "PACSNODE", "-od", str(out), "-k",
+    subprocess.run([dcmtk("getscu"), "-S", "+B", "-aet", "GETSCU", "-aec", "PACSNODE", "-od", str(out), "-k",
                     "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)],
                    env=DCMTK_ENV, check=True, capture_output=True, timeout=900)
     elapsed = time.perf_counter() - began
