@@ -346,6 +346,21 @@ def test_an_unsolicited_message_before_the_store_response_is_kept_not_spun_on() 
         acceptor.close()
 
 
+def _send_to_a_destination_that_aborts_us(location: InstanceLocation, serve_one: Callable[[socket.socket], None],
+                                          reason: str) -> None:
+    """Send ``location`` to a fake destination answering with ``serve_one``: our association with it
+    (only that one) ends with ``reason``."""
+    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
+    try:
+        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
+                                          timeout=5)
+        with pytest.raises(outgoing.AssociationAborted, match=reason):
+            assoc.send_stored(location)
+        assert not assoc.is_open
+    finally:
+        acceptor.close()
+
+
 def test_a_store_response_without_a_status_is_a_peer_error_that_aborts_only_that_association() -> None:
     """A C-STORE-RSP without its Status used to raise a bare PDUError (a ValueError) out of
     send_stored: C-MOVE counts only PeerError as "this destination is gone", so the error went
@@ -361,15 +376,7 @@ def test_a_store_response_without_a_status_is_a_peer_error_that_aborts_only_that
             pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET}), None, 0))
         time.sleep(3)
 
-    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
-    try:
-        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
-                                          timeout=5)
-        with pytest.raises(outgoing.AssociationAborted, match="without a Status"):
-            assoc.send_stored(location)
-        assert not assoc.is_open
-    finally:
-        acceptor.close()
+    _send_to_a_destination_that_aborts_us(location, serve_one, "without a Status")
 
 
 @pytest.mark.parametrize("answer", [
@@ -386,15 +393,7 @@ def test_a_malformed_p_data_answer_is_a_peer_error(answer: bytes) -> None:
         conn.sendall(answer)
         time.sleep(3)
 
-    acceptor = _FakeAcceptor(lambda rq: _accept_all(rq, 16384), serve_one)
-    try:
-        assoc = outgoing.open_for_sending(Peer("fake", "FAKE", LOOPBACK, acceptor.port), "PACSNODE", [location],
-                                          timeout=5)
-        with pytest.raises(outgoing.AssociationAborted, match="malformed P-DATA-TF"):
-            assoc.send_stored(location)
-        assert not assoc.is_open
-    finally:
-        acceptor.close()
+    _send_to_a_destination_that_aborts_us(location, serve_one, "malformed P-DATA-TF")
 
 
 def test_a_file_that_cannot_be_read_fails_its_sub_operation_and_the_association_goes_on(storescp) -> None:
