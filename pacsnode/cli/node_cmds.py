@@ -319,7 +319,9 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     Exit code 0 when consistent (or repaired), 1 when problems remain. Safe next to a running
     server: files a store has not committed yet (younger than 5 minutes) and the temporary
     files of running processes are left alone; with no server running, --repair removes
-    orphans at once.
+    orphans at once. After an unclean stop (a serving process killed, a power cut), --repair
+    first indexes again the files whose rows the stop lost (as serve does when it starts);
+    next to a running server it removes no orphan until that has run.
 
     \b
     Example:
