@@ -188,7 +188,11 @@ class NodeProcess:
             self.proc = None
             if self.log_path is not None:
                 break  # a soak's home names its port: do not move it
-            self.port = free_port()  # in case the port was taken between free_port() and bind: try another
+            # in case a port was taken between free_port() and bind: try others (the web port too, if served)
+            self.port = free_port()
+            if self.web_port:
+                self.web_port = free_port()
+                self.configure("web", "port", self.web_port)
         raise NodeStartError(f"pacsnode serve exited before accepting connections; {last_error}")
 
     def _argv(self) -> list[str]:
