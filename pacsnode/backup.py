@@ -354,7 +354,8 @@ def _check_restored(home: Path, manifest: dict[str, Any], lock: HomeLock) -> Res
     finally:
         node.close()
     problems = ([f"orphan file: {p}" for p in check.orphan_files] + [f"missing file: {p}" for p in check.missing_files]
-                + [f"changed file: {p}" for p in check.changed_files])
+                + [f"changed file: {p}" for p in check.changed_files]
+                + [f"unindexed file awaiting recovery: {p}" for p in check.awaiting_recovery])
     counts = manifest.get("counts", {})
     return RestoreReport(home=home, studies=studies, instances=int(counts.get("instances", 0)),
                          bytes=int(counts.get("bytes", 0)), check_clean=check.clean, problems=problems)
