@@ -20,8 +20,10 @@
    a folder without it is an interrupted backup, which ``restore`` refuses.
 
 ``restore(src, home)`` verifies every checksum while copying into a staging folder inside
-``home``, and only then moves the index, the storage folder and the configuration into
-place, so a damaged backup leaves ``home`` as it was. It refuses a non-empty home unless
+``home``, checks that every row of the backup's index names a file of the backup with its size
+and checksum, puts the files into the restored node's storage backend (an S3 bucket through
+``restore_storage``, else the folder), and only then moves the index, the storage folder and
+the configuration into place, so a damaged backup leaves ``home`` as it was. It refuses a non-empty home unless
 ``force`` (which replaces that home's index, storage and configuration), refuses a home a
 server runs on (``serve.lock``), writes nothing outside ``home`` whatever the backup's
 ``pacsnode.toml`` says (``config.validate_home_paths`` without absolute paths, and every
@@ -47,11 +49,12 @@ from pathlib import Path, PurePosixPath
 from functools import partial
 from typing import Any, BinaryIO, Callable
 
-from pacsnode import backup_config
+from pacsnode import backup_config, restore_storage
 from pacsnode.config import CONFIG_NAME, NodeConfig, load_config, validate_home_paths
 from pacsnode.errors import PacsnodeError
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.node import Node
+from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.filesystem import fsync_dir
 from pacsnode.storage.home_lock import LOCK_NAME, HomeLock
 
@@ -338,10 +341,38 @@ def _restore_locked(src: Path, home: Path, manifest: dict[str, Any]) -> None:
         # and only paths inside the home are accepted from it.
         staged = load_config(staging)
         validate_home_paths(staged, f"the backup's {CONFIG_NAME}", allow_absolute=False)
-        _move_into_place(staging, home, staged, list(manifest["configs"]))
+        files = {_safe_relative(str(e["path"])).relative_to(STORAGE_NAME).as_posix(): (e["size"], e["sha256"])
+                 for e in manifest["files"]}  # each verified against its bytes by _copy_verified
+        indexed = restore_storage.check_rows_match_manifest(staging / INDEX_NAME, files)
+        area, uploaded = _into_object_storage(staging, staged, indexed)
+        try:
+            _move_into_place(staging, home, staged, list(manifest["configs"]))
+        except BaseException:
+            if area is not None:
+                restore_storage.undo(area, uploaded)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(home)
+
+
+def _into_object_storage(staging: Path, staged: NodeConfig, files: dict[str, tuple[int, str]]) -> tuple[
+        StorageArea | None, restore_storage.Uploaded]:
+    """An S3 node's files go into its bucket, its rows to where they went, and its storage folder stays
+    empty (``restore_storage``); a folder node's staged folder is moved into place as it is."""
+    if not staged.storage.url:
+        return None, restore_storage.Uploaded()
+    _mkdirs(staged.temp_path)  # read-backs of objects already there spool into the staging's tmp
+    area = open_storage(staged)
+    uploaded = restore_storage.upload(staging / STORAGE_NAME, area, files)
+    try:
+        restore_storage.move_rows(staging / INDEX_NAME, uploaded.moved)
+    except BaseException:
+        restore_storage.undo(area, uploaded)
+        raise
+    shutil.rmtree(staging / STORAGE_NAME)
+    _mkdirs(staging / STORAGE_NAME)
+    return area, uploaded
 
 
 def _check_restored(home: Path, manifest: dict[str, Any], lock: HomeLock) -> RestoreReport:
