@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
-from pacsnode.dicom import header, limits, lossy
+from pacsnode.dicom import header, limits, lossy, nul
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -290,8 +290,10 @@ def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFact
     """Refuse (ValueTooLong) an instance whose indexed values break their VR; return it otherwise.
 
     Times are checked as sent (``raw_times``): the index keeps them normalised, which would
-    hide an over-long value.
+    hide an over-long value. NUL is removed from every text value first (``dicom.nul``: identical
+    on both index backends).
     """
+    facts = nul.without_nul(facts)
     for name, keyword in FACT_KEYWORDS.items():
         limits.check_value(keyword, header.INDEXED[keyword], getattr(facts, name))
     for keyword, raw in raw_times.items():
