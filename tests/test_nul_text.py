@@ -91,3 +91,32 @@ def test_nul_in_text_values_is_stored_and_matched_identically_on_sqlite_and_post
     for name in ("all", "name", "id", "description", "accession", "nul-key"):
         assert sqlite[name] == [(STUDY, "Nul^Patient", "CHEST CT")], name
     assert _served("postgres", tmp_path, request) == sqlite
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_number_no_index_column_can_hold_is_not_indexed_and_the_instance_is_stored(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """An Instance Number of 24 digits (IS allows 12): SQLite raised OverflowError, PostgreSQL
+    'bigint out of range', both after the file was placed; now it is not indexed, like any bad number."""
+    from pydicom import config as pydicom_config
+
+    from pacsnode.config import parse_config
+    from pacsnode.node import Node
+
+    tables = {"index": {"url": request.getfixturevalue("postgres_url")}} if backend == "postgres" else {}
+    node = Node(parse_config(tables, tmp_path / "home"))
+    mode = pydicom_config.settings.writing_validation_mode
+    pydicom_config.settings.writing_validation_mode = pydicom_config.WARN  # pydicom would refuse to write it
+    try:
+        sent = write_instance(a_ct_file(), tmp_path / "big.dcm", sop_instance_uid=f"{STUDY}.2.1",
+                              InstanceNumber="123456789012345678901234", SeriesNumber="-99999999999999999999")
+    finally:
+        pydicom_config.settings.writing_validation_mode = mode
+    try:
+        report = node.import_paths([sent])
+        assert (report.stored, report.rejected) == (1, [])
+        row = node.index.instance_files([f"{STUDY}.2.1"])[f"{STUDY}.2.1"]
+        assert node.storage.exists(row["path"]) and node.check().clean
+        assert [s.instance_count for s in node.studies()] == [1]
+    finally:
+        node.close()
