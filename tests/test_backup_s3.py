@@ -146,3 +146,13 @@ def test_restore_refuses_a_backup_whose_index_names_a_file_it_does_not_hold(
     done = NodeProcess(home, port=free_port()).cli("restore", str(dest))
     assert done.returncode != 0 and "does not list" in done.stderr, done.explain()
     assert not (home / "index.sqlite").exists() and not (home / "pacsnode.toml").exists()
+
+
+def test_restore_into_an_s3_node_without_credentials_is_refused_before_anything_is_replaced(
+        backed_up: tuple[NodeProcess, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _node, dest = backed_up
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    home = tmp_path / "restored"
+    done = NodeProcess(home, port=free_port()).cli("restore", str(dest))
+    assert done.returncode != 0 and "AWS_ACCESS_KEY_ID" in done.stderr, done.explain()
+    assert not (home / "index.sqlite").exists() and not (home / "pacsnode.toml").exists()
