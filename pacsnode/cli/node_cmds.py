@@ -321,7 +321,8 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     files of running processes are left alone; with no server running, --repair removes
     orphans at once. After an unclean stop (a serving process killed, a power cut), --repair
     first indexes again the files whose rows the stop lost (as serve does when it starts);
-    next to a running server it removes no orphan until that has run.
+    next to a running server it removes no orphan until that has run. Until then check lists
+    those files as "unindexed file awaiting recovery" (exit code 1): do not delete them.
 
     \b
     Example:
