@@ -306,8 +306,11 @@ def read_manifest(src: Path) -> dict[str, Any]:
     return manifest
 
 
-def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
-    """Restore the backup in ``src`` into ``home``; checksums verified before anything is replaced."""
+def restore(src: Path, home: Path, force: bool = False, storage_url: str = "") -> RestoreReport:
+    """Restore the backup in ``src`` into ``home``; checksums verified before anything is replaced.
+
+    ``storage_url``: the S3 bucket/prefix the restored node keeps its files in, instead of the one
+    the backup's ``pacsnode.toml`` names (``restore_storage.set_storage_url``)."""
     manifest = read_manifest(src)
     if home.exists() and not home.is_dir():
         raise BackupError(f"{home} exists and is not a folder")
@@ -322,7 +325,7 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
         lock.release()
         raise BackupError(f"a server (or an import) is running on {home} ({LOCK_NAME} is held); stop it first")
     try:
-        _restore_locked(src, home, manifest)
+        _restore_locked(src, home, manifest, storage_url)
         return _check_restored(home, manifest, lock)
     except BaseException:
         if was_empty:  # leave the new home as empty as it was
@@ -332,11 +335,13 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
         lock.release()
 
 
-def _restore_locked(src: Path, home: Path, manifest: dict[str, Any]) -> None:
+def _restore_locked(src: Path, home: Path, manifest: dict[str, Any], storage_url: str = "") -> None:
     staging = home / f".restore-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
         _copy_verified(src, staging, manifest)
+        if storage_url:
+            restore_storage.set_storage_url(staging / CONFIG_NAME, storage_url)
         # The restored pacsnode.toml says where things go, read where its TLS files are (staging),
         # and only paths inside the home are accepted from it.
         staged = load_config(staging)

@@ -24,13 +24,18 @@ a restore killed midway leaves them unindexed, which ``check --repair`` removes 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sqlite3
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pacsnode import backup_config
 from pacsnode.errors import PacsnodeError, StorageUnavailable
 from pacsnode.index import snapshot
+from pacsnode.storage.s3_url import parse_s3_url
 from pacsnode.storage.area import StorageArea
 from pacsnode.storage.filesystem import sibling_name
 
@@ -125,3 +130,28 @@ def move_rows(index_path: Path, moved: dict[str, str]) -> None:
     """In the staged index copy: the rows of files put under a sibling key point to that key."""
     if moved:
         snapshot.move_files_in_copy(index_path, moved)
+
+
+def set_storage_url(config_path: Path, url: str) -> None:
+    """``restore --storage-url``: the staged ``pacsnode.toml`` names ``url`` as its ``[storage] url``.
+
+    So a backup can be restored into another bucket or prefix than the node it came from (a test
+    restore next to the live node must not share its prefix: two SQLite-indexed nodes on one
+    prefix each see the other's objects as orphans), or a folder node's backup into S3.
+    """
+    parse_s3_url(url, "--storage-url")  # ConfigError: not s3://, credentials in it, a bad bucket
+    text = config_path.read_text(encoding="utf-8")
+    storage = tomllib.loads(text).get("storage")
+    if isinstance(storage, dict) and "url" in storage:
+        text = backup_config.rewrite(text, {("storage", "url"): url}).replace(
+            "# rewritten by pacsnode backup (was outside the home)", "# set by pacsnode restore --storage-url")
+    elif storage is None:
+        text = text.rstrip("\n") + f"\n\n[storage]\nurl = {json.dumps(url)}\n"  # JSON's escapes are TOML's
+    else:
+        raise RestoreMismatch("the backup's pacsnode.toml has a [storage] table without url; "
+                              "restore without --storage-url and set it by hand")
+    if tomllib.loads(text).get("storage", {}).get("url") != url:
+        raise RestoreMismatch("cannot set [storage] url in the backup's pacsnode.toml")
+    staged = config_path.with_name(config_path.name + ".part")
+    backup_config.write_new(staged, text.encode("utf-8"))
+    os.replace(staged, config_path)

@@ -156,3 +156,19 @@ def test_restore_into_an_s3_node_without_credentials_is_refused_before_anything_
     done = NodeProcess(home, port=free_port()).cli("restore", str(dest))
     assert done.returncode != 0 and "AWS_ACCESS_KEY_ID" in done.stderr, done.explain()
     assert not (home / "index.sqlite").exists() and not (home / "pacsnode.toml").exists()
+
+
+def test_restore_with_storage_url_keeps_the_restored_node_off_the_live_prefix(
+        backed_up: tuple[NodeProcess, Path], s3_server: S3Server, tmp_path: Path) -> None:
+    """A test restore next to the live node: its own prefix, the live objects untouched."""
+    node, dest = backed_up
+    live = objects(s3_server, node.home)
+    restored = NodeProcess(tmp_path / "restored", port=free_port())
+    url = s3_server.url(f"restored-{secrets.token_hex(4)}")
+    done = restored.cli("restore", "--storage-url", url, str(dest))
+    assert done.returncode == 0 and "index and files agree" in done.stdout, done.explain()
+    assert tomllib.loads((restored.home / "pacsnode.toml").read_text())["storage"]["url"] == url
+    assert _prefix(restored.home) != _prefix(node.home)
+    assert objects(s3_server, restored.home) == live and objects(s3_server, node.home) == live
+    bad = restored.cli("restore", "--force", "--storage-url", "s3://key:secret@bucket/x", str(dest))
+    assert bad.returncode != 0 and "secret" not in bad.stdout + bad.stderr, bad.explain()
