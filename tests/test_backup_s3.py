@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 import sqlite3
 import tomllib
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import pytest
 from pydicom import dcmread
@@ -54,28 +55,30 @@ def rows(home: Path) -> dict[str, tuple[str, str]]:
         conn.close()
 
 
-@pytest.fixture
-def backed_up(node_process: Callable[..., NodeProcess], s3_server: S3Server, monkeypatch: pytest.MonkeyPatch,
-              tmp_path: Path) -> tuple[NodeProcess, Path]:
-    """(an S3 node holding the CT study, a backup of it)."""
-    for key, value in s3_server.env().items():  # every pacsnode command inherits the credentials
-        monkeypatch.setenv(key, value)
-    node = node_process(name="live", institution=INSTITUTION)
-    node.configure("storage", "url", s3_server.url(f"live-{secrets.token_hex(4)}"))
-    node.cli("peer", "add", "local-qr", "--aet", "LOCALQR", "--host", LOOPBACK, "--port", "1",
-             "--institution", INSTITUTION)
-    imported = node.cli("import", *map(str, CT_FILES))
-    assert imported.returncode == 0, imported.explain()
-    dest = tmp_path / "backup"
-    made = node.cli("backup", str(dest))
-    assert made.returncode == 0, made.explain()
-    return node, dest
+@pytest.fixture(scope="module")
+def backed_up(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[NodeProcess, Path, dict[str, bytes]]]:
+    """(an S3 node holding the CT study, a backup of it, its objects when backed up): one import and
+    backup for the module; the tests restore from the backup (the forged one from a copy of it)."""
+    tmp = tmp_path_factory.mktemp("s3backup")
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_server.env().items():  # every pacsnode command inherits the credentials
+            env.setenv(key, value)
+        node = NodeProcess(tmp / "live", institution=INSTITUTION).init()
+        node.configure("storage", "url", s3_server.url(f"live-{secrets.token_hex(4)}"))
+        node.cli("peer", "add", "local-qr", "--aet", "LOCALQR", "--host", LOOPBACK, "--port", "1",
+                 "--institution", INSTITUTION, in_process=True)
+        imported = node.cli("import", *map(str, CT_FILES), in_process=True)
+        assert imported.returncode == 0, imported.explain()
+        dest = tmp / "backup"
+        made = node.cli("backup", str(dest))
+        assert made.returncode == 0, made.explain()
+        yield node, dest, objects(s3_server, node.home)
 
 
-def test_backup_of_an_s3_node_holds_every_objects_bytes(backed_up: tuple[NodeProcess, Path],
-                                                        s3_server: S3Server) -> None:
-    node, dest = backed_up
-    live = objects(s3_server, node.home)
+def test_backup_of_an_s3_node_holds_every_objects_bytes(
+        backed_up: tuple[NodeProcess, Path, dict[str, bytes]]) -> None:
+    node, dest, live = backed_up
     manifest = json.loads((dest / "manifest.json").read_text())
     assert len(live) == len(CT_FILES) == manifest["counts"]["instances"] == len(manifest["files"])
     for uid, (path, sha) in rows(node.home).items():
@@ -83,12 +86,11 @@ def test_backup_of_an_s3_node_holds_every_objects_bytes(backed_up: tuple[NodePro
         assert copy == live[path] and hashlib.sha256(copy).hexdigest() == sha, uid
 
 
-def test_restore_into_an_s3_node_puts_the_files_into_its_bucket(backed_up: tuple[NodeProcess, Path],
+def test_restore_into_an_s3_node_puts_the_files_into_its_bucket(backed_up: tuple[NodeProcess, Path, dict[str, bytes]],
                                                                 s3_server: S3Server, tmp_path: Path) -> None:
-    node, dest = backed_up
-    live = objects(s3_server, node.home)
+    node, dest, live = backed_up
     client, prefix = s3_client(s3_server), _prefix(node.home)
-    for path in live:  # the disaster: the bucket lost this node's objects along with its home
+    for path in objects(s3_server, node.home):  # the disaster: the bucket lost this node's objects with its home
         client.delete_object(Bucket=s3_server.bucket, Key=prefix + path)
     assert objects(s3_server, node.home) == {}
 
@@ -112,7 +114,7 @@ def test_restore_into_an_s3_node_puts_the_files_into_its_bucket(backed_up: tuple
     for ds in fetched:
         assert ds == dcmread(originals[str(ds.SOPInstanceUID)]), f"C-GET of {ds.SOPInstanceUID} differs"
 
-    again = restored.cli("restore", "--force", str(dest))  # repeated: the objects are there, reused
+    again = restored.cli("restore", "--force", str(dest), in_process=True)  # repeated: the objects are reused
     assert again.returncode == 0 and "index and files agree" in again.stdout, again.explain()
     assert objects(s3_server, restored.home) == live
 
@@ -120,7 +122,7 @@ def test_restore_into_an_s3_node_puts_the_files_into_its_bucket(backed_up: tuple
     taken = sorted(live)[0]
     client.delete_object(Bucket=s3_server.bucket, Key=prefix + taken)
     client.put_object(Bucket=s3_server.bucket, Key=prefix + taken, Body=b"someone else's object")
-    third = restored.cli("restore", "--force", str(dest))
+    third = restored.cli("restore", "--force", str(dest), in_process=True)
     assert third.returncode == 0 and "index and files agree" in third.stdout, third.explain()
     now = objects(s3_server, restored.home)
     assert now[taken] == b"someone else's object"
@@ -130,10 +132,12 @@ def test_restore_into_an_s3_node_puts_the_files_into_its_bucket(backed_up: tuple
 
 
 def test_restore_refuses_a_backup_whose_index_names_a_file_it_does_not_hold(
-        backed_up: tuple[NodeProcess, Path], s3_server: S3Server, tmp_path: Path) -> None:
+        backed_up: tuple[NodeProcess, Path, dict[str, bytes]], tmp_path: Path) -> None:
     """A forged index could point a row at an object of the bucket that the backup never held."""
-    node, dest = backed_up
-    victim = sorted(objects(s3_server, node.home))[0]
+    _node, pristine, live = backed_up
+    dest = tmp_path / "forged"
+    shutil.copytree(pristine, dest)
+    victim = sorted(live)[0]
     conn = sqlite3.connect(dest / "index.sqlite")
     conn.execute("UPDATE instances SET path = ? WHERE path = ?", ("00/00/someone-elses.dcm", victim))
     conn.commit()
@@ -149,8 +153,9 @@ def test_restore_refuses_a_backup_whose_index_names_a_file_it_does_not_hold(
 
 
 def test_restore_into_an_s3_node_without_credentials_is_refused_before_anything_is_replaced(
-        backed_up: tuple[NodeProcess, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _node, dest = backed_up
+        backed_up: tuple[NodeProcess, Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    _node, dest, _live = backed_up
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     home = tmp_path / "restored"
     done = NodeProcess(home, port=free_port()).cli("restore", str(dest))
@@ -159,16 +164,16 @@ def test_restore_into_an_s3_node_without_credentials_is_refused_before_anything_
 
 
 def test_restore_with_storage_url_keeps_the_restored_node_off_the_live_prefix(
-        backed_up: tuple[NodeProcess, Path], s3_server: S3Server, tmp_path: Path) -> None:
+        backed_up: tuple[NodeProcess, Path, dict[str, bytes]], s3_server: S3Server, tmp_path: Path) -> None:
     """A test restore next to the live node: its own prefix, the live objects untouched."""
-    node, dest = backed_up
-    live = objects(s3_server, node.home)
+    node, dest, live = backed_up
+    before = objects(s3_server, node.home)
     restored = NodeProcess(tmp_path / "restored", port=free_port())
     url = s3_server.url(f"restored-{secrets.token_hex(4)}")
     done = restored.cli("restore", "--storage-url", url, str(dest))
     assert done.returncode == 0 and "index and files agree" in done.stdout, done.explain()
     assert tomllib.loads((restored.home / "pacsnode.toml").read_text())["storage"]["url"] == url
     assert _prefix(restored.home) != _prefix(node.home)
-    assert objects(s3_server, restored.home) == live and objects(s3_server, node.home) == live
-    bad = restored.cli("restore", "--force", "--storage-url", "s3://key:secret@bucket/x", str(dest))
+    assert objects(s3_server, restored.home) == live and objects(s3_server, node.home) == before
+    bad = restored.cli("restore", "--force", "--storage-url", "s3://key:secret@bucket/x", str(dest), in_process=True)
     assert bad.returncode != 0 and "secret" not in bad.stdout + bad.stderr, bad.explain()
