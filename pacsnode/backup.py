@@ -23,8 +23,8 @@
 ``home``, checks that every row of the backup's index names a file of the backup with its size
 and checksum, puts the files into the restored node's storage backend (an S3 bucket through
 ``restore_storage``, else the folder), and only then moves the index, the storage folder and
-the configuration into place, so a damaged backup leaves ``home`` as it was. It refuses a non-empty home unless
-``force`` (which replaces that home's index, storage and configuration), refuses a home a
+the configuration into place, so a damaged backup leaves ``home`` as it was. It refuses a
+non-empty home unless ``force`` (which replaces that home's index, storage and configuration), refuses a home a
 server runs on (``serve.lock``), writes nothing outside ``home`` whatever the backup's
 ``pacsnode.toml`` says (``config.validate_home_paths`` without absolute paths, and every
 target re-checked after resolving symlinks), and ends with ``Node.check`` on the restored home.
