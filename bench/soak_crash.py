@@ -251,18 +251,20 @@ class CheckOutput:
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     temporary: list[str] = field(default_factory=list)
+    awaiting: list[str] = field(default_factory=list)  # unindexed while an unclean stop awaits recovery
     text: str = ""
 
     @property
     def clean(self) -> bool:
-        return self.returncode == 0 and not (self.orphan or self.missing or self.changed or self.temporary)
+        return self.returncode == 0 and not (self.orphan or self.missing or self.changed or self.temporary
+                                             or self.awaiting)
 
 
 def run_check(home: Path, repair: bool = False) -> CheckOutput:
     result = pacsnode(home, "check", *(["--repair"] if repair else []))
     out = CheckOutput(result.returncode, text=result.stdout + result.stderr)
     kinds = {"orphan file": out.orphan, "missing file": out.missing, "changed file": out.changed,
-             "temporary file": out.temporary}
+             "temporary file": out.temporary, "unindexed file awaiting recovery": out.awaiting}
     for line in result.stdout.splitlines():
         label, _, item = line.partition(": ")
         if label in kinds:
@@ -487,7 +489,7 @@ def _one_cycle(cycle: int, server: NodeProcess, scratch: Path, sent: dict[str, S
         unacked_stored=sum(1 for r in attempts if not r.acked and r.sop_uid in indexed),
         unacked_absent=sum(1 for r in attempts if not r.acked and r.sop_uid not in indexed),
         refused=sum(1 for r in attempts if r.status not in (None, SUCCESS)),
-        orphans_after_kill=len(after_kill.orphan), temps_after_kill=len(after_kill.temporary), problems=problems,
+        orphans_after_kill=len(after_kill.orphan) + len(after_kill.awaiting), temps_after_kill=len(after_kill.temporary), problems=problems,
         wal_cut=removed)
 
 

@@ -20,9 +20,11 @@
    a folder without it is an interrupted backup, which ``restore`` refuses.
 
 ``restore(src, home)`` verifies every checksum while copying into a staging folder inside
-``home``, and only then moves the index, the storage folder and the configuration into
-place, so a damaged backup leaves ``home`` as it was. It refuses a non-empty home unless
-``force`` (which replaces that home's index, storage and configuration), refuses a home a
+``home``, checks that every row of the backup's index names a file of the backup with its size
+and checksum, puts the files into the restored node's storage backend (an S3 bucket through
+``restore_storage``, else the folder), and only then moves the index, the storage folder and
+the configuration into place, so a damaged backup leaves ``home`` as it was. It refuses a
+non-empty home unless ``force`` (which replaces that home's index, storage and configuration), refuses a home a
 server runs on (``serve.lock``), writes nothing outside ``home`` whatever the backup's
 ``pacsnode.toml`` says (``config.validate_home_paths`` without absolute paths, and every
 target re-checked after resolving symlinks), and ends with ``Node.check`` on the restored home.
@@ -47,11 +49,12 @@ from pathlib import Path, PurePosixPath
 from functools import partial
 from typing import Any, BinaryIO, Callable
 
-from pacsnode import backup_config
+from pacsnode import backup_config, restore_storage
 from pacsnode.config import CONFIG_NAME, NodeConfig, load_config, validate_home_paths
 from pacsnode.errors import PacsnodeError
 from pacsnode.index.sqlite import SqliteIndex
 from pacsnode.node import Node
+from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.filesystem import fsync_dir
 from pacsnode.storage.home_lock import LOCK_NAME, HomeLock
 
@@ -303,8 +306,11 @@ def read_manifest(src: Path) -> dict[str, Any]:
     return manifest
 
 
-def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
-    """Restore the backup in ``src`` into ``home``; checksums verified before anything is replaced."""
+def restore(src: Path, home: Path, force: bool = False, storage_url: str = "") -> RestoreReport:
+    """Restore the backup in ``src`` into ``home``; checksums verified before anything is replaced.
+
+    ``storage_url``: the S3 bucket/prefix the restored node keeps its files in, instead of the one
+    the backup's ``pacsnode.toml`` names (``restore_storage.set_storage_url``)."""
     manifest = read_manifest(src)
     if home.exists() and not home.is_dir():
         raise BackupError(f"{home} exists and is not a folder")
@@ -319,7 +325,7 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
         lock.release()
         raise BackupError(f"a server (or an import) is running on {home} ({LOCK_NAME} is held); stop it first")
     try:
-        _restore_locked(src, home, manifest)
+        _restore_locked(src, home, manifest, storage_url)
         return _check_restored(home, manifest, lock)
     except BaseException:
         if was_empty:  # leave the new home as empty as it was
@@ -329,19 +335,49 @@ def restore(src: Path, home: Path, force: bool = False) -> RestoreReport:
         lock.release()
 
 
-def _restore_locked(src: Path, home: Path, manifest: dict[str, Any]) -> None:
+def _restore_locked(src: Path, home: Path, manifest: dict[str, Any], storage_url: str = "") -> None:
     staging = home / f".restore-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o700)
     try:
         _copy_verified(src, staging, manifest)
+        if storage_url:
+            restore_storage.set_storage_url(staging / CONFIG_NAME, storage_url)
         # The restored pacsnode.toml says where things go, read where its TLS files are (staging),
         # and only paths inside the home are accepted from it.
         staged = load_config(staging)
         validate_home_paths(staged, f"the backup's {CONFIG_NAME}", allow_absolute=False)
-        _move_into_place(staging, home, staged, list(manifest["configs"]))
+        files = {_safe_relative(str(e["path"])).relative_to(STORAGE_NAME).as_posix(): (e["size"], e["sha256"])
+                 for e in manifest["files"]}  # each verified against its bytes by _copy_verified
+        indexed = restore_storage.check_rows_match_manifest(staging / INDEX_NAME, files)
+        area, uploaded = _into_object_storage(staging, staged, indexed)
+        try:
+            _move_into_place(staging, home, staged, list(manifest["configs"]))
+        except BaseException:
+            if area is not None:
+                restore_storage.undo(area, uploaded)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(home)
+
+
+def _into_object_storage(staging: Path, staged: NodeConfig, files: dict[str, tuple[int, str]]) -> tuple[
+        StorageArea | None, restore_storage.Uploaded]:
+    """An S3 node's files go into its bucket, its rows to where they went, and its storage folder stays
+    empty (``restore_storage``); a folder node's staged folder is moved into place as it is."""
+    if not staged.storage.url:
+        return None, restore_storage.Uploaded()
+    _mkdirs(staged.temp_path)  # read-backs of objects already there spool into the staging's tmp
+    area = open_storage(staged)
+    uploaded = restore_storage.upload(staging / STORAGE_NAME, area, files)
+    try:
+        restore_storage.move_rows(staging / INDEX_NAME, uploaded.moved)
+    except BaseException:
+        restore_storage.undo(area, uploaded)
+        raise
+    shutil.rmtree(staging / STORAGE_NAME)
+    _mkdirs(staging / STORAGE_NAME)
+    return area, uploaded
 
 
 def _check_restored(home: Path, manifest: dict[str, Any], lock: HomeLock) -> RestoreReport:
@@ -354,7 +390,8 @@ def _check_restored(home: Path, manifest: dict[str, Any], lock: HomeLock) -> Res
     finally:
         node.close()
     problems = ([f"orphan file: {p}" for p in check.orphan_files] + [f"missing file: {p}" for p in check.missing_files]
-                + [f"changed file: {p}" for p in check.changed_files])
+                + [f"changed file: {p}" for p in check.changed_files]
+                + [f"unindexed file awaiting recovery: {p}" for p in check.awaiting_recovery])
     counts = manifest.get("counts", {})
     return RestoreReport(home=home, studies=studies, instances=int(counts.get("instances", 0)),
                          bytes=int(counts.get("bytes", 0)), check_clean=check.clean, problems=problems)

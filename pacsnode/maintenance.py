@@ -14,7 +14,10 @@ between looks unindexed. The rules that make repair lose nothing:
   ``storage.tempfiles``): never reported, never removed;
 - after an unclean stop a file without a row may be acknowledged (``pacsnode.durability``:
   rows commit without their own fsync): repair runs the recovery first (it re-indexes them),
-  and when it cannot (a server holds the home) it removes no orphan at all.
+  and when it cannot (a server holds the home) it removes no orphan at all. While a dead
+  process's marker waits, check (with or without ``--repair``) reports no orphan: every
+  unindexed file is *awaiting recovery* (``CheckReport.awaiting_recovery``), never an
+  invitation to delete it.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ def check(node: "Node", repair: bool, verify_checksums: bool, grace_seconds: flo
         # offline means "nobody can be mid-store" only when nobody outside this home writes there
         grace = 0.0 if offline and not node.storage.shared else grace_seconds
         report.orphan_files, report.in_flight = _split_by_age(storage, unindexed, grace)
-        if repair and recovery.pending(node):  # rows a dead process lost: only recovery may decide
-            report.in_flight, report.orphan_files = report.in_flight + report.orphan_files, []
+        if recovery.pending(node):  # rows a dead process lost: only recovery may decide, never a deletion
+            report.awaiting_recovery = sorted(report.in_flight + report.orphan_files)
+            report.in_flight, report.orphan_files = [], []
         report.missing_files = _still_missing(node, missing)
         temps = classify(node.config.temp_path, offline=offline, grace_seconds=grace_seconds)
         report.temp_files = [str(p) for p in temps.leftovers]

@@ -352,10 +352,14 @@ class CheckReport:
     repaired: bool = False
     in_flight: list[str] = field(default_factory=list)  # unindexed but young: a store may be committing it
     temp_in_use: int = 0  # temporary files of live processes (open associations): not a problem
+    #: unindexed files while a dead process's unclean-stop marker waits: rows a crash may have lost
+    #: (acknowledged instances among them); the recovery indexes them again, nothing may delete them
+    awaiting_recovery: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphan_files or self.missing_files or self.changed_files or self.temp_files)
+        return not (self.orphan_files or self.missing_files or self.changed_files or self.temp_files
+                    or self.awaiting_recovery)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,16 @@ home to itself (``serve.lock`` exclusive) when a dead process's unclean-stop mar
   receiver wrote, so a re-indexed instance never gains trust it might not have had;
 - it never deletes a row, and never a file that could be the only copy of an instance.
 
+Why the walk covers the whole storage folder, not only files newer than the last WAL sync: a
+row lost by a power cut was committed after the last sync began, but its file may have been
+placed long before (a store waiting for the write lock, a slow receive finishing its commit), so
+a bound from the sync time alone misses it. A sound bound needs the oldest place time of every
+store still uncommitted at each sync, recorded durably with it (hooks in every store path: the
+receive, import, STOW-RS, the PostgreSQL pipeline), and then trusts wall-clock file and folder
+times against a clock that NTP may step back; folder mtimes being durable with their entries is
+what ext4 and XFS do, not what POSIX promises. Until that is built and proven, a slow recovery
+after an unclean stop is the price of never missing an acknowledged instance.
+
 Nothing is deleted from the index here, so nothing deliberately removed comes back through
 a row; a file comes back only if it was never unlinked durably, and an instance file is
 unlinked only when a newer copy replaced it (handled above) or its store failed (never

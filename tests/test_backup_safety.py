@@ -250,3 +250,40 @@ def test_serve_refuses_a_home_being_restored(tmp_path: Path) -> None:
     finally:
         restoring.release()
     assert "locked by a restore" in one_line_error(refused)
+
+
+def _tamper_index(backup: Path, change: Callable[[Path], None]) -> None:
+    """Change the backup's index and fix its manifest entry, as a crafted backup would."""
+    change(backup / "index.sqlite")
+    manifest = json.loads((backup / "manifest.json").read_text())
+    data = (backup / "index.sqlite").read_bytes()
+    manifest["index"] = {"path": "index.sqlite", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _row_to(path: str) -> Callable[[Path], None]:
+    def change(index: Path) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(index)
+        conn.execute("UPDATE instances SET path = ? WHERE pk = (SELECT MIN(pk) FROM instances)", (path,))
+        conn.commit()
+        conn.close()
+    return change
+
+
+@pytest.mark.parametrize("change", [
+    _row_to("00/00/not-in-the-backup.dcm"),
+    _row_to("../../live/storage/x.dcm"),
+    lambda index: index.write_bytes(b"not a database" * 100),
+], ids=["row-outside-manifest", "row-leaving-storage", "not-sqlite"])
+def test_restore_refuses_an_index_that_names_files_the_backup_does_not_hold(
+        live_and_backup: tuple[Path, Path], tmp_path: Path, change: Callable[[Path], None]) -> None:
+    _live, pristine = live_and_backup
+    backup = tmp_path / "backup"
+    shutil.copytree(pristine, backup)
+    _tamper_index(backup, change)
+    target = tmp_path / "new-home"
+    refused = pacsnode(target, "restore", str(backup))
+    assert "nothing was restored" in one_line_error(refused)
+    assert not target.exists() or list(target.iterdir()) == [], "a refused restore left files behind"

@@ -10,8 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pacsnode import durability, maintenance, recovery
+from pacsnode.cli import main
 from pacsnode.config import parse_config
 from pacsnode.model import Caller
 from pacsnode.node import Node
@@ -43,13 +45,36 @@ def test_repair_next_to_a_server_keeps_orphans_a_dead_process_may_have_acknowled
     server.share()  # a serve that could not recover at its start (the home was not its alone)
     # past the grace a running server gets, so only the dead marker can keep it
     report = maintenance.check(node, repair=True, verify_checksums=True, grace_seconds=0.001)
-    assert path.exists() and report.orphan_files == [] and report.in_flight == [str(path.relative_to(node.storage.root))]
+    assert path.exists() and report.orphan_files == [] and report.in_flight == []
+    assert report.awaiting_recovery == [str(path.relative_to(node.storage.root))] and not report.clean
     assert recovery.pending(node)
     server.release()
     report = node.check(repair=True)  # offline now: the recovery runs first, then the repair
     assert path.exists() and not recovery.pending(node)
     assert node.index.instance_files([uid])[uid]["path"] == str(path.relative_to(node.storage.root))
     assert node.check().clean
+    node.close()
+
+
+def test_check_lists_files_whose_row_an_unclean_stop_lost_as_awaiting_recovery_not_orphans(tmp_path: Path) -> None:
+    """Without --repair, before any recovery ran: the file may be an acknowledged instance, never an orphan."""
+    home = tmp_path / "home"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--home", str(home), "init"]).exit_code == 0
+    node = Node.open(home)
+    uid, path = _stored_then_row_lost(node)
+    relative = str(path.relative_to(node.storage.root))
+    assert node.check().orphan_files == [relative]  # a clean stop: a leftover of a store never answered
+    _dead_marker(node)
+    report = node.check()
+    assert (report.orphan_files, report.in_flight, report.awaiting_recovery) == ([], [], [relative])
+    assert not report.clean and path.exists() and recovery.pending(node)  # check alone changes nothing
+    node.close()
+    shown = runner.invoke(main, ["--home", str(home), "check"])
+    assert shown.exit_code == 1 and "orphan file" not in shown.output and "--repair to fix orphans" not in shown.output
+    assert f"unindexed file awaiting recovery: {relative}" in shown.output
+    node = Node.open(home)
+    assert node.check(repair=True).clean and node.index.instance_files([uid])[uid]["path"] == relative
     node.close()
 
 

@@ -321,7 +321,8 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
     files of running processes are left alone; with no server running, --repair removes
     orphans at once. After an unclean stop (a serving process killed, a power cut), --repair
     first indexes again the files whose rows the stop lost (as serve does when it starts);
-    next to a running server it removes no orphan until that has run.
+    next to a running server it removes no orphan until that has run. Until then check lists
+    those files as "unindexed file awaiting recovery" (exit code 1): do not delete them.
 
     \b
     Example:
@@ -334,6 +335,12 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
                          ("changed file", report.changed_files), ("temporary file", report.temp_files)):
         for item in items:
             click.echo(f"{label}: {safe(item)}")
+    for item in report.awaiting_recovery:
+        click.echo(f"unindexed file awaiting recovery: {safe(item)}")
+    if report.awaiting_recovery:  # rows an unclean stop lost: re-indexed from these files, never deleted
+        click.echo(f"{len(report.awaiting_recovery)} file(s) without a row after an unclean stop: do not delete "
+                   "them (acknowledged instances may be among them); the next start of serve, or check --repair "
+                   "with no server running, indexes them again", err=True)
     if report.in_flight or report.temp_in_use:  # a server is storing: not problems, left alone
         click.echo(f"left alone: {len(report.in_flight)} unindexed file(s) younger than "
                    f"{int(node.REPAIR_GRACE_SECONDS)} s (a store may be committing them), "
@@ -342,8 +349,12 @@ def check(ctx: click.Context, repair: bool, quick: bool) -> None:
         click.echo("index and files agree")
     elif report.repaired:
         click.echo("repaired (changed files are reported, never deleted)")
-        if report.changed_files:
+        if report.changed_files or report.awaiting_recovery:
             ctx.exit(1)
+    elif report.awaiting_recovery and not (report.orphan_files or report.missing_files or report.changed_files
+                                           or report.temp_files):
+        click.echo("files await recovery after an unclean stop; nothing else found")
+        ctx.exit(1)
     else:
         click.echo("problems found; run with --repair to fix orphans and missing rows")
         ctx.exit(1)

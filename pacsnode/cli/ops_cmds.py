@@ -47,13 +47,18 @@ def backup_cmd(ctx: click.Context, dest: Path) -> None:
 @click.option("--force", is_flag=True,
               help="Restore into a home that is not empty, replacing its index, storage and configuration "
                    "(stop its server first).")
+@click.option("--storage-url", default="", metavar="URL",
+              help="Keep the restored node's files in this S3 bucket/prefix (s3://bucket/prefix?endpoint=...) "
+                   "instead of the one the backup's pacsnode.toml names; the restored pacsnode.toml names it.")
 @click.pass_context
-def restore_cmd(ctx: click.Context, src: Path, force: bool) -> None:
+def restore_cmd(ctx: click.Context, src: Path, force: bool, storage_url: str) -> None:
     """Restore a backup made by `pacsnode backup` into the home given by --home.
 
     Every checksum in the backup's manifest is verified before the home is touched; then
     `check` runs on the restored home. Exit code 1 when the check finds problems. Nothing is
-    written outside the home, and a home a server is running on is refused.
+    written outside the home (but into the S3 bucket the restored pacsnode.toml names: the
+    files go there), and a home a server is running on is refused. Restoring an S3 node's
+    backup next to the live node, give it its own prefix with --storage-url.
 
     \b
     Example:
@@ -62,7 +67,7 @@ def restore_cmd(ctx: click.Context, src: Path, force: bool) -> None:
     from pacsnode.backup import restore
 
     home = home_of(ctx)
-    report = restore(src, home, force=force)
+    report = restore(src, home, force=force, storage_url=storage_url)
     click.echo(f"restored {report.instances} instance(s) in {report.studies} study(ies), {report.bytes} bytes, "
                f"into {home}")
     for problem in report.problems:

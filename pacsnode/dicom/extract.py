@@ -8,6 +8,7 @@ dataset's Specific Character Set by pydicom; we only normalise what comes out.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_preamble
 from pydicom.uid import UID
 
-from pacsnode.dicom import header, limits, lossy
+from pacsnode.dicom import header, limits, lossy, nul
 from pacsnode.errors import InvalidInstance, SopClassMismatch
 from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
 
@@ -130,6 +131,11 @@ def _text(dataset: Dataset, keyword: str) -> str:
     if isinstance(value, (list, tuple)) or value.__class__.__name__ == "MultiValue":
         return LEFTOVER_ESCAPE.sub("", "\\".join(str(v) for v in value))
     return LEFTOVER_ESCAPE.sub("", str(value)).strip()
+
+
+#: What an INTEGER column holds on both index backends (SQLite and PostgreSQL BIGINT: signed 64 bits).
+#: A number beyond it (an IS value far over its 12 characters) is not indexed, like any bad number.
+_INDEXABLE_INT = (-(1 << 63), (1 << 63) - 1)
 
 
 def _int(dataset: Dataset, keyword: str) -> int | None:
@@ -290,8 +296,15 @@ def check_facts(facts: InstanceFacts, raw_times: dict[str, str]) -> InstanceFact
     """Refuse (ValueTooLong) an instance whose indexed values break their VR; return it otherwise.
 
     Times are checked as sent (``raw_times``): the index keeps them normalised, which would
-    hide an over-long value.
+    hide an over-long value. NUL is removed from every text value first (``dicom.nul``: identical
+    on both index backends).
     """
+    facts = nul.without_nul(facts)
+    numbers = (facts.series_number, facts.instance_number, facts.number_of_frames)
+    if any(value is not None and not _INDEXABLE_INT[0] <= value <= _INDEXABLE_INT[1] for value in numbers):
+        series, instance, frames = (value if value is None or _INDEXABLE_INT[0] <= value <= _INDEXABLE_INT[1]
+                                    else None for value in numbers)
+        facts = replace(facts, series_number=series, instance_number=instance, number_of_frames=frames)
     for name, keyword in FACT_KEYWORDS.items():
         limits.check_value(keyword, header.INDEXED[keyword], getattr(facts, name))
     for keyword, raw in raw_times.items():

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pacsnode.dicom.nul import text_without_nul
 from pacsnode.index.dialect import GlobPattern, JsonList
 from pacsnode.index.sqlite import fold
 
@@ -158,8 +159,9 @@ def _part_condition(column: Column, part: str, case_insensitive: bool) -> Condit
 
 
 def value_condition(column: Column, value: str | None, case_insensitive: bool = False) -> Condition:
-    """The condition for one key value (None = universal), lists OR-ed."""
-    parts = [part.strip() for part in (value or "").split("\\") if part.strip()]
+    """The condition for one key value (None = universal), lists OR-ed. NUL is dropped from the value
+    as it was from the values indexed (``dicom.nul``): PostgreSQL could not even compare it."""
+    parts = [part.strip() for part in text_without_nul(value or "").split("\\") if part.strip()]
     if not parts or "*" in parts:
         return None
     if column.vr == "UI" and len(parts) > 1:

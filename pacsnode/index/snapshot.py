@@ -55,3 +55,25 @@ def backup_to(index: SqliteIndex, path: Path) -> tuple[list[tuple[str, int, str]
     finally:
         target.close()
     return files, counts
+
+
+def files_of_copy(path: Path) -> list[tuple[str, int, str]]:
+    """A backup's copy of the index (``restore``, before it is used): every row's (path, size, sha256).
+
+    Read-only; ``sqlite3.Error`` when the file is not a SQLite index with an instances table."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in conn.execute("SELECT path, size, sha256 FROM instances")]
+    finally:
+        conn.close()
+
+
+def move_files_in_copy(path: Path, moved: dict[str, str]) -> None:
+    """In a restore's staged copy of the index: rows of the files put under another name point to it."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("UPDATE instances SET path = ? WHERE path = ?", [(new, old) for old, new in moved.items()])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
