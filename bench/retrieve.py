@@ -95,8 +95,10 @@ def dcmqrscp_server(files: list[Path], folder: Path, destination_port: int) -> I
                       "VendorTable BEGIN\nVendorTable END\n"
                       f"AETable BEGIN\nDCMQRSCP {db} RW ({len(files) + 10}, 4096mb) ANY\nAETable END\n")
     subprocess.run([dcmtk("dcmqridx"), str(db), *map(str, files)], env=DCMTK_ENV, check=True, capture_output=True)
+    # its own session as pacsnode serve has (NodeProcess): with the kernel's autogroup scheduling on a
+    # loaded machine, a session is what gets a fair share of the CPU, so both servers get the same treatment
     proc = subprocess.Popen([dcmtk("dcmqrscp"), "-c", str(config), str(port)], env=DCMTK_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port, proc=proc)
         yield port, proc.pid
