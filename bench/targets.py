@@ -13,14 +13,11 @@ Orthanc's studies kept in DIR (``bench.query``'s folder format) so only the firs
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import shutil
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +26,6 @@ from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, gene
 
 from bench import query
 from bench.common import (
-    dcmtk,
-    DCMTK_ENV,
     PACSNODE,
     ct_corpus,
     free_port,
@@ -42,21 +37,8 @@ from bench.common import (
     storescp_server,
     storescu,
 )
-
-
-@dataclass
-class Row:
-    figure: str
-    ours: str
-    anchor: str
-    ratio: float | None
-    target: str
-    met: bool | None
-
-    def cells(self) -> list[object]:
-        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}"
-        met = "-" if self.met is None else ("met" if self.met else "NOT met")
-        return [self.figure, self.ours, self.anchor, ratio, self.target, met]
+from bench.retrieve import retrieve_figures, send_figure, server_pid
+from bench.rows import Row
 
 
 def rss_kb(pid: int) -> int:
@@ -64,13 +46,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def server_pid(port: int) -> int:
-    """The pid of the process listening on ``port`` (the pacsnode serve under test)."""
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
-    marker = "pid="
-    return int(out[out.index(marker) + len(marker):].split(",")[0]) if marker in out else 0
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -199,112 +174,6 @@ def find_against_orthanc(size: int, runs: int, orthanc_data: Path | None = None)
                         f"{ours * 1000:.0f} ms", f"Orthanc {theirs * 1000:.0f} ms", ours / theirs, "<= 0.5",
                         ours / theirs <= 0.5))
     return rows
-
-
-# -- retrieve --------------------------------------------------------------------------------
-def warm(paths: list[Path]) -> None:
-    """Read every file once: the page cache holds the sender's files, whoever sends them."""
-    for path in paths:
-        with open(path, "rb") as handle:
-            while handle.read(1 << 20):
-                pass
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a running process has used, its ended threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def retrieve_figures(files: list[Path], runs: int = 5) -> list[Row]:
-    """C-MOVE and C-GET vs a direct storescu of the same files to the same storescp.
-
-    The three alternate run by run (a load change on the shared machine hits all three), the
-    sender's files are read into the page cache before each run, and the medians of ``runs``
-    are compared. The CPU rows (sender CPU per instance: the serving node's vs storescu's,
-    start-up included) move less than wall time on a loaded machine."""
-    with tempfile.TemporaryDirectory(prefix="bench-targets-move-") as tmp, storescp_server() as scp_port:
-        home, port = Path(tmp) / "home", free_port()
-        query.init_home(home, port)
-        query.cli(home, "peer", "add", "storescp", "--aet", "STORESCP", "--host", "127.0.0.1", "--port",
-                  str(scp_port), "--institution", query.INSTITUTION)
-        query.cli(home, "peer", "add", "getscu", "--aet", "GETSCU", "--host", "127.0.0.1", "--port", "1",
-                  "--institution", query.INSTITUTION)
-        query.cli(home, "import", *map(str, files))
-        study_uid = query._study_uid(files[0])
-        stored = sorted(p for p in (home / "storage").rglob("*") if p.is_file())
-        direct, moved, got, scu_cpu, move_cpu, get_cpu = [], [], [], [], [], []
-        with query.serving(home, port):
-            pid = server_pid(port)
-            for _ in range(runs):
-                warm(files)
-                before = children_cpu()
-                direct.append(storescu(scp_port, files, "STORESCP"))
-                scu_cpu.append(children_cpu() - before)
-                warm(stored)
-                before = process_cpu(pid)
-                elapsed, completed, failed, status = query.movescu(port, "PACSNODE", study_uid)
-                if (completed, failed, status) != (len(files), 0, 0):
-                    raise RuntimeError(f"C-MOVE: {completed} completed, {failed} failed, status 0x{status:04x}")
-                moved.append(elapsed)
-                move_cpu.append(process_cpu(pid) - before)
-                warm(stored)
-                before = process_cpu(pid)
-                got.append(getscu(port, study_uid, Path(tmp)))
-                get_cpu.append(process_cpu(pid) - before)
-    direct_t, scu_ms = median(direct), median(scu_cpu) * 1000 / len(files)
-    anchor = f"direct storescu {len(files) / direct_t:.0f} inst/s"
-    rows = []
-    for what, times, cpu in (("C-MOVE", moved, move_cpu), ("C-GET", got, get_cpu)):
-        took, ms = median(times), median(cpu) * 1000 / len(files)
-        to = "to storescp" if what == "C-MOVE" else "(getscu)"
-        rows += [Row(f"{what} of {len(files)} x 0.5 MB CT {to} (median of {runs}, alternating)",
-                     f"{len(files) / took:.0f} inst/s", anchor, direct_t / took, ">= 0.9", direct_t / took >= 0.9),
-                 Row(f"{what}: serving node's CPU per instance vs storescu's (start-up included)",
-                     f"{ms:.2f} ms", f"storescu {scu_ms:.2f} ms", ms / scu_ms if scu_ms else None, "-", None)]
-    return rows
-
-
-def getscu(port: int, study_uid: str, tmp: Path) -> float:
-    out = Path(tempfile.mkdtemp(dir=tmp))
-    began = time.perf_counter()
-    subprocess.run([dcmtk("getscu"), "-S", "+B", "-aet", "GETSCU", "-aec", "PACSNODE", "-od", str(out), "-k",
-                    "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)],
-                   env=DCMTK_ENV, check=True, capture_output=True, timeout=900)
-    elapsed = time.perf_counter() - began
-    shutil.rmtree(out, ignore_errors=True)
-    return elapsed
-
-
-def send_figure(files: list[Path]) -> list[Row]:
-    """Our requestor association (``pacsnode send``, C-MOVE's sibling): the same files sent by
-    ``send_files.send_instances`` in this process and by a direct storescu, to the same storescp.
-    Informative (no target in the issue); the CLI's ~0.6 s interpreter start-up is not inside."""
-    from pacsnode.dimse import sending
-    from pacsnode.dimse.send_files import send_instances
-    from pacsnode.model import Peer
-
-    locations = [sending.location_of_file(str(p), "1.2.840.10008.5.1.4.1.1.2", str(ExplicitVRLittleEndian))
-                 for p in files]
-    with storescp_server() as scp_port:
-        peer = Peer("storescp", "STORESCP", "127.0.0.1", scp_port)
-        direct = median([storescu(scp_port, files, "STORESCP") for _ in range(3)])
-        sent = []
-        for _ in range(3):
-            began = time.perf_counter()
-            outcome = send_instances(peer, "PACSNODE", locations, None)
-            sent.append(time.perf_counter() - began)
-            if outcome.sent != len(files):
-                raise RuntimeError(f"send_instances stored {outcome.sent} of {len(files)}")
-        took = median(sent)
-    return [Row(f"send of {len(files)} x 0.5 MB CT to storescp on our association (send_files)",
-                f"{len(files) / took:.0f} inst/s", f"direct storescu {len(files) / direct:.0f} inst/s",
-                direct / took, "-", None)]
 
 
 # -- TLS -------------------------------------------------------------------------------------

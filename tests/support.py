@@ -177,6 +177,19 @@ def sample_files() -> list[Path]:
     return [Path(str(get_testdata_file(name))) for name in FALLBACK_TEST_FILES]
 
 
+def open_files(pid: int, needle: str) -> list[str]:
+    """The files process ``pid`` has open whose path contains ``needle``."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if needle in target:
+            found.append(target)
+    return found
+
+
 def a_ct_file() -> Path:
     """One uncompressed CT image file to derive test instances from."""
     for path in sample_files():

@@ -30,7 +30,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from support import LOOPBACK, NodeProcess, SAMPLE_DIR, Storescp, have_tool
+from cluster_node import cluster_mode
+from support import LOOPBACK, NodeProcess, SAMPLE_DIR, Storescp, have_tool, open_files
 from support import dcmtk as dcmtk_path
 
 pytestmark = [
@@ -385,6 +386,12 @@ def test_cancel_move_stops_sub_operations(site: Site) -> None:
     received = site.slow.received()
     assert len(received) == completed
     assert set(received) <= set(site.instances(STUDY_BIG))
+    if not cluster_mode():  # one process holding a folder of files: the one staged after the cancel was closed
+        storage = str(site.node.home / "storage")
+        deadline = time.monotonic() + 3
+        while open_files(site.node.pid, storage) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_files(site.node.pid, storage) == []
 
 
 # -- the pacsnode CLI as the SCU ----------------------------------------------------------------------

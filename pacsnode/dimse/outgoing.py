@@ -18,10 +18,11 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pacsnode.config import NodeConfig
 from pacsnode.dimse import pdu, sending
+from pacsnode.dimse.lookahead import StagedStore
 from pacsnode.dimse.tls import client_context
 from pacsnode.errors import ConfigError, PeerError
 from pacsnode.model import InstanceLocation, Peer
@@ -203,13 +204,20 @@ class Association:
 
     def send_stored(self, location: InstanceLocation,
                     move_originator: tuple[str, int] | None = None) -> sending.StoreResponse:
-        """C-STORE one stored instance and wait for its response.
+        """C-STORE one stored instance and wait for its response (:meth:`stage`, then
+        :meth:`send_staged`).
 
         Raises :class:`sending.CannotSend` (no accepted context, impossible transcoding,
         unreadable file) before anything is sent, with the association still usable: the
         caller counts one failed sub-operation and goes on. Raises :class:`PeerError` when the
         association is lost: the remaining sub-operations fail too.
         """
+        return self.send_staged(self.stage(location, self._buffer, move_originator))
+
+    def stage(self, location: InstanceLocation, buffer: bytearray,
+              move_originator: tuple[str, int] | None = None) -> StagedStore:
+        """The C-STORE-RQ for ``location`` on the best accepted context, its first batch laid out in
+        ``buffer`` (a :class:`lookahead.Lookahead` stage); :class:`sending.CannotSend` as above."""
         self._require_open()
         chosen = sending.choose_context(location.sop_class_uid, location.transfer_syntax, self.accepted)
         if chosen is None:
@@ -218,14 +226,24 @@ class Association:
         context_id, syntax = chosen
         message_id = self.next_message_id()
         # opening and transcoding happen here: CannotSend leaves the association usable
-        with sending.prepare_store(location, context_id, syntax, message_id, self.peer_max_pdu,
-                                   move_originator) as prepared:
+        prepared = sending.prepare_store(location, context_id, syntax, message_id, self.peer_max_pdu,
+                                         move_originator)
+        return StagedStore(prepared, buffer, message_id, location)
+
+    def send_staged(self, staged: StagedStore,
+                    while_waiting: Callable[[], None] | None = None) -> sending.StoreResponse:
+        """Write a staged C-STORE-RQ (and close it), call ``while_waiting`` (the next instance's
+        staging), then read its C-STORE-RSP."""
+        with staged:
             try:
-                self.send_pdus(prepared.batches(self._buffer))
+                self.send_pdus(staged.batches())
             except sending.CannotSend as exc:  # the file changed under us mid-dataset: the message is broken
                 self.abort()
-                raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of {location.sop_instance_uid}: "
+                raise AssociationAborted(f"{self._who()}: aborted mid C-STORE of "
+                                         f"{staged.location.sop_instance_uid}: "
                                          f"{exc}") from None
+        if while_waiting is not None:
+            while_waiting()
         while True:  # off the wire: a kept message taken back out would be kept again, for ever
             message = self._receive_from_peer()
             if message.command.us(pdu.COMMAND_FIELD) == pdu.C_STORE_RSP:
@@ -234,8 +252,9 @@ class Association:
                 except pdu.PDUError as exc:  # the destination broke the protocol: our association with it ends
                     self._protocol_error(f"malformed C-STORE-RSP ({exc})")
                     raise  # unreachable
-                if response.message_id != message_id:
-                    self._protocol_error(f"C-STORE-RSP for message {response.message_id}, expected {message_id}")
+                if response.message_id != staged.message_id:
+                    self._protocol_error(f"C-STORE-RSP for message {response.message_id}, "
+                                         f"expected {staged.message_id}")
                 return response
             self._pending.append(message)  # e.g. an N-EVENT-REPORT: kept for whoever waits for it
             if len(self._pending) > 16:

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 
 from pacsnode.dicom.query import parse_identifier
 from pacsnode.dimse import lean_find, outgoing, pdu, sending, statuses
+from pacsnode.dimse.lookahead import Lookahead, StagedStore
 from pacsnode.dimse.session import BufferSink, Request, Session, Sink
 from pacsnode.errors import PacsnodeError
 from pacsnode.model import InformationModel, InstanceLocation, Peer
@@ -146,35 +147,43 @@ def get(session: Session, request: Request) -> Sink:
             _final(session, request, pdu.C_GET_RSP, status, Counts(0), str(exc))
             return
         sendable = {cid: ctx for cid, ctx in session.contexts.items() if ctx[0] in session.scp_roles}
-        buffer = bytearray(sending.WIRE_BATCH)  # one for the whole run
-        _run(session, request, pdu.C_GET_RSP, locations,
-             lambda location: _store_here(session, request, location, sendable, buffer))
+        ahead = Lookahead(locations, lambda location, buffer: _stage_here(session, sendable, location, buffer))
+        try:
+            _run(session, request, pdu.C_GET_RSP, locations,
+                 lambda location: _store_here(session, request, location, ahead))
+        finally:
+            ahead.close()
 
     return BufferSink(lean_find.MAX_IDENTIFIER, answer)
 
 
-def _store_here(session: Session, request: Request, location: InstanceLocation,
-                sendable: dict[int, tuple[str, str]], buffer: bytearray) -> str:
-    """One C-GET sub-operation: C-STORE-RQ on this association, then its C-STORE-RSP."""
+def _stage_here(session: Session, sendable: dict[int, tuple[str, str]], location: InstanceLocation,
+                buffer: bytearray) -> StagedStore:
+    """A C-GET sub-operation's C-STORE-RQ on a context for which the requester took the SCP role."""
     chosen = sending.choose_context(location.sop_class_uid, location.transfer_syntax, sendable)
     if chosen is None:
-        LOGGER.warning("C-GET: no context with the SCP role for %s (%s)", location.sop_instance_uid,
-                       location.sop_class_uid)
-        return "failure"
+        raise sending.NoAcceptedContext(f"no context with the SCP role for {location.sop_class_uid}")
     context_id, syntax = chosen
     message_id = session.next_message_id()
-    started = False
+    prepared = sending.prepare_store(location, context_id, syntax, message_id, session.peer_max_pdu)
+    return StagedStore(prepared, buffer, message_id, location)
+
+
+def _store_here(session: Session, request: Request, location: InstanceLocation, ahead: Lookahead) -> str:
+    """One C-GET sub-operation: C-STORE-RQ on this association, the next one staged, then its C-STORE-RSP."""
     try:
-        with sending.prepare_store(location, context_id, syntax, message_id, session.peer_max_pdu) as prepared:
-            for batch in prepared.batches(buffer):
-                started = True
-                session.send(batch)
+        staged = ahead.take(location)
     except sending.CannotSend as exc:
-        if started:  # half a dataset is on the wire: the association cannot go on
-            raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc
         LOGGER.warning("C-GET sub-operation for %s failed: %s", location.sop_instance_uid, exc)
         return "failure"
-    response = session.await_response(message_id, pdu.C_STORE_RSP, cancel_of=request.message_id)
+    with staged:
+        try:
+            for batch in staged.batches():
+                session.send(batch)
+        except sending.CannotSend as exc:  # part of the dataset is on the wire: the association cannot go on
+            raise pdu.PDUError(f"C-GET sub-operation broke off: {exc}") from exc
+    ahead.prefetch()
+    response = session.await_response(staged.message_id, pdu.C_STORE_RSP, cancel_of=request.message_id)
     if response is None:
         return "failure"
     return sending.store_outcome(response.us(pdu.STATUS, 0xFFFF) or 0)
@@ -220,9 +229,12 @@ def _move_to(session: Session, request: Request, destination: Peer, locations: l
                f"cannot reach {destination.aet}: {exc}")
         return
 
+    ahead = Lookahead(locations, lambda location, buffer: association.stage(location, buffer, originator))
+
     def send_one(location: InstanceLocation) -> str:
         try:
-            return sending.store_outcome(association.send_stored(location, move_originator=originator).status)
+            staged = ahead.take(location)
+            return sending.store_outcome(association.send_staged(staged, ahead.prefetch).status)
         except sending.CannotSend as exc:  # this instance only: the association goes on
             LOGGER.warning("C-MOVE sub-operation for %s failed: %s", location.sop_instance_uid, exc)
         except PacsnodeError as exc:  # the association is lost: every remaining sub-operation fails
@@ -232,4 +244,5 @@ def _move_to(session: Session, request: Request, destination: Peer, locations: l
     try:
         _run(session, request, pdu.C_MOVE_RSP, locations, send_one)
     finally:
+        ahead.close()
         association.release()

@@ -22,7 +22,7 @@ import io
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, cast
+from typing import BinaryIO, Generator, Iterable, Iterator, cast
 
 from pacsnode.dimse import pdu
 from pacsnode.errors import PacsnodeError, StorageUnavailable
@@ -248,7 +248,7 @@ class PreparedStore:
             self._handle.close()
             self._handle = None
 
-    def batches(self, buffer: bytearray | None = None) -> Iterator[memoryview]:
+    def batches(self, buffer: bytearray | None = None) -> Generator[memoryview, None, None]:
         """Whole PDUs, command first, as views of ``buffer`` (or of bytes for a transcoded
         dataset). A view is valid until the next one is asked for. Raises
         :class:`UnreadableInstance` when the file ends early (the file changed under us): the
