@@ -490,4 +490,7 @@ def create_app(node: Node) -> Starlette:
     routes += admin.routes(web)  # the admin pages (issue 15 item 6)
     app = Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
     app.state.web = web  # WebServer.stop writes the read audit's open windows (web.reads.stop)
-    return frames.FramesFastPath(app, web)  # type: ignore[return-value]  # ASGI like the app it wraps
+    from pacsnode.web.default_headers import DefaultHeaders
+
+    # no-store and nosniff on every answer whose route set none (PHI is never cached: default_headers.py)
+    return DefaultHeaders(frames.FramesFastPath(app, web))  # type: ignore[return-value]  # ASGI like the app

@@ -1,0 +1,53 @@
+"""A hostile browser user or HTTP client against a served node: what the web side must never do.
+
+PHI cached by a browser or proxy, the listener held by connections that never finish a request.
+Each test plays the client on the wire (requests, raw sockets) against ``pacsnode serve``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from web_helpers import SAMPLE_GB18030, create_token, get, served_node
+from support import NodeProcess
+
+pytestmark = pytest.mark.web
+
+
+@pytest.fixture(scope="module")
+def hostile_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    node = served_node(tmp_path_factory.mktemp("web-hostile") / "home")
+    try:
+        imported = node.cli("import", str(SAMPLE_GB18030))
+        assert imported.returncode == 0, imported.explain()
+        study = node.studies()[0]["study_uid"]
+        token = create_token(node, "local", "PRV001")
+        series = get(node, f"/studies/{study}/series", token).json()[0]["0020000E"]["Value"][0]
+        sop = get(node, f"/studies/{study}/series/{series}/instances", token).json()[0]["00080018"]["Value"][0]
+        yield {"node": node, "study": study, "series": series, "sop": sop, "token": token}
+    finally:
+        node.stop()
+
+
+def test_every_dicomweb_answer_is_no_store_and_nosniff(hostile_node: dict[str, Any]) -> None:
+    """PHI must not stay in a browser's disk cache or a shared proxy: answers, refusals and the
+    frames answered early on the event loop alike."""
+    node, token = hostile_node["node"], hostile_node["token"]
+    study, series, sop = hostile_node["study"], hostile_node["series"], hostile_node["sop"]
+    instance = f"/studies/{study}/series/{series}/instances/{sop}"
+    paths = ["/studies", f"/studies/{study}", f"/studies/{study}/metadata", f"/studies/{study}/series",
+             f"{instance}/metadata", f"{instance}/frames/1", f"{instance}/frames/1",  # the second: fast path
+             f"{instance}/rendered", f"{instance}/thumbnail", f"{instance}/bulkdata/7FE00010",
+             f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}",
+             "/studies/1.2.3.404", f"/studies/1.2.3.404/series/{series}/instances/{sop}/frames/1"]
+    for path in paths:
+        answer = get(node, path, token, Accept="*/*")
+        assert answer.status_code in (200, 404), (path, answer.status_code)
+        assert answer.headers.get("cache-control") == "no-store", path
+        assert answer.headers.get("x-content-type-options") == "nosniff", path
+    refused = get(node, f"/studies/{study}")  # no token: 401
+    assert refused.status_code == 401 and refused.headers.get("cache-control") == "no-store"
