@@ -37,6 +37,14 @@ class WebEvents:
             detail["similar_refusals_not_audited"] = similar_not_audited
         self.audit.record("web-auth", "refused", peer_name="", detail=detail)
 
+    def connection_refused(self, reason: str, host: str, similar_not_audited: int = 0) -> None:
+        """An HTTP connection closed or refused before its request was whole (the web listener's
+        per-address cap and deadlines, ``web/guarded_http.py``; throttled per address there)."""
+        detail: dict[str, Any] = {"reason": reason, "host": host}
+        if similar_not_audited:
+            detail["similar_refusals_not_audited"] = similar_not_audited
+        self.audit.record("web-connection", "refused", peer_name="", detail=detail)
+
     def caller_did(self, caller: Caller, action: str, outcome: str, study_uid: str = "", **detail: Any) -> None:
         """A DICOMweb request of a token or session caller (QIDO, STOW, WADO), as DIMSE peers are audited."""
         self.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
