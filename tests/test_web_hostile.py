@@ -51,3 +51,14 @@ def test_every_dicomweb_answer_is_no_store_and_nosniff(hostile_node: dict[str, A
         assert answer.headers.get("x-content-type-options") == "nosniff", path
     refused = get(node, f"/studies/{study}")  # no token: 401
     assert refused.status_code == 401 and refused.headers.get("cache-control") == "no-store"
+
+
+def test_a_frame_list_that_repeats_a_frame_is_refused(hostile_node: dict[str, Any]) -> None:
+    """PS3.18's frame list is of non-duplicate numbers; ``1,1,…`` made a 40 KB URL ask for ten
+    thousand copies of one frame (the answer's size times 10 000)."""
+    node, token = hostile_node["node"], hostile_node["token"]
+    instance = f"/studies/{hostile_node['study']}/series/{hostile_node['series']}/instances/{hostile_node['sop']}"
+    assert get(node, f"{instance}/frames/1", token).status_code == 200
+    for frames in ("1,1", ",".join(["1"] * 10_000)):
+        answer = get(node, f"{instance}/frames/{frames}", token)
+        assert answer.status_code == 404 and "at most once" in answer.json()["error"]
