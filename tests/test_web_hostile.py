@@ -1,19 +1,19 @@
 """A hostile browser user or HTTP client against a served node: what the web side must never do.
 
-PHI cached by a browser or proxy, the listener held by connections that never finish a request.
-Each test plays the client on the wire (requests, raw sockets) against ``pacsnode serve``.
+PHI kept by a browser or proxy, a frame list that multiplies one frame, refusals left out of
+the audit. Each test plays the client on the wire (requests) against ``pacsnode serve``; slow
+clients are in ``test_web_slow_clients.py``.
 """
 
 from __future__ import annotations
 
-import socket
-import time
+import json
 from typing import Any, Iterator
 
 import pytest
+import requests
 
 from web_helpers import SAMPLE_GB18030, create_token, get, served_node
-from support import NodeProcess
 
 pytestmark = pytest.mark.web
 
@@ -62,3 +62,17 @@ def test_a_frame_list_that_repeats_a_frame_is_refused(hostile_node: dict[str, An
     for frames in ("1,1", ",".join(["1"] * 10_000)):
         answer = get(node, f"{instance}/frames/{frames}", token)
         assert answer.status_code == 404 and "at most once" in answer.json()["error"]
+
+
+def test_a_login_from_another_origin_or_too_large_is_refused_unread_and_audited(hostile_node: dict[str, Any]) -> None:
+    node = hostile_node["node"]
+    login = node.web_url.replace("/dicom-web", "") + "/login"
+    form = {"username": "dr-li", "password": "not the password at all"}
+    cross = requests.post(login, data=form, headers={"Origin": "https://evil.example"}, timeout=30)
+    assert cross.status_code == 403
+    huge = requests.post(login, data={"username": "x", "password": "y" * 10_000}, timeout=30)
+    assert huge.status_code == 413
+    reasons = [json.loads(e["detail"])["reason"] for e in json.loads(node.cli("audit", "--json").stdout)
+               if e["action"] == "web-login" and e["outcome"] == "refused"]
+    assert "login from another origin refused" in reasons
+    assert "login form too large or without Content-Length" in reasons

@@ -51,11 +51,15 @@ class Login:
     async def submit(self, request: Request) -> Response:
         host = request.client.host if request.client else ""
         origin = request.headers.get("origin", "")
+        refusal = None
         if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
-            raise HttpError(403, "login from another origin refused")
+            refusal = HttpError(403, "login from another origin refused")  # a cross-site form (login CSRF)
         declared = request.headers.get("content-length", "")
-        if not declared.isdigit() or int(declared) > MAX_LOGIN_BODY:
-            raise HttpError(413, "login form too large or without Content-Length")
+        if refusal is None and (not declared.isdigit() or int(declared) > MAX_LOGIN_BODY):
+            refusal = HttpError(413, "login form too large or without Content-Length")
+        if refusal is not None:  # refused unread, and audited like every refusal (THREATS.md rule 10)
+            await run_in_threadpool(self.web.node.web_events.login_refused, "", refusal.message, host)
+            raise refusal
         form = await request.form(max_files=0, max_fields=4)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
