@@ -201,3 +201,27 @@ def test_an_ae_title_claimed_from_another_host_learns_nothing_from_commitment(ar
     audited = archive.cli("audit", "--json")
     refused = [e for e in json.loads(audited.stdout) if e["action"] == "commitment" and e["outcome"] == "refused"]
     assert refused and "not a registered peer" in refused[-1]["detail"]
+
+
+def test_a_commitment_request_with_a_uid_that_is_not_one_is_refused_unread_and_audited(archive: NodeProcess) -> None:
+    """Anybody may open an association: a 60 000-character "UID" (or a path) must not reach the
+    index, the report or the audit trail (it went into the audit row's failed list as sent)."""
+    ae = AE(ae_title="STRANGER")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate(LOOPBACK, archive.port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    huge = "1." + "2" * 60_000
+    try:
+        for transaction, uid in (("1.2.3.4", huge), ("1.2.3.5", "../../etc/passwd"), (huge, "1.2.3.6")):
+            request = Dataset()
+            request.TransactionUID = transaction
+            item = Dataset()
+            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", uid
+            request.ReferencedSOPSequence = [item]
+            status, _reply = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+            assert status.Status == 0x0115, uid[:20]  # invalid argument value
+    finally:
+        assoc.release()
+    rows = archive.index_rows("SELECT outcome, length(detail) FROM audit WHERE action = 'commitment'")
+    assert [outcome for outcome, _length in rows] == ["refused"] * 3
+    assert max(length for _outcome, length in rows) < 1000
