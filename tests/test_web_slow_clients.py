@@ -21,10 +21,11 @@ import pytest
 import pacsnode.defaults
 from pacsnode import access_tokens
 from pacsnode.config import NodeConfig
+from pacsnode.model import Caller
 from pacsnode.node import Node
 from pacsnode.web.guarded_http import Limits
 from pacsnode.web.server import WebServer
-from support import free_port
+from support import free_port, write_instance
 
 LIMITS = Limits(max_per_address=8, header_seconds=1.0, body_idle_seconds=1.0, write_stall_seconds=2.0)
 
@@ -33,7 +34,7 @@ LIMITS = Limits(max_per_address=8, header_seconds=1.0, body_idle_seconds=1.0, wr
 def listener(make_config: Callable[..., NodeConfig], node_home: Path) -> Iterator[tuple[Node, WebServer]]:
     node_home.mkdir(parents=True, exist_ok=True)  # the shipped region, so that a token may name PRV001
     shutil.copy(Path(pacsnode.defaults.__file__).with_name("recognition.toml"), node_home / "recognition.toml")
-    node = Node(make_config(web={"enabled": True, "port": free_port()}))
+    node = Node(make_config(node={"institution": "PRV001"}, web={"enabled": True, "port": free_port()}))
     server = WebServer(node, limits=LIMITS)
     server.start()
     try:
@@ -139,3 +140,30 @@ def test_a_slow_but_moving_body_and_a_kept_alive_connection_are_served(listener:
     sock.settimeout(10)
     assert sock.recv(100).startswith(b"HTTP/1.1 401")
     sock.close()
+
+
+def test_an_answer_the_client_does_not_read_is_cut(listener: tuple[Node, WebServer], tmp_path: Path,
+                                                    ct_template: Path) -> None:
+    """A WADO-RS client that stops reading held the connection and a worker thread streaming to it."""
+    node, server = listener
+    big = write_instance(ct_template, tmp_path / "big.dcm", Rows=2048, Columns=2048, BitsAllocated=16,
+                         BitsStored=16, HighBit=15, SamplesPerPixel=1, PixelData=b"\0" * (2048 * 2048 * 2))
+    temp = node.new_temp_file()
+    shutil.copyfile(big, temp)
+    outcome = node.store_file(temp, Caller.local_admin())
+    token = access_tokens.create(node, "reader", "PRV001")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing fills little
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(f"GET /dicom-web/studies/{outcome.study_uid} HTTP/1.1\r\nHost: x\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    time.sleep(LIMITS.write_stall_seconds + 2)  # not reading meanwhile
+    received = 0
+    sock.settimeout(5)
+    try:
+        while chunk := sock.recv(1 << 16):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert received < big.stat().st_size, "the whole answer came: the stalled connection was not cut"
+    assert any(r["reason"] == "answer not read for 2 s" for r in _refusals(node))

@@ -141,7 +141,7 @@ def protocol(record: Refused, limits: Limits = Limits()) -> type[HttpToolsProtoc
             super().pause_writing()
             if self._write_stall is None:
                 self._write_stall = self.loop.call_later(limits.write_stall_seconds, self._close,
-                                                         f"answer not read for {limits.write_stall_seconds:g} s")
+                                                         f"answer not read for {limits.write_stall_seconds:g} s", True)
 
         def resume_writing(self) -> None:
             super().resume_writing()
@@ -177,9 +177,13 @@ def protocol(record: Refused, limits: Limits = Limits()) -> type[HttpToolsProtoc
                 return
             self._close(f"request body paused for {limits.body_idle_seconds:g} s")
 
-        def _close(self, reason: str) -> None:
-            if not self.transport.is_closing():
+        def _close(self, reason: str, abort: bool = False) -> None:
+            """Close (or, when the client does not read, abort: close would wait to flush to it)."""
+            if abort or not self.transport.is_closing():
                 refusals(self.loop, reason, self._address)
-                self.transport.close()
+                if abort:
+                    self.transport.abort()
+                else:
+                    self.transport.close()
 
     return GuardedHttp
