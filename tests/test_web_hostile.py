@@ -76,3 +76,14 @@ def test_a_login_from_another_origin_or_too_large_is_refused_unread_and_audited(
                if e["action"] == "web-login" and e["outcome"] == "refused"]
     assert "login from another origin refused" in reasons
     assert "login form too large or without Content-Length" in reasons
+
+
+def test_a_new_authorization_scheme_per_request_does_not_write_an_audit_row_each(hostile_node: dict[str, Any]) -> None:
+    """401s are audited once per address and kind per 10 s; the kind was the whole reason, which
+    quotes the scheme the client sent, so ``Authorization: X1 …``, ``X2 …``, … wrote a row each."""
+    node, study = hostile_node["node"], hostile_node["study"]
+    for number in range(30):
+        assert get(node, f"/studies/{study}", Authorization=f"Scheme{number} abc").status_code == 401
+    rows = [e for e in json.loads(node.cli("audit", "--json").stdout)
+            if e["action"] == "web-auth" and "unsupported authorization scheme" in e["detail"]]
+    assert 1 <= len(rows) <= 2
