@@ -51,9 +51,12 @@ class WebEvents:
                           study_uid=study_uid, detail=detail)
 
     # -- login ---------------------------------------------------------------------------
-    def login_refused(self, who: str, reason: str, host: str) -> None:
+    def login_refused(self, who: str, reason: str, host: str, similar_not_audited: int = 0) -> None:
         """A login refused (throttled, or a wrong name or password); ``who`` as typed, cut to 64."""
-        self.audit.record("web-login", "refused", peer_name=_user(who[:64]), detail={"reason": reason, "host": host})
+        detail: dict[str, Any] = {"reason": reason, "host": host}
+        if similar_not_audited:
+            detail["similar_refusals_not_audited"] = similar_not_audited
+        self.audit.record("web-login", "refused", peer_name=_user(who[:64]), detail=detail)
 
     def login_done(self, name: str, host: str) -> None:
         self.audit.record("web-login", "done", peer_name=_user(name), detail={"host": host})
