@@ -51,6 +51,11 @@ class EngineEvents:
         self._record("association", outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
                      detail={"host": host, "called": called_ae.strip(), **detail})
 
+    def commitment_refused(self, caller: Caller, why: str) -> None:
+        """A storage commitment request refused unread (malformed, too long, no or a bad UID)."""
+        self._record("commitment", "refused", peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
+                     detail={"why": why[:200]})
+
     def commitment_report(self, caller: Caller, peer: Peer | None, transaction: str, delivered: bool,
                           why: str = "", new_association: bool = True) -> None:
         """A storage commitment report sent (``reported``) or not (``undelivered``, with why)."""

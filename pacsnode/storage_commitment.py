@@ -6,7 +6,7 @@ N-ACTION/N-EVENT-REPORT exchange is ``dimse/commitment.py``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pacsnode.errors import StorageUnavailable
 from pacsnode.model import Caller
@@ -21,27 +21,44 @@ COMMIT_NO_SUCH_INSTANCE = 0x0112
 def commitment(node: Node, refs: list[tuple[str, str]], caller: Caller) -> list[tuple[str, str, int]]:
     """Storage commitment (PS3.4 J): (SOP class, SOP instance, failure reason; 0 = committed).
 
-    Committed only when the instance is indexed with that SOP class, was delivered by
-    this caller's AE title, and its file still matches the recorded size and SHA-256
-    (read now). Anything else is 0x0112 "no such object instance" (so that a study the
-    caller may not see and one that is not here look the same), or 0x0110 "processing
-    failure" when the file is damaged. Audited as one event.
+    Committed only when the caller is a registered peer (AE title, host and certificate
+    checked), the instance is indexed with that SOP class, was delivered by that peer
+    (the row's provenance; for rows older than provenance, its AE title), and its file
+    still matches the recorded size and SHA-256 (read now, once per instance however often
+    the request repeats it). Anything else is 0x0112 "no such object instance" (so that a
+    study the caller may not see and one that is not here look the same; an AE title
+    claimed from the wrong host, or by an unregistered caller, is nobody and learns
+    nothing), or 0x0110 "processing failure" when the file is damaged. Audited as one event.
     """
-    rows = node.index.instance_files(sorted({uid for _cls, uid in refs}))
+    peer = caller.peer
+    rows = node.index.instance_files(sorted({uid for _cls, uid in refs})) if peer is not None else {}
+    intact: dict[str, bool] = {}
     results: list[tuple[str, str, int]] = []
     for sop_class, sop_instance in refs:
         row = rows.get(sop_instance)
-        if row is None or row["sop_class_uid"] != sop_class or row["calling_ae"] != caller.aet:
+        if peer is None or row is None or row["sop_class_uid"] != sop_class or not _delivered_by(row, caller):
             results.append((sop_class, sop_instance, COMMIT_NO_SUCH_INSTANCE))
             continue
-        try:
-            intact = (node.storage.size(row["path"]) == row["size"]
-                      and node.storage.sha256(row["path"]) == row["sha256"])
-        except (OSError, StorageUnavailable):
-            intact = False
-        results.append((sop_class, sop_instance, 0 if intact else COMMIT_PROCESSING_FAILURE))
+        if sop_instance not in intact:
+            try:
+                intact[sop_instance] = (node.storage.size(row["path"]) == row["size"]
+                                        and node.storage.sha256(row["path"]) == row["sha256"])
+            except (OSError, StorageUnavailable):
+                intact[sop_instance] = False
+        results.append((sop_class, sop_instance, 0 if intact[sop_instance] else COMMIT_PROCESSING_FAILURE))
     failed = [uid for _cls, uid, reason in results if reason]
-    node.audit.record("commitment", "committed" if not failed else "partial", peer_aet=caller.aet,
-                      peer_name=caller.peer.name if caller.peer else "",
-                      detail={"requested": len(refs), "failed": failed[:20], "failed_count": len(failed)})
+    detail = {"requested": len(refs), "failed": failed[:20], "failed_count": len(failed)}
+    if peer is None:
+        detail["refused"] = f"not a registered peer{': ' + caller.refused if caller.refused else ''}"
+    node.audit.record("commitment", "committed" if not failed else "partial" if peer is not None else "refused",
+                      peer_aet=caller.aet, peer_name=peer.name if peer else "", detail=detail)
     return results
+
+
+def _delivered_by(row: Any, caller: Caller) -> bool:
+    """Whether the instance of ``row`` was delivered by ``caller``'s peer: its provenance, or for
+    a row stored before provenance was kept (``delivered_by`` blank), the calling AE title."""
+    assert caller.peer is not None
+    if row["delivered_by"]:
+        return bool(row["delivered_peer"] == caller.peer.name)
+    return bool(row["calling_ae"] == caller.aet)

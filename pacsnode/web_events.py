@@ -37,15 +37,26 @@ class WebEvents:
             detail["similar_refusals_not_audited"] = similar_not_audited
         self.audit.record("web-auth", "refused", peer_name="", detail=detail)
 
+    def connection_refused(self, reason: str, host: str, similar_not_audited: int = 0) -> None:
+        """An HTTP connection closed or refused before its request was whole (the web listener's
+        per-address cap and deadlines, ``web/guarded_http.py``; throttled per address there)."""
+        detail: dict[str, Any] = {"reason": reason, "host": host}
+        if similar_not_audited:
+            detail["similar_refusals_not_audited"] = similar_not_audited
+        self.audit.record("web-connection", "refused", peer_name="", detail=detail)
+
     def caller_did(self, caller: Caller, action: str, outcome: str, study_uid: str = "", **detail: Any) -> None:
         """A DICOMweb request of a token or session caller (QIDO, STOW, WADO), as DIMSE peers are audited."""
         self.audit.record(action, outcome, peer_aet=caller.aet, peer_name=caller.peer.name if caller.peer else "",
                           study_uid=study_uid, detail=detail)
 
     # -- login ---------------------------------------------------------------------------
-    def login_refused(self, who: str, reason: str, host: str) -> None:
+    def login_refused(self, who: str, reason: str, host: str, similar_not_audited: int = 0) -> None:
         """A login refused (throttled, or a wrong name or password); ``who`` as typed, cut to 64."""
-        self.audit.record("web-login", "refused", peer_name=_user(who[:64]), detail={"reason": reason, "host": host})
+        detail: dict[str, Any] = {"reason": reason, "host": host}
+        if similar_not_audited:
+            detail["similar_refusals_not_audited"] = similar_not_audited
+        self.audit.record("web-login", "refused", peer_name=_user(who[:64]), detail=detail)
 
     def login_done(self, name: str, host: str) -> None:
         self.audit.record("web-login", "done", peer_name=_user(name), detail={"host": host})

@@ -6,6 +6,7 @@ playing the requester that receives a report on a new association, or an SCP tha
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -148,3 +149,79 @@ def test_send_commit_names_what_the_peer_did_not_commit_and_exits_non_zero(
     assert "sent 2, warning 0, failed 0" in sent.stdout, sent.explain()  # the duplicate was answered Success
     assert "committed 1, failed 1" in sent.stdout, sent.explain()
     assert f"not committed: {uid} (0x0112 no such object instance)" in sent.stdout, sent.explain()
+
+
+def _commit_as(port: int, calling_aet: str, source: str, refs: list[tuple[str, str]]) -> Dataset:
+    """Ask for storage commitment with pynetdicom from ``source`` (a loopback address) claiming
+    ``calling_aet``; the N-EVENT-REPORT's dataset, which comes on the same association."""
+    reports: list[Dataset] = []
+    done = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, Dataset | None]:
+        reports.append(event.event_information)
+        done.set()
+        return 0x0000, None
+
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate(LOOPBACK, port, ae_title="ARCHIVE", bind_address=(source, 0),
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    try:
+        request = Dataset()
+        request.TransactionUID = "1.2.826.0.1.3680043.10.1078.77.1"
+        request.ReferencedSOPSequence = []
+        for sop_class, sop_instance in refs:
+            item = Dataset()
+            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = sop_class, sop_instance
+            request.ReferencedSOPSequence.append(item)
+        status, _reply = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assert status.Status == 0x0000
+        assert done.wait(30), "no N-EVENT-REPORT on the association"
+    finally:
+        assoc.release()
+    return reports[0]
+
+
+def test_an_ae_title_claimed_from_another_host_learns_nothing_from_commitment(archive: NodeProcess) -> None:
+    """Identity is AE title + host: SENDER registered at 127.0.0.1, claimed from 127.0.0.2, is nobody.
+    Commitment used to compare the claimed title with the row's calling AE and confirmed the real
+    sender's instances to anybody who typed its name (an existence oracle for SOP Instance UIDs)."""
+    stored = _location(sample_files()[0])
+    peer = Peer("archive", "ARCHIVE", LOOPBACK, archive.port)
+    with outgoing.open_association(peer, "SENDER", sending.proposed_contexts([stored])) as assoc:
+        assert assoc.send_stored(stored).status == 0
+    ref = (stored.sop_class_uid, stored.sop_instance_uid)
+    genuine = _commit_as(archive.port, "SENDER", LOOPBACK, [ref])
+    assert [i.ReferencedSOPInstanceUID for i in genuine.ReferencedSOPSequence] == [stored.sop_instance_uid]
+    forged = _commit_as(archive.port, "SENDER", "127.0.0.2", [ref, ref])
+    assert "ReferencedSOPSequence" not in forged
+    assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in forged.FailedSOPSequence] == [
+        (stored.sop_instance_uid, 0x0112)] * 2
+    audited = archive.cli("audit", "--json")
+    refused = [e for e in json.loads(audited.stdout) if e["action"] == "commitment" and e["outcome"] == "refused"]
+    assert refused and "not a registered peer" in refused[-1]["detail"]
+
+
+def test_a_commitment_request_with_a_uid_that_is_not_one_is_refused_unread_and_audited(archive: NodeProcess) -> None:
+    """Anybody may open an association: a 60 000-character "UID" (or a path) must not reach the
+    index, the report or the audit trail (it went into the audit row's failed list as sent)."""
+    ae = AE(ae_title="STRANGER")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate(LOOPBACK, archive.port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    huge = "1." + "2" * 60_000
+    try:
+        for transaction, uid in (("1.2.3.4", huge), ("1.2.3.5", "../../etc/passwd"), (huge, "1.2.3.6")):
+            request = Dataset()
+            request.TransactionUID = transaction
+            item = Dataset()
+            item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", uid
+            request.ReferencedSOPSequence = [item]
+            status, _reply = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+            assert status.Status == 0x0115, uid[:20]  # invalid argument value
+    finally:
+        assoc.release()
+    rows = archive.index_rows("SELECT outcome, length(detail) FROM audit WHERE action = 'commitment'")
+    assert [outcome for outcome, _length in rows] == ["refused"] * 3
+    assert max(length for _outcome, length in rows) < 1000

@@ -22,6 +22,7 @@ import threading
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.dimse import lean_find, outgoing, pdu, policy, statuses
 from pacsnode.dimse.session import BufferSink, Request, Session, Sink
 from pacsnode.errors import PacsnodeError
@@ -40,6 +41,16 @@ INVALID_ARGUMENT = 0x0115  # PS3.7 C.4.2: invalid argument value
 MISSING_ATTRIBUTE = 0x0120
 
 
+def _uid(value: object, name: str) -> str:
+    """A UID of the request, or ValueError: what is not digits and dots (at most 64) is refused
+    before it reaches the index, the audit trail or the report (a 16 MB "UID" from anybody)."""
+    text = str(value or "").strip().rstrip("\x00")
+    if not is_valid_uid(text):
+        raise ValueError(f"{name} {text[:64]!r}{'…' if len(text) > 64 else ''} is not a UID "
+                         "(digits and dots, at most 64 characters)")
+    return text
+
+
 def _references(dataset: Dataset) -> list[tuple[str, str]]:
     refs = []
     for item in dataset.get("ReferencedSOPSequence", []) or []:
@@ -47,7 +58,7 @@ def _references(dataset: Dataset) -> list[tuple[str, str]]:
         sop_instance = str(item.get("ReferencedSOPInstanceUID", "") or "").strip()
         if not sop_class or not sop_instance:
             raise ValueError("a Referenced SOP Sequence item lacks its SOP class or instance UID")
-        refs.append((sop_class, sop_instance))
+        refs.append((_uid(sop_class, "Referenced SOP Class UID"), _uid(sop_instance, "Referenced SOP Instance UID")))
     return refs
 
 
@@ -68,11 +79,13 @@ def request_commitment(session: Session, request: Request) -> Sink:
             transaction = str(dataset.get("TransactionUID", "") or "").strip()
             if not transaction:
                 raise ValueError("no Transaction UID")
+            transaction = _uid(transaction, "Transaction UID")
             refs = _references(dataset)
             if not refs or len(refs) > MAX_REFERENCES:
                 raise ValueError(f"{len(refs)} referenced instances (1 to {MAX_REFERENCES} allowed)")
         except Exception as exc:  # pydicom raises many kinds on malformed bytes; edge -> a status
             LOGGER.warning("storage commitment request refused: %s", exc)
+            session.node.events.commitment_refused(session.caller(), str(exc))
             session.respond(request, pdu.N_ACTION_RSP, INVALID_ARGUMENT, str(exc), elements)
             return
         session.respond(request, pdu.N_ACTION_RSP, statuses.SUCCESS, "", elements)

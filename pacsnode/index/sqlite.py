@@ -452,8 +452,8 @@ class SqliteIndex:
         for start in range(0, len(sop_instance_uids), 500):  # SQLite's host-parameter limit
             chunk = sop_instance_uids[start:start + 500]
             for row in self.query(
-                    "SELECT sop_instance_uid, sop_class_uid, path, size, sha256, calling_ae FROM instances "
-                    f"WHERE sop_instance_uid IN ({','.join('?' * len(chunk))})", chunk):
+                    "SELECT sop_instance_uid, sop_class_uid, path, size, sha256, calling_ae, delivered_by, delivered_peer"
+                    f" FROM instances WHERE sop_instance_uid IN ({','.join('?' * len(chunk))})", chunk):
                 rows[row["sop_instance_uid"]] = row
         return rows
 

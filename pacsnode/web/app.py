@@ -92,7 +92,8 @@ class Web:
     def _audit_unauthenticated(self, host: str, reason: str, request: Request) -> None:
         """Audit a 401 at most once per address and reason per interval, with how many were
         skipped since: a flood of unauthenticated requests must not become a flood of writes."""
-        key, now = (host, reason.split(" ", 1)[0] if reason.startswith("token ") else reason), time.monotonic()
+        kind = next((k for k in ("token ", "unsupported authorization scheme") if reason.startswith(k)), reason)
+        key, now = (host, kind), time.monotonic()  # the kind, not the client's words (a new scheme per request)
         with self._refusal_lock:
             last, skipped = self._refusals.get(key, (-AUTH_AUDIT_INTERVAL, 0))
             if now - last < AUTH_AUDIT_INTERVAL:
@@ -490,4 +491,7 @@ def create_app(node: Node) -> Starlette:
     routes += admin.routes(web)  # the admin pages (issue 15 item 6)
     app = Starlette(routes=routes, middleware=[Middleware(metrics.MetricsMiddleware)])
     app.state.web = web  # WebServer.stop writes the read audit's open windows (web.reads.stop)
-    return frames.FramesFastPath(app, web)  # type: ignore[return-value]  # ASGI like the app it wraps
+    from pacsnode.web.default_headers import DefaultHeaders
+
+    # no-store and nosniff on every answer whose route set none (PHI is never cached: default_headers.py)
+    return DefaultHeaders(frames.FramesFastPath(app, web))  # type: ignore[return-value]  # ASGI like the app

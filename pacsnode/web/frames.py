@@ -94,7 +94,7 @@ def plan(web: "Web", request: Request, rows: list[InstanceRow]) -> Plan:
         raise HttpError(404, "this instance has no frames pacsnode can serve without decoding")
     numbers = wado.parse_frame_list(p["frames"], len(runs))
     if numbers is None:
-        raise HttpError(404, f"frame numbers must be 1..{len(runs)}")
+        raise HttpError(404, f"frame numbers must be 1..{len(runs)}, each at most once")
     syntax = str(table.get("transfer_syntax", ""))
     media = wado.frame_media_type(syntax)
     accept = request.headers.get("accept", "")

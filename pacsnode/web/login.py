@@ -6,6 +6,8 @@ so no cross-site request can change data. Wrong passwords are audited and thrott
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -32,12 +34,33 @@ LANDING = {"physician": "/patients", "qc": "/qc", "programme": "/report", "admin
 RETURN_PAGES = frozenset({"/viewer/", *LANDING.values()})
 
 
+AUDIT_INTERVAL = 10.0  # seconds between two audited refusals of one address and reason (not wrong passwords)
+
+
 class Login:
     """The login routes of one node's web service."""
 
     def __init__(self, web: "Web") -> None:
         self.web = web
         self.throttle = accounts.Throttle(web.store)
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
+        self._refusal_lock = threading.Lock()
+
+    def _refused(self, who: str, reason: str, host: str) -> None:
+        """Audit a refusal that costs the client nothing (locked out, another origin, too large) at
+        most once per address and reason per interval, with how many were not written: each is one
+        request, and a flood of them must not become a flood of audit rows. A wrong password is
+        always audited (the throttle allows a few per address and user)."""
+        now = time.monotonic()
+        with self._refusal_lock:
+            last, skipped = self._refusals.get((host, reason), (-AUDIT_INTERVAL, 0))
+            if now - last < AUDIT_INTERVAL:
+                self._refusals[(host, reason)] = (last, skipped + 1)
+                return
+            if len(self._refusals) > 10_000:
+                self._refusals.clear()
+            self._refusals[(host, reason)] = (now, 0)
+        self.web.node.web_events.login_refused(who, reason, host, skipped)
 
     def form(self, request: Request) -> Response:
         """The login form in the user's language; a person already signed in goes on to their page."""
@@ -51,11 +74,15 @@ class Login:
     async def submit(self, request: Request) -> Response:
         host = request.client.host if request.client else ""
         origin = request.headers.get("origin", "")
+        refusal = None
         if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
-            raise HttpError(403, "login from another origin refused")
+            refusal = HttpError(403, "login from another origin refused")  # a cross-site form (login CSRF)
         declared = request.headers.get("content-length", "")
-        if not declared.isdigit() or int(declared) > MAX_LOGIN_BODY:
-            raise HttpError(413, "login form too large or without Content-Length")
+        if refusal is None and (not declared.isdigit() or int(declared) > MAX_LOGIN_BODY):
+            refusal = HttpError(413, "login form too large or without Content-Length")
+        if refusal is not None:  # refused unread, and audited like every refusal (THREATS.md rule 10)
+            await run_in_threadpool(self._refused, "", refusal.message, host)
+            raise refusal
         form = await request.form(max_files=0, max_fields=4)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         browser = "text/html" in request.headers.get("accept", "")  # a form post, not a script
@@ -74,7 +101,7 @@ class Login:
         who = name[:64]
         claim = self.throttle.claim(f"user:{who}", f"host:{host}")
         if claim is None:
-            self.web.node.web_events.login_refused(who, "too many failed logins", host)
+            self._refused(who, "too many failed logins", host)
             raise HttpError(429, "too many failed logins; try again later")
         if not accounts.verify(self.web.store, name, password):
             self.web.node.web_events.login_refused(who, "wrong user name or password", host)

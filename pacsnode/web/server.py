@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from pacsnode.node import Node
+from pacsnode.web import guarded_http
 from pacsnode.web.app import create_app
 
 LOGGER = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ LOGGER = logging.getLogger(__name__)
 class WebServer:
     """uvicorn serving ``create_app(node)`` on ``[web] host:port`` until ``stop``."""
 
-    def __init__(self, node: Node, reuse_port: bool = False, port: int | None = None) -> None:
+    def __init__(self, node: Node, reuse_port: bool = False, port: int | None = None,
+                 limits: guarded_http.Limits = guarded_http.Limits()) -> None:
         self.node = node
+        self.limits = limits
         self.host = node.config.web.host
         self.port = port if port is not None else node.config.web.port
         self.reuse_port = reuse_port
@@ -51,7 +54,9 @@ class WebServer:
         # httptools (llhttp, Node.js's parser) rather than uvicorn's pure-Python h11 protocol: with h11 a
         # small request on a keep-alive connection took ~10 ms, with httptools ~2 (bench.web frames).
         self._app = create_app(self.node)
-        config = uvicorn.Config(self._app, http="httptools", lifespan="off", log_level="warning",
+        # httptools with deadlines and a per-address cap (guarded_http.py: no slowloris)
+        http = guarded_http.protocol(self.node.web_events.connection_refused, self.limits)
+        config = uvicorn.Config(self._app, http=http, lifespan="off", log_level="warning",
                                 access_log=False,
                                 server_header=False, timeout_keep_alive=5, limit_concurrency=256)
         self._server = uvicorn.Server(config)

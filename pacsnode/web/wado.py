@@ -160,12 +160,16 @@ def multipart_frames(storage: StorageArea, path: str, runs: Sequence[Sequence[Se
 
 
 def parse_frame_list(text: str, count: int) -> list[int] | None:
-    """``1,3`` → [1, 3]; None when a number is not a frame of this instance (1-based)."""
+    """``1,3`` → [1, 3]; None when a number is not a frame of this instance (1-based) or repeats.
+
+    PS3.18 names "non-duplicate" frame numbers; a repeat would also let a short URL (``1,1,1,…``)
+    ask for ten thousand copies of one frame."""
     try:
         numbers = [int(part) for part in text.split(",")]
     except ValueError:
         return None
-    if not numbers or len(numbers) > 10_000 or any(n < 1 or n > count for n in numbers):
+    if not numbers or len(numbers) > 10_000 or any(n < 1 or n > count for n in numbers) \
+            or len(set(numbers)) != len(numbers):
         return None
     return numbers
 
