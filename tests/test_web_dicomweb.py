@@ -7,6 +7,8 @@ file (bulk data as URIs that resolve), frames equal to the pixel data, WADO-URI.
 
 from __future__ import annotations
 
+import sqlite3
+
 import io
 import json
 import time
@@ -216,6 +218,23 @@ def test_health_and_readiness_answer_without_a_token_and_wado_uri_checks_its_par
     assert get(node, wrong_series, token).status_code == 404
     jpeg = f"/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}&contentType=image/jpeg"
     assert get(node, jpeg, token).status_code == 406
+
+
+def test_readiness_names_the_part_that_fails_never_the_error(web_node: Any) -> None:
+    """/readyz answers anyone: an index error's text (PostgreSQL's names host and user) stays in the log."""
+    node, _token, _datasets = web_node
+    index_file = node.home / "index.sqlite"
+    with sqlite3.connect(index_file) as db:
+        db.execute("ALTER TABLE migrations RENAME TO migrations_away")
+    try:
+        answer = get(node, "/../readyz")
+        assert answer.status_code == 503
+        assert answer.text == "not ready: index unreachable\n"
+        assert "migrations" not in answer.text and "no such table" not in answer.text
+    finally:
+        with sqlite3.connect(index_file) as db:
+            db.execute("ALTER TABLE migrations_away RENAME TO migrations")
+    assert get(node, "/../readyz").status_code == 200
 
 
 def _listeners(port: int) -> int:

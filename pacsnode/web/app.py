@@ -399,12 +399,14 @@ class Web:
         return PlainTextResponse("ok\n")
 
     def readyz(self, _request: Request) -> Response:
+        """Anyone may ask, so the answer names the part, never the error (a PostgreSQL error names host and user)."""
         try:
             self.node.index.check_readable()
-            if not self.node.storage.available():
-                raise OSError("storage area unreachable")
-        except Exception as exc:
-            return PlainTextResponse(f"not ready: {exc}\n", status_code=503)
+        except Exception:
+            LOGGER.warning("readiness: the index does not answer", exc_info=True)
+            return PlainTextResponse("not ready: index unreachable\n", status_code=503)
+        if not self.node.storage.available():
+            return PlainTextResponse("not ready: storage area unreachable\n", status_code=503)
         return PlainTextResponse("ready\n")
 
 
