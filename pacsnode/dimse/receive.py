@@ -2,7 +2,8 @@
 
 Fragments are written straight from the association's receive buffer (no copy, hashed as
 they arrive), behind a Part 10 file meta we write ourselves; after the last fragment
-``Node.store_file`` fsyncs, places and indexes the file, and only then is Success sent.
+``Node.store_file`` fsyncs (through the receiver's still open descriptor), places and indexes
+the file, and only then is Success sent.
 Domain errors get ``statuses.store_status``, anything unexpected 0x0110, and a malformed
 request (an empty or invalid Affected SOP Instance UID) a failure status: the association
 always goes on.
@@ -112,13 +113,15 @@ class IncomingStore:
             self.discard()
             self.answer(*(self.failure or (statuses.PROCESSING_FAILURE, "dataset not received")))
             return
-        self.close()  # the storage area fsyncs it together with its folder (FileStorage.place)
+        # The descriptor stays open until the file is placed: the storage area fdatasyncs through
+        # it, together with the folder's fsync (FileStorage.place), instead of opening the file again.
+        fd = self.handle.fileno() if self.handle is not None else -1
         status, comment = statuses.SUCCESS, ""
         try:
             outcome = node.store_file(self.path, self.session.caller(),
                                       expected_sop_class=self.request.abstract_syntax,
                                       expected_sop_instance=self.sop_instance,
-                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced))
+                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced, fd))
             LOGGER.debug("C-STORE %s: %s", outcome.result.value, outcome.sop_instance_uid)
         except PacsnodeError as exc:
             LOGGER.warning("C-STORE refused: %s", exc)
@@ -128,6 +131,7 @@ class IncomingStore:
             status, comment = statuses.PROCESSING_FAILURE, f"internal error: {exc.__class__.__name__}"
         finally:
             self.path = None  # store_file consumed it
+            self.close()
         self.answer(status, comment)
 
     def answer(self, status: int, comment: str) -> None:

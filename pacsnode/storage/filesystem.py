@@ -73,9 +73,9 @@ sync_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 _FOLDER_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync-dir")
 
 
-def fsync_file_and_dir(path: Path | None, folder: Path, parents: Sequence[Path] = ()) -> None:
-    """Make the data of ``path`` (None: already synced), ``folder`` and the ``parents`` of new
-    folders durable, concurrently.
+def fsync_file_and_dir(path: Path | int | None, folder: Path, parents: Sequence[Path] = ()) -> None:
+    """Make the data of ``path`` (a descriptor open on it, or None: already synced), ``folder``
+    and the ``parents`` of new folders durable, concurrently.
 
     The file is already linked into ``folder``; both must reach the disk before the index
     row commits, in any order between them. Two syncs issued together cost about one on
@@ -86,7 +86,9 @@ def fsync_file_and_dir(path: Path | None, folder: Path, parents: Sequence[Path] 
     """
     folders = [_FOLDER_SYNCS.submit(fsync_dir, each) for each in (*parents, folder)]
     try:
-        if path is not None:
+        if isinstance(path, int):
+            sync_data(path)  # the receiver's descriptor: no open and close of the placed file (issue 13)
+        elif path is not None:
             fd = os.open(path, os.O_RDONLY)
             try:
                 sync_data(fd)
@@ -202,9 +204,9 @@ class FileStorage:
         """
         relative = self.relative_path_for(sop_instance_uid)
         final = self.root / relative  # built from a validated UID and hex digits: nothing to resolve
-        data_synced = True
+        data_synced, data_fd = True, -1
         if received is not None and received.size == temp_path.stat().st_size:
-            size, sha256 = received.size, received.sha256
+            size, sha256, data_fd = received.size, received.sha256, received.fd
             data_synced = received.synced or not self.fsync  # else synced below, with the folder
         else:
             size, sha256 = self._hash_and_sync(temp_path)
@@ -228,7 +230,7 @@ class FileStorage:
             finally:
                 os.unlink(staging)
         if self.fsync:
-            fsync_file_and_dir(None if data_synced else temp_path, final.parent,
+            fsync_file_and_dir(None if data_synced else data_fd if data_fd >= 0 else temp_path, final.parent,
                                parents=[folder.parent for folder in new_folders])
         os.unlink(temp_path)
         return StoredFile(relative, size, sha256)
