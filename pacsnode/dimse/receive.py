@@ -16,7 +16,6 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO
 
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.dimse import pdu, statuses
@@ -62,7 +61,7 @@ class IncomingStore:
         self.sop_class = sop_class
         self.sop_instance = sop_instance
         self.path: Path | None = None
-        self.handle: BinaryIO | None = None
+        self.fd = -1  # the temporary file's descriptor, written with os.write (no file object: no fstat)
         self.failure: tuple[int, str] | None = None  # set: sink the dataset, then answer this
         self.digest = hashlib.sha256()  # hashed as it arrives: the storage area need not read it back
         self.size = 0
@@ -71,18 +70,18 @@ class IncomingStore:
     def open(self, path: Path, fd: int, header: bytes) -> None:
         """Take over ``path`` and its descriptor ``fd`` (closed in close/discard), write ``header``."""
         self.path = path
-        self.handle = os.fdopen(fd, "wb", buffering=0)
+        self.fd = fd
         self.write(memoryview(header))
 
     def write(self, fragment: memoryview) -> None:
-        if self.handle is None:
+        if self.fd < 0:
             return
         try:
             written = 0
             self.digest.update(fragment)
             self.size += len(fragment)
             while written < len(fragment):
-                written += self.handle.write(fragment[written:]) or 0
+                written += os.write(self.fd, fragment[written:])
         except OSError as exc:
             LOGGER.error("cannot write the received dataset: %s", exc)
             self.discard()
@@ -90,15 +89,15 @@ class IncomingStore:
 
     def close(self, sync: bool = False) -> None:
         """Close the file; with ``sync``, fsync it first on the open descriptor (saves a reopen)."""
-        if self.handle is not None:
+        if self.fd >= 0:
             if sync:
                 try:
-                    os.fsync(self.handle.fileno())
+                    os.fsync(self.fd)
                     self.synced = True
                 except OSError:
                     self.synced = False
-            self.handle.close()
-            self.handle = None
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
     def discard(self) -> None:
         self.close()
@@ -115,7 +114,7 @@ class IncomingStore:
             return
         # The descriptor stays open until the file is placed: the storage area fdatasyncs through
         # it, together with the folder's fsync (FileStorage.place), instead of opening the file again.
-        fd = self.handle.fileno() if self.handle is not None else -1
+        fd = self.fd
         status, comment = statuses.SUCCESS, ""
         try:
             outcome = node.store_file(self.path, self.session.caller(),
