@@ -130,6 +130,9 @@ class ReceivedFile:
     sha256: str
     size: int
     synced: bool = False
+    #: the receiver's descriptor of the file, open until ``place`` returns (-1: none): the
+    #: storage area syncs the data through it instead of opening the file again
+    fd: int = -1
 
 
 @dataclass(frozen=True)

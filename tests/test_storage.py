@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from pacsnode.errors import InvalidInstance, StorageFull
+from pacsnode.model import ReceivedFile
 from pacsnode.storage.filesystem import FileStorage, sha256_of
 
 UID = "1.2.826.0.1.3680043.10.1078.3.1.1.1"
@@ -55,6 +59,52 @@ def test_second_copy_of_a_uid_never_overwrites_the_first(storage: FileStorage, t
     assert Path(second.relative_path).parent == Path(first.relative_path).parent
     assert second.relative_path.endswith(".dcm")
     assert sorted(storage.walk()) == sorted([first.relative_path, second.relative_path])
+
+
+def test_place_makes_only_the_missing_folders_and_refuses_a_missing_temp_file(storage: FileStorage,
+                                                                              tmp_path: Path) -> None:
+    """The link is tried first and the folders made when it finds them missing (issue 13): a temp
+    file that is gone is an error, after one attempt with the folders made, not a loop."""
+    gone = temp_file(tmp_path, b"x", "gone.dcm")
+    received = ReceivedFile(hashlib.sha256(b"x").hexdigest(), 1)
+    gone.unlink()
+    with pytest.raises(FileNotFoundError):
+        storage.place(gone, UID, received)
+    with pytest.raises(FileNotFoundError):
+        storage._link_unique(str(gone), storage.relative_path_for(UID), [])  # past the size check
+    assert (storage.root / storage.relative_path_for(UID)).parent.is_dir()
+    other = "1.2.826.0.1.3680043.10.1078.3.1.1.2"
+    storage.place(temp_file(tmp_path, b"one"), UID)
+    storage.place(temp_file(tmp_path, b"two"), other)
+    assert sorted(storage.walk()) == sorted([storage.relative_path_for(UID), storage.relative_path_for(other)])
+    folder = os.path.dirname(os.path.join(storage.root, storage.relative_path_for(other)))
+    assert storage._make_missing(folder) == [os.path.dirname(folder), folder]  # "made by another": both synced
+    shutil.rmtree(storage.root)
+    with pytest.raises(FileNotFoundError):  # a storage root that is gone is not made again
+        storage.place(temp_file(tmp_path, b"three"), "1.2.826.0.1.3680043.10.1078.3.1.1.4")
+    assert not storage.root.exists()
+
+
+def test_place_syncs_through_the_receivers_descriptor_and_copies_across_filesystems(tmp_path: Path) -> None:
+    """fsync = true with the receiver's open descriptor; a temp file on another filesystem (tmpfs)
+    is copied next to its place and linked from there (EXDEV), its folders made first."""
+    storage = FileStorage(tmp_path / "storage", fsync=True)
+    data = b"received bytes " * 100
+    temp = temp_file(tmp_path, data)
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        stored = storage.place(temp, UID, ReceivedFile(hashlib.sha256(data).hexdigest(), len(data), False, fd))
+    finally:
+        os.close(fd)
+    assert (storage.root / stored.relative_path).read_bytes() == data and not temp.exists()
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem to receive on")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        foreign = Path(elsewhere) / "incoming.dcm"
+        foreign.write_bytes(b"from tmpfs")
+        other = storage.place(foreign, "1.2.826.0.1.3680043.10.1078.3.1.1.3")
+        assert (storage.root / other.relative_path).read_bytes() == b"from tmpfs" and not foreign.exists()
+    assert not [p for p in storage.walk() if p.endswith(".part")]
 
 
 def test_remove_deletes_the_file_and_tolerates_a_missing_one(storage: FileStorage, tmp_path: Path) -> None:

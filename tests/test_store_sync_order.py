@@ -7,7 +7,8 @@ association, and checks for every instance, between linking its file into the st
 and sending its C-STORE-RSP:
 
 1. the file's data is synced (``fdatasync``/``fsync``) and its folder is fsync'ed (the link),
-   and so is the parent of any folder made for it (the folder's own name);
+   and so is the parent of any folder made for it (the folder's own name); the data is synced
+   through the receiver's descriptor, not by opening the file again;
 2. the index's WAL is written only after both completed (a row is never on disk before its
    file: a power cut in between would leave a row pointing at nothing, and a retry under
    ``keep-first`` would be answered "duplicate" with no file behind it);
@@ -116,7 +117,7 @@ def instances(folder: Path, count: int) -> list[Path]:
 def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: Path) -> None:
     trace = tmp_path / "serve.strace"
     command = [str(STRACE), "-f", "--seccomp-bpf", "-ttt", "-T", "-y", "-qq", "-o", str(trace),
-               "-e", "trace=link,linkat,mkdir,mkdirat,fsync,fdatasync,sendto,pwrite64,write", *PACSNODE]
+               "-e", "trace=link,linkat,mkdir,mkdirat,fsync,fdatasync,sendto,pwrite64,write,open,openat", *PACSNODE]
     node = NodeProcess(tmp_path / "home", command=command, start_timeout=60)
     node.init()
     node.configure("store", "fsync", True)
@@ -142,6 +143,8 @@ def test_success_is_sent_after_file_folder_then_index_reach_the_disk(tmp_path: P
         data = [c for c in window if c.name in ("fdatasync", "fsync") and c.fd_path in (temp, final)]
         dirs = [c for c in window if c.name == "fsync" and c.fd_path == folder]
         assert data, f"no sync of {final}'s data before its C-STORE-RSP"
+        reopened = [c for c in window if c.name in ("open", "openat") and (temp in c.text or final in c.text)]
+        assert not reopened, f"{final} was opened again to sync it: the receiver's descriptor was not used"
         assert dirs, f"no fsync of {folder} before the C-STORE-RSP of {final}"
         on_disk = max(min(c.end for c in data), min(c.end for c in dirs))
         made = [re.findall(r'"([^"]+)"', c.text)[0] for c in calls

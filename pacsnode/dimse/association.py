@@ -28,6 +28,7 @@ from pacsnode.dimse import pdu, policy
 from pacsnode.dimse.lean_find import CancelWatch, PeerAborted
 from pacsnode.dimse.services import SERVICES, discard_sink
 from pacsnode.dimse.session import Request, Sink
+from pacsnode.dimse.wire_reader import WireReader
 from pacsnode.model import Caller
 from pacsnode.node import Node
 
@@ -79,6 +80,8 @@ class Association:
         self._sink: Sink | None = None
         self._sink_context = -1
         self._header = bytearray(pdu.HEADER_SIZE)
+        sock.settimeout(self._pdu_timeout)  # sends wait at most this; reads bring their own (WireReader)
+        self._reader = WireReader(sock)
         self._watch = CancelWatch(sock, self._read_whole_pdu)
         self._cancel_seen: set[int] = set()
         self._message_id = 0
@@ -326,8 +329,7 @@ class Association:
         """
         view = memoryview(self._header)
         idle = self._idle_timeout if idle_deadline is None else max(0.001, idle_deadline - time.monotonic())
-        self.sock.settimeout(idle)
-        count = self.sock.recv_into(view, pdu.HEADER_SIZE)
+        count = self._reader.recv_into(view, idle)
         if not count:
             return None
         deadline = time.monotonic() + self._pdu_timeout
@@ -343,13 +345,12 @@ class Association:
 
     def _recv_exact(self, target: memoryview, deadline: float) -> bool:
         """Fill ``target`` before ``deadline``; False if the peer closed first."""
-        got, size, recv_into = 0, len(target), self.sock.recv_into
+        got, size, recv_into, idle = 0, len(target), self._reader.recv_into, self._idle_timeout
         while got < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("PDU not complete within the PDU deadline")
-            self.sock.settimeout(min(remaining, self._idle_timeout))
-            count = recv_into(target[got:], size - got)
+            count = recv_into(target[got:], min(remaining, idle))
             if not count:
                 return False
             got += count

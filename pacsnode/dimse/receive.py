@@ -2,7 +2,8 @@
 
 Fragments are written straight from the association's receive buffer (no copy, hashed as
 they arrive), behind a Part 10 file meta we write ourselves; after the last fragment
-``Node.store_file`` fsyncs, places and indexes the file, and only then is Success sent.
+``Node.store_file`` fsyncs (through the receiver's still open descriptor), places and indexes
+the file, and only then is Success sent.
 Domain errors get ``statuses.store_status``, anything unexpected 0x0110, and a malformed
 request (an empty or invalid Affected SOP Instance UID) a failure status: the association
 always goes on.
@@ -15,7 +16,6 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO
 
 from pacsnode.dicom.extract import is_valid_uid
 from pacsnode.dimse import pdu, statuses
@@ -61,7 +61,7 @@ class IncomingStore:
         self.sop_class = sop_class
         self.sop_instance = sop_instance
         self.path: Path | None = None
-        self.handle: BinaryIO | None = None
+        self.fd = -1  # the temporary file's descriptor, written with os.write (no file object: no fstat)
         self.failure: tuple[int, str] | None = None  # set: sink the dataset, then answer this
         self.digest = hashlib.sha256()  # hashed as it arrives: the storage area need not read it back
         self.size = 0
@@ -70,18 +70,18 @@ class IncomingStore:
     def open(self, path: Path, fd: int, header: bytes) -> None:
         """Take over ``path`` and its descriptor ``fd`` (closed in close/discard), write ``header``."""
         self.path = path
-        self.handle = os.fdopen(fd, "wb", buffering=0)
+        self.fd = fd
         self.write(memoryview(header))
 
     def write(self, fragment: memoryview) -> None:
-        if self.handle is None:
+        if self.fd < 0:
             return
         try:
             written = 0
             self.digest.update(fragment)
             self.size += len(fragment)
             while written < len(fragment):
-                written += self.handle.write(fragment[written:]) or 0
+                written += os.write(self.fd, fragment[written:])
         except OSError as exc:
             LOGGER.error("cannot write the received dataset: %s", exc)
             self.discard()
@@ -89,15 +89,15 @@ class IncomingStore:
 
     def close(self, sync: bool = False) -> None:
         """Close the file; with ``sync``, fsync it first on the open descriptor (saves a reopen)."""
-        if self.handle is not None:
+        if self.fd >= 0:
             if sync:
                 try:
-                    os.fsync(self.handle.fileno())
+                    os.fsync(self.fd)
                     self.synced = True
                 except OSError:
                     self.synced = False
-            self.handle.close()
-            self.handle = None
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
     def discard(self) -> None:
         self.close()
@@ -112,13 +112,15 @@ class IncomingStore:
             self.discard()
             self.answer(*(self.failure or (statuses.PROCESSING_FAILURE, "dataset not received")))
             return
-        self.close()  # the storage area fsyncs it together with its folder (FileStorage.place)
+        # The descriptor stays open until the file is placed: the storage area fdatasyncs through
+        # it, together with the folder's fsync (FileStorage.place), instead of opening the file again.
+        fd = self.fd
         status, comment = statuses.SUCCESS, ""
         try:
             outcome = node.store_file(self.path, self.session.caller(),
                                       expected_sop_class=self.request.abstract_syntax,
                                       expected_sop_instance=self.sop_instance,
-                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced))
+                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced, fd))
             LOGGER.debug("C-STORE %s: %s", outcome.result.value, outcome.sop_instance_uid)
         except PacsnodeError as exc:
             LOGGER.warning("C-STORE refused: %s", exc)
@@ -128,6 +130,7 @@ class IncomingStore:
             status, comment = statuses.PROCESSING_FAILURE, f"internal error: {exc.__class__.__name__}"
         finally:
             self.path = None  # store_file consumed it
+            self.close()
         self.answer(status, comment)
 
     def answer(self, status: int, comment: str) -> None:

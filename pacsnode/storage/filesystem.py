@@ -55,7 +55,7 @@ def check_quota(quota_bytes: int, incoming_bytes: int, used_bytes: int) -> None:
         raise StorageFull(f"storage quota of {quota_bytes} bytes reached")
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -73,9 +73,9 @@ sync_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 _FOLDER_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync-dir")
 
 
-def fsync_file_and_dir(path: Path | None, folder: Path, parents: Sequence[Path] = ()) -> None:
-    """Make the data of ``path`` (None: already synced), ``folder`` and the ``parents`` of new
-    folders durable, concurrently.
+def fsync_file_and_dir(path: Path | int | None, folder: Path | str, parents: Sequence[Path | str] = ()) -> None:
+    """Make the data of ``path`` (a descriptor open on it, or None: already synced), ``folder``
+    and the ``parents`` of new folders durable, concurrently.
 
     The file is already linked into ``folder``; both must reach the disk before the index
     row commits, in any order between them. Two syncs issued together cost about one on
@@ -86,7 +86,9 @@ def fsync_file_and_dir(path: Path | None, folder: Path, parents: Sequence[Path] 
     """
     folders = [_FOLDER_SYNCS.submit(fsync_dir, each) for each in (*parents, folder)]
     try:
-        if path is not None:
+        if isinstance(path, int):
+            sync_data(path)  # the receiver's descriptor: no open and close of the placed file (issue 13)
+        elif path is not None:
             fd = os.open(path, os.O_RDONLY)
             try:
                 sync_data(fd)
@@ -198,42 +200,53 @@ class FileStorage:
         A second copy of a UID (a replace, or a duplicate racing the first) gets a sibling
         name: the file the index points to must stay intact until the index commits, and the
         caller removes whichever copy no row points to afterwards. ``received`` (digest and
-        size from the receiver, and whether it already fsync'ed) spares reading the file back.
+        size from the receiver, whether it already fsync'ed, its open descriptor) spares
+        reading the file back and opening it again to sync it.
+
+        The link is tried first and the folders made only when it finds them missing (one
+        system call per store once the archive has its folders, instead of a stat before it),
+        on strings rather than ``Path`` objects: this runs once per instance (issue 13).
         """
         relative = self.relative_path_for(sop_instance_uid)
-        final = self.root / relative  # built from a validated UID and hex digits: nothing to resolve
-        data_synced = True
-        if received is not None and received.size == temp_path.stat().st_size:
-            size, sha256 = received.size, received.sha256
+        temp = os.fspath(temp_path)
+        data_synced, data_fd = True, -1
+        if received is not None and received.size == os.stat(temp).st_size:
+            size, sha256, data_fd = received.size, received.sha256, received.fd
             data_synced = received.synced or not self.fsync  # else synced below, with the folder
         else:
             size, sha256 = self._hash_and_sync(temp_path)
-        new_folders = self._make_folders(final.parent)
+        new_folders: list[str] = []
         try:
-            relative = self._link_unique(temp_path, relative)
+            relative = self._link_unique(temp, relative, new_folders)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise self._translate(exc) from exc
             # temp file on another filesystem: copy next to the final place, then link
-            fd, staging = tempfile.mkstemp(suffix=".part", dir=final.parent)
+            fd, staging = tempfile.mkstemp(suffix=".part", dir=os.path.dirname(self._root + relative))
             os.close(fd)
             try:
-                shutil.copyfile(temp_path, staging)
+                shutil.copyfile(temp, staging)
                 with open(staging, "rb") as handle:
                     os.fsync(handle.fileno())
-                relative = self._link_unique(Path(staging), relative)
+                relative = self._link_unique(staging, relative, new_folders)
                 data_synced = True  # the staging copy that was linked is synced
             except OSError as exc2:
                 raise self._translate(exc2) from exc2
             finally:
                 os.unlink(staging)
         if self.fsync:
-            fsync_file_and_dir(None if data_synced else temp_path, final.parent,
-                               parents=[folder.parent for folder in new_folders])
-        os.unlink(temp_path)
+            fsync_file_and_dir(None if data_synced else data_fd if data_fd >= 0 else temp_path,
+                               os.path.dirname(self._root + relative),
+                               parents=[os.path.dirname(folder) for folder in new_folders])
+        os.unlink(temp)
         return StoredFile(relative, size, sha256)
 
-    def _make_folders(self, folder: Path) -> list[Path]:
+    @property
+    def _root(self) -> str:
+        """The root as a string ending in a separator: ``self._root + relative`` is a file's path."""
+        return os.path.join(self.root, "")
+
+    def _make_folders(self, folder: Path | str) -> list[Path]:
         """Create ``folder`` and whichever of its parents under the root are missing; returns those
         that were missing (whoever created them), outermost first.
 
@@ -242,6 +255,7 @@ class FileStorage:
         association is creating at the same moment counts as missing here, so this store syncs
         its parent itself rather than trusting the other store to do it before this one commits.
         """
+        folder = Path(folder)
         if folder.is_dir():  # the usual case once the archive has its 65k folders
             return []
         missing: list[Path] = []
@@ -263,15 +277,46 @@ class FileStorage:
                 os.fsync(handle.fileno())
         return size, digest.hexdigest()
 
-    def _link_unique(self, source: Path, relative: str) -> str:
-        """Hard-link ``source`` at ``relative``, or at a fresh sibling name when that exists (atomic)."""
-        candidate = relative
+    def _link_unique(self, source: str, relative: str, new_folders: list[str]) -> str:
+        """Hard-link ``source`` at ``relative``, or at a fresh sibling name when that exists (atomic).
+
+        The folders are made when the link finds them missing; the ones missing then are
+        appended to ``new_folders``, outermost first, whoever made them: one that another store
+        made meanwhile counts too (see ``_make_folders``), so that its name is synced here.
+        """
+        candidate, root, made = relative, self._root, False
         while True:
             try:
-                os.link(source, self.root / candidate)
+                os.link(source, root + candidate)
                 return candidate
             except FileExistsError:
                 candidate = sibling_name(relative)
+            except FileNotFoundError:
+                if made:
+                    raise  # the folders are there: the temp file is missing
+                made = True
+                new_folders.extend(self._make_missing(os.path.dirname(root + candidate)))
+
+    def _make_missing(self, folder: str) -> list[str]:
+        """``_make_folders`` for a folder a link found missing, with one mkdir per folder made and
+        no stat: returns ``folder`` and whichever of its parents were missing, outermost first.
+        A folder another store made meanwhile counts as missing, and so does its parent."""
+        try:
+            os.mkdir(folder)
+            return [folder]
+        except FileExistsError:  # made by another store since our link: sync both names here too
+            parent = os.path.dirname(folder)
+            return [folder] if parent == os.fspath(self.root) else [parent, folder]
+        except FileNotFoundError:
+            parent = os.path.dirname(folder)
+            if parent == os.fspath(self.root):
+                raise  # the storage root itself is gone: not ours to make again
+            made = self._make_missing(parent)
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                pass
+            return [*made, folder]
 
     def check_room(self, incoming_bytes: int, used_bytes: int) -> None:
         """Raise StorageFull when the quota or the disk cannot take ``incoming_bytes`` more."""
