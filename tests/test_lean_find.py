@@ -455,6 +455,29 @@ def test_each_pending_response_is_one_pdu(site: Site) -> None:
         scu.close()
 
 
+def test_a_peer_with_nagle_on_is_not_held_by_our_delayed_ack(site: Site) -> None:
+    """DCMTK without TCP_NODELAY writes each PDU's 12 header bytes, then the rest, Nagle on: the rest waits for
+    our ACK of the header. A reader that waits mid-PDU must ACK at once (TCP_QUICKACK), not after the kernel's
+    delayed-ACK timer (40 ms at least on Linux): each request cost 40+ ms before. The bound is half of that."""
+    scu = RawFindScu(site.port)  # Nagle stays on, as in DCMTK's tools by default
+    try:
+        took = []
+        for message_id in range(1, 12):
+            request = scu.find_request(encoded(study_query(PatientID="P001")), message_id)
+            began = time.perf_counter()
+            at = 0
+            while at < len(request):  # each PDU as DCMTK writes it: header and PDV header, then the rest
+                length = pdu.HEADER.unpack_from(request, at)[1]
+                scu.sock.send(request[at:at + 12])
+                scu.sock.sendall(request[at + 12:at + 6 + length])
+                at += 6 + length
+            assert scu.responses()[-1][0].us(pdu.STATUS) == 0
+            took.append(time.perf_counter() - began)
+        assert sorted(took)[len(took) // 2] < 0.020, [round(t * 1000, 1) for t in took]
+    finally:
+        scu.close()
+
+
 def test_release_while_a_find_runs_is_answered_after_it(site: Site) -> None:
     site.node.slow = True
     try:
