@@ -28,6 +28,10 @@
    by tens of ms; the client's CPU difference plus the server's CPU per request (4.) is what the
    single-shot difference comes to on an idle machine, and the bench prints that sum last.
 
+6. Raw-socket single shots (``--raw N``): the same C-ECHO and exact Patient ID C-FIND as whole
+   associations from this process's own socket, no client process to start, alternating: the
+   server's part of the single-shot difference in wall time.
+
 Targets: exact Patient ID ≤ echo floor + 5 ms; the name prefix ≤ 0.5 × Orthanc.
 """
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,8 +51,8 @@ from typing import Callable, Iterator
 
 from bench.common import ROOT, dcmtk, free_port, median, orthanc_server, print_table
 from bench.node_process import NodeProcess
-from bench.query import (FAMILIES, INSTITUTION, cli, count_matches, findscu_args, orthanc_loaded, run_timed, set_toml,
-                         study)
+from bench.query import (FAMILIES, INSTITUTION, RETURN_KEYS, cli, count_matches, findscu_args, orthanc_loaded,
+                         run_timed, set_toml, study)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from engines import start_postgres  # noqa: E402
@@ -140,6 +145,72 @@ def measure(servers: list[tuple[str, int, str]], studies: int, runs: int,
                      *(median(samples[name]) * 1000 for name, _, _ in servers)])
         cpu_rows.append([figure, *(median(clients[name]) * 1000 for name, _, _ in servers)])
     return rows, cpu_rows
+
+
+def raw_association(port: int, aec: str, identifier: bytes | None) -> float:
+    """Seconds of one whole association from a raw socket (no client process): connect, A-ASSOCIATE,
+    one C-ECHO (``identifier`` None, calling ECHOSCU) or one Study Root C-FIND with ``identifier``
+    (calling FINDSCU), every response, release. What is left of a single shot without DCMTK's start-up."""
+    from pacsnode.dimse import pdu
+
+    find = identifier is not None
+    abstract = "1.2.840.10008.5.1.4.1.2.2.1" if find else "1.2.840.10008.1.1"
+    rq = pdu.AssociateRQ(aec, "FINDSCU" if find else "ECHOSCU",
+                         (pdu.PresentationContextRQ(1, abstract, ("1.2.840.10008.1.2.1",)),),
+                         pdu.UserInformation(maximum_length=16384, implementation_class_uid="1.2.826.0.1.3680043.10.1078"))
+    command = pdu.encode_command({pdu.AFFECTED_SOP_CLASS_UID: abstract, pdu.MESSAGE_ID: 1,
+                                  pdu.COMMAND_FIELD: pdu.C_FIND_RQ if find else pdu.C_ECHO_RQ, pdu.PRIORITY: 0,
+                                  pdu.COMMAND_DATASET_TYPE: 1 if find else pdu.NO_DATASET})
+    request = pdu.encode_message(1, command, identifier, 16384)
+    began = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def read() -> pdu.PDU:
+            header = sock.recv(pdu.HEADER_SIZE, socket.MSG_WAITALL)
+            body = sock.recv(pdu.HEADER.unpack(header)[1], socket.MSG_WAITALL) if len(header) == 6 else b""
+            return pdu.decode(header + body)
+
+        sock.sendall(rq.encode())
+        if not isinstance(read(), pdu.AssociateAC):
+            raise RuntimeError(f"{aec} on port {port} did not accept the association")
+        sock.sendall(request)
+        while True:  # until the final response (a command whose status is not Pending)
+            message = read()
+            if not isinstance(message, pdu.PDataTF):
+                raise RuntimeError(f"unexpected {type(message).__name__} from port {port}")
+            finals = [pdv for pdv in message.pdvs if pdv.is_command and pdv.is_last
+                      and pdu.decode_command(pdv.data).us(pdu.STATUS) not in (0xFF00, 0xFF01)]
+            if finals:
+                break
+        sock.sendall(pdu.ReleaseRQ().encode())
+        read()
+    return time.perf_counter() - began
+
+
+def raw_single_shots(port: int, aec: str, studies: int, runs: int) -> tuple[float, float]:
+    """Median seconds of ``runs`` raw-socket associations each, alternating: C-ECHO, and the exact
+    Patient ID C-FIND with findscu's keys (bench.query's return keys), Explicit VR Little Endian."""
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    keys = figures(studies)[1][1]
+    assert keys is not None
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for key in [*keys, *(k for k in RETURN_KEYS if k not in {x.partition("=")[0] for x in keys})]:
+        name, _, value = key.partition("=")
+        setattr(ds, name, value)
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    write_dataset(buffer, ds)
+    echo: list[float] = []
+    find: list[float] = []
+    for _ in range(runs):
+        echo.append(raw_association(port, aec, None))
+        find.append(raw_association(port, aec, buffer.getvalue()))
+    return median(echo), median(find)
 
 
 def tree_cpu(pid: int | None) -> float | None:
@@ -255,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-reference", action="store_true", help="no dcmqrscp column (client-side floor)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs of each figure on each server first "
                                                                  "(a fresh node plans a statement at its first ten uses)")
+    parser.add_argument("--raw", type=int, default=100, help="raw-socket single-shot associations of each kind "
+                                                              "(no client process; 0: skip them)")
     parser.add_argument("--repeat", type=int, default=50, help="requests per association for the per-request "
                                                                 "figures (0: skip them)")
     args = parser.parse_args(argv)
@@ -291,8 +364,12 @@ def main(argv: list[str] | None = None) -> None:
         notes.append(f"each figure ran {args.warmup} times on every server before the {args.runs} timed runs")
         measured = [server for server in servers if server[0] != "dcmqrscp"]
         extra = per_request(measured, args.studies, max(3, args.runs // 2), args.repeat, pids) if args.repeat else []
+        raw = raw_single_shots(port, "PACSNODE", args.studies, args.raw) if args.raw else None
     notes.append(f"total bench time {time.perf_counter() - started:.0f} s")
     report(rows, [name for name, _, _ in servers], args.runs, notes)
+    if raw is not None:
+        print(f"\nRaw-socket single shots against pacsnode (no client process; median of {args.raw} each): echo "
+              f"{raw[0] * 1000:.2f} ms, exact Patient ID {raw[1] * 1000:.2f} ms, find − echo {(raw[1] - raw[0]) * 1000:+.2f} ms")
     server = extra[1][1] if extra else None
     report_cpu(cpu_rows, [name for name, _, _ in servers], float(server) if server is not None else None)  # type: ignore[arg-type]
     if extra:
