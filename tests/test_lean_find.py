@@ -458,19 +458,24 @@ def test_each_pending_response_is_one_pdu(site: Site) -> None:
 def test_a_peer_with_nagle_on_is_not_held_by_our_delayed_ack(site: Site) -> None:
     """DCMTK without TCP_NODELAY writes each PDU's 12 header bytes, then the rest, Nagle on: the rest waits for
     our ACK of the header. A reader that waits mid-PDU must ACK at once (TCP_QUICKACK), not after the kernel's
-    delayed-ACK timer (40 ms at least on Linux): each request cost 40+ ms before. The bound is half of that."""
-    scu = RawFindScu(site.port)  # Nagle stays on, as in DCMTK's tools by default
+    delayed-ACK timer (40 ms or more on Linux): each request cost 40+ ms before. C-ECHOs, so that only the
+    reader's wake-ups are timed, not a query; the bound is half the delayed-ACK timer."""
+    sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)  # Nagle stays on, as in DCMTK's tools
+    scu = RawFindScu.__new__(RawFindScu)
+    scu.sock, scu.max_pdu = sock, 16384
     try:
+        rq = pdu.AssociateRQ("PACSNODE", "ECHOSCU", (pdu.PresentationContextRQ(1, str(Verification), (EXPLICIT,)),),
+                             pdu.UserInformation(maximum_length=16384, implementation_class_uid="1.2.3.4"))
+        sock.sendall(rq.encode())
+        assert isinstance(scu.read_pdu(), pdu.AssociateAC)
         took = []
         for message_id in range(1, 12):
-            request = scu.find_request(encoded(study_query(PatientID="P001")), message_id)
+            command = pdu.encode_command({pdu.AFFECTED_SOP_CLASS_UID: str(Verification), pdu.MESSAGE_ID: message_id,
+                                          pdu.COMMAND_FIELD: 0x0030, pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET})
+            request = pdu.encode_message(1, command, None, 0)
             began = time.perf_counter()
-            at = 0
-            while at < len(request):  # each PDU as DCMTK writes it: header and PDV header, then the rest
-                length = pdu.HEADER.unpack_from(request, at)[1]
-                scu.sock.send(request[at:at + 12])
-                scu.sock.sendall(request[at + 12:at + 6 + length])
-                at += 6 + length
+            sock.send(request[:12])  # as DCMTK writes a PDU: its header and PDV header, then the rest
+            sock.sendall(request[12:])
             assert scu.responses()[-1][0].us(pdu.STATUS) == 0
             took.append(time.perf_counter() - began)
         assert sorted(took)[len(took) // 2] < 0.020, [round(t * 1000, 1) for t in took]
