@@ -483,6 +483,33 @@ def test_a_peer_with_nagle_on_is_not_held_by_our_delayed_ack(site: Site) -> None
         scu.close()
 
 
+def test_a_small_answer_is_one_write_and_a_large_one_starts_with_two_matches(site: Site) -> None:
+    """Up to two matches (an exact Patient ID) and the final response go out in one write, one wake-up of the
+    peer; a larger answer sends its first two matches at once, then batches of about BATCH_BYTES."""
+    from pacsnode.dimse.lean_find import FindRequest, FindService
+
+    def pdus_in(data: bytes) -> int:
+        count, at = 0, 0
+        while at < len(data):
+            at += pdu.HEADER_SIZE + pdu.HEADER.unpack_from(data, at)[1]
+            count += 1
+        return count
+
+    writes: list[bytes] = []
+    service = FindService(site.node, writes.append, lambda _message_id: False, 16384)
+    caller = site.node.identify("FINDSCU", "127.0.0.1")
+    for patient_id, matches in (("P001", 2), ("CROWD", CROWD)):
+        writes.clear()
+        request = FindRequest(1, 7, STUDY_FIND)
+        request.identifier += encoded(study_query(PatientID=patient_id))
+        assert service.answer(request, caller, EXPLICIT, False) == 0
+        assert sum(pdus_in(w) for w in writes) == matches + 1  # one P-DATA-TF per pending response, the final
+        if matches <= 2:
+            assert len(writes) == 1
+        else:
+            assert pdus_in(writes[0]) == 2 and len(writes) > 2
+
+
 def test_release_while_a_find_runs_is_answered_after_it(site: Site) -> None:
     site.node.slow = True
     try:
