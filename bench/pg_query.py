@@ -16,7 +16,8 @@
    (``WANGAN*``: 1% of the patients, ~1000 studies at 100k studies). Each figure first runs
    ``--warmup`` times on every server, untimed (a node started seconds ago plans each statement at
    each of its first ten uses on a pool connection; a node in service has long done so).
-   The DCMTK client's CPU per run is taken too (rusage: exact, not stretched by a load spike).
+   The DCMTK client's CPU per run is taken too (rusage: no waiting for a core in it, though
+   contention still inflates it: at load 10-13 findscu − echoscu ranged +1.6 to +8 ms).
 
 4. Per request: ``findscu --repeat N`` minus ``echoscu --repeat N`` on one association, divided by N:
    the server's own cost of a C-FIND over a C-ECHO, without the process start-up noise.
@@ -300,7 +301,7 @@ def report(rows: list[list[object]], names: list[str], runs: int, notes: list[st
 
 
 def report_cpu(rows: list[list[object]], names: list[str], server: float | None) -> None:
-    """The DCMTK client's CPU per single shot (rusage: exact, and not stretched by a load spike), and
+    """The DCMTK client's CPU per single shot (rusage: no waiting for a core in it; contention still inflates it), and
     what the exact Patient ID's single shot would take over the echo on an idle machine: the client's
     CPU difference plus the server's (node and PostgreSQL, per request on one association: the
     association itself costs a C-FIND's and a C-ECHO's alike)."""
