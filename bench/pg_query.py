@@ -1,6 +1,6 @@
 """C-FIND on a PostgreSQL index at 1M instances against Orthanc on SQLite (issue 16 targets), same run.
 
-    .venv/bin/python -m bench.pg_query [--studies 100000] [--per-study 10] [--runs 9]
+    .venv/bin/python -m bench.pg_query [--studies 100000] [--per-study 10] [--runs 9] [--warmup 10]
                                        [--orthanc-data /tmp/query-bench/orthanc100k] [--url URL]
 
 1. A throw-away PostgreSQL (``tests/engines.start_postgres``, durable settings) gets ``--studies`` ×
@@ -13,7 +13,11 @@
 3. For each figure both servers answer ``--runs`` times, alternating (a load spike on this shared
    machine hits both); the median wall time of the DCMTK process is reported: ``echoscu`` (the
    floor: process start, association, release), an exact Patient ID, a Patient Name prefix
-   (``WANGAN*``: 1% of the patients, ~1000 studies at 100k studies).
+   (``WANGAN*``: 1% of the patients, ~1000 studies at 100k studies). Each figure first runs
+   ``--warmup`` times on every server, untimed (a node started seconds ago plans each statement at
+   each of its first ten uses on a pool connection; a node in service has long done so).
+   The DCMTK client's CPU per run is taken too (rusage: no waiting for a core in it, though
+   contention still inflates it: at load 10-13 findscu − echoscu ranged +1.6 to +8 ms).
 
 4. Per request: ``findscu --repeat N`` minus ``echoscu --repeat N`` on one association, divided by N:
    the server's own cost of a C-FIND over a C-ECHO, without the process start-up noise.
@@ -21,7 +25,13 @@
    DCMTK's ``dcmqrscp`` on an empty database (a C-FIND that costs its server next to nothing),
    alternating with the others. ``findscu`` starts and negotiates more than ``echoscu`` (~20-50 ms
    here under load): that part of "pacsnode − its floor" is the client's, not the server's, and the
-   last column takes it out.
+   last column takes it out. At a load average of 8-10 on 2 cores both single-shot columns swing
+   by tens of ms; the client's CPU difference plus the server's CPU per request (4.) is what the
+   single-shot difference comes to on an idle machine, and the bench prints that sum last.
+
+6. Raw-socket single shots (``--raw N``): the same C-ECHO and exact Patient ID C-FIND as whole
+   associations from this process's own socket, no client process to start, alternating: the
+   server's part of the single-shot difference in wall time.
 
 Targets: exact Patient ID ≤ echo floor + 5 ms; the name prefix ≤ 0.5 × Orthanc.
 """
@@ -30,18 +40,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from bench.common import ROOT, dcmtk, free_port, median, orthanc_server, print_table
 from bench.node_process import NodeProcess
-from bench.query import (FAMILIES, INSTITUTION, cli, count_matches, findscu_args, orthanc_loaded, run_timed, set_toml,
-                         study)
+from bench.query import (FAMILIES, INSTITUTION, RETURN_KEYS, cli, count_matches, findscu_args, orthanc_loaded,
+                         run_timed, set_toml, study)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from engines import start_postgres  # noqa: E402
@@ -101,19 +113,105 @@ def echo_args(port: int, aec: str) -> list[str]:
     return [dcmtk("echoscu"), "-aet", "ECHOSCU", "-aec", aec, "127.0.0.1", str(port)]
 
 
-def measure(servers: list[tuple[str, int, str]], studies: int, runs: int) -> list[list[object]]:
-    """One row per figure: median ms per server (alternating runs) and the match counts."""
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children: the DCMTK clients run so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def measure(servers: list[tuple[str, int, str]], studies: int, runs: int,
+            warmup: int) -> tuple[list[list[object]], list[list[object]]]:
+    """One row per figure: median ms per server (alternating runs) and the match counts; and one row per
+    figure of the DCMTK client process's CPU ms (median, per server).
+
+    Each figure first runs ``warmup`` times on every server, untimed: a node started seconds ago plans
+    each statement at each of its first ten uses on a pool connection (psycopg prepares it at the
+    fifth, PostgreSQL plans it generically after five more), which a node in service has long done.
+    """
     rows: list[list[object]] = []
+    cpu_rows: list[list[object]] = []
     for figure, keys in figures(studies):
         counts = {name: count_matches(port, aec, keys) if keys else 0 for name, port, aec in servers
                   if name != "dcmqrscp"}  # an empty database: no matches, the client's floor
         samples: dict[str, list[float]] = {name: [] for name, _, _ in servers}
-        for _ in range(runs):
+        clients: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+        for attempt in range(warmup + runs):
             for name, port, aec in servers:
-                samples[name].append(run_timed(findscu_args(port, aec, keys) if keys else echo_args(port, aec)))
+                before = children_cpu()
+                wall = run_timed(findscu_args(port, aec, keys) if keys else echo_args(port, aec))
+                if attempt >= warmup:
+                    samples[name].append(wall)
+                    clients[name].append(children_cpu() - before)
         rows.append([figure, "/".join(dict.fromkeys(str(c) for c in counts.values())) if keys else "",
                      *(median(samples[name]) * 1000 for name, _, _ in servers)])
-    return rows
+        cpu_rows.append([figure, *(median(clients[name]) * 1000 for name, _, _ in servers)])
+    return rows, cpu_rows
+
+
+def raw_association(port: int, aec: str, identifier: bytes | None) -> float:
+    """Seconds of one whole association from a raw socket (no client process): connect, A-ASSOCIATE,
+    one C-ECHO (``identifier`` None, calling ECHOSCU) or one Study Root C-FIND with ``identifier``
+    (calling FINDSCU), every response, release. What is left of a single shot without DCMTK's start-up."""
+    from pacsnode.dimse import pdu
+
+    find = identifier is not None
+    abstract = "1.2.840.10008.5.1.4.1.2.2.1" if find else "1.2.840.10008.1.1"
+    rq = pdu.AssociateRQ(aec, "FINDSCU" if find else "ECHOSCU",
+                         (pdu.PresentationContextRQ(1, abstract, ("1.2.840.10008.1.2.1",)),),
+                         pdu.UserInformation(maximum_length=16384, implementation_class_uid="1.2.826.0.1.3680043.10.1078"))
+    command = pdu.encode_command({pdu.AFFECTED_SOP_CLASS_UID: abstract, pdu.MESSAGE_ID: 1,
+                                  pdu.COMMAND_FIELD: pdu.C_FIND_RQ if find else pdu.C_ECHO_RQ, pdu.PRIORITY: 0,
+                                  pdu.COMMAND_DATASET_TYPE: 1 if find else pdu.NO_DATASET})
+    request = pdu.encode_message(1, command, identifier, 16384)
+    began = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def read() -> pdu.PDU:
+            header = sock.recv(pdu.HEADER_SIZE, socket.MSG_WAITALL)
+            body = sock.recv(pdu.HEADER.unpack(header)[1], socket.MSG_WAITALL) if len(header) == 6 else b""
+            return pdu.decode(header + body)
+
+        sock.sendall(rq.encode())
+        if not isinstance(read(), pdu.AssociateAC):
+            raise RuntimeError(f"{aec} on port {port} did not accept the association")
+        sock.sendall(request)
+        while True:  # until the final response (a command whose status is not Pending)
+            message = read()
+            if not isinstance(message, pdu.PDataTF):
+                raise RuntimeError(f"unexpected {type(message).__name__} from port {port}")
+            finals = [pdv for pdv in message.pdvs if pdv.is_command and pdv.is_last
+                      and pdu.decode_command(pdv.data).us(pdu.STATUS) not in (0xFF00, 0xFF01)]
+            if finals:
+                break
+        sock.sendall(pdu.ReleaseRQ().encode())
+        read()
+    return time.perf_counter() - began
+
+
+def raw_single_shots(port: int, aec: str, studies: int, runs: int) -> tuple[float, float]:
+    """Median seconds of ``runs`` raw-socket associations each, alternating: C-ECHO, and the exact
+    Patient ID C-FIND with findscu's keys (bench.query's return keys), Explicit VR Little Endian."""
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    keys = figures(studies)[1][1]
+    assert keys is not None
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for key in [*keys, *(k for k in RETURN_KEYS if k not in {x.partition("=")[0] for x in keys})]:
+        name, _, value = key.partition("=")
+        setattr(ds, name, value)
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    write_dataset(buffer, ds)
+    echo: list[float] = []
+    find: list[float] = []
+    for _ in range(runs):
+        echo.append(raw_association(port, aec, None))
+        find.append(raw_association(port, aec, buffer.getvalue()))
+    return median(echo), median(find)
 
 
 def tree_cpu(pid: int | None) -> float | None:
@@ -202,6 +300,21 @@ def report(rows: list[list[object]], names: list[str], runs: int, notes: list[st
         print(f"- {note}")
 
 
+def report_cpu(rows: list[list[object]], names: list[str], server: float | None) -> None:
+    """The DCMTK client's CPU per single shot (rusage: no waiting for a core in it; contention still inflates it), and
+    what the exact Patient ID's single shot would take over the echo on an idle machine: the client's
+    CPU difference plus the server's (node and PostgreSQL, per request on one association: the
+    association itself costs a C-FIND's and a C-ECHO's alike)."""
+    table = [[row[0], *(f"{float(v):.2f}" if row is rows[0] else f"{float(v):.2f} ({float(v) - float(b):+.2f})"  # type: ignore[arg-type]
+                        for v, b in zip(row[1:], rows[0][1:]))] for row in rows]
+    print_table("Single shot, the DCMTK client's CPU ms (median; in brackets: minus echoscu's)",
+                ["figure", *(f"{n} client" for n in names)], table)
+    if server is not None:
+        client = float(rows[1][1]) - float(rows[0][1])  # type: ignore[arg-type]
+        print(f"\nexact Patient ID − echo in CPU, pacsnode: client {client:+.2f} ms + server {server:+.2f} ms "
+              f"= {client + server:+.2f} ms (target: ≤ +5 ms of wall time)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=100_000)
@@ -212,6 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg-pid", type=int, default=None, help="with --url: the postmaster's pid (its CPU)")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--no-reference", action="store_true", help="no dcmqrscp column (client-side floor)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs of each figure on each server first "
+                                                                 "(a fresh node plans a statement at its first ten uses)")
+    parser.add_argument("--raw", type=int, default=100, help="raw-socket single-shot associations of each kind "
+                                                              "(no client process; 0: skip them)")
     parser.add_argument("--repeat", type=int, default=50, help="requests per association for the per-request "
                                                                 "figures (0: skip them)")
     args = parser.parse_args(argv)
@@ -242,12 +359,20 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_reference:
             servers.append(stack.enter_context(reference_scp(Path(folder))))
             notes.append("dcmqrscp: DCMTK's Q/R SCP on an empty database, the client's own findscu − echoscu")
-        rows = measure(servers, args.studies, args.runs)
         pids = {"pacsnode": [node.proc.pid if node.proc else None, pg_pid]}
+
+        rows, cpu_rows = measure(servers, args.studies, args.runs, args.warmup)
+        notes.append(f"each figure ran {args.warmup} times on every server before the {args.runs} timed runs")
         measured = [server for server in servers if server[0] != "dcmqrscp"]
         extra = per_request(measured, args.studies, max(3, args.runs // 2), args.repeat, pids) if args.repeat else []
+        raw = raw_single_shots(port, "PACSNODE", args.studies, args.raw) if args.raw else None
     notes.append(f"total bench time {time.perf_counter() - started:.0f} s")
     report(rows, [name for name, _, _ in servers], args.runs, notes)
+    if raw is not None:
+        print(f"\nRaw-socket single shots against pacsnode (no client process; median of {args.raw} each): echo "
+              f"{raw[0] * 1000:.2f} ms, exact Patient ID {raw[1] * 1000:.2f} ms, find − echo {(raw[1] - raw[0]) * 1000:+.2f} ms")
+    server = extra[1][1] if extra else None
+    report_cpu(cpu_rows, [name for name, _, _ in servers], float(server) if server is not None else None)  # type: ignore[arg-type]
     if extra:
         names = [name for name, _, _ in measured]
         print_table("C-FIND minus C-ECHO, per request on one association (ms, median)", ["figure", *names],

@@ -455,6 +455,61 @@ def test_each_pending_response_is_one_pdu(site: Site) -> None:
         scu.close()
 
 
+def test_a_peer_with_nagle_on_is_not_held_by_our_delayed_ack(site: Site) -> None:
+    """DCMTK without TCP_NODELAY writes each PDU's 12 header bytes, then the rest, Nagle on: the rest waits for
+    our ACK of the header. A reader that waits mid-PDU must ACK at once (TCP_QUICKACK), not after the kernel's
+    delayed-ACK timer (40 ms or more on Linux): each request cost 40+ ms before. C-ECHOs, so that only the
+    reader's wake-ups are timed, not a query; the bound is half the delayed-ACK timer."""
+    sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)  # Nagle stays on, as in DCMTK's tools
+    scu = RawFindScu.__new__(RawFindScu)
+    scu.sock, scu.max_pdu = sock, 16384
+    try:
+        rq = pdu.AssociateRQ("PACSNODE", "ECHOSCU", (pdu.PresentationContextRQ(1, str(Verification), (EXPLICIT,)),),
+                             pdu.UserInformation(maximum_length=16384, implementation_class_uid="1.2.3.4"))
+        sock.sendall(rq.encode())
+        assert isinstance(scu.read_pdu(), pdu.AssociateAC)
+        took = []
+        for message_id in range(1, 12):
+            command = pdu.encode_command({pdu.AFFECTED_SOP_CLASS_UID: str(Verification), pdu.MESSAGE_ID: message_id,
+                                          pdu.COMMAND_FIELD: 0x0030, pdu.COMMAND_DATASET_TYPE: pdu.NO_DATASET})
+            request = pdu.encode_message(1, command, None, 0)
+            began = time.perf_counter()
+            sock.send(request[:12])  # as DCMTK writes a PDU: its header and PDV header, then the rest
+            sock.sendall(request[12:])
+            assert scu.responses()[-1][0].us(pdu.STATUS) == 0
+            took.append(time.perf_counter() - began)
+        assert sorted(took)[len(took) // 2] < 0.020, [round(t * 1000, 1) for t in took]
+    finally:
+        scu.close()
+
+
+def test_a_small_answer_is_one_write_and_a_large_one_starts_with_two_matches(site: Site) -> None:
+    """Up to two matches (an exact Patient ID) and the final response go out in one write, one wake-up of the
+    peer; a larger answer sends its first two matches at once, then batches of about BATCH_BYTES."""
+    from pacsnode.dimse.lean_find import FindRequest, FindService
+
+    def pdus_in(data: bytes) -> int:
+        count, at = 0, 0
+        while at < len(data):
+            at += pdu.HEADER_SIZE + pdu.HEADER.unpack_from(data, at)[1]
+            count += 1
+        return count
+
+    writes: list[bytes] = []
+    service = FindService(site.node, writes.append, lambda _message_id: False, 16384)
+    caller = site.node.identify("FINDSCU", "127.0.0.1")
+    for patient_id, matches in (("P001", 2), ("CROWD", CROWD)):
+        writes.clear()
+        request = FindRequest(1, 7, STUDY_FIND)
+        request.identifier += encoded(study_query(PatientID=patient_id))
+        assert service.answer(request, caller, EXPLICIT, False) == 0
+        assert sum(pdus_in(w) for w in writes) == matches + 1  # one P-DATA-TF per pending response, the final
+        if matches <= 2:
+            assert len(writes) == 1
+        else:
+            assert pdus_in(writes[0]) == 2 and len(writes) > 2
+
+
 def test_release_while_a_find_runs_is_answered_after_it(site: Site) -> None:
     site.node.slow = True
     try:

@@ -221,3 +221,21 @@ def test_a_c_finds_audit_row_does_not_wait_for_an_ingest_batch_in_flight(postgre
         assert [r[0] for r in index.query("SELECT action FROM audit")] == ["find"]
     finally:
         index.close()
+
+
+def test_rows_come_only_from_statements_that_return_rows(postgres_url: str) -> None:
+    """``PgConnection`` tells a row-returning statement by its result's status (not psycopg's ``description``,
+    which builds a Column object per column per statement)."""
+    import psycopg
+
+    from pacsnode.index import postgres
+
+    assert postgres._TUPLES_OK == psycopg.pq.ExecStatus.TUPLES_OK
+    index = PostgresIndex(postgres_url)
+    try:
+        conn = index.connection()
+        assert conn.execute("SELECT 1 AS one WHERE 1 = 0").fetchall() == []
+        assert dict(conn.execute("SELECT 1 AS one, 'x' AS two").fetchall()[0]) == {"one": 1, "two": "x"}
+        assert conn.execute("SET application_name = 'pacsnode-test'").fetchall() == []
+    finally:
+        index.close()

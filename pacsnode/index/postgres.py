@@ -219,7 +219,8 @@ class PgConnection:
     def _run(conn: Any, text: str, params: Sequence[Any] | None) -> PgCursor:
         with conn.cursor(row_factory=_row_factory) as cur:
             cur.execute(text, pg_params(params) if params else None)
-            rows = cur.fetchall() if cur.description is not None else []
+            result = cur.pgresult  # not ``description``: it builds a Column per column (~40 us for a C-FIND's 18)
+            rows = cur.fetchall() if result is not None and result.status == _TUPLES_OK else []
             return _cursor(rows, cur.rowcount, text)
 
     def read_ahead(self, reads: pg_pipeline.Queued) -> None:
@@ -389,6 +390,7 @@ def _begin_sql(relaxed: bool, shared: bool = False) -> str:
 
 
 _RELAXED = "SET LOCAL synchronous_commit = off; "
+_TUPLES_OK = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows (maybe none)
 
 
 def _check_connection(conn: Any) -> None:
