@@ -8,6 +8,7 @@ gets nothing, never a clear-text retry.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -412,3 +413,21 @@ def test_a_file_that_cannot_be_read_fails_its_sub_operation_and_the_association_
     scp.stop()
     received = scp.received(good.sop_instance_uid)
     assert received is not None and dataset_bytes(received) == dataset_bytes(a_ct_file())
+
+
+def test_a_storescp_with_nagle_on_is_not_held_by_our_delayed_ack(storescp, tmp_path: Path) -> None:
+    """DCMTK's storescp (TCP_NODELAY not in its environment, Nagle on) writes each C-STORE-RSP's first 12 bytes,
+    then the rest: the rest waits for our ACK of those. Reading a response left incomplete must ACK at once
+    (TCP_QUICKACK), or every sub-operation of a C-MOVE waits for the kernel's delayed-ACK timer (40 ms or more
+    on Linux). The bound is half that timer; a stalled send took 40+ ms each."""
+    assert "TCP_NODELAY" not in os.environ
+    scp = storescp()
+    paths = [write_instance(path, tmp_path / "stored" / path.name) for path in sample_files()[:12]]
+    locations = [_location(p) for p in paths]
+    took = []
+    with outgoing.open_for_sending(scp.peer(), "PACSNODE", locations) as assoc:
+        for location in locations:
+            began = time.perf_counter()
+            assert assoc.send_stored(location).status == 0
+            took.append(time.perf_counter() - began)
+    assert sorted(took)[len(took) // 2] < 0.020, [round(t * 1000, 1) for t in took]

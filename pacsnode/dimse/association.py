@@ -28,7 +28,7 @@ from pacsnode.dimse import pdu, policy
 from pacsnode.dimse.lean_find import CancelWatch, PeerAborted
 from pacsnode.dimse.services import SERVICES, discard_sink
 from pacsnode.dimse.session import Request, Sink
-from pacsnode.dimse.wire_reader import WireReader
+from pacsnode.dimse.wire_reader import WireReader, ack_now
 from pacsnode.model import Caller
 from pacsnode.node import Node
 
@@ -437,18 +437,3 @@ class Association:
                 sink.finish()
             return
         self._sink, self._sink_context = sink or discard_sink(), context_id
-
-
-def ack_now(sock: socket.socket) -> None:
-    """Acknowledge what was received at once (TCP_QUICKACK), not when the kernel's delayed-ACK timer fires.
-
-    DCMTK's tools leave Nagle's algorithm on unless TCP_NODELAY is set in their environment, and write a
-    PDU's 6 + 6 header bytes apart from the rest: the rest waits for our ACK of those 12 bytes. Once we
-    have answered a request the kernel delays that ACK (40 ms or more on Linux), so every request after
-    the first cost an echoscu or findscu 40+ ms. Called when a read leaves a PDU incomplete, once per PDU:
-    one system call, and no extra ACK when none is pending.
-    """
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-    except (OSError, AttributeError):  # not Linux, or not TCP
-        pass

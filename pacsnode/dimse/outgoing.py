@@ -24,6 +24,7 @@ from pacsnode.config import NodeConfig
 from pacsnode.dimse import pdu, sending
 from pacsnode.dimse.lookahead import StagedStore
 from pacsnode.dimse.tls import client_context
+from pacsnode.dimse.wire_reader import ack_now
 from pacsnode.errors import ConfigError, PeerError
 from pacsnode.model import InstanceLocation, Peer
 
@@ -322,7 +323,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
     buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
+    view, got, acked = memoryview(buffer), 0, False
     while got < size:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -335,6 +336,9 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
         if n == 0:
             raise AssociationAborted("the peer closed the connection")
         got += n
+        if got < size and not acked:  # the rest may wait for our ACK of what came (a peer with Nagle on)
+            ack_now(sock)
+            acked = True
     return bytes(buffer)
 
 

@@ -52,3 +52,19 @@ class WireReader:
             if not self._poller.poll(max(1, math.ceil(timeout * 1000))):
                 raise TimeoutError("timed out")
             # readable, closed or failed: the next readv returns bytes, 0 or raises OSError
+
+
+def ack_now(sock: socket.socket) -> None:
+    """Acknowledge what was received at once (TCP_QUICKACK), not when the kernel's delayed-ACK timer fires.
+
+    DCMTK's tools leave Nagle's algorithm on unless TCP_NODELAY is set in their environment, and write a
+    PDU's 6 + 6 header bytes apart from the rest: the rest waits for our ACK of those 12 bytes. Once we
+    have answered a request the kernel delays that ACK (40 ms or more on Linux), so every request after
+    the first cost an echoscu or findscu 40+ ms, as it cost every C-STORE-RSP that a DCMTK storescp wrote to
+    our C-MOVE's or ``send``'s outgoing association. Called when a read leaves a PDU incomplete, once per
+    PDU: one system call, and no extra ACK when none is pending.
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except (OSError, AttributeError):  # not Linux, or not TCP
+        pass
