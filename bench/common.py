@@ -153,7 +153,7 @@ def storescp_server() -> Iterator[int]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-storescp-"))
     port = free_port()
     proc = subprocess.Popen([dcmtk("storescp"), "--output-directory", str(tmp), "+B", "-aet", "STORESCP", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV, start_new_session=True)
     try:
         wait_for_port(port, proc=proc)
         yield port
@@ -192,7 +192,7 @@ def orthanc_server(modalities: dict[str, list[object]] | None = None,
     config.update(extra or {})  # plugins (bench/web.py: orthanc-dicomweb)
     (tmp / "orthanc.json").write_text(json.dumps(config))
     proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+                            stderr=subprocess.DEVNULL, env=DCMTK_ENV, start_new_session=True)
     try:
         wait_for_port(dicom_port, timeout=60, proc=proc)
         wait_for_port(http_port, timeout=60, proc=proc)
