@@ -248,6 +248,17 @@ def dataset_bytes(path: Path | bytes) -> bytes:
         return handle.read()
 
 
+def home_index_rows(home: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read a home's SQLite index directly (read-only; WAL lets us read next to the writer)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{home / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
 def write_instance(template: Path | Dataset, out: Path, *, sop_instance_uid: str | None = None,
                    study_uid: str | None = None, series_uid: str | None = None, **attributes: Any) -> Path:
     """Write a copy of ``template`` with new UIDs (fresh ones unless given) and changed attributes."""
@@ -316,14 +327,7 @@ class NodeProcess(node_process.NodeProcess):
         return echoscu(self.port, aec=aec or self.aet, aet=aet)
 
     def index_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Read the index directly (read-only; WAL lets us read next to the writer)."""
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{self.home / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
-        try:
-            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-        finally:
-            conn.close()
+        return home_index_rows(self.home, sql, params)
 
     def stored_path(self, sop_instance_uid: str) -> Path | None:
         rows = self.index_rows("SELECT path FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))

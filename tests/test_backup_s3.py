@@ -23,7 +23,7 @@ from pydicom import dcmread
 
 from bench.node_process import free_port
 from engines import S3Server, s3_client
-from support import LOOPBACK, SAMPLE_DIR, NodeProcess, have_tool, run_tool
+from support import LOOPBACK, SAMPLE_DIR, NodeProcess, have_tool, home_index_rows, run_tool
 
 pytestmark = [pytest.mark.s3, pytest.mark.interop, pytest.mark.timeout(180),
               pytest.mark.skipif(not have_tool("getscu"), reason="DCMTK missing (make peers)")]
@@ -47,12 +47,7 @@ def objects(server: S3Server, home: Path) -> dict[str, bytes]:
 
 def rows(home: Path) -> dict[str, tuple[str, str]]:
     """sop_instance_uid -> (path, sha256) of the home's SQLite index."""
-    conn = sqlite3.connect(f"file:{home / 'index.sqlite'}?mode=ro", uri=True)
-    try:
-        return {uid: (path, sha) for uid, path, sha in conn.execute(
-            "SELECT sop_instance_uid, path, sha256 FROM instances")}
-    finally:
-        conn.close()
+    return {uid: (path, sha) for uid, path, sha in home_index_rows(home, "SELECT sop_instance_uid, path, sha256 FROM instances")}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ at every kill.)
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from bench.node_process import NodeProcess
 from bench.soak_crash import dataset_digest, free_port, index_rows, init_home, run_check, write_instance
+from support import home_index_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,12 +41,8 @@ def _send(port: int, paths: list[Path]) -> list[int]:
 
 
 def _provenance(home: Path) -> dict[str, tuple[str, str]]:
-    conn = sqlite3.connect(f"file:{home / 'index.sqlite'}?mode=ro", uri=True)
-    try:
-        return {uid: (by, peer) for uid, by, peer in conn.execute(
-            "SELECT sop_instance_uid, delivered_by, delivered_peer FROM instances")}
-    finally:
-        conn.close()
+    return {uid: (by, peer) for uid, by, peer in home_index_rows(
+        home, "SELECT sop_instance_uid, delivered_by, delivered_peer FROM instances")}
 
 
 def test_lost_wal_tail_is_recovered_from_the_files_before_repair(tmp_path: Path) -> None:
