@@ -128,3 +128,17 @@ def test_a_login_returns_only_to_a_page_of_this_node_it_knows(landing_node: Node
                            allow_redirects=False, timeout=30)
     assert answer.status_code == 303
     assert answer.headers["location"] == landing
+
+
+def test_a_forwarded_for_header_does_not_choose_the_host_in_the_audit(landing_node: NodeProcess) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local process could name the host the
+    audit and the per-address login throttle record. The node reads the socket's address only."""
+    node = landing_node
+    answer = requests.post(f"http://127.0.0.1:{node.web_port}/login", timeout=30,
+                           data={"username": "forwarded-probe", "password": "not the password at all"},
+                           headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    assert answer.status_code in (401, 429)
+    events = json.loads(node.cli("audit", "--json").stdout)
+    probes = [e for e in events if e["action"] == "web-login" and "forwarded-probe" in json.dumps(e)]
+    assert probes and "203.0.113.9" not in json.dumps(probes), probes
+    assert all("127.0.0.1" in json.dumps(e) for e in probes), probes

@@ -56,8 +56,10 @@ class WebServer:
         self._app = create_app(self.node)
         # httptools with deadlines and a per-address cap (guarded_http.py: no slowloris)
         http = guarded_http.protocol(self.node.web_events.connection_refused, self.limits)
+        # proxy_headers off: uvicorn would believe X-Forwarded-For/-Proto from 127.0.0.1, so any local process
+        # could name the host that the audit and the per-address login throttle record (README: behind a proxy)
         config = uvicorn.Config(self._app, http=http, lifespan="off", log_level="warning",
-                                access_log=False,
+                                access_log=False, proxy_headers=False,
                                 server_header=False, timeout_keep_alive=5, limit_concurrency=256)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
