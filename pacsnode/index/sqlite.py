@@ -58,6 +58,7 @@ class SqliteIndex:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self.relaxed_instance_commits = False  # durability.RowSyncer: instance rows skip the WAL fsync
+        self.autocheckpoint_pages = 1000  # SQLite's default; RowSyncer raises it and checkpoints in its thread
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         # Every open connection by the thread that owns it. pynetdicom runs each association in
@@ -80,6 +81,7 @@ class SqliteIndex:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={self.autocheckpoint_pages}")
             self._local.conn, self._local.synchronous = conn, self.synchronous
             with self._connections_lock:
                 for thread in [t for t in self._all_connections if not t.is_alive()]:
