@@ -44,6 +44,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pacsnode.index import sqlite_ingest
 from pacsnode.storage.filesystem import fsync_dir, sync_data
 
 LOGGER = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class RowSyncer:
     def checkpoint(self) -> None:
         """Copy the WAL into the database file here rather than in an association's commit."""
         try:
-            self.index.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            sqlite_ingest.checkpoint(self.index)
         except sqlite3.Error as exc:  # the next tick, or a commit past the bound, tries again
             LOGGER.warning("cannot checkpoint the index WAL: %s", exc)
 

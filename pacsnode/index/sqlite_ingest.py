@@ -113,3 +113,9 @@ def _add_to_series(index: "SqliteIndex", conn: sqlite3.Connection, row: sqlite3.
         facts.sop_instance_uid, delivered[2]))
     index._count_stored(conn, series_pk, study_pk, False, stored.size, now)
     return StoreResult.STORED, None
+
+
+def checkpoint(index: "SqliteIndex") -> None:
+    """Copy the WAL into the database file on this thread's connection (PASSIVE: never waits for a
+    writer); ``durability.RowSyncer`` runs it so that no store's commit does (see there)."""
+    index.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
