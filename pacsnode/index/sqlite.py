@@ -207,7 +207,7 @@ class SqliteIndex:
         return pending.result
 
     def _commit_batch(self, batch: list["_Pending"]) -> None:
-        """One transaction for ``batch``, each instance in its own savepoint (see :mod:`.sqlite_ingest`)."""
+        """One transaction for ``batch``, each instance failing alone (see :mod:`.sqlite_ingest`)."""
         sqlite_ingest.commit_batch(self, batch)
 
     def _record(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
