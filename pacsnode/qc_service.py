@@ -146,7 +146,13 @@ class QcDesk:
         return done
 
     def instance_arrived(self, study_uid: str) -> None:
-        """A new instance: an accepted study goes back to pending."""
+        """A new instance: an accepted study goes back to pending.
+
+        Every other state stays as it is (``on_new_instance``), so the status alone is read first:
+        the whole row, its check outcomes parsed from JSON, only for an accepted study.
+        """
+        if self.store.qc_state(study_uid) != QcStatus.ACCEPTED.value:
+            return
         current = self.current(study_uid)
         moved = on_new_instance(current, at=datetime.now(timezone.utc))
         if moved is not None and moved is not current:

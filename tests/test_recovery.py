@@ -110,6 +110,38 @@ def test_a_recovered_instance_sends_an_accepted_study_back_to_qc(tmp_path: Path)
 
 
 @pytest.mark.postgres
+def test_while_a_syncer_runs_stores_leave_the_checkpoints_to_its_thread(tmp_path: Path) -> None:
+    """A commit past SQLite's 1000-page automatic checkpoint copied the WAL into the database and synced
+    both inside that association's store; with a RowSyncer its thread checkpoints (PASSIVE) instead."""
+    import threading
+
+    from pacsnode.model import DuplicatePolicy, InstanceFacts, StoredFile
+
+    node = Node(parse_config({}, tmp_path / "home"))
+    syncer = durability.RowSyncer(node.index, interval=3600)  # no tick during the test: checkpoint() by hand
+    syncer.start()
+
+    def association() -> None:  # a thread of its own, opened after the syncer started, as an association's is
+        for n in range(200):  # ~7 WAL pages each
+            facts = InstanceFacts(f"1.2.826.0.1.3680043.10.1078.96.{n}", "1.2.840.10008.5.1.4.1.1.7",
+                                  "1.2.826.0.1.3680043.10.1078.96.1", "1.2.826.0.1.3680043.10.1078.96.2",
+                                  "1.2.840.10008.1.2.1", patient_id="P", instance_number=n)
+            node.index.record_instance(facts, StoredFile(f"a/{n}.dcm", 1, "x"), "MOD", DuplicatePolicy.KEEP_FIRST)
+
+    database = node.config.index_path
+    before = database.stat().st_size
+    thread = threading.Thread(target=association)
+    thread.start()
+    thread.join()
+    assert Path(f"{database}-wal").stat().st_size > 1000 * 4096  # past SQLite's automatic checkpoint
+    assert database.stat().st_size == before  # yet no store copied the WAL into the database
+    syncer.checkpoint()
+    assert database.stat().st_size > before + 40 * 4096  # the distinct pages the stores touched
+    assert node.index.query("SELECT COUNT(*) FROM instances")[0][0] == 200
+    syncer.stop()
+    node.close()
+
+
 def test_postgresql_keeps_a_durable_commit_per_instance(tmp_path: Path, postgres_url: str) -> None:
     """PostgresIndex is a SqliteIndex underneath: no syncer, no relaxed commit (synchronous_commit stays on)."""
     node = Node(parse_config({"index": {"url": postgres_url}}, tmp_path / "home"))

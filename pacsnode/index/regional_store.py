@@ -196,6 +196,11 @@ class RegionalStore:
         return [dict(r) for r in self.index.query(sql + " ORDER BY pk", params)]
 
     # -- QC status -----------------------------------------------------------------------
+    def qc_state(self, study_uid: str) -> str | None:
+        """Only the study's QC status (None without a QC row): what every stored instance asks."""
+        rows = self.index.query("SELECT status FROM study_qc WHERE study_uid=?", (study_uid,))
+        return str(rows[0][0]) if rows else None
+
     def qc_status(self, study_uid: str) -> dict[str, Any] | None:
         rows = self.index.query("SELECT * FROM study_qc WHERE study_uid=?", (study_uid,))
         if not rows:

@@ -23,13 +23,19 @@ REJECTION_NOTE = "rejection-note"
 
 
 
-def _honoured(instances: str = "instances") -> str:
-    """The rows of ``rejections`` (alias r) that may hide the instance row ``instances``."""
-    return ("(r.sender_kind IN ('import', 'own') OR "
-            f"(r.sender_institution <> '' AND r.sender_institution = {instances}.delivered_institution))")
+def _honoured(instances: str = "instances", institution: str = "") -> str:
+    """The rows of ``rejections`` (alias r) that may hide the instance row ``instances`` (whose
+    delivered institution is ``institution`` when that SQL expression is given)."""
+    institution = institution or f"{instances}.delivered_institution"
+    return f"(r.sender_kind IN ('import', 'own') OR (r.sender_institution <> '' AND r.sender_institution = {institution}))"
 
 
 _HONOURED = _honoured()
+
+#: ``instances.hidden`` of a row being inserted, parameters (SOP Instance UID, delivered institution):
+#: what :func:`apply_on_arrival` sets right after the INSERT, in the INSERT itself (SQLite's ingest).
+HIDDEN_ON_ARRIVAL = (f"CASE WHEN EXISTS (SELECT 1 FROM rejections r WHERE r.sop_instance_uid = ? AND "
+                     f"{_honoured(institution='?')}) THEN '{REJECTED}' ELSE '' END")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from pacsnode.errors import IndexError_, StorageFull
-from pacsnode.index import delivery, repair_rows
+from pacsnode.index import delivery, repair_rows, sqlite_ingest
 from pacsnode.index.schema import migrate, utc_now
 from pacsnode.index.summaries import study_summary
 from pacsnode.model import (
@@ -58,6 +58,7 @@ class SqliteIndex:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self.relaxed_instance_commits = False  # durability.RowSyncer: instance rows skip the WAL fsync
+        self.autocheckpoint_pages = 1000  # SQLite's default; RowSyncer raises it and checkpoints in its thread
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         # Every open connection by the thread that owns it. pynetdicom runs each association in
@@ -80,7 +81,8 @@ class SqliteIndex:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            self._local.conn = conn
+            conn.execute(f"PRAGMA wal_autocheckpoint={self.autocheckpoint_pages}")
+            self._local.conn, self._local.synchronous = conn, self.synchronous
             with self._connections_lock:
                 for thread in [t for t in self._all_connections if not t.is_alive()]:
                     self._close_quietly(self._all_connections.pop(thread))
@@ -109,17 +111,16 @@ class SqliteIndex:
         mode the commit then skips its fsync. The row still survives a crash of the process (it is
         in the WAL file); only a power loss before the next durable commit can lose it. An fsync
         per audit record cost ~12 ms here, more than the whole WADO frame request it recorded.
+        The connection keeps the setting of its last write: a write that needs the other one sets
+        it before its BEGIN (two PRAGMAs per relaxed instance commit were a quarter of its statements).
         """
         conn = self.connection()
-        relaxed = not durable and self.synchronous not in ("OFF", "NORMAL")
-        if relaxed:
-            conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._write_transaction(conn) as yielded:
-                yield yielded
-        finally:
-            if relaxed:
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        wanted = "NORMAL" if not durable and self.synchronous not in ("OFF", "NORMAL") else self.synchronous
+        if getattr(self._local, "synchronous", self.synchronous) != wanted:  # the connection keeps the last one set
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._local.synchronous = wanted
+        with self._write_transaction(conn) as yielded:
+            yield yielded
 
     @contextmanager
     def _write_transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -206,27 +207,8 @@ class SqliteIndex:
         return pending.result
 
     def _commit_batch(self, batch: list["_Pending"]) -> None:
-        now = utc_now()
-        try:
-            with self.write(durable=not self.relaxed_instance_commits) as conn:
-                for item in batch:
-                    conn.execute("SAVEPOINT instance")
-                    try:
-                        item.result = self._record(conn, *item.args, now)
-                        conn.execute("RELEASE instance")
-                    except Exception as exc:  # this instance fails alone; the batch goes on
-                        if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O)
-                            raise
-                        conn.execute("ROLLBACK TO instance")
-                        conn.execute("RELEASE instance")
-                        item.error = exc
-        except Exception as exc:  # the commit itself failed: nothing of the batch is indexed
-            for item in batch:
-                item.error = item.error or exc
-                item.result = None
-        finally:
-            for item in batch:
-                item.done = True
+        """One transaction for ``batch``, each instance failing alone (see :mod:`.sqlite_ingest`)."""
+        sqlite_ingest.commit_batch(self, batch)
 
     def _record(self, conn: sqlite3.Connection, facts: InstanceFacts, stored: StoredFile, calling_ae: str,
                 policy: DuplicatePolicy, provenance: Provenance | None, web_metadata: tuple[str, str] | None,
@@ -297,16 +279,24 @@ class SqliteIndex:
             pk = int(row["pk"])
             if (not row["patient_name"] and facts.patient_name) or (not row["birth_date"] and facts.patient_birth_date) \
                     or (not row["sex"] and facts.patient_sex):
-                conn.execute(
-                    "UPDATE patients SET patient_name = CASE WHEN patient_name='' THEN ? ELSE patient_name END, "
-                    "patient_name_folded = CASE WHEN patient_name='' THEN ? ELSE patient_name_folded END, "
-                    "birth_date = CASE WHEN birth_date='' THEN ? ELSE birth_date END, "
-                    "sex = CASE WHEN sex='' THEN ? ELSE sex END WHERE pk=?",
-                    (facts.patient_name, fold(facts.patient_name), facts.patient_birth_date, facts.patient_sex, pk))
+                self._fill_patient(conn, facts, pk)
+        self._add_other_ids(conn, facts, pk)
+        return pk
+
+    @staticmethod
+    def _fill_patient(conn: sqlite3.Connection, facts: InstanceFacts, pk: int) -> None:
+        conn.execute(
+            "UPDATE patients SET patient_name = CASE WHEN patient_name='' THEN ? ELSE patient_name END, "
+            "patient_name_folded = CASE WHEN patient_name='' THEN ? ELSE patient_name_folded END, "
+            "birth_date = CASE WHEN birth_date='' THEN ? ELSE birth_date END, "
+            "sex = CASE WHEN sex='' THEN ? ELSE sex END WHERE pk=?",
+            (facts.patient_name, fold(facts.patient_name), facts.patient_birth_date, facts.patient_sex, pk))
+
+    @staticmethod
+    def _add_other_ids(conn: sqlite3.Connection, facts: InstanceFacts, pk: int) -> None:
         for other in facts.other_patient_ids:
             conn.execute("INSERT OR IGNORE INTO patient_other_ids (patient_pk, other_id, other_issuer, type_of_id) "
                          "VALUES (?,?,?,?)", (pk, other.patient_id, other.issuer, other.type_of_id))
-        return pk
 
     def _upsert_study(self, conn: sqlite3.Connection, facts: InstanceFacts, patient_pk: int, calling_ae: str,
                       now: str) -> int:
@@ -326,22 +316,30 @@ class SqliteIndex:
             pk = int(cursor.lastrowid or 0)
         else:
             pk = int(row["pk"])
-            # Only when something changes: an UPDATE that matches locks the study row until the commit
-            # (on PostgreSQL, two nodes storing into one study would otherwise queue at every instance).
-            contrast, lossy, deidentified = int(bool(facts.contrast_agent)), int(facts.lossy), int(facts.deidentified)
-            conn.execute(
-                "UPDATE studies SET institution_name = CASE WHEN institution_name='' THEN ? ELSE institution_name END,"
-                " institution_code = CASE WHEN institution_code='' THEN ? ELSE institution_code END,"
-                " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?), deidentified = MAX(deidentified, ?) WHERE pk=?"
-                " AND ((institution_name='' AND ?<>'') OR (institution_code='' AND ?<>'') OR contrast < ?"
-                " OR lossy < ? OR deidentified < ?)",
-                (facts.institution_name, institution_code, contrast, lossy, deidentified, pk,
-                 facts.institution_name, institution_code, contrast, lossy, deidentified))
+            self._fill_study(conn, facts, pk, institution_code)
+        self._add_study_codes(conn, facts, pk)
+        return pk
+
+    @staticmethod
+    def _fill_study(conn: sqlite3.Connection, facts: InstanceFacts, pk: int, institution_code: str) -> None:
+        # Only when something changes: an UPDATE that matches locks the study row until the commit
+        # (on PostgreSQL, two nodes storing into one study would otherwise queue at every instance).
+        contrast, lossy, deidentified = int(bool(facts.contrast_agent)), int(facts.lossy), int(facts.deidentified)
+        conn.execute(
+            "UPDATE studies SET institution_name = CASE WHEN institution_name='' THEN ? ELSE institution_name END,"
+            " institution_code = CASE WHEN institution_code='' THEN ? ELSE institution_code END,"
+            " contrast = MAX(contrast, ?), lossy = MAX(lossy, ?), deidentified = MAX(deidentified, ?) WHERE pk=?"
+            " AND ((institution_name='' AND ?<>'') OR (institution_code='' AND ?<>'') OR contrast < ?"
+            " OR lossy < ? OR deidentified < ?)",
+            (facts.institution_name, institution_code, contrast, lossy, deidentified, pk,
+             facts.institution_name, institution_code, contrast, lossy, deidentified))
+
+    @staticmethod
+    def _add_study_codes(conn: sqlite3.Connection, facts: InstanceFacts, pk: int) -> None:
         for kind, codes in (("procedure", facts.procedure_codes), ("institution", facts.institution_codes)):
             for code in codes:
                 conn.execute("INSERT OR IGNORE INTO study_codes (study_pk, kind, code_value, scheme, meaning) "
                              "VALUES (?,?,?,?,?)", (pk, kind, code.value, code.scheme, code.meaning))
-        return pk
 
     def _upsert_series(self, conn: sqlite3.Connection, facts: InstanceFacts, study_pk: int) -> tuple[int, bool]:
         row = conn.execute("SELECT pk FROM series WHERE series_uid=?", (facts.series_uid,)).fetchone()
