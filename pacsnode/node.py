@@ -50,6 +50,7 @@ from pacsnode import importing, maintenance, peer_admin, storage_commitment, web
 from pacsnode.storage_commitment import COMMIT_NO_SUCH_INSTANCE, COMMIT_PROCESSING_FAILURE  # noqa: F401
 from pacsnode.importing import ImportReport, iter_files  # noqa: F401  (re-exported: cli, tests)
 from pacsnode.provenance_desk import ProvenanceDesk
+from pacsnode.quota import QuotaMeter
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.archive_lock import OthersMayWrite, WriterLock, file_archive_lock
@@ -87,6 +88,7 @@ class Node:
         self.index = index or open_index(config)
         self.storage = storage or open_storage(config)  # the folder, or [storage] url (S3)
         self.peers = PeerRegistry(self.index)
+        self.quota = QuotaMeter(self.index.used_bytes)  # [store] quota_bytes, without a scan per store
         self.audit = AuditLog(self.index, node=config.node_name)
         self.events = EngineEvents(self.audit)  # the network's audit events (connections, associations)
         self.web_events = web_events.WebEvents(self.audit)  # the web side's (logins, workspace, admin)
@@ -212,7 +214,7 @@ class Node:
                 status = StoreResult.DUPLICATE.value
                 return StoreOutcome(StoreResult.DUPLICATE, facts.sop_instance_uid, facts.study_uid)
             size = received.size if received is not None else temp_path.stat().st_size
-            used = self.index.used_bytes() if self.storage.quota_bytes else 0
+            used = self.quota.used() if self.storage.quota_bytes else 0
             self.storage.check_room(size, used)
             web = _web_metadata_at_ingest(temp_path) if self.config.web.enabled else None  # from the temp file
             try:
@@ -222,6 +224,7 @@ class Node:
                     raise StorageFull(f"storage disk is full ({exc.strerror or exc})") from exc
                 raise
             placed, consumed = stored.relative_path, True
+            self.quota.placed(size)
             result, orphan = self.index.record_instance(facts, stored, caller.aet, policy, provenance,
                                                         web_metadata=web)
             placed = None  # the index owns it now
