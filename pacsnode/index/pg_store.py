@@ -18,9 +18,10 @@ What stays as it was:
 * **a lost race** for a new row with another node is tried again inside the function; a deadlock
   rolls the batch back and it runs again (``TRIES``), as before.
 * **what the function does not do** goes through the shared SQL afterwards, in its own
-  transaction (``pg_ingest``): replacing an instance already held (``existing``) and an instance
+  transaction (``pg_ingest``): replacing an instance already held (``existing``), an instance
   whose text holds a NUL (PostgreSQL text cannot: the shared path's parameters decide what that
-  becomes).
+  becomes) or an integer beyond bigint, and a batch whose pipeline failed for any reason but a lost
+  server (never the function's own errors: it catches those), so one instance still fails alone.
 """
 
 from __future__ import annotations
@@ -61,27 +62,41 @@ def _params(item: "_Pending", now: str) -> list[Any] | None:
         provenance.institution if provenance else "",
         facts.patient_id, facts.issuer_of_patient_id, facts.patient_name, fold(facts.patient_name),
         facts.patient_birth_date, facts.patient_sex,
-        [o.patient_id for o in others], [o.issuer for o in others], [o.type_of_id for o in others],
+        [text for o in others for text in (o.patient_id, o.issuer, o.type_of_id)],
         facts.study_uid, facts.study_date, facts.study_time, facts.accession_number, facts.study_id,
         facts.study_description, facts.referring_physician, fold(facts.referring_physician),
         facts.institution_name, facts.institution_codes[0].value if facts.institution_codes else "",
         facts.body_part, int(bool(facts.contrast_agent)),
-        [k for k, _ in codes], [c.value for _, c in codes], [c.scheme for _, c in codes], [c.meaning for _, c in codes],
+        [text for kind, c in codes for text in (kind, c.value, c.scheme, c.meaning)],
         facts.series_uid, facts.modality, facts.series_number, facts.series_description, facts.series_date,
         facts.series_time, facts.station_name, facts.device_serial,
         web[0] if web is not None else None, web[1] if web is not None else None,
     ]
-    if any(_has_nul(value) for value in params):
+    if not _sendable(params):
         return None
     return params
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any("\x00" in v for v in value)
-    return False
+def _sendable(params: list[Any]) -> bool:
+    """Whether the values bind as the arguments as they are: no NUL and no lone surrogate in text, an
+    integer within bigint. Anything else would fail the call itself, outside the function's
+    subtransaction, and with it the whole pipeline: such an instance goes the shared way, alone."""
+    texts: list[str] = []
+    for value in params:
+        if type(value) is str:
+            texts.append(value)
+        elif type(value) is list:
+            texts += value
+        elif type(value) is int and not -(2 ** 63) <= value < 2 ** 63:
+            return False
+    joined = "\n".join(texts)
+    if "\x00" in joined:
+        return False
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def commit_batch(index: "PostgresIndex", batch: list["_Pending"], now: str) -> list["_Pending"]:
@@ -89,6 +104,7 @@ def commit_batch(index: "PostgresIndex", batch: list["_Pending"], now: str) -> l
 
     Each handled item gets its ``result`` or its ``error``; ``done`` is the caller's to set.
     """
+    from psycopg import OperationalError
     from psycopg.errors import DeadlockDetected
 
     calls: list[tuple["_Pending", list[Any]]] = []
@@ -108,6 +124,8 @@ def commit_batch(index: "PostgresIndex", batch: list["_Pending"], now: str) -> l
         except Exception as exc:  # nothing of the batch committed
             if isinstance(exc, DeadlockDetected) and attempt < TRIES:
                 continue
+            if not isinstance(exc, OperationalError):  # not the function's (it catches its own): the shared
+                return rest + [item for item, _ in calls]  # SQL runs each instance in its savepoint
             for item, _ in calls:
                 item.result, item.error = None, _unreachable(exc)
             return rest

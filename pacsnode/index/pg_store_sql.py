@@ -28,7 +28,9 @@ The text is frozen with its migration name: a change is a new migration that rep
 
 from __future__ import annotations
 
-#: The function's arguments, in call order (pg_store builds its parameters in this order).
+#: The function's arguments, in call order (pg_store builds its parameters in this order). At most 50:
+#: psycopg parses a statement with more parameters again at every call (~0.2 ms of the node's CPU), so
+#: the other patient IDs and the codes are one flat array each.
 ARGUMENTS = (
     ("p_now", "text"), ("p_keep_first", "boolean"), ("p_calling_ae", "text"),
     ("p_sop", "text"), ("p_sop_class", "text"), ("p_instance_number", "bigint"), ("p_transfer_syntax", "text"),
@@ -37,13 +39,12 @@ ARGUMENTS = (
     ("p_delivered_by", "text"), ("p_delivered_peer", "text"), ("p_delivered_institution", "text"),
     ("p_patient_id", "text"), ("p_issuer", "text"), ("p_patient_name", "text"), ("p_patient_name_folded", "text"),
     ("p_birth_date", "text"), ("p_sex", "text"),
-    ("p_other_ids", "text[]"), ("p_other_issuers", "text[]"), ("p_other_types", "text[]"),
+    ("p_other_ids", "text[]"),
     ("p_study_uid", "text"), ("p_study_date", "text"), ("p_study_time", "text"), ("p_accession", "text"),
     ("p_study_id", "text"), ("p_study_description", "text"), ("p_referring", "text"),
     ("p_referring_folded", "text"), ("p_institution_name", "text"), ("p_institution_code", "text"),
     ("p_body_part", "text"), ("p_contrast", "bigint"),
-    ("p_code_kinds", "text[]"), ("p_code_values", "text[]"), ("p_code_schemes", "text[]"),
-    ("p_code_meanings", "text[]"),
+    ("p_codes", "text[]"),
     ("p_series_uid", "text"), ("p_modality", "text"), ("p_series_number", "bigint"),
     ("p_series_description", "text"), ("p_series_date", "text"), ("p_series_time", "text"),
     ("p_station", "text"), ("p_device_serial", "text"),
@@ -93,12 +94,10 @@ BEGIN
                         WHERE pk = v_patient;
                 END IF;
             END IF;
-            IF cardinality(p_other_ids) > 0 THEN
+            IF cardinality(p_other_ids) > 0 THEN  -- (other_id, other_issuer, type_of_id) after each other
                 INSERT INTO patient_other_ids (patient_pk, other_id, other_issuer, type_of_id)
-                    SELECT v_patient, o.other_id, o.other_issuer, o.type_of_id
-                    FROM unnest(p_other_ids, p_other_issuers, p_other_types)
-                        WITH ORDINALITY AS o (other_id, other_issuer, type_of_id, n)
-                    ORDER BY o.n
+                    SELECT v_patient, p_other_ids[3 * k - 2], p_other_ids[3 * k - 1], p_other_ids[3 * k]
+                    FROM generate_series(1, cardinality(p_other_ids) / 3) AS k ORDER BY k
                     ON CONFLICT DO NOTHING;
             END IF;
 
@@ -123,12 +122,10 @@ BEGIN
                         OR (institution_code = '' AND p_institution_code <> '') OR contrast < p_contrast
                         OR lossy < p_lossy OR deidentified < p_deidentified);
             END IF;
-            IF cardinality(p_code_kinds) > 0 THEN
+            IF cardinality(p_codes) > 0 THEN  -- (kind, code_value, scheme, meaning) after each other
                 INSERT INTO study_codes (study_pk, kind, code_value, scheme, meaning)
-                    SELECT v_study, c.kind, c.code_value, c.scheme, c.meaning
-                    FROM unnest(p_code_kinds, p_code_values, p_code_schemes, p_code_meanings)
-                        WITH ORDINALITY AS c (kind, code_value, scheme, meaning, n)
-                    ORDER BY c.n
+                    SELECT v_study, p_codes[4 * k - 3], p_codes[4 * k - 2], p_codes[4 * k - 1], p_codes[4 * k]
+                    FROM generate_series(1, cardinality(p_codes) / 4) AS k ORDER BY k
                     ON CONFLICT DO NOTHING;
             END IF;
 
