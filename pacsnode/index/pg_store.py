@@ -107,6 +107,8 @@ def commit_batch(index: "PostgresIndex", batch: list["_Pending"], now: str) -> l
     from psycopg import OperationalError
     from psycopg.errors import DeadlockDetected
 
+    from pacsnode.errors import IndexError_
+
     calls: list[tuple["_Pending", list[Any]]] = []
     rest: list["_Pending"] = []
     for item in batch:
@@ -124,8 +126,8 @@ def commit_batch(index: "PostgresIndex", batch: list["_Pending"], now: str) -> l
         except Exception as exc:  # nothing of the batch committed
             if isinstance(exc, DeadlockDetected) and attempt < TRIES:
                 continue
-            if not isinstance(exc, OperationalError):  # not the function's (it catches its own): the shared
-                return rest + [item for item, _ in calls]  # SQL runs each instance in its savepoint
+            if not isinstance(exc, (OperationalError, IndexError_)):  # not a lost server, not the function's
+                return rest + [item for item, _ in calls]  # (it catches its own): each in its savepoint
             for item, _ in calls:
                 item.result, item.error = None, _unreachable(exc)
             return rest
