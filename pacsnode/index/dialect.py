@@ -33,6 +33,8 @@ import re
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
+from pacsnode.index import pg_store_sql
+
 #: Nullable integer columns: SQLite orders NULL before any value, PostgreSQL after (ascending).
 NULLABLE_ORDER_COLUMNS = ("series_number", "instance_number", "number_of_frames")
 
@@ -170,6 +172,8 @@ DIALECT_MIGRATIONS: dict[str, dict[str, list[str]]] = {
             "CREATE INDEX patients_name_folded_trgm ON patients USING gin (patient_name_folded gin_trgm_ops)",
             "CREATE INDEX studies_referring_folded_trgm ON studies USING gin (referring_physician_folded gin_trgm_ops)",
         ],
+        # One call records one instance, so that an ingest batch is one round trip (pg_store_sql).
+        "0019_pg_store_function": pg_store_sql.MIGRATION,
     },
 }
 

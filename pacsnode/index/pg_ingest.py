@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Tries of one instance that lost a race for a new row, and of a batch chosen as a deadlock victim.
 TRIES = 3
+#: Batches go through the server-side function (pg_store); False: the shared SQL alone (tests compare both).
+FUNCTION = True
 
 
 @dataclass
@@ -96,27 +98,37 @@ def _flush(conn: Any, pending: dict[int, _Counts], now: str) -> None:
 
 
 def commit_batch(index: "PostgresIndex", batch: list["_Pending"]) -> None:
-    """Index ``batch`` in one transaction (each instance in its own savepoint), sharing the write lock."""
-    from psycopg.errors import DeadlockDetected, UniqueViolation
+    """Index ``batch`` sharing the write lock: one function call per instance (:mod:`pacsnode.index.pg_store`),
+    then what the function leaves (a replace, text with a NUL) by the shared SQL, each in one transaction."""
+    from pacsnode.index import pg_store
 
     now = utc_now()
     ordered = sorted(batch, key=lambda item: (item.args[0].study_uid, item.args[0].series_uid))
-    again: tuple[type[BaseException], ...] = (DeadlockDetected, UniqueViolation) if len(batch) == 1 \
-        else (DeadlockDetected,)
     try:
-        for attempt in range(1, TRIES + 1):
-            try:
-                _run(index, ordered, now)
-                return
-            except Exception as exc:  # the commit failed: nothing of the batch is indexed
-                if isinstance(_cause(exc), again) and attempt < TRIES:
-                    continue
-                for item in batch:
-                    item.error, item.result = item.error or exc, None
-                return
+        rest = pg_store.commit_batch(index, ordered, now) if FUNCTION else ordered
+        if rest:
+            commit_statements(index, rest, now)
     finally:
         for item in batch:
             item.done = True
+
+
+def commit_statements(index: "PostgresIndex", batch: list["_Pending"], now: str) -> None:
+    """Index ``batch`` by the shared SQL in one transaction (each instance in its own savepoint)."""
+    from psycopg.errors import DeadlockDetected, UniqueViolation
+
+    again: tuple[type[BaseException], ...] = (DeadlockDetected, UniqueViolation) if len(batch) == 1 \
+        else (DeadlockDetected,)
+    for attempt in range(1, TRIES + 1):
+        try:
+            _run(index, batch, now)
+            return
+        except Exception as exc:  # the commit failed: nothing of the batch is indexed
+            if isinstance(_cause(exc), again) and attempt < TRIES:
+                continue
+            for item in batch:
+                item.error, item.result = item.error or exc, None
+            return
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -397,6 +397,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX work_items_state ON work_items (kind, state, queued_at)
         """,
+    ),    (
+        # Issue 16: on PostgreSQL an instance is recorded by one server-side function call, so that
+        # an ingest batch is one round trip (index/pg_store_sql.py, index/pg_store.py). SQLite runs
+        # nothing; the function is in pacsnode.index.dialect.DIALECT_MIGRATIONS.
+        "0019_pg_store_function",
+        "",
     ),
 ]
 
