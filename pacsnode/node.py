@@ -51,6 +51,7 @@ from pacsnode.storage_commitment import COMMIT_NO_SUCH_INSTANCE, COMMIT_PROCESSI
 from pacsnode.importing import ImportReport, iter_files  # noqa: F401  (re-exported: cli, tests)
 from pacsnode.provenance_desk import ProvenanceDesk
 from pacsnode.quota import QuotaMeter
+from pacsnode.store_undo import undo_place
 from pacsnode.rejection_desk import RejectionDesk
 from pacsnode.storage.area import StorageArea, open_storage
 from pacsnode.storage.archive_lock import OthersMayWrite, WriterLock, file_archive_lock
@@ -238,7 +239,7 @@ class Node:
             if status == "failed" and isinstance(exc, PacsnodeError):
                 status = type(exc).__name__  # InvalidInstance, SopClassMismatch, StorageFull...
             if placed is not None:
-                self.storage.remove(placed)
+                undo_place(self.index, self.storage, placed)  # never a file that a row names
             raise
         finally:
             if not consumed:

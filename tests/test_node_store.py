@@ -32,6 +32,22 @@ class FailingIndex(SqliteIndex):
         raise IndexError_("simulated index failure")
 
 
+class AnswerLostIndex(SqliteIndex):
+    """An index whose COMMIT reaches the disk and whose answer is lost, as a PostgreSQL connection breaking
+    between the server's COMMIT and its reply does."""
+
+    def record_instance(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        super().record_instance(*args, **kwargs)  # type: ignore[arg-type]
+        raise IndexError_("server closed the connection unexpectedly")
+
+
+class UnreachableIndex(FailingIndex):
+    """Recording fails and the index cannot say afterwards which paths a row names (the server is gone)."""
+
+    def indexed_paths(self, paths: list[str]) -> set[str]:
+        raise IndexError_("connection refused")
+
+
 def receive(node: Node, source: Path) -> Path:
     """What the DIMSE layer does: the dataset lands in a temp file on the storage filesystem."""
     temp = node.new_temp_file()
@@ -106,6 +122,35 @@ def test_indexing_failure_removes_the_placed_file(make_config: Callable[..., Nod
     assert files_in(node.storage.root) == []
     assert files_in(node.config.temp_path) == []
     node.close()
+
+
+def test_a_commit_whose_answer_was_lost_keeps_the_file_its_row_names(make_config: Callable[..., NodeConfig],
+                                                                     instance: Path) -> None:
+    """The store fails (the sender hears a failure and sends again), but the row committed: removing the file
+    left a row without it, and the resend, a keep-first duplicate, was acknowledged with no file behind it."""
+    config = make_config()
+    node = Node(config, index=AnswerLostIndex(config.index_path))
+    try:
+        with pytest.raises(IndexError_):
+            node.store_file(receive(node, instance), MODALITY)
+        [row] = node.index.all_instance_files()
+        assert (node.storage.root / row["path"]).read_bytes() == instance.read_bytes()
+        assert node.check().clean
+    finally:
+        node.close()
+
+
+def test_a_failed_store_keeps_its_file_while_the_index_cannot_say_whether_a_row_names_it(
+        make_config: Callable[..., NodeConfig], instance: Path) -> None:
+    config = make_config()
+    node = Node(config, index=UnreachableIndex(config.index_path))
+    try:
+        with pytest.raises(IndexError_):
+            node.store_file(receive(node, instance), MODALITY)
+        assert [p.read_bytes() for p in files_in(node.storage.root)] == [instance.read_bytes()]
+        assert files_in(node.config.temp_path) == []
+    finally:
+        node.close()
 
 
 def test_indexing_failure_on_a_replacement_keeps_the_first_copy(make_config: Callable[..., NodeConfig],
