@@ -65,7 +65,9 @@ def test_login_lockout_is_shared_by_every_worker_even_under_parallel_attempts(tm
                               allow_redirects=False, timeout=30)
         assert right.status_code == 429
         refused = [e for e in audit(node) if e["action"] == "web-login" and "too many" in e["detail"]]
-        assert len(refused) >= 13
+        # a locked-out address is audited once per reason per 10 s by each serving process (a flood of
+        # 429s must not become a flood of audit writes), so three workers write one to three rows
+        assert 1 <= len(refused) <= 3, refused
     finally:
         node.stop()
 
