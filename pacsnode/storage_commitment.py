@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pacsnode.errors import StorageUnavailable
-from pacsnode.model import Caller
+from pacsnode.model import Caller, DeliveryKind
 
 if TYPE_CHECKING:
     from pacsnode.node import Node
@@ -57,8 +57,18 @@ def commitment(node: Node, refs: list[tuple[str, str]], caller: Caller) -> list[
 
 def _delivered_by(row: Any, caller: Caller) -> bool:
     """Whether the instance of ``row`` was delivered by ``caller``'s peer: its provenance, or for
-    a row stored before provenance was kept (``delivered_by`` blank), the calling AE title."""
+    a row stored before provenance was kept (``delivered_by`` blank), the calling AE title.
+
+    Only a registered peer's delivery names a peer: an unregistered AE's or an import's
+    ``delivered_peer`` holds the AE title it claimed, which a peer's name must not match."""
     assert caller.peer is not None
-    if row["delivered_by"]:
+    kind = row["delivered_by"]
+    if kind in _BY_PEER:
         return bool(row["delivered_peer"] == caller.peer.name)
-    return bool(row["calling_ae"] == caller.aet)
+    if kind in ("", DeliveryKind.UNKNOWN.value):
+        return bool(row["calling_ae"] == caller.aet)
+    return False  # unregistered, import: delivered by no peer
+
+
+#: The deliveries whose ``delivered_peer`` is a registered peer's name (``ProvenanceDesk.of``).
+_BY_PEER = frozenset(kind.value for kind in (DeliveryKind.PEER, DeliveryKind.OWN, DeliveryKind.RETRIEVED))

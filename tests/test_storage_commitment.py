@@ -55,3 +55,16 @@ def test_nobody_is_committed_to_even_under_the_delivering_ae_title(node: Node, t
     assert results == [(*ref, COMMIT_NO_SUCH_INSTANCE)]
     event = [e for e in node.audit.events() if e.action == "commitment"][-1]
     assert event.outcome == "refused" and "not a registered peer" in event.detail
+
+
+def test_a_peer_named_like_an_unregistered_ae_title_is_not_committed_its_instances(node: Node, tmp_path: Path,
+                                                                                    ct_template: Path) -> None:
+    """The provenance of an unregistered AE's (or an import's) instance names no peer: its
+    delivered_peer holds the AE title it claimed. A registered peer whose *name* is that title
+    (another host, another AE title) delivered nothing, and is committed nothing."""
+    ref = _stored_by(node, Caller.nobody("ct1", "10.9.9.9"), write_instance(ct_template, tmp_path / "u.dcm"))
+    node.add_peer(Peer("ct1", "WORKSTATION", "127.0.0.1", 104))  # a peer *named* like that AE title
+    caller = Caller.registered(node.peers.get("ct1"), "127.0.0.1")
+    assert node.commitment([ref], caller) == [(*ref, COMMIT_NO_SUCH_INSTANCE)]
+    own = _stored_by(node, caller, write_instance(ct_template, tmp_path / "p.dcm"))
+    assert node.commitment([own], caller) == [(*own, 0)]  # what it delivered itself still is

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from pacsnode.dicom.extract import require_uid
 from pacsnode.errors import InvalidInstance
 
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -63,12 +65,14 @@ def rejection_note(path: Path) -> RejectionNote | None:
     if scheme != "DCM" or code not in REJECTION_TITLES:
         return None
     rejected: list[RejectedInstance] = []
+    # Each reference must be a UID (InvalidInstance otherwise, before anything is kept): it goes into the
+    # index as it is, where PostgreSQL refuses a NUL in text that SQLite keeps (the two would differ).
     for study in ds.get("CurrentRequestedProcedureEvidenceSequence") or []:
-        study_uid = str(study.get("StudyInstanceUID", "")).strip()
+        study_uid = _optional_uid(study, "StudyInstanceUID", "Study Instance UID")
         for series in study.get("ReferencedSeriesSequence") or []:
-            series_uid = str(series.get("SeriesInstanceUID", "")).strip()
+            series_uid = _optional_uid(series, "SeriesInstanceUID", "Series Instance UID")
             for item in series.get("ReferencedSOPSequence") or []:
-                uid = str(item.get("ReferencedSOPInstanceUID", "")).strip()
+                uid = _optional_uid(item, "ReferencedSOPInstanceUID", "Referenced SOP Instance UID")
                 if uid:
                     rejected.append(RejectedInstance(uid, study_uid, series_uid))
                 if len(rejected) > MAX_REFERENCES:
@@ -79,3 +83,9 @@ def rejection_note(path: Path) -> RejectionNote | None:
     if any(r.sop_instance_uid == own for r in rejected):
         raise InvalidInstance("a rejection note cannot reject itself")
     return RejectionNote(own, code, REJECTION_TITLES[code], tuple(rejected))
+
+
+def _optional_uid(item: Any, keyword: str, name: str) -> str:
+    """``item``'s UID ``keyword`` ("" when absent or blank); InvalidInstance when it is no UID."""
+    text = str(item.get(keyword, "") or "").strip().rstrip("\x00")
+    return require_uid(text, f"rejection note: {name}") if text else ""

@@ -44,6 +44,15 @@ def relative_path_for(sop_instance_uid: str) -> str:
     return f"{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
 
 
+def _with_ancestors(folder: str) -> list[str]:
+    """``aa/bb`` -> ``aa/bb``, ``aa``: the names a durable folder's parents make durable."""
+    names = []
+    while folder and folder != ".":
+        names.append(folder)
+        folder = os.path.dirname(folder)
+    return names
+
+
 def sibling_name(relative: str) -> str:
     """A fresh name next to ``relative`` for a second copy of the same UID (a replace, a race)."""
     return f"{relative[:-len('.dcm')]}.{secrets.token_hex(4)}.dcm"
@@ -109,6 +118,7 @@ class FileStorage:
         self.quota_bytes = quota_bytes
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._durable_names: set[str] = set()  # folders whose name this process made durable (_parents_to_sync)
 
     def relative_path_for(self, sop_instance_uid: str) -> str:
         return relative_path_for(sop_instance_uid)
@@ -192,7 +202,9 @@ class FileStorage:
         finally:
             os.unlink(staging)
         if self.fsync:
-            fsync_file_and_dir(None, final.parent, parents=[folder.parent for folder in new_folders])
+            folder = os.path.relpath(final.parent, self.root)
+            fsync_file_and_dir(None, final.parent, parents=self._parents_to_sync(folder, new_folders))
+            self._durable_names.update(_with_ancestors(folder))
 
     def place(self, temp_path: Path, sop_instance_uid: str, received: ReceivedFile | None = None) -> StoredFile:
         """fsync ``temp_path`` and move it into its final place, never over an existing file.
@@ -235,11 +247,29 @@ class FileStorage:
             finally:
                 os.unlink(staging)
         if self.fsync:
+            folder = os.path.dirname(relative)
             fsync_file_and_dir(None if data_synced else data_fd if data_fd >= 0 else temp_path,
-                               os.path.dirname(self._root + relative),
-                               parents=[os.path.dirname(folder) for folder in new_folders])
+                               self._root + folder, parents=self._parents_to_sync(folder, new_folders))
+            self._durable_names.update(_with_ancestors(folder))
         os.unlink(temp)
         return StoredFile(relative, size, sha256)
+
+    def _parents_to_sync(self, folder: str, new_folders: Sequence[Path | str]) -> list[str]:
+        """The folders to fsync with ``folder`` (relative, ``aa/bb``) so that its name is durable too.
+
+        A store syncs the parent of each folder it made. A folder it found may have been made a
+        moment ago by another store (another association's thread, a worker) that has not synced
+        that folder's parent yet: a link into it and an fsync of it alone are then durable inside a
+        folder whose own name may not be, and a power cut loses the instance after its Success. So
+        the first store into a folder in this process syncs its parents as well (once per folder:
+        at most 256 + 65,536 names remembered), and later ones trust them.
+        """
+        parents = [os.path.dirname(os.fspath(made)) for made in new_folders]
+        name = folder
+        while name and name != "." and name not in self._durable_names:
+            name = os.path.dirname(name)
+            parents.append(self._root + name if name else os.fspath(self.root))
+        return list(dict.fromkeys(parents))
 
     @property
     def _root(self) -> str:
