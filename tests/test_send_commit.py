@@ -183,6 +183,7 @@ def _commit_as(port: int, calling_aet: str, source: str, refs: list[tuple[str, s
     return reports[0]
 
 
+@pytest.mark.one_node("the cluster run's router connects from 127.0.0.1 whatever the client's address")
 def test_an_ae_title_claimed_from_another_host_learns_nothing_from_commitment(archive: NodeProcess) -> None:
     """Identity is AE title + host: SENDER registered at 127.0.0.1, claimed from 127.0.0.2, is nobody.
     Commitment used to compare the claimed title with the row's calling AE and confirmed the real

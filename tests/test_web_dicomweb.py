@@ -220,6 +220,7 @@ def test_health_and_readiness_answer_without_a_token_and_wado_uri_checks_its_par
     assert get(node, jpeg, token).status_code == 406
 
 
+@pytest.mark.one_node("it breaks the SQLite index file of one home")
 def test_readiness_names_the_part_that_fails_never_the_error(web_node: Any) -> None:
     """/readyz answers anyone: an index error's text (PostgreSQL's names host and user) stays in the log."""
     node, _token, _datasets = web_node
