@@ -17,13 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from bench.node_process import NodeProcess
+from bench.node_process import NodeProcess, set_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "bench" / "corpus"
@@ -125,9 +125,10 @@ def set_setting(home: Path, key: str, value: str) -> None:
 
 
 @contextlib.contextmanager
-def pacsnode_server(extra_toml: str = "", home: Path | None = None,
-                    settings: dict[str, str] | None = None) -> Iterator[tuple[int, Path]]:
-    """A fresh pacsnode home served on a free port; yields (port, home)."""
+def pacsnode_server(extra_toml: str = "", home: Path | None = None, settings: dict[str, str] | None = None,
+                    sections: dict[tuple[str, str], Any] | None = None) -> Iterator[tuple[int, Path]]:
+    """A fresh pacsnode home served on a free port; yields (port, home). ``sections`` sets
+    ``[section] key`` (for a key several tables share, such as ``url``)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-pacsnode-"))
     home = home or tmp / "home"
     node = NodeProcess(home, start_timeout=30, log_path=tmp / "serve.log")
@@ -140,6 +141,8 @@ def pacsnode_server(extra_toml: str = "", home: Path | None = None,
             handle.write("\n" + extra_toml)
     for key, value in (settings or {}).items():
         set_setting(home, key, value)
+    for (section, key), value in (sections or {}).items():
+        set_config(home, section, key, value)
     try:
         with node:
             yield node.port, home

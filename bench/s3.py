@@ -42,9 +42,9 @@ def put_rate(server: S3Server, files: list[Path], scratch: Path) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
-def ingest_rate(files: list[Path], extra_toml: str = "") -> float:
-    """Instances per second of one storescu association into a fresh served node."""
-    with pacsnode_server(extra_toml) as (port, _home):
+def ingest_rate(files: list[Path], storage_url: str = "") -> float:
+    """Instances per second of one storescu association into a fresh served node (its folder, or S3)."""
+    with pacsnode_server(sections={("storage", "url"): storage_url} if storage_url else None) as (port, _home):
         storescu(port, files[:2], "PACSNODE")  # warm the server (imports, first store)
         seconds = storescu(port, files[2:], "PACSNODE")
     return (len(files) - 2) / seconds
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 puts.append(put_rate(server, files, Path(folder)))
                 folder_rates.append(ingest_rate(files))
                 url = server.url(f"ingest-{secrets.token_hex(4)}")
-                s3_rates.append(ingest_rate(files, f'[storage]\nurl = "{url}"\n'))
+                s3_rates.append(ingest_rate(files, url))
         finally:
             server.stop()
     put, fs, s3 = median(puts), median(folder_rates), median(s3_rates)
