@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import random
+import resource
 import struct
 import subprocess
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Callable
 
 import pydicom
 import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from pacsnode.config import NodeConfig
 from pacsnode.dicom import header
@@ -25,6 +28,7 @@ from pacsnode.dicom.extract import read_facts
 from pacsnode.dimse.listener import Listener
 from pacsnode.model import ReceivedFile, StoreOutcome
 from pacsnode.node import Node
+from support import NodeProcess as SupportNode
 from support import dcmtk, have_tool
 from test_header_scan import _candidates
 
@@ -177,3 +181,31 @@ def test_the_receiver_keeps_exactly_the_head_it_wrote(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(node.heads) == 2 and all(same for _size, same in node.heads), node.heads
     assert max(size for size, _same in node.heads) > SMALL
+
+
+def _limit_file_size() -> None:
+    """In the node's process: no file may grow past 1 MB (Python ignores SIGXFSZ: os.write fails with EFBIG)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_failed_write_fails_the_store_whatever_the_kept_bytes_say(tmp_path: Path) -> None:
+    """The receiver's head is the file's only while every write succeeded: a write that fails (here
+    past 1 MB, after the head was kept) discards the file and answers Out of Resources, and the
+    association goes on to store the next instance."""
+    files = [tmp_path / f"{number}.dcm" for number in range(3)]
+    for number, path in enumerate(files):
+        ds = _sample()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.10.1078.99.3.{number}"
+        pixels = bytes(2 << 20) if number == 1 else b""  # 2 MB: its write fails past the 1 MB limit
+        _write(path, ds, pixels and b"\xe0\x7f\x10\x00OB\x00\x00" + struct.pack("<L", len(pixels)) + pixels)
+    with SupportNode(tmp_path / "home", preexec_fn=_limit_file_size) as node:
+        ae = AE(ae_title="STORESCU")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="PACSNODE")
+        assert assoc.is_established
+        statuses = [int(assoc.send_c_store(path).Status) for path in files]
+        assoc.release()
+        stored = {row[0] for row in node.index_rows("SELECT sop_instance_uid FROM instances")}
+        assert statuses == [0x0000, 0xA700, 0x0000]
+        assert stored == {f"1.2.826.0.1.3680043.10.1078.99.3.{n}" for n in (0, 2)}
+        assert node.temp_files() == []
