@@ -133,6 +133,9 @@ class ReceivedFile:
     #: the receiver's descriptor of the file, open until ``place`` returns (-1: none): the
     #: storage area syncs the data through it instead of opening the file again
     fd: int = -1
+    #: the file's first bytes (up to ``dicom.header.SMALL_FILE``: a small instance whole), exactly
+    #: as written: the facts are read from them instead of the file (empty: read the file)
+    head: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ class Node:
                 self._audit_caller(caller, "store", "refused", detail={"reason": str(exc)})
                 status = "refused"
                 raise
-            facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance)
+            facts = facts_from_file(temp_path, expected_sop_class, expected_sop_instance, received)
             if check is not None:
                 check(facts)
             note = rejection_note(temp_path) if facts.sop_class_uid == KOS_SOP_CLASS else None

@@ -21,7 +21,7 @@ from pydicom.uid import UID
 
 from pacsnode.dicom import header, limits, lossy, nul
 from pacsnode.errors import InvalidInstance, SopClassMismatch
-from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId
+from pacsnode.model import CodedEntry, InstanceFacts, OtherPatientId, ReceivedFile
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # pydicom hands ISO 2022 IR 58 (GB2312) to Python's gb2312 codec, which keeps the ESC $ ) A
@@ -322,14 +322,16 @@ def _clean(value: str) -> str:
     return (LEFTOVER_ESCAPE.sub("", value) if "\x1b" in value else value).strip()
 
 
-def read_facts(path: Path | str) -> InstanceFacts:
+def read_facts(path: Path | str, received: ReceivedFile | None = None) -> InstanceFacts:
     """Facts of a file: one fast pass when it applies, pydicom's full read otherwise.
 
     The fast path only ever says yes for what the full read would also accept: a file it
     finds cut short, or whose facts it cannot decode, is judged again by the full read.
+    ``received``: the receiver's first bytes of the file (``ReceivedFile.head``), read instead
+    of the file when they hold what the fast pass reads.
     """
     try:
-        scanned = header.scan(path)
+        scanned = header.scan(path, received.head, received.size) if received is not None else header.scan(path)
         if scanned is not None and scanned.complete:
             return facts_from_scan(scanned)
     except limits.ValueTooLong:
@@ -340,9 +342,9 @@ def read_facts(path: Path | str) -> InstanceFacts:
 
 
 def facts_from_file(path: Path | str, expected_sop_class: str | None = None,
-                    expected_sop_instance: str | None = None) -> InstanceFacts:
+                    expected_sop_instance: str | None = None, received: ReceivedFile | None = None) -> InstanceFacts:
     """Read a file's header and extract facts, checking it against what the sender declared."""
-    facts = read_facts(path)
+    facts = read_facts(path, received)
     if expected_sop_class and facts.sop_class_uid != expected_sop_class and \
             UID(facts.sop_class_uid) != UID(expected_sop_class):  # equal text: no UID to build
         raise SopClassMismatch(

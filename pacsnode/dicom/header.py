@@ -17,6 +17,7 @@ compares both on every sample and pydicom test file.
 from __future__ import annotations
 
 import functools
+import io
 import mmap
 import os
 import struct
@@ -65,8 +66,19 @@ class HeaderScan:
     complete: bool
 
 
-def scan(path: Path | str) -> HeaderScan | None:
-    """Walk the file once; None when the fast path does not apply (the caller reads it fully)."""
+def scan(path: Path | str, head: bytes = b"", size: int = -1) -> HeaderScan | None:
+    """Walk the file once; None when the fast path does not apply (the caller reads it fully).
+
+    ``head``: the file's first bytes as its writer kept them, ``size``: the file's length (the
+    receiver's ``ReceivedFile``). When they hold what the walk reads, the file is not opened
+    (issue 13: opening and reading back the 9 KB just written was a quarter of the facts' CPU);
+    anything else (``_from_head`` is unsure) reads the file, as without them.
+    """
+    if head and len(head) <= size:
+        try:
+            return _from_head(head, size)
+        except _NeedFile:
+            pass
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         preamble = handle.read(132)
@@ -85,12 +97,7 @@ def scan(path: Path | str) -> HeaderScan | None:
         implicit, little = kind
         if little:
             try:
-                found = _walk(handle, size, implicit)
-                for tag, raw in found.items():
-                    keyword, vr = TAGS[tag]
-                    if vr != "SQ" and raw.length != 0xFFFFFFFF:
-                        limits.check_declared_length(keyword, vr, raw.length)
-                return HeaderScan(syntax, implicit, True, found, True)
+                return _walked(syntax, implicit, _walk(handle, size, implicit))
             except le_walk.NotPlain:
                 pass  # pydicom's generator below decides, as it always did
         elements: dict[int, RawDataElement] = {}
@@ -110,6 +117,48 @@ def scan(path: Path | str) -> HeaderScan | None:
             end = handle.tell()
         complete = complete and end == size
     return HeaderScan(syntax, implicit, little, elements, complete)
+
+
+class _NeedFile(Exception):
+    """The kept bytes do not settle the scan: read the file."""
+
+
+def _from_head(head: bytes, size: int) -> HeaderScan | None:
+    """``scan`` from the file's first bytes, deciding only what the file path decides on the same
+    bytes: the preamble, a plain File Meta group read whole, and ``le_walk.top_level`` on the
+    prefix with the file's true size (a walk on any prefix either ends as on the whole file or
+    raises BeyondPrefix). A short read, an unusual meta group, a big endian syntax, and every
+    NotPlain (pydicom's generator reads the file) raise _NeedFile."""
+    if len(head) < 132:
+        raise _NeedFile
+    if head[128:132] != b"DICM":
+        return None
+    handle = io.BytesIO(head)
+    handle.seek(132)
+    syntax = _meta_syntax(handle)
+    if syntax is None:  # unusual, or the prefix ended inside the group
+        raise _NeedFile
+    kind = _syntax_kind(syntax)
+    if kind is None:
+        return None
+    implicit, little = kind
+    if not little:
+        raise _NeedFile
+    try:  # at most SMALL_FILE bytes, as _walk reads: past them the file path maps the file whole
+        found = le_walk.top_level(head[:SMALL_FILE], handle.tell(), implicit, TAGS, size)
+    except le_walk.NotPlain:
+        raise _NeedFile from None
+    return _walked(syntax, implicit, found)
+
+
+def _walked(syntax: str, implicit: bool, found: dict[int, RawDataElement]) -> HeaderScan:
+    """The scan of a little endian data set ``le_walk`` read whole; ValueTooLong for a declared
+    length no indexed value may have."""
+    for tag, raw in found.items():
+        keyword, vr = TAGS[tag]
+        if vr != "SQ" and raw.length != 0xFFFFFFFF:
+            limits.check_declared_length(keyword, vr, raw.length)
+    return HeaderScan(syntax, implicit, True, found, True)
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 from pacsnode.dicom.extract import is_valid_uid
+from pacsnode.dicom.header import SMALL_FILE
 from pacsnode.dimse import pdu, statuses
 from pacsnode.dimse.policy import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.dimse.session import Request, Session
@@ -66,6 +67,7 @@ class IncomingStore:
         self.digest = hashlib.sha256()  # hashed as it arrives: the storage area need not read it back
         self.size = 0
         self.synced = False
+        self.head = bytearray()  # the file's first SMALL_FILE bytes, as written: the facts are read from them
 
     def open(self, path: Path, fd: int, header: bytes) -> None:
         """Take over ``path`` and its descriptor ``fd`` (closed in close/discard), write ``header``."""
@@ -82,6 +84,8 @@ class IncomingStore:
             self.size += len(fragment)
             while written < len(fragment):
                 written += os.write(self.fd, fragment[written:])
+            if len(self.head) < SMALL_FILE:  # only once written: a failed write discards the file
+                self.head += fragment[:SMALL_FILE - len(self.head)]
         except OSError as exc:
             LOGGER.error("cannot write the received dataset: %s", exc)
             self.discard()
@@ -120,7 +124,8 @@ class IncomingStore:
             outcome = node.store_file(self.path, self.session.caller(),
                                       expected_sop_class=self.request.abstract_syntax,
                                       expected_sop_instance=self.sop_instance,
-                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced, fd))
+                                      received=ReceivedFile(self.digest.hexdigest(), self.size, self.synced, fd,
+                                                            bytes(self.head)))
             LOGGER.debug("C-STORE %s: %s", outcome.result.value, outcome.sop_instance_uid)
         except PacsnodeError as exc:
             LOGGER.warning("C-STORE refused: %s", exc)
