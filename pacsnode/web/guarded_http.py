@@ -15,14 +15,13 @@ left (slowloris). THREATS.md rule 6: every connection has a deadline and a count
 - an answer the client does not read for ``WRITE_STALL_SECONDS`` closes the connection.
 
 Each refusal is audited (``Node.web_events.connection_refused``), at most once per address
-and reason per ``AUDIT_INTERVAL`` with the count of those not written, from a worker thread
+and reason per ``audit_throttle.AUDIT_INTERVAL`` with the count of those not written, from a worker thread
 (never an index write on the event loop).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from asyncio import TimerHandle
 from dataclasses import dataclass
@@ -30,13 +29,14 @@ from typing import Any, Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pacsnode.web.audit_throttle import AuditThrottle
+
 LOGGER = logging.getLogger(__name__)
 
 MAX_PER_ADDRESS = 64  # a browser opens about 6; a viewer's workers a few more
 HEADER_SECONDS = 10.0
 BODY_IDLE_SECONDS = 30.0
 WRITE_STALL_SECONDS = 60.0
-AUDIT_INTERVAL = 10.0
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 Refused = Callable[[str, str, int], None]  # (reason, host, similar refusals not audited)
@@ -57,21 +57,13 @@ class _Refusals:
 
     def __init__(self, record: Refused) -> None:
         self.record = record
-        self.seen: dict[tuple[str, str], tuple[float, int]] = {}
-        self.lock = threading.Lock()
+        self.throttle = AuditThrottle()
 
     def __call__(self, loop: Any, reason: str, host: str) -> None:
         LOGGER.warning("web: %s: %s", host, reason)
-        now = time.monotonic()
-        with self.lock:
-            last, skipped = self.seen.get((host, reason), (-AUDIT_INTERVAL, 0))
-            if now - last < AUDIT_INTERVAL:
-                self.seen[(host, reason)] = (last, skipped + 1)
-                return
-            if len(self.seen) > 10_000:
-                self.seen.clear()
-            self.seen[(host, reason)] = (now, 0)
-        loop.run_in_executor(None, self.record, reason, host, skipped)
+        skipped = self.throttle.admit(host, reason)
+        if skipped is not None:
+            loop.run_in_executor(None, self.record, reason, host, skipped)
 
 
 def protocol(record: Refused, limits: Limits = Limits()) -> type[HttpToolsProtocol]:

@@ -6,8 +6,6 @@ so no cross-site request can change data. Wrong passwords are audited and thrott
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from pacsnode import accounts
 from pacsnode.web import page_render
 from pacsnode.web.app import SESSION_COOKIE, HttpError
+from pacsnode.web.audit_throttle import AuditThrottle
 
 if TYPE_CHECKING:
     from pacsnode.web.app import Web
@@ -34,7 +33,6 @@ LANDING = {"physician": "/patients", "qc": "/qc", "programme": "/report", "admin
 RETURN_PAGES = frozenset({"/viewer/", *LANDING.values()})
 
 
-AUDIT_INTERVAL = 10.0  # seconds between two audited refusals of one address and reason (not wrong passwords)
 
 
 class Login:
@@ -43,24 +41,16 @@ class Login:
     def __init__(self, web: "Web") -> None:
         self.web = web
         self.throttle = accounts.Throttle(web.store)
-        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
-        self._refusal_lock = threading.Lock()
+        self._refusals = AuditThrottle()
 
     def _refused(self, who: str, reason: str, host: str) -> None:
         """Audit a refusal that costs the client nothing (locked out, another origin, too large) at
         most once per address and reason per interval, with how many were not written: each is one
         request, and a flood of them must not become a flood of audit rows. A wrong password is
         always audited (the throttle allows a few per address and user)."""
-        now = time.monotonic()
-        with self._refusal_lock:
-            last, skipped = self._refusals.get((host, reason), (-AUDIT_INTERVAL, 0))
-            if now - last < AUDIT_INTERVAL:
-                self._refusals[(host, reason)] = (last, skipped + 1)
-                return
-            if len(self._refusals) > 10_000:
-                self._refusals.clear()
-            self._refusals[(host, reason)] = (now, 0)
-        self.web.node.web_events.login_refused(who, reason, host, skipped)
+        skipped = self._refusals.admit(host, reason)
+        if skipped is not None:
+            self.web.node.web_events.login_refused(who, reason, host, skipped)
 
     def form(self, request: Request) -> Response:
         """The login form in the user's language; a person already signed in goes on to their page."""
